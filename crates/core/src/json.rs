@@ -1,0 +1,189 @@
+//! The JSON body of a cache: one object whose values are objects.
+//!
+//! Entries are kept as raw JSON text: decoding a record that nobody looks at
+//! is wasted work, and raw text keeps every field and number exactly as the
+//! writer put it. Parsing follows JSON.parse where the two could differ: a
+//! duplicate key keeps its first position and takes its last value.
+
+use crate::error::{Error, ErrorKind, Result};
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+
+/// The entries of a cache body, in document order.
+pub type RawEntries = IndexMap<String, Box<RawValue>>;
+
+/// Checks that no array or object nests deeper than `max_depth`, so that a
+/// hostile body cannot exhaust a recursive parser's stack.
+///
+/// This runs on every decode, including the bindings' fast path that hands
+/// the text to JSON.parse, so every surface applies the same limit.
+pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let len = text.len();
+    while i < len {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                while i < len {
+                    match text[i] {
+                        b'"' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Error::new(
+                        ErrorKind::TooDeep,
+                        format!("JSON nests deeper than {max_depth} levels"),
+                    )
+                    .at(i as u64));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Parses a cache body into its entries, checking the shape: an object of
+/// objects.
+pub fn parse_entries(text: &str) -> Result<RawEntries> {
+    let first = text.bytes().position(|b| !b.is_ascii_whitespace());
+    match first.map(|i| text.as_bytes()[i]) {
+        Some(b'{') => {}
+        Some(_) => {
+            // Valid JSON of another type is "not an object"; anything else
+            // is reported with its syntax error.
+            serde_json::from_str::<&RawValue>(text).map_err(|e| json_error(text, &e))?;
+            return Err(Error::new(
+                ErrorKind::NotAnObject,
+                "the cache body is JSON but not an object",
+            )
+            .at(first.unwrap() as u64));
+        }
+        None => {
+            return Err(Error::new(ErrorKind::InvalidJson, "the cache body is empty").at(0));
+        }
+    }
+    let entries: RawEntries = serde_json::from_str(text).map_err(|e| json_error(text, &e))?;
+    for (key, value) in &entries {
+        if !value.get().starts_with('{') {
+            return Err(Error::new(
+                ErrorKind::EntryNotAnObject,
+                format!(
+                    "the entry {key:?} is {}, not an object",
+                    describe(value.get())
+                ),
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+/// A JSON syntax error, located by byte offset as well as line and column.
+pub fn json_error(text: &str, error: &serde_json::Error) -> Error {
+    let offset = offset_of(text, error.line(), error.column());
+    Error::new(
+        ErrorKind::InvalidJson,
+        format!(
+            "invalid JSON at line {} column {}: {}",
+            error.line(),
+            error.column(),
+            strip_location(&error.to_string())
+        ),
+    )
+    .at(offset as u64)
+}
+
+fn strip_location(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |i| &message[..i])
+}
+
+/// serde_json reports 1-based lines and 1-based byte columns.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let line_start = text
+        .match_indices('\n')
+        .nth(line.saturating_sub(2))
+        .map_or(0, |(i, _)| i + 1);
+    let line_start = if line <= 1 { 0 } else { line_start };
+    (line_start + column.saturating_sub(1)).min(text.len())
+}
+
+/// A short description of a JSON value's type, for error messages.
+pub fn describe(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't') | Some(b'f') => "a boolean",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
+}
+
+/// Appends `value` as a JSON string literal, escaped as JSON.stringify does.
+pub fn push_string(out: &mut String, value: &str) {
+    // serde_json escapes exactly the characters JSON.stringify escapes for
+    // well-formed strings: quote, backslash and control characters.
+    out.push_str(&serde_json::to_string(value).expect("strings always serialize"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_inside_strings() {
+        assert!(check_depth(br#"{"a":"[[[[[[\"{{{{"}"#, 1).is_ok());
+        assert!(check_depth(br#"{"a":{"b":[1]}}"#, 3).is_ok());
+        let err = check_depth(br#"{"a":{"b":[1]}}"#, 2).unwrap_err();
+        assert_eq!((err.kind(), err.offset()), (ErrorKind::TooDeep, Some(10)));
+    }
+
+    #[test]
+    fn shape_errors() {
+        assert_eq!(
+            parse_entries("[]").unwrap_err().kind(),
+            ErrorKind::NotAnObject
+        );
+        assert_eq!(
+            parse_entries(" null").unwrap_err().kind(),
+            ErrorKind::NotAnObject
+        );
+        assert_eq!(
+            parse_entries("[").unwrap_err().kind(),
+            ErrorKind::InvalidJson
+        );
+        assert_eq!(
+            parse_entries("").unwrap_err().kind(),
+            ErrorKind::InvalidJson
+        );
+        let err = parse_entries(r#"{"a":{},"b":[]}"#).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::EntryNotAnObject);
+        assert!(err.detail().contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn json_errors_are_located() {
+        let err = parse_entries("{\"a\":{},\n \"b\" {}}").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidJson);
+        assert_eq!(err.offset(), Some(14));
+        assert!(err.detail().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_behave_like_json_parse() {
+        let entries = parse_entries(r#"{"a":{"v":1},"b":{},"a":{"v":2}}"#).unwrap();
+        let keys: Vec<_> = entries.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(entries["a"].get(), r#"{"v":2}"#);
+    }
+}

@@ -1,0 +1,21 @@
+// brcache for Node.js, on the napi addon.
+
+import { createRequire } from 'node:module'
+import { makeCodec } from './codec.js'
+
+const require = createRequire(import.meta.url)
+
+function loadAddon() {
+  try {
+    return require('./generated/brcache.node')
+  } catch (error) {
+    throw new Error(`brcache: the native addon is not built (${error.message}); run \`npm run build\``, {
+      cause: error,
+    })
+  }
+}
+
+const addon = loadAddon()
+
+export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
+export { BrcacheError } from './errors.js'

@@ -1,0 +1,10 @@
+// brcache for Node.js, on the WebAssembly build (same API as the addon).
+
+import { createRequire } from 'node:module'
+import { makeCodec } from './codec.js'
+
+const require = createRequire(import.meta.url)
+const wasm = require('./generated/wasm-node/brcache_wasm.js')
+
+export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
+export { BrcacheError } from './errors.js'
