@@ -10,6 +10,7 @@
 
 import { execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -59,9 +60,16 @@ function pinnedWasmBindgenVersion() {
   return match[1]
 }
 
+// `cargo install` puts the CLI in $CARGO_HOME/bin, which may not be on PATH.
+const cargoBin = join(process.env.CARGO_HOME ?? join(homedir(), '.cargo'), 'bin')
+function wasmBindgen() {
+  const installed = join(cargoBin, 'wasm-bindgen')
+  return existsSync(installed) ? installed : 'wasm-bindgen'
+}
+
 function ensureWasmBindgenCli() {
   const version = pinnedWasmBindgenVersion()
-  const current = output('wasm-bindgen', ['--version'])
+  const current = output(wasmBindgen(), ['--version'])
   if (current?.trim() === `wasm-bindgen ${version}`) return
   // No --locked: the CLI's own lockfile names a crate version the registry
   // no longer serves (see the toolchain notes).
@@ -85,7 +93,7 @@ function buildWasm() {
     const outDir = join(generated, dir)
     if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) > mtime(wasm)) continue
     log(`wasm-bindgen --target ${target}`)
-    run('wasm-bindgen', ['--target', target, '--out-dir', outDir, wasm])
+    run(wasmBindgen(), ['--target', target, '--out-dir', outDir, wasm])
   }
   // The nodejs glue is CommonJS, but this package is "type": "module".
   writeFileSync(join(generated, 'wasm-node', 'package.json'), '{ "type": "commonjs" }\n')

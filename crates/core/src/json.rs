@@ -136,6 +136,57 @@ pub fn push_string(out: &mut String, value: &str) {
     out.push_str(&serde_json::to_string(value).expect("strings always serialize"));
 }
 
+/// Appends valid JSON `raw` without the whitespace between its tokens, as
+/// JSON.stringify would have written it.
+pub fn push_minified(out: &mut String, raw: &str) {
+    if is_compact(raw) {
+        out.push_str(raw);
+        return;
+    }
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    let mut run_start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => i = string_end(bytes, i),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.push_str(&raw[run_start..i]);
+                i += 1;
+                run_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&raw[run_start..]);
+}
+
+/// Whether valid JSON `raw` has no whitespace outside its strings.
+pub fn is_compact(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => i = string_end(bytes, i),
+            b' ' | b'\t' | b'\n' | b'\r' => return false,
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+/// The index just past the string literal that starts at `start`.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +228,16 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidJson);
         assert_eq!(err.offset(), Some(14));
         assert!(err.detail().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn minify_keeps_strings_intact() {
+        let raw = "{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\": {} }";
+        let mut out = String::new();
+        push_minified(&mut out, raw);
+        assert_eq!(out, r#"{"a b":[1,"x \" y"],"c":{}}"#);
+        assert!(is_compact(&out));
+        assert!(!is_compact(raw));
     }
 
     #[test]

@@ -13,17 +13,31 @@
 //! - [`header`]: brcache's header in the gzip FEXTRA field.
 //! - [`json`]: the body's shape and limits.
 //! - [`fingerprint`]: a hash of the set of metadata names a cache covers.
+//! - [`key`]: which keys may appear in a VM's cache (never outside its folder).
+//! - [`entry`]: the one shape every entry has, whoever wrote it.
+//! - [`vm_cache`]: a VM's cache; add, remove, merge and replay.
+//! - [`coherency`]: cache against folder listing; reconcile, apply, rebuild.
+//! - [`summary`]: the restore view's projection of a cache.
 
 pub mod codec;
+pub mod coherency;
 pub mod document;
+pub mod entry;
 pub mod error;
 pub mod fingerprint;
 pub mod gzip;
 pub mod header;
 pub mod json;
+pub mod key;
+pub mod summary;
+pub mod vm_cache;
 
 pub use codec::{DecodeLimits, DecodedText, decode, decode_text, encode};
+pub use coherency::{Listing, Plan, Repaired, Unreadable, apply, fast_path, rebuild, reconcile};
 pub use document::CacheDocument;
 pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::Fingerprint;
 pub use header::CacheHeader;
+pub use key::{MetadataName, VmId};
+pub use summary::{Filter, Summary, summaries};
+pub use vm_cache::{Change, VmCache};

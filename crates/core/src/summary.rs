@@ -1,0 +1,210 @@
+//! The restore view's projection of a cache: what a user picks a restore
+//! point by, without the full XAPI records.
+//!
+//! Only the fields listed here are deserialized; serde skips the rest of each
+//! record (the bulk: `vm`/`vmSnapshot` records, NVRAM, TPM state) without
+//! building it. The shape follows Xen Orchestra's `formatVmBackup`, so a
+//! backup server can hand summaries to its UI unchanged.
+
+use crate::error::Result;
+use crate::key::BACKUP_DIR;
+use crate::vm_cache::VmCache;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub id: String,
+    pub timestamp: Value,
+    pub mode: Value,
+    pub size: Value,
+    pub job_id: Value,
+    pub schedule_id: Value,
+    pub tags: Value,
+    pub vm: VmSummary,
+    pub disks: Vec<Disk>,
+    pub with_memory: bool,
+    pub differencing_vhds: usize,
+    pub dynamic_vhds: usize,
+    pub is_immutable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VmSummary {
+    #[serde(default)]
+    pub uuid: Value,
+    #[serde(default)]
+    pub name_label: Value,
+    #[serde(default)]
+    pub name_description: Value,
+    #[serde(default)]
+    pub tags: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Disk {
+    /// The VHD path relative to the repository root.
+    pub id: String,
+    pub name: Value,
+    pub uuid: Value,
+}
+
+/// The fields of a record that summaries read; everything else is skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    #[serde(default)]
+    timestamp: Value,
+    #[serde(default)]
+    mode: Value,
+    #[serde(default)]
+    size: Value,
+    #[serde(default)]
+    job_id: Value,
+    #[serde(default)]
+    schedule_id: Value,
+    #[serde(default)]
+    tags: Value,
+    #[serde(default)]
+    vm: Option<VmSummary>,
+    #[serde(default)]
+    vm_snapshot: Option<Snapshot>,
+    #[serde(default)]
+    vdis: IndexMap<String, Vdi>,
+    #[serde(default)]
+    vhds: IndexMap<String, Value>,
+    #[serde(default)]
+    is_vhd_differencing: IndexMap<String, Value>,
+    #[serde(default)]
+    is_immutable: Value,
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    #[serde(default, rename = "suspend_VDI")]
+    suspend_vdi: Value,
+}
+
+#[derive(Deserialize)]
+struct Vdi {
+    #[serde(default)]
+    uuid: Value,
+    #[serde(default)]
+    name_label: Value,
+}
+
+/// Which restore points to keep, as Xen Orchestra's callers filter them
+/// (retention by schedule, mirrors by job, restore by mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    pub job_id: Option<String>,
+    pub schedule_id: Option<String>,
+    pub mode: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, summary: &Summary) -> bool {
+        let is = |want: &Option<String>, have: &Value| {
+            want.as_deref().is_none_or(|w| have.as_str() == Some(w))
+        };
+        is(&self.job_id, &summary.job_id)
+            && is(&self.schedule_id, &summary.schedule_id)
+            && is(&self.mode, &summary.mode)
+    }
+}
+
+/// The summaries of a cache's entries, sorted by timestamp (then id),
+/// keeping those the filter accepts. An entry whose fields have unexpected
+/// types still yields a summary with what could be read.
+pub fn summaries(cache: &VmCache, filter: &Filter) -> Result<Vec<Summary>> {
+    let dir = format!("/{BACKUP_DIR}/{}", cache.vm().as_str());
+    let mut out = Vec::with_capacity(cache.len());
+    for (key, raw) in cache.entries() {
+        let record: Record = serde_json::from_str(raw.get()).unwrap_or_else(|_| lenient(raw.get()));
+        let summary = summarize(key, &dir, record);
+        if filter.matches(&summary) {
+            out.push(summary);
+        }
+    }
+    out.sort_by(|a, b| {
+        let t = |s: &Summary| s.timestamp.as_f64().unwrap_or(f64::NEG_INFINITY);
+        t(a).total_cmp(&t(b)).then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(out)
+}
+
+/// A record whose summary fields have unexpected shapes (a `vdis` that is
+/// not an object, say): read field by field, keeping what fits.
+fn lenient(raw: &str) -> Record {
+    let fields: IndexMap<String, Value> = serde_json::from_str(raw).unwrap_or_default();
+    let get = |k: &str| fields.get(k).cloned().unwrap_or(Value::Null);
+    fn typed<T: serde::de::DeserializeOwned>(
+        fields: &IndexMap<String, Value>,
+        k: &str,
+    ) -> Option<T> {
+        serde_json::from_value(fields.get(k)?.clone()).ok()
+    }
+    Record {
+        timestamp: get("timestamp"),
+        mode: get("mode"),
+        size: get("size"),
+        job_id: get("jobId"),
+        schedule_id: get("scheduleId"),
+        tags: get("tags"),
+        vm: typed(&fields, "vm"),
+        vm_snapshot: typed(&fields, "vmSnapshot"),
+        vdis: typed(&fields, "vdis").unwrap_or_default(),
+        vhds: typed(&fields, "vhds").unwrap_or_default(),
+        is_vhd_differencing: typed(&fields, "isVhdDifferencing").unwrap_or_default(),
+        is_immutable: get("isImmutable"),
+    }
+}
+
+fn summarize(id: String, dir: &str, record: Record) -> Summary {
+    let disks = record
+        .vhds
+        .iter()
+        .map(|(vdi_ref, path)| {
+            let vdi = record.vdis.get(vdi_ref);
+            let path = path.as_str().unwrap_or_default();
+            Disk {
+                id: format!("{dir}/{}", path.trim_start_matches("./")),
+                name: vdi.map_or(Value::Null, |v| v.name_label.clone()),
+                uuid: vdi.map_or(Value::Null, |v| v.uuid.clone()),
+            }
+        })
+        .collect();
+    let differencing = record
+        .is_vhd_differencing
+        .values()
+        .filter(|v| v.as_bool() == Some(true))
+        .count();
+    let dynamic = record
+        .is_vhd_differencing
+        .values()
+        .filter(|v| v.as_bool() == Some(false))
+        .count();
+    let with_memory = record
+        .vm_snapshot
+        .as_ref()
+        .and_then(|s| s.suspend_vdi.as_str())
+        .is_some_and(|vdi| vdi != "OpaqueRef:NULL");
+    Summary {
+        id,
+        timestamp: record.timestamp,
+        mode: record.mode,
+        size: record.size,
+        job_id: record.job_id,
+        schedule_id: record.schedule_id,
+        tags: record.tags,
+        vm: record.vm.unwrap_or_default(),
+        disks,
+        with_memory,
+        differencing_vhds: differencing,
+        dynamic_vhds: dynamic,
+        is_immutable: record.is_immutable.as_bool().unwrap_or(false),
+    }
+}

@@ -1,0 +1,40 @@
+// Compiled with `tsc --noEmit` by tests/types.test.mjs: uses every public
+// declaration the way an application would.
+
+import { BrcacheError, decodeCache, encodeCache, readCacheHeader } from 'brcache'
+import type { CacheHeader, DecodeOptions, MetadataCache } from 'brcache'
+import * as wasm from 'brcache/wasm'
+import * as browser from 'brcache/browser'
+
+const options: DecodeOptions = { maxInflatedSize: 1 << 20, maxDepth: 32, name: 'cache.json.gz' }
+const bytes: Uint8Array = encodeCache({ '/xo-vm-backups/v/20240101T000000Z.json': { mode: 'full' } }, { generation: 2 })
+const cache: MetadataCache = decodeCache(bytes, options)
+for (const [path, entry] of Object.entries(cache)) {
+  const mode: unknown = entry.mode
+  console.log(path, mode)
+}
+const header: CacheHeader | null = readCacheHeader(bytes)
+if (header) {
+  const generation: number = header.generation
+  const fingerprint: string | null = header.fingerprint
+  console.log(generation, fingerprint, header.entries, header.version)
+}
+try {
+  decodeCache(new ArrayBuffer(0))
+} catch (error) {
+  if (error instanceof BrcacheError) {
+    const code: string = error.code
+    const offset: number | undefined = error.offset
+    console.log(code, offset, error.file, error.detail)
+  }
+}
+
+const fromWasm: MetadataCache = wasm.decodeCache(wasm.encodeCache(cache))
+console.log(fromWasm)
+
+async function inBrowser(response: Response): Promise<void> {
+  await browser.init()
+  const decoded: MetadataCache = browser.decodeCache(new Uint8Array(await response.arrayBuffer()))
+  console.log(decoded, browser.readCacheHeader(browser.encodeCache(decoded)))
+}
+void inBrowser
