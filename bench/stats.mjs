@@ -1,27 +1,33 @@
-// Timing helpers shared by the benchmarks: medians over repeated runs after
-// a warm-up, so one slow run (GC, the other core busy) does not decide.
+// Timing helpers shared by the benchmarks.
+//
+// Paths are measured interleaved (run 1 of each path, then run 2 of each…)
+// so that a slow spell of the machine (GC, the other core busy) falls on
+// every path alike, and each path's median is reported.
 
 import { performance } from 'node:perf_hooks'
 
 /**
- * Runs `fn` `warmup` times, then `runs` times, and returns the median and
- * spread of the timed runs in milliseconds.
+ * @param {Record<string, () => unknown>} paths
+ * @returns {Record<string, { median: number, min: number, max: number, runs: number }>}
  */
-export function measure(fn, { runs = 30, warmup = 3 } = {}) {
-  for (let i = 0; i < warmup; i++) fn()
-  const times = []
+export function compare(paths, { runs = 30, warmup = 3 } = {}) {
+  const names = Object.keys(paths)
+  const times = Object.fromEntries(names.map((n) => [n, []]))
+  for (let i = 0; i < warmup; i++) for (const n of names) paths[n]()
   for (let i = 0; i < runs; i++) {
-    const start = performance.now()
-    fn()
-    times.push(performance.now() - start)
+    for (const n of names) {
+      const start = performance.now()
+      paths[n]()
+      times[n].push(performance.now() - start)
+    }
   }
-  times.sort((a, b) => a - b)
-  return {
-    median: times[Math.floor(times.length / 2)],
-    min: times[0],
-    max: times[times.length - 1],
-    runs,
-  }
+  return Object.fromEntries(names.map((n) => [n, summarize(times[n])]))
+}
+
+/** Median, min and max of a list of durations in ms. */
+export function summarize(list) {
+  const sorted = [...list].sort((a, b) => a - b)
+  return { median: sorted[Math.floor(sorted.length / 2)], min: sorted[0], max: sorted[sorted.length - 1], runs: sorted.length }
 }
 
 export const ms = (value) => `${value.toFixed(2)} ms`

@@ -102,7 +102,7 @@ const nest = (depth) => '['.repeat(depth) + ']'.repeat(depth)
 
 // An XO-written cache: leading-slash keys, full records with _filename and
 // id, full and delta backups of two VMs (one of them UEFI).
-const repo = makeRepository('vectors', { vms: 2, retention: 4 })
+const repo = makeRepository('vectors-1', { vms: 2, retention: 4 })
 function xoCache(vmEntry, { slash = true } = {}) {
   const cache = {}
   for (const { filename, metadata } of vmEntry.backups) {

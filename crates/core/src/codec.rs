@@ -50,17 +50,29 @@ pub struct DecodedText {
 
 /// Unwraps the gzip member and checks the body as text.
 pub fn decode_text(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedText> {
-    let member = gzip::read_member(bytes, limits.max_inflated_size)?;
-    let header = CacheHeader::from_extra(member.header.extra);
-    let text = String::from_utf8(member.data).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidUtf8,
-            "the cache body is not valid UTF-8".to_string(),
-        )
-        .at(e.utf8_error().valid_up_to() as u64)
-    })?;
-    json::check_depth(text.as_bytes(), limits.max_depth)?;
+    let mut body = Vec::new();
+    let header = decode_body_into(bytes, limits, &mut body)?;
+    let text = String::from_utf8(body).expect("decode_body_into checked UTF-8");
     Ok(DecodedText { header, text })
+}
+
+/// [`decode_text`] into a reusable buffer: on success `body` holds the
+/// checked UTF-8 JSON text.
+pub fn decode_body_into(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    body: &mut Vec<u8>,
+) -> Result<Option<CacheHeader>> {
+    let member = gzip::read_member_into(bytes, limits.max_inflated_size, body)?;
+    let header = CacheHeader::from_extra(member.extra);
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(
+            Error::new(ErrorKind::InvalidUtf8, "the cache body is not valid UTF-8")
+                .at(e.valid_up_to() as u64),
+        );
+    }
+    json::check_depth(body, limits.max_depth)?;
+    Ok(header)
 }
 
 /// Decodes a cache completely: framing, header and entries.

@@ -42,9 +42,22 @@ pub struct Member<'a> {
 /// Reads exactly one gzip member from `input`, inflating at most
 /// `max_inflated` bytes.
 pub fn read_member(input: &[u8], max_inflated: usize) -> Result<Member<'_>> {
+    let mut data = Vec::new();
+    let header = read_member_into(input, max_inflated, &mut data)?;
+    Ok(Member { header, data })
+}
+
+/// [`read_member`] into a caller's buffer, which a caller decoding many
+/// caches reuses: growing a fresh buffer to tens of MiB costs more page
+/// faults than the inflate itself.
+pub fn read_member_into<'a>(
+    input: &'a [u8],
+    max_inflated: usize,
+    data: &mut Vec<u8>,
+) -> Result<MemberHeader<'a>> {
     let (header, body_start) = read_header(input)?;
     let body = &input[body_start..];
-    let (data, consumed) = inflate(body, body_start, max_inflated)?;
+    let consumed = inflate(body, body_start, max_inflated, data)?;
     let trailer_start = body_start + consumed;
     let trailer = input
         .get(trailer_start..trailer_start + TRAILER_LEN)
@@ -57,7 +70,7 @@ pub fn read_member(input: &[u8], max_inflated: usize) -> Result<Member<'_>> {
         })?;
     let expected_crc = u32::from_le_bytes(trailer[0..4].try_into().unwrap());
     let expected_size = u32::from_le_bytes(trailer[4..8].try_into().unwrap());
-    let actual_crc = crc32fast::hash(&data);
+    let actual_crc = crc32fast::hash(data);
     if actual_crc != expected_crc {
         return Err(Error::new(
             ErrorKind::CrcMismatch,
@@ -89,7 +102,7 @@ pub fn read_member(input: &[u8], max_inflated: usize) -> Result<Member<'_>> {
         )
         .at(end as u64));
     }
-    Ok(Member { header, data })
+    Ok(header)
 }
 
 fn truncated_header(offset: usize) -> Error {
@@ -184,7 +197,12 @@ fn zero_terminated(input: &[u8], start: usize) -> Result<(&[u8], usize)> {
 /// Inflates a raw deflate stream into a growing buffer capped at
 /// `max_inflated` bytes. Returns the data and the number of input bytes the
 /// stream used, so the caller can find the trailer.
-fn inflate(body: &[u8], body_offset: usize, max_inflated: usize) -> Result<(Vec<u8>, usize)> {
+fn inflate(
+    body: &[u8],
+    body_offset: usize,
+    max_inflated: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
     // The trailer's ISIZE is a good first guess for the output size when the
     // member is well formed; it is only a hint, so it is capped and the
     // buffer still grows on demand.
@@ -196,14 +214,14 @@ fn inflate(body: &[u8], body_offset: usize, max_inflated: usize) -> Result<(Vec<
     let initial = hint
         .clamp(1024, max_inflated.max(1024))
         .min(max_inflated + 1);
-    let mut out = vec![0u8; initial.max(1)];
+    out.clear();
+    out.resize(initial.max(1), 0);
     let mut state = Box::<DecompressorOxide>::default();
     let mut in_pos = 0;
     let mut out_pos = 0;
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
     loop {
-        let (status, read, written) =
-            decompress(&mut state, &body[in_pos..], &mut out, out_pos, flags);
+        let (status, read, written) = decompress(&mut state, &body[in_pos..], out, out_pos, flags);
         in_pos += read;
         out_pos += written;
         match status {
@@ -212,7 +230,7 @@ fn inflate(body: &[u8], body_offset: usize, max_inflated: usize) -> Result<(Vec<
             }
             TINFLStatus::Done => {
                 out.truncate(out_pos);
-                return Ok((out, in_pos));
+                return Ok(in_pos);
             }
             TINFLStatus::HasMoreOutput => {
                 if out.len() > max_inflated {

@@ -23,16 +23,18 @@ pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
     let len = text.len();
     while i < len {
         match text[i] {
-            b'"' => {
-                i += 1;
-                while i < len {
-                    match text[i] {
-                        b'"' => break,
-                        b'\\' => i += 2,
-                        _ => i += 1,
+            // Most of a cache's bytes are inside strings: skip them with a
+            // vectorised search for the only two bytes that matter there.
+            b'"' => loop {
+                match memchr::memchr2(b'"', b'\\', &text[i + 1..]) {
+                    None => return Ok(()),
+                    Some(found) if text[i + 1 + found] == b'\\' => i += found + 2,
+                    Some(found) => {
+                        i += found + 1;
+                        break;
                     }
                 }
-            }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {

@@ -6,6 +6,7 @@
 
 use brcache_core::{CacheHeader, DecodeLimits, Error};
 use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
+use napi::{Env, JsString};
 use napi_derive::napi;
 
 #[napi(object)]
@@ -57,16 +58,42 @@ fn limits(max_inflated_size: Option<f64>, max_depth: Option<u32>) -> DecodeLimit
 }
 
 /// The checked JSON body of a cache, for JSON.parse.
+///
+/// Pure-ASCII bodies (the usual case: XO's JSON.stringify escapes nothing
+/// but the names users type) become a one-byte V8 string by a plain copy,
+/// skipping the UTF-8 transcoding a `String` return would cost.
 #[napi]
-pub fn decode_cache_text(
+pub fn decode_cache_text<'env>(
+    env: &'env Env,
     bytes: Uint8Array,
     max_inflated_size: Option<f64>,
     max_depth: Option<u32>,
-) -> Either<String, ErrorInfo> {
-    match brcache_core::decode_text(&bytes, &limits(max_inflated_size, max_depth)) {
-        Ok(decoded) => Either::A(decoded.text),
-        Err(error) => Either::B(error.into()),
-    }
+) -> napi::Result<Either<JsString<'env>, ErrorInfo>> {
+    SCRATCH.with_borrow_mut(|body| {
+        let limits = limits(max_inflated_size, max_depth);
+        let result = match brcache_core::codec::decode_body_into(&bytes, &limits, body) {
+            // The body is checked UTF-8; ASCII is a subset of Latin-1.
+            Ok(_) if body.is_ascii() => env.create_string_latin1(&body[..]).map(Either::A),
+            Ok(_) => {
+                let text = std::str::from_utf8(body).expect("checked UTF-8");
+                env.create_string(text).map(Either::A)
+            }
+            Err(error) => Ok(Either::B(error.into())),
+        };
+        // Keep a typical cache's worth of memory between calls, not a
+        // one-off giant's.
+        if body.capacity() > SCRATCH_KEEP {
+            *body = Vec::new();
+        }
+        result
+    })
+}
+
+/// Caches up to this size reuse one inflate buffer across calls.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The complete core decode, for its precise error; `null` when valid.
