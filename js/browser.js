@@ -3,6 +3,7 @@
 
 import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
 import { makeCodec } from './codec.js'
+import { makeVmCacheApi } from './vm-cache.js'
 
 let codec
 
@@ -13,7 +14,7 @@ let codec
 export async function init(input) {
   if (!codec) {
     await initWasm(input === undefined ? undefined : { module_or_path: input })
-    codec = makeCodec(wasm)
+    codec = { ...makeCodec(wasm), ...makeVmCacheApi(wasm) }
   }
 }
 
@@ -32,6 +33,11 @@ export function encodeCache(object, options) {
 
 export function readCacheHeader(bytes, options) {
   return ready().readCacheHeader(bytes, options)
+}
+
+/** A VM's cache (the same class as the Node entries export). */
+export function vmCacheApi() {
+  return ready()
 }
 
 export { BrcacheError } from './errors.js'

@@ -13,11 +13,32 @@
 import { BrcacheError } from './errors.js'
 
 /** @param {unknown} input */
-function toBytes(input) {
+export function toBytes(input) {
   if (input instanceof Uint8Array) return input
   if (input instanceof ArrayBuffer) return new Uint8Array(input)
   if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
   throw new TypeError('decodeCache expects a Uint8Array, Buffer or ArrayBuffer')
+}
+
+/**
+ * Calls into a backend, turning its error info into a BrcacheError: the
+ * napi addon returns `{ code, message, detail, offset }`, the wasm module
+ * throws it.
+ */
+export function call(fn, file) {
+  let result
+  try {
+    result = fn()
+  } catch (error) {
+    if (isErrorInfo(error) && !(error instanceof Error)) throw new BrcacheError(error, file)
+    throw error
+  }
+  if (isErrorInfo(result)) throw new BrcacheError(result, file)
+  return result
+}
+
+function isErrorInfo(value) {
+  return value !== null && typeof value === 'object' && typeof value.code === 'string' && typeof value.message === 'string'
 }
 
 /**
@@ -43,23 +64,6 @@ function isCacheShape(value) {
  *   `{ code, message, detail, offset }` objects
  */
 export function makeCodec(native) {
-  // Backends either return their error info (napi) or throw it (wasm).
-  function call(fn, file) {
-    let result
-    try {
-      result = fn()
-    } catch (error) {
-      if (error && typeof error === 'object' && typeof error.code === 'string' && !(error instanceof Error)) {
-        throw new BrcacheError(error, file)
-      }
-      throw error
-    }
-    if (result !== null && typeof result === 'object' && typeof result.code === 'string' && !ArrayBuffer.isView(result)) {
-      throw new BrcacheError(result, file)
-    }
-    return result
-  }
-
   function decodeCache(input, options = {}) {
     const bytes = toBytes(input)
     const { maxInflatedSize, maxDepth, name } = options

@@ -2,6 +2,7 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeVmCacheApi } from './vm-cache.js'
 
 const require = createRequire(import.meta.url)
 
@@ -18,4 +19,5 @@ function loadAddon() {
 const addon = loadAddon()
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
+export const { VmCache, fastPath } = makeVmCacheApi(addon)
 export { BrcacheError } from './errors.js'

@@ -2,9 +2,11 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeVmCacheApi } from './vm-cache.js'
 
 const require = createRequire(import.meta.url)
 const wasm = require('./generated/wasm-node/brcache_wasm.js')
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
+export const { VmCache, fastPath } = makeVmCacheApi(wasm)
 export { BrcacheError } from './errors.js'

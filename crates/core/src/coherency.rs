@@ -62,15 +62,33 @@ impl Listing {
 /// Metadata file contents by name, as the caller read them.
 pub type Files = BTreeMap<MetadataName, Vec<u8>>;
 
+/// [`Files`] from parallel lists of names and contents, the form both JS
+/// bindings pass them in. A name that is not a metadata file name is an
+/// error: callers only ever read metadata files.
+pub fn files_from(names: Vec<String>, contents: Vec<Vec<u8>>) -> Result<Files, Error> {
+    if names.len() != contents.len() {
+        return Err(Error::new(
+            crate::ErrorKind::InvalidKey,
+            format!("{} file names for {} contents", names.len(), contents.len()),
+        ));
+    }
+    names
+        .into_iter()
+        .zip(contents)
+        .map(|(name, bytes)| Ok((MetadataName::new(&name)?, bytes)))
+        .collect()
+}
+
 /// A metadata file that could not become an entry, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Unreadable {
     pub name: MetadataName,
     pub reason: String,
 }
 
 /// What it takes to make a cache coherent with a listing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// Entries whose metadata file is gone.
     pub stale: Vec<MetadataName>,
@@ -78,6 +96,7 @@ pub struct Plan {
     pub missing: Vec<MetadataName>,
     /// Whether the fingerprint the cache recorded matches the listing,
     /// i.e. whether the fast path alone would have said "coherent".
+    #[serde(default)]
     pub fingerprint_matches: bool,
 }
 

@@ -3,9 +3,11 @@
 //! Xen Orchestra has three writers that each shape entries differently
 //! (field order, which extras are present, whether a raw `id` wins). Here
 //! one function shapes every entry, whoever asks: the record's own fields in
-//! their order, compact, then `_filename` and `id`, both equal to the
-//! entry's key. So an entry added incrementally, rebuilt from the file, or
-//! carried over from an XO-written cache is the same bytes.
+//! their order, compact, then `isImmutable` (the record's own boolean, else
+//! `false`), `_filename` and `id`, both equal to the entry's key. So an
+//! entry added incrementally, rebuilt from the file, or carried over from an
+//! XO-written cache is the same bytes, and XO's UI always finds the fields
+//! it shows.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::json;
@@ -13,8 +15,13 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
 /// Fields that brcache sets on every entry, after the record's own.
+pub const IMMUTABLE_FIELD: &str = "isImmutable";
 pub const FILENAME_FIELD: &str = "_filename";
 pub const ID_FIELD: &str = "id";
+
+fn is_trailing_field(name: &str) -> bool {
+    name == IMMUTABLE_FIELD || name == FILENAME_FIELD || name == ID_FIELD
+}
 
 /// The entry for the metadata file at `key`, from the file's bytes.
 pub fn from_metadata(key: &str, metadata: &[u8]) -> Result<Box<RawValue>> {
@@ -55,10 +62,13 @@ fn parse_fields(text: &str) -> Result<IndexMap<String, Box<RawValue>>> {
 }
 
 fn shape(key: &str, fields: &IndexMap<String, Box<RawValue>>) -> Box<RawValue> {
+    let immutable = fields
+        .get(IMMUTABLE_FIELD)
+        .is_some_and(|v| v.get() == "true");
     let mut out = String::with_capacity(fields.values().map(|v| v.get().len() + 16).sum());
     out.push('{');
     for (name, value) in fields {
-        if name == FILENAME_FIELD || name == ID_FIELD {
+        if is_trailing_field(name) {
             continue;
         }
         if out.len() > 1 {
@@ -68,16 +78,21 @@ fn shape(key: &str, fields: &IndexMap<String, Box<RawValue>>) -> Box<RawValue> {
         out.push(':');
         json::push_minified(&mut out, value.get());
     }
-    out.push_str(&suffix(key, out.len() > 1));
+    out.push_str(&suffix(key, immutable, out.len() > 1));
     RawValue::from_string(out).expect("shaped entries are valid JSON")
 }
 
-/// `,"_filename":<key>,"id":<key>}`, the tail every shaped entry ends with.
-fn suffix(key: &str, after_fields: bool) -> String {
-    let mut out = String::with_capacity(2 * key.len() + 24);
+/// `,"isImmutable":<bool>,"_filename":<key>,"id":<key>}`, the tail every
+/// shaped entry ends with.
+fn suffix(key: &str, immutable: bool, after_fields: bool) -> String {
+    let mut out = String::with_capacity(2 * key.len() + 48);
     if after_fields {
         out.push(',');
     }
+    json::push_string(&mut out, IMMUTABLE_FIELD);
+    out.push(':');
+    out.push_str(if immutable { "true" } else { "false" });
+    out.push(',');
     json::push_string(&mut out, FILENAME_FIELD);
     out.push(':');
     json::push_string(&mut out, key);
@@ -92,19 +107,20 @@ fn suffix(key: &str, after_fields: bool) -> String {
 /// Whether `text` is already exactly what [`shape`] would make of it:
 /// compact, with the right tail and no other `_filename`/`id` field.
 fn is_shaped(key: &str, text: &str) -> bool {
-    if text.strip_prefix('{') == Some(suffix(key, false).as_str()) {
-        return true;
-    }
-    let Some(head) = text.strip_suffix(suffix(key, true).as_str()) else {
-        return false;
-    };
-    // The head must be `{` + compact fields, none of them _filename or id.
-    head.len() > 1
-        && head.starts_with('{')
-        && json::is_compact(head)
-        && parse_fields(&format!("{head}}}")).is_ok_and(|fields| {
-            !fields.contains_key(FILENAME_FIELD) && !fields.contains_key(ID_FIELD)
-        })
+    [false, true].into_iter().any(|immutable| {
+        if text.strip_prefix('{') == Some(suffix(key, immutable, false).as_str()) {
+            return true;
+        }
+        let Some(head) = text.strip_suffix(suffix(key, immutable, true).as_str()) else {
+            return false;
+        };
+        // The head must be `{` + compact fields, none of the trailing ones.
+        head.len() > 1
+            && head.starts_with('{')
+            && json::is_compact(head)
+            && parse_fields(&format!("{head}}}"))
+                .is_ok_and(|fields| !fields.keys().any(|name| is_trailing_field(name)))
+    })
 }
 
 #[cfg(test)]
@@ -118,17 +134,23 @@ mod tests {
         let from_file = from_metadata(KEY, br#"{ "mode": "full", "size": 1 }"#).unwrap();
         assert_eq!(
             from_file.get(),
-            r#"{"mode":"full","size":1,"_filename":"/xo-vm-backups/v/20240101T000000Z.json","id":"/xo-vm-backups/v/20240101T000000Z.json"}"#
+            r#"{"mode":"full","size":1,"isImmutable":false,"_filename":"/xo-vm-backups/v/20240101T000000Z.json","id":"/xo-vm-backups/v/20240101T000000Z.json"}"#
         );
-        // XO's regeneration puts _filename first; cleanVm lets a raw id win.
+        // XO's regeneration adds _filename and isImmutable, then id; its
+        // add path has no isImmutable; cleanVm lets a raw id win.
         let xo_regen = RawValue::from_string(format!(
-            r#"{{"_filename":"{KEY}","mode":"full","size":1,"id":"{KEY}"}}"#
+            r#"{{"mode":"full","size":1,"_filename":"{KEY}","isImmutable":false,"id":"{KEY}"}}"#
+        ))
+        .unwrap();
+        let xo_add = RawValue::from_string(format!(
+            r#"{{"mode":"full","size":1,"_filename":"{KEY}","id":"{KEY}"}}"#
         ))
         .unwrap();
         let xo_clean =
             RawValue::from_string(r#"{"_filename":"x","id":"y","mode":"full","size":1}"#.into())
                 .unwrap();
         assert_eq!(normalize(KEY, &xo_regen).unwrap().get(), from_file.get());
+        assert_eq!(normalize(KEY, &xo_add).unwrap().get(), from_file.get());
         assert_eq!(normalize(KEY, &xo_clean).unwrap().get(), from_file.get());
         assert_eq!(normalize(KEY, &from_file).unwrap().get(), from_file.get());
     }
@@ -138,7 +160,18 @@ mod tests {
         let entry = from_metadata(KEY, b"{}").unwrap();
         assert_eq!(
             entry.get(),
-            format!(r#"{{"_filename":"{KEY}","id":"{KEY}"}}"#)
+            format!(r#"{{"isImmutable":false,"_filename":"{KEY}","id":"{KEY}"}}"#)
+        );
+        assert_eq!(normalize(KEY, &entry).unwrap().get(), entry.get());
+    }
+
+    #[test]
+    fn an_immutable_record_stays_marked() {
+        let entry = from_metadata(KEY, br#"{"isImmutable":true,"mode":"full"}"#).unwrap();
+        assert!(
+            entry
+                .get()
+                .starts_with(r#"{"mode":"full","isImmutable":true,"#)
         );
         assert_eq!(normalize(KEY, &entry).unwrap().get(), entry.get());
     }

@@ -71,8 +71,24 @@ impl VmId {
 
 /// The file name of a restore point's metadata (`<date>.json`), checked to
 /// be a plain `.json` file name: no separator, no `..`, not hidden.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct MetadataName(String);
+
+impl TryFrom<String> for MetadataName {
+    type Error = Error;
+    fn try_from(name: String) -> Result<Self> {
+        MetadataName::new(&name)
+    }
+}
+
+impl From<MetadataName> for String {
+    fn from(name: MetadataName) -> String {
+        name.0
+    }
+}
 
 impl MetadataName {
     pub fn new(name: &str) -> Result<MetadataName> {

@@ -151,6 +151,13 @@ impl VmCache {
         self.entries.get(name).map(|v| &**v)
     }
 
+    /// Makes the next write's generation follow `previous` (the generation
+    /// of the file being replaced), so generations never go backwards when a
+    /// cache is rebuilt from scratch.
+    pub fn continue_after(&mut self, previous: u64) {
+        self.generation = self.generation.max(previous);
+    }
+
     /// The changes made through this cache since it was read.
     pub fn changes(&self) -> &BTreeMap<MetadataName, Change> {
         &self.changes

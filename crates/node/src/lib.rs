@@ -9,6 +9,8 @@ use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
 use napi::{Env, JsString};
 use napi_derive::napi;
 
+pub mod vm_cache;
+
 #[napi(object)]
 pub struct ErrorInfo {
     pub code: String,
@@ -49,7 +51,7 @@ impl From<CacheHeader> for HeaderInfo {
     }
 }
 
-fn limits(max_inflated_size: Option<f64>, max_depth: Option<u32>) -> DecodeLimits {
+pub(crate) fn limits(max_inflated_size: Option<f64>, max_depth: Option<u32>) -> DecodeLimits {
     let default = DecodeLimits::default();
     DecodeLimits {
         max_inflated_size: max_inflated_size.map_or(default.max_inflated_size, |v| v as usize),

@@ -8,6 +8,8 @@ use brcache_core::{CacheHeader, DecodeLimits, Error};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+pub mod vm_cache;
+
 #[derive(Serialize)]
 struct ErrorInfo {
     code: &'static str,
@@ -51,11 +53,11 @@ fn error_info(error: Error) -> ErrorInfo {
     }
 }
 
-fn throw(error: Error) -> JsValue {
+pub(crate) fn throw(error: Error) -> JsValue {
     to_js(&error_info(error))
 }
 
-fn limits(max_inflated_size: Option<f64>, max_depth: Option<u32>) -> DecodeLimits {
+pub(crate) fn limits(max_inflated_size: Option<f64>, max_depth: Option<u32>) -> DecodeLimits {
     let default = DecodeLimits::default();
     DecodeLimits {
         max_inflated_size: max_inflated_size.map_or(default.max_inflated_size, |v| v as usize),

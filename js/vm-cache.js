@@ -1,0 +1,141 @@
+// A VM folder's cache (see crates/core/src/vm_cache.rs), over a native
+// backend: the napi addon or the wasm module, with identical behaviour.
+// Every decision is the core's; this file converts arguments and results.
+// Free of Node-only imports: the browser uses it too.
+
+import { call, toBytes } from './codec.js'
+
+const encoder = new TextEncoder()
+
+/** Metadata as bytes: a record object is serialized as XO writes it. */
+function metadataBytes(metadata) {
+  return typeof metadata === 'object' && metadata !== null && !ArrayBuffer.isView(metadata) && !(metadata instanceof ArrayBuffer)
+    ? encoder.encode(JSON.stringify(metadata))
+    : toBytes(metadata)
+}
+
+/** `files`: a Map or plain object of metadata file name -> bytes. */
+function splitFiles(files = new Map()) {
+  const entries = files instanceof Map ? [...files] : Object.entries(files)
+  return [entries.map(([name]) => name), entries.map(([, bytes]) => metadataBytes(bytes))]
+}
+
+function withCoherent(plan) {
+  return { ...plan, coherent: plan.stale.length === 0 && plan.missing.length === 0 }
+}
+
+export function makeVmCacheApi(native) {
+  class VmCache {
+    #native
+
+    /** @private use VmCache.empty, VmCache.decode or VmCache.rebuild */
+    constructor(handle) {
+      this.#native = handle
+    }
+
+    static empty(vm) {
+      return new VmCache(call(() => native.newVmCache(vm)))
+    }
+
+    static decode(vm, bytes, options = {}) {
+      const { maxInflatedSize, maxDepth, name } = options
+      return new VmCache(call(() => native.decodeVmCache(vm, toBytes(bytes), maxInflatedSize, maxDepth), name))
+    }
+
+    /** A cache built from a folder listing and the files it names. */
+    static rebuild(vm, listing, files) {
+      const cache = VmCache.empty(vm)
+      const unreadable = cache.rebuild(listing, files)
+      return { cache, unreadable }
+    }
+
+    get vm() {
+      return this.#native.vm
+    }
+
+    get generation() {
+      return this.#native.generation
+    }
+
+    get size() {
+      return this.#native.size
+    }
+
+    keys() {
+      return this.#native.keys()
+    }
+
+    fingerprint() {
+      return this.#native.fingerprint()
+    }
+
+    recordedFingerprint() {
+      return this.#native.recordedFingerprint() ?? null
+    }
+
+    /** The cache body as JSON text, exactly what XO reads. */
+    body() {
+      return this.#native.toJson()
+    }
+
+    add(path, metadata) {
+      call(() => this.#native.add(path, metadataBytes(metadata)))
+      return this
+    }
+
+    remove(paths) {
+      call(() => this.#native.remove([...paths]))
+      return this
+    }
+
+    continueAfter(previousGeneration) {
+      this.#native.continueAfter(previousGeneration)
+      return this
+    }
+
+    /** The bytes of the next write; the generation goes up by one. */
+    commit() {
+      return this.#native.commit()
+    }
+
+    summaries(filter) {
+      return JSON.parse(call(() => this.#native.summaries(filter ? JSON.stringify(filter) : undefined)))
+    }
+
+    /** `listing`: the names in the VM folder, as a directory listing gives them. */
+    reconcile(listing) {
+      return withCoherent(JSON.parse(this.#native.reconcile([...listing])))
+    }
+
+    /** Applies a plan with the missing files' contents; returns what could not be read. */
+    apply(plan, files) {
+      const [names, contents] = splitFiles(files)
+      const { stale, missing } = plan
+      return JSON.parse(call(() => this.#native.apply(JSON.stringify({ stale, missing }), names, contents)))
+    }
+
+    rebuild(listing, files) {
+      const [names, contents] = splitFiles(files)
+      return JSON.parse(call(() => this.#native.rebuild([...listing], names, contents)))
+    }
+
+    merge(other) {
+      return new VmCache(this.#native.merge(other.#native))
+    }
+
+    replay(newer) {
+      return new VmCache(this.#native.replay(newer.#native))
+    }
+
+    copy() {
+      return new VmCache(this.#native.copy())
+    }
+  }
+
+  /** Whether the header alone proves the cache covers exactly the listed metadata files. */
+  function fastPath(bytes, listing) {
+    return call(() => native.fastPath(toBytes(bytes), [...listing]))
+  }
+
+  return { VmCache, fastPath }
+}
