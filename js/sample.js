@@ -997,7 +997,7 @@ function dataFilesOf(metadata) {
  */
 export function makeVmBackups(
   rng,
-  { vm, retention, start, intervalMs = DAY_MS, fullEvery = 7, jobId = rng.uuid(), scheduleId = rng.uuid() }
+  { vm, retention, start = Date.UTC(2024, 0, 1, 1, 0, 0), intervalMs = DAY_MS, fullEvery = 7, jobId = rng.uuid(), scheduleId = rng.uuid() }
 ) {
   // Checkpoint snapshots are a job setting, so all of a VM's restore points agree.
   const withMemory = rng.bool(0.08)

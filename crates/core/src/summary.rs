@@ -122,7 +122,7 @@ impl Filter {
 pub fn summaries(cache: &VmCache, filter: &Filter) -> Result<Vec<Summary>> {
     let dir = format!("/{BACKUP_DIR}/{}", cache.vm().as_str());
     let mut out = Vec::with_capacity(cache.len());
-    for (key, raw) in cache.entries() {
+    for (key, raw) in cache.raw_entries() {
         let record: Record = serde_json::from_str(raw.get()).unwrap_or_else(|_| lenient(raw.get()));
         let summary = summarize(key, &dir, record);
         if filter.matches(&summary) {

@@ -38,6 +38,7 @@ use crate::header::{CacheHeader, FORMAT_VERSION};
 use crate::json::RawEntries;
 use crate::key::{MetadataName, VmId};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// What a writer did to one name since it read the cache.
@@ -47,11 +48,38 @@ pub enum Change {
     Removed,
 }
 
+/// An entry as held: shaped by brcache, or read from a cache file and not
+/// reshaped yet. Reshaping every entry on read would cost a parse of every
+/// record, and listing or checking never needs it; only what is written,
+/// compared or handed out is reshaped.
+#[derive(Debug, Clone)]
+enum Stored {
+    Shaped(Box<RawValue>),
+    Read(Box<RawValue>),
+}
+
+impl Stored {
+    fn raw(&self) -> &RawValue {
+        match self {
+            Stored::Shaped(raw) | Stored::Read(raw) => raw,
+        }
+    }
+
+    fn shaped(&self, key: &str) -> Cow<'_, RawValue> {
+        match self {
+            Stored::Shaped(raw) => Cow::Borrowed(raw),
+            // Read entries were checked to be JSON objects when decoded,
+            // and reshaping a JSON object cannot fail.
+            Stored::Read(raw) => Cow::Owned(entry::normalize(key, raw).expect("a checked object")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct VmCache {
     vm: VmId,
     generation: u64,
-    entries: BTreeMap<MetadataName, Box<RawValue>>,
+    entries: BTreeMap<MetadataName, Stored>,
     changes: BTreeMap<MetadataName, Change>,
     /// The fingerprint the decoded header recorded, if any.
     recorded: Option<Fingerprint>,
@@ -82,19 +110,13 @@ impl VmCache {
         Ok(cache)
     }
 
-    fn canonical_entries(&self, raw: RawEntries) -> Result<BTreeMap<MetadataName, Box<RawValue>>> {
+    fn canonical_entries(&self, raw: RawEntries) -> Result<BTreeMap<MetadataName, Stored>> {
         let mut entries = BTreeMap::new();
         for (key, value) in raw {
             let name = self.vm.parse_key(&key)?;
-            let shaped = entry::normalize(&self.vm.key(&name), &value).map_err(|e| {
-                crate::Error::new(
-                    crate::ErrorKind::EntryNotAnObject,
-                    format!("the entry {key:?}: {}", e.detail()),
-                )
-            })?;
             // Both key spellings may appear; like JSON.parse with a
             // duplicate key, the later one wins.
-            entries.insert(name, shaped);
+            entries.insert(name, Stored::Read(value));
         }
         Ok(entries)
     }
@@ -140,15 +162,26 @@ impl VmCache {
         self.entries.keys()
     }
 
-    /// The entries by canonical key, in name order.
-    pub fn entries(&self) -> impl Iterator<Item = (String, &RawValue)> {
-        self.entries
-            .iter()
-            .map(|(name, value)| (self.vm.key(name), &**value))
+    /// The entries by canonical key, in name order, in brcache's shape.
+    pub fn entries(&self) -> impl Iterator<Item = (String, Cow<'_, RawValue>)> {
+        self.entries.iter().map(|(name, stored)| {
+            let key = self.vm.key(name);
+            let shaped = stored.shaped(&key);
+            (key, shaped)
+        })
     }
 
-    pub fn get(&self, name: &MetadataName) -> Option<&RawValue> {
-        self.entries.get(name).map(|v| &**v)
+    /// The entries by canonical key as they were read or added, for readers
+    /// of a few fields (summaries) that need no reshaping.
+    pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (String, &RawValue)> {
+        self.entries
+            .iter()
+            .map(|(name, stored)| (self.vm.key(name), stored.raw()))
+    }
+
+    pub fn get(&self, name: &MetadataName) -> Option<Cow<'_, RawValue>> {
+        let stored = self.entries.get(name)?;
+        Some(stored.shaped(&self.vm.key(name)))
     }
 
     /// Makes the next write's generation follow `previous` (the generation
@@ -175,7 +208,7 @@ impl VmCache {
     /// [`VmCache::add`] by file name.
     pub fn add_name(&mut self, name: MetadataName, metadata: &[u8]) -> Result<()> {
         let entry = entry::from_metadata(&self.vm.key(&name), metadata)?;
-        self.entries.insert(name.clone(), entry);
+        self.entries.insert(name.clone(), Stored::Shaped(entry));
         self.changes.insert(name, Change::Added);
         Ok(())
     }
@@ -205,7 +238,7 @@ impl VmCache {
 
     /// Inserts an already shaped entry (from another cache of this VM).
     fn put(&mut self, name: MetadataName, entry: Box<RawValue>) {
-        self.entries.insert(name, entry);
+        self.entries.insert(name, Stored::Shaped(entry));
     }
 
     /// This writer's changes applied on top of `newer`, a fresher read of
@@ -217,8 +250,8 @@ impl VmCache {
         for (name, change) in &self.changes {
             match change {
                 Change::Added => {
-                    if let Some(entry) = self.entries.get(name) {
-                        result.put(name.clone(), entry.clone());
+                    if let Some(entry) = self.get(name) {
+                        result.put(name.clone(), entry.into_owned());
                     }
                     result.changes.insert(name.clone(), Change::Added);
                 }
@@ -250,8 +283,8 @@ impl VmCache {
                 result.changes.insert(name.clone(), Change::Removed);
                 continue;
             }
-            let pick = match (self.entries.get(name), other.entries.get(name)) {
-                (Some(a), Some(b)) => Some(if self.outranks(other, name, a, b) {
+            let pick = match (self.get(name), other.get(name)) {
+                (Some(a), Some(b)) => Some(if self.outranks(other, name, &a, &b) {
                     a
                 } else {
                     b
@@ -259,7 +292,7 @@ impl VmCache {
                 (a, b) => a.or(b),
             };
             if let Some(entry) = pick {
-                result.put(name.clone(), entry.clone());
+                result.put(name.clone(), entry.into_owned());
             }
             if [self, other].iter().any(|c| c.changes.contains_key(name)) {
                 result.changes.insert(name.clone(), Change::Added);
@@ -287,9 +320,8 @@ impl VmCache {
             fingerprint: Some(self.fingerprint()),
         };
         let entries: RawEntries = self
-            .entries
-            .iter()
-            .map(|(name, value)| (self.vm.key(name), value.clone()))
+            .entries()
+            .map(|(key, value)| (key, value.into_owned()))
             .collect();
         CacheDocument::from_parts(Some(header), entries)
     }
@@ -300,6 +332,10 @@ impl VmCache {
     pub fn commit(&mut self) -> Vec<u8> {
         self.generation += 1;
         let document = self.to_document(self.generation);
+        // What was just written is shaped: keep that, not the raw reads.
+        for ((_, value), stored) in document.entries().iter().zip(self.entries.values_mut()) {
+            *stored = Stored::Shaped(value.clone());
+        }
         self.changes.clear();
         self.recorded = document.header().and_then(|h| h.fingerprint);
         codec::encode(&document)
@@ -318,10 +354,9 @@ impl PartialEq for VmCache {
         self.vm == other.vm
             && self.entries.len() == other.entries.len()
             && self
-                .entries
-                .iter()
-                .zip(&other.entries)
-                .all(|((na, ea), (nb, eb))| na == nb && ea.get() == eb.get())
+                .entries()
+                .zip(other.entries())
+                .all(|((ka, ea), (kb, eb))| ka == kb && ea.get() == eb.get())
     }
 }
 
