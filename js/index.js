@@ -1,23 +1,7 @@
-// brcache for Node.js, on the napi addon.
+// brcache for Node.js: the codec and VM caches on the napi addon, and the
+// repository API a backup server calls.
 
-import { createRequire } from 'node:module'
-import { makeCodec } from './codec.js'
-import { makeVmCacheApi } from './vm-cache.js'
-
-const require = createRequire(import.meta.url)
-
-function loadAddon() {
-  try {
-    return require('./generated/brcache.node')
-  } catch (error) {
-    throw new Error(`brcache: the native addon is not built (${error.message}); run \`npm run build\``, {
-      cause: error,
-    })
-  }
-}
-
-const addon = loadAddon()
-
-export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
-export const { VmCache, fastPath } = makeVmCacheApi(addon)
+export { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath } from './native.js'
+export { openRepository } from './repository.js'
+export { LocalHandler, SimulatedShare, openHandler } from './handlers/index.js'
 export { BrcacheError } from './errors.js'

@@ -11,6 +11,8 @@
 //
 // Pure ESM, no dependencies, no I/O: it also runs in a browser.
 
+import { formatFilenameDate } from './layout.js'
+
 const KiB = 1024
 const MiB = 1024 * KiB
 const GiB = 1024 * MiB
@@ -105,10 +107,7 @@ function isoSeconds(ms) {
   return new Date(ms).toISOString().slice(0, 19) // YYYY-MM-DDTHH:mm:ss, always UTC
 }
 
-/** `YYYYMMDDTHHmmssZ` in UTC, the name XO gives a restore point's files. */
-export function formatFilenameDate(ms) {
-  return isoSeconds(ms).replace(/[-:]/g, '') + 'Z'
-}
+export { formatFilenameDate }
 
 // XAPI's DateTime flavour (and XO's `xo:backup:datetime`) keeps the colons.
 function formatXapiDate(ms) {

@@ -73,6 +73,21 @@ export function makeVmCacheApi(native) {
       return this.#native.recordedFingerprint() ?? null
     }
 
+    /**
+     * The records in name (chronological) order, as JSON.parse reads them,
+     * each stamped with its key as `_filename` and `id` (and `isImmutable`
+     * defaulted): whatever a cache file says, a record never names another
+     * file than the one its key, checked by the core, names.
+     */
+    records() {
+      return JSON.parse(this.#native.entriesJson()).map(([key, record]) => {
+        record._filename = key
+        record.id = key
+        if (typeof record.isImmutable !== 'boolean') record.isImmutable = false
+        return record
+      })
+    }
+
     /** The cache body as JSON text, exactly what XO reads. */
     body() {
       return this.#native.toJson()

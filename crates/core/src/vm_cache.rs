@@ -162,6 +162,11 @@ impl VmCache {
         self.entries.keys()
     }
 
+    /// The canonical keys, in name order.
+    pub fn keys(&self) -> impl Iterator<Item = String> {
+        self.entries.keys().map(|name| self.vm.key(name))
+    }
+
     /// The entries by canonical key, in name order, in brcache's shape.
     pub fn entries(&self) -> impl Iterator<Item = (String, Cow<'_, RawValue>)> {
         self.entries.iter().map(|(name, stored)| {
@@ -177,6 +182,31 @@ impl VmCache {
         self.entries
             .iter()
             .map(|(name, stored)| (self.vm.key(name), stored.raw()))
+    }
+
+    /// The entries as a JSON array of `[key, record]` pairs in name order,
+    /// records as read (not reshaped): what a JS caller parses in one go
+    /// before stamping each record with its key.
+    pub fn entries_json(&self) -> String {
+        let size: usize = self
+            .entries
+            .values()
+            .map(|s| s.raw().get().len() + 64)
+            .sum();
+        let mut out = String::with_capacity(size + 2);
+        out.push('[');
+        for (i, (key, raw)) in self.raw_entries().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            crate::json::push_string(&mut out, &key);
+            out.push(',');
+            out.push_str(raw.get());
+            out.push(']');
+        }
+        out.push(']');
+        out
     }
 
     pub fn get(&self, name: &MetadataName) -> Option<Cow<'_, RawValue>> {

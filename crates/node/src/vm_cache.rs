@@ -85,7 +85,13 @@ impl NativeVmCache {
     /// Canonical keys, in name (chronological) order.
     #[napi]
     pub fn keys(&self) -> Vec<String> {
-        self.inner.entries().map(|(key, _)| key).collect()
+        self.inner.keys().collect()
+    }
+
+    /// `[[key, record], …]` as JSON, records as read.
+    #[napi]
+    pub fn entries_json(&self) -> String {
+        self.inner.entries_json()
     }
 
     #[napi]

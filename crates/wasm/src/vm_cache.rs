@@ -75,7 +75,13 @@ impl NativeVmCache {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        self.inner.entries().map(|(key, _)| key).collect()
+        self.inner.keys().collect()
+    }
+
+    /// `[[key, record], …]` as JSON, records as read.
+    #[wasm_bindgen(js_name = entriesJson)]
+    pub fn entries_json(&self) -> String {
+        self.inner.entries_json()
     }
 
     pub fn fingerprint(&self) -> String {

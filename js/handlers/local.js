@@ -1,0 +1,309 @@
+// Handler over a folder on a local or mounted file system (NFS, SMB): the
+// contract is in interface.md. Every path is confined to the root before any
+// system call, so a bad path from the repository layer can never reach
+// outside the backup repository.
+
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import lockfile from 'proper-lockfile'
+
+/**
+ * Temp files are `.<basename>.tmp-<pid>-<hex>`: the leading dot keeps them
+ * out of plain listings and out of XO's `*.json` metadata globbing, and the
+ * pid tells an operator which process left one behind.
+ */
+export const TEMP_PREFIX = '.'
+const TEMP_MARKER = '.tmp-'
+const TEMP_NAME = /^\..+\.tmp-\d+-[0-9a-f]+$/
+
+/** The lock of `<path>` is the directory `<path>.lock`, next to it. */
+export const LOCK_SUFFIX = '.lock'
+
+/** Whether a directory entry name is one of our in-progress/abandoned temp files. */
+export function isTempName(name) {
+  return typeof name === 'string' && TEMP_NAME.test(name)
+}
+
+function tempName(base) {
+  return `${TEMP_PREFIX}${base}${TEMP_MARKER}${process.pid}-${randomBytes(6).toString('hex')}`
+}
+
+function codedError(code, message, relPath) {
+  return Object.assign(new Error(`${code}: ${message}`), { code, path: relPath })
+}
+
+// Callers see the path they passed, not where the share happens to be
+// mounted; the message keeps the absolute path for operators.
+function relabel(error, relPath, dest) {
+  if (error !== null && typeof error === 'object') {
+    error.path = relPath
+    if (dest !== undefined) error.dest = dest
+  }
+  return error
+}
+
+// Bounded at ~25 s: long enough to outlast a normal cache update by another
+// process, short enough that a wedged share surfaces as ELOCKED rather than
+// a hang. Jitter keeps competing writers from retrying in lockstep.
+const LOCK_BACKOFF = { factor: 1.5, minTimeout: 50, maxTimeout: 2000, randomize: true, maxRetryTime: 25_000 }
+const LOCK_DEFAULT_RETRIES = 40
+let lockSerial = 0
+
+function lockRetries(retries) {
+  if (retries === undefined) return { ...LOCK_BACKOFF, retries: LOCK_DEFAULT_RETRIES }
+  if (typeof retries === 'number') return { ...LOCK_BACKOFF, retries }
+  return { ...LOCK_BACKOFF, ...retries }
+}
+
+export class LocalHandler {
+  #root
+
+  /** @param {string} rootDir the repository root; resolved to an absolute path */
+  constructor(rootDir) {
+    if (typeof rootDir !== 'string' || rootDir === '') {
+      throw codedError('EINVAL', 'LocalHandler needs a root directory path', rootDir)
+    }
+    this.#root = path.resolve(rootDir)
+  }
+
+  get root() {
+    return this.#root
+  }
+
+  /**
+   * The absolute path of a repository-relative path, or EINVAL. Checks are
+   * lexical and run before any I/O; the final prefix test is a second line
+   * of defence against platform quirks (drive letters, UNC prefixes).
+   */
+  #resolve(relPath, { allowRoot = false } = {}) {
+    if (typeof relPath !== 'string') {
+      throw codedError('EINVAL', `path must be a string, got ${typeof relPath}`, relPath)
+    }
+    const refuse = (why) => {
+      throw codedError('EINVAL', `${why}: '${relPath.replace(/\0/g, '\\0')}'`, relPath)
+    }
+    if (relPath.includes('\0')) refuse('NUL in path')
+    if (relPath.includes('\\')) refuse('backslash in path')
+    if (relPath.startsWith('/') || path.isAbsolute(relPath)) refuse('absolute path')
+    if (relPath.split('/').includes('..')) refuse("'..' segment in path")
+    const isRoot = relPath.split('/').every((segment) => segment === '' || segment === '.')
+    if (isRoot && !allowRoot) refuse('path designates the repository root')
+    const absolute = path.resolve(this.#root, relPath)
+    if (absolute !== this.#root && !absolute.startsWith(this.#root + path.sep)) refuse('path escapes the repository')
+    return absolute
+  }
+
+  async #run(relPath, fn, dest) {
+    try {
+      return await fn()
+    } catch (error) {
+      throw relabel(error, relPath, dest)
+    }
+  }
+
+  /** Entry names, sorted; a missing directory is ENOENT. */
+  async list(dir) {
+    const absolute = this.#resolve(dir, { allowRoot: true })
+    const names = await this.#run(dir, () => fs.readdir(absolute))
+    return names.sort()
+  }
+
+  /** `[{ name, isDirectory }]`, sorted by name. Symlinks are not followed. */
+  async listWithTypes(dir) {
+    const absolute = this.#resolve(dir, { allowRoot: true })
+    const entries = await this.#run(dir, () => fs.readdir(absolute, { withFileTypes: true }))
+    return entries
+      .map((entry) => ({ name: entry.name, isDirectory: entry.isDirectory() }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  }
+
+  async readFile(file) {
+    const absolute = this.#resolve(file)
+    return this.#run(file, () => fs.readFile(absolute))
+  }
+
+  /**
+   * `exclusive`: create-only (EEXIST if present), for metadata, which is
+   * never rewritten. Otherwise an atomic replace through a temp file and a
+   * rename, so readers on any client see the old or the new bytes, whole.
+   */
+  async writeFile(file, data, { exclusive = false } = {}) {
+    const absolute = this.#resolve(file)
+    const dir = path.dirname(absolute)
+    await this.#run(file, () => fs.mkdir(dir, { recursive: true }))
+    return exclusive ? this.#run(file, () => createOnly(absolute, data)) : this.#run(file, () => replaceAtomically(absolute, data))
+  }
+
+  async rename(from, to) {
+    const source = this.#resolve(from)
+    const target = this.#resolve(to)
+    await this.#run(from, () => fs.rename(source, target), to)
+  }
+
+  async unlink(file) {
+    const absolute = this.#resolve(file)
+    await this.#run(file, () => fs.unlink(absolute))
+  }
+
+  /** Removes an empty directory (ENOTEMPTY otherwise): never a tree. */
+  async rmdir(dir) {
+    const absolute = this.#resolve(dir)
+    await this.#run(dir, () => fs.rmdir(absolute))
+  }
+
+  async mkdir(dir) {
+    const absolute = this.#resolve(dir)
+    await this.#run(dir, () => fs.mkdir(absolute, { recursive: true }))
+  }
+
+  async stat(file) {
+    const absolute = this.#resolve(file, { allowRoot: true })
+    const stats = await this.#run(file, () => fs.stat(absolute))
+    return { size: stats.size, mtimeMs: stats.mtimeMs, isDirectory: stats.isDirectory() }
+  }
+
+  /**
+   * Cross-process lock on `file` (which need not exist) via proper-lockfile:
+   * an atomic mkdir of `<file>.lock`, kept fresh while held, taken over once
+   * its mtime is older than `stale`. Resolves to an idempotent `release()`.
+   *
+   * @param {string} file
+   * @param {{ stale?: number, retries?: number | object }} [options]
+   *   `retries`: a count (same backoff shape) or `retry` module options
+   */
+  async lock(file, { stale = 30_000, retries } = {}) {
+    const absolute = this.#resolve(file)
+    // proper-lockfile retries every error, so a missing folder would spin
+    // for the whole backoff before surfacing; fail fast instead.
+    const parent = path.dirname(absolute)
+    const parentStats = await this.#run(file, () => fs.stat(parent))
+    if (!parentStats.isDirectory()) throw codedError('ENOTDIR', `parent of '${file}' is not a directory`, file)
+
+    let compromised = false
+    let released = false
+    let unlock
+    try {
+      // proper-lockfile keeps its holders in a map keyed by the path it's
+      // given: a unique key per acquisition stops one holder in this process
+      // from releasing another's entry after a stale takeover. The lock
+      // directory is still `<path>.lock`, shared by every process.
+      unlock = await lockfile.lock(`${absolute}#${++lockSerial}`, {
+        lockfilePath: absolute + LOCK_SUFFIX,
+        stale,
+        retries: lockRetries(retries),
+        realpath: false,
+        // The default throws from a timer, i.e. crashes the process. Writes
+        // made under a lost lock are still atomic replaces, so the worst
+        // outcome is a lost update, which the cache layer must tolerate anyway.
+        onCompromised: () => {
+          compromised = true
+        },
+      })
+    } catch (error) {
+      if (error?.code === 'ELOCKED') {
+        throw codedError('ELOCKED', `'${file}' is locked by another holder`, file)
+      }
+      throw relabel(error, file)
+    }
+
+    return async function release() {
+      if (released || compromised) return
+      released = true
+      try {
+        await unlock()
+      } catch (error) {
+        // Compromised between the check above and the unlock: same as above.
+        if (error?.code === 'ERELEASED' || error?.code === 'ECOMPROMISED' || compromised) return
+        throw relabel(error, file)
+      }
+    }
+  }
+
+  /**
+   * Removes our temp files older than `olderThanMs` from `dir` (crash
+   * leftovers). Younger ones may belong to a write in progress in another
+   * process. Returns the removed names, sorted.
+   */
+  async cleanTemps(dir, { olderThanMs = 60_000 } = {}) {
+    return cleanTempsWith(this, dir, { olderThanMs })
+  }
+}
+
+/**
+ * cleanTemps over any handler's primitives, so a wrapper (e.g. a simulated
+ * share) pays one round trip per underlying operation, as a real share would.
+ * `mtimeMs` comes from the server: on a share with a skewed clock the
+ * threshold must be generous, hence the minute-scale default.
+ */
+export async function cleanTempsWith(handler, dir, { olderThanMs = 60_000 } = {}) {
+  const entries = await handler.listWithTypes(dir)
+  const prefix = dir === '' || dir.endsWith('/') ? dir : `${dir}/`
+  const removed = []
+  const cutoff = Date.now() - olderThanMs
+  for (const { name, isDirectory } of entries) {
+    if (isDirectory || !isTempName(name)) continue
+    const file = prefix + name
+    try {
+      const { mtimeMs } = await handler.stat(file)
+      if (mtimeMs > cutoff) continue
+      await handler.unlink(file)
+      removed.push(name)
+    } catch (error) {
+      // Another cleaner or the writer itself got there first.
+      if (error?.code !== 'ENOENT') throw error
+    }
+  }
+  return removed.sort()
+}
+
+async function createOnly(absolute, data) {
+  const handle = await fs.open(absolute, 'wx')
+  let done = false
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+    done = true
+  } finally {
+    await handle.close().catch(() => {})
+    // The file is ours (wx succeeded): a half-written one must not stay
+    // behind as if it were a complete metadata file.
+    if (!done) await fs.unlink(absolute).catch(() => {})
+  }
+}
+
+async function replaceAtomically(absolute, data) {
+  const dir = path.dirname(absolute)
+  const temp = path.join(dir, tempName(path.basename(absolute)))
+  let handle
+  try {
+    handle = await fs.open(temp, 'wx')
+    await handle.writeFile(data)
+    // Without it a crash after the rename can leave the new name pointing
+    // at an empty or partial file on some file systems.
+    await handle.sync()
+    await handle.close()
+    handle = undefined
+    await fs.rename(temp, absolute)
+  } catch (error) {
+    await handle?.close().catch(() => {})
+    await fs.unlink(temp).catch(() => {})
+    throw error
+  }
+  await syncDirectory(dir)
+}
+
+// Makes the rename itself durable. Not every platform or share can open or
+// fsync a directory (Windows, some FUSE/SMB mounts): the data is already
+// safe, so this is best effort.
+async function syncDirectory(dir) {
+  let handle
+  try {
+    handle = await fs.open(dir, 'r')
+    await handle.sync()
+  } catch {
+    // best effort
+  } finally {
+    await handle?.close().catch(() => {})
+  }
+}

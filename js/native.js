@@ -1,0 +1,22 @@
+// The napi addon, wrapped in the JS glue shared with the wasm build.
+
+import { createRequire } from 'node:module'
+import { makeCodec } from './codec.js'
+import { makeVmCacheApi } from './vm-cache.js'
+
+const require = createRequire(import.meta.url)
+
+function loadAddon() {
+  try {
+    return require('./generated/brcache.node')
+  } catch (error) {
+    throw new Error(`brcache: the native addon is not built (${error.message}); run \`npm run build\``, {
+      cause: error,
+    })
+  }
+}
+
+const addon = loadAddon()
+
+export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
+export const { VmCache, fastPath } = makeVmCacheApi(addon)

@@ -1,0 +1,474 @@
+// The repository API a backup server calls: list, write, delete and check
+// the restore points of a backup repository, keeping each VM folder's
+// cache.json.gz true.
+//
+// This file does I/O through a handler (see handlers/interface.md) and
+// nothing else: what to read, what a cache becomes and what is stale are
+// decided by the core (VmCache, through the napi addon by default).
+//
+// Promises kept here, where Xen Orchestra breaks them:
+// - a listing checks every cache against its folder (the fingerprint fast
+//   path costs one extra call per VM, made in parallel with the cache read),
+//   and reads only the metadata files a cache lacks: it never lists a
+//   restore point whose file is gone, nor misses one that is there;
+// - a failed directory listing or metadata read is an error, never "no
+//   backups"; an unusable cache is rebuilt and the event logged;
+// - cache writes are atomic (temp + rename) and serialised across processes
+//   and hosts by a lock on the share; writers re-read the cache under the
+//   lock, so no update is lost; readers never wait for the lock;
+// - an immutable repository never gets a cache written, created or deleted.
+
+import { BrcacheError } from './errors.js'
+import { LOCK_SUFFIX, openHandler } from './handlers/index.js'
+import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
+import * as napiCore from './native.js'
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} }
+
+/** An error that names what was being done, keeping the original code. */
+function annotate(error, what) {
+  const wrapped = new Error(`${what}: ${error.message}`, { cause: error })
+  wrapped.code = error.code
+  return wrapped
+}
+
+/** Runs `fn` on every item with at most `limit` calls in flight. */
+async function mapLimit(items, limit, fn) {
+  const results = new Array(items.length)
+  let next = 0
+  async function worker() {
+    while (next < items.length) {
+      const i = next++
+      results[i] = await fn(items[i], i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return results
+}
+
+function byTimestamp(a, b) {
+  return (a.timestamp ?? 0) - (b.timestamp ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+}
+
+/**
+ * Opens a backup repository.
+ *
+ * @param {string | object} pathOrHandler a folder (local or a mounted NFS/SMB share) or a handler
+ * @param {object} [options]
+ * @param {number} [options.concurrency=10] VM folders and metadata files worked on at once
+ * @param {boolean} [options.immutable=false] never write, create or delete a cache
+ * @param {object} [options.logger] `{ debug, info, warn, error }(message, data)`
+ * @param {number} [options.lockStaleMs=10000] when a cache lock left by a dead writer is taken over
+ * @param {object} [options.core] the core to use (`brcache/wasm`'s exports work too)
+ */
+export function openRepository(pathOrHandler, options = {}) {
+  return new Repository(openHandler(pathOrHandler), options)
+}
+
+export class Repository {
+  #handler
+  #core
+  #concurrency
+  #immutable
+  #log
+  #lockStaleMs
+  #limits
+
+  constructor(handler, { concurrency = 10, immutable = false, logger = silent, lockStaleMs = 10_000, core = napiCore, limits = {} } = {}) {
+    this.#handler = handler
+    this.#core = core
+    this.#concurrency = concurrency
+    this.#immutable = immutable
+    this.#log = { ...silent, ...logger }
+    this.#lockStaleMs = lockStaleMs
+    this.#limits = limits
+  }
+
+  get handler() {
+    return this.#handler
+  }
+
+  get immutable() {
+    return this.#immutable
+  }
+
+  // --- listing ---------------------------------------------------------------
+
+  /** The VM folders: directories of xo-vm-backups/, not hidden, not locks. */
+  async listAllVms() {
+    let entries
+    try {
+      entries = await this.#handler.listWithTypes(BACKUP_DIR)
+    } catch (error) {
+      if (error.code !== 'ENOENT') throw annotate(error, `cannot list ${BACKUP_DIR}`)
+      // No backup folder yet is an empty repository, but only if the
+      // repository itself is there: an unmounted share is an error.
+      try {
+        await this.#handler.list('')
+      } catch (rootError) {
+        throw annotate(rootError, 'cannot list the repository root')
+      }
+      return []
+    }
+    return entries
+      .filter(({ name, isDirectory }) => isDirectory && !name.startsWith('.') && !name.endsWith(LOCK_SUFFIX))
+      .map(({ name }) => name)
+  }
+
+  /** A VM's restore points (metadata records), sorted by timestamp. */
+  async listVmBackups(vm, predicate) {
+    const loaded = await this.#load(vm)
+    this.#repairInBackground(vm, loaded)
+    const records = loaded.cache.records().sort(byTimestamp)
+    return predicate ? records.filter(predicate) : records
+  }
+
+  /** `{ [vm]: restore points }`, VMs without restore points omitted. */
+  async listAllVmBackups() {
+    return this.#perVm((vm) => this.listVmBackups(vm))
+  }
+
+  /** The restore view: `{ [vm]: summaries }` (see the core's summary). */
+  async listSummaries(filter) {
+    return this.#perVm(async (vm) => {
+      const loaded = await this.#load(vm)
+      this.#repairInBackground(vm, loaded)
+      return loaded.cache.summaries(filter)
+    })
+  }
+
+  async #perVm(fn) {
+    const vms = await this.listAllVms()
+    const lists = await mapLimit(vms, this.#concurrency, fn)
+    const result = {}
+    vms.forEach((vm, i) => {
+      if (lists[i].length > 0) result[vm] = lists[i]
+    })
+    return result
+  }
+
+  // --- writing ---------------------------------------------------------------
+
+  /**
+   * Writes a restore point's metadata (create-only: a second backup of the
+   * same VM in the same second is an error, never an overwrite), then
+   * records it in the VM's cache. Returns its key (XO's backup id).
+   */
+  async writeVmBackupMetadata(vm, metadata) {
+    this.#core.VmCache.empty(vm) // checks the VM folder name
+    if (!Number.isFinite(metadata?.timestamp)) throw new TypeError('metadata.timestamp must be a number (ms)')
+    const name = `${formatFilenameDate(metadata.timestamp)}.json`
+    const key = metadataKey(vm, name)
+    const bytes = Buffer.from(JSON.stringify(metadata))
+    try {
+      await this.#handler.writeFile(vmFile(vm, name), bytes, { exclusive: true })
+    } catch (error) {
+      if (error.code === 'EEXIST') {
+        throw annotate(error, `a restore point of VM ${vm} already exists at ${name}`)
+      }
+      throw annotate(error, `cannot write ${vmFile(vm, name)}`)
+    }
+    if (!this.#immutable) await this.#updateCache(vm, 'write', (cache) => cache.add(key, bytes))
+    return key
+  }
+
+  /**
+   * Deletes restore points: their metadata first (so nothing lists a half
+   * deleted backup), then the data files they name (`.xva` and its
+   * checksum; VHDs are left to a clean step), then their cache entries.
+   * Every path is checked before anything is deleted.
+   */
+  async deleteVmBackups(paths) {
+    const targets = [...paths].map((path) => {
+      const where = splitMetadataPath(path)
+      if (!where) {
+        throw new BrcacheError({ code: 'INVALID_KEY', message: `${JSON.stringify(path)} is not a restore point's metadata path` })
+      }
+      // The core refuses any path outside the VM folder.
+      this.#core.VmCache.empty(where.vm).remove([path])
+      return { ...where, key: metadataKey(where.vm, where.name) }
+    })
+    await mapLimit(targets, this.#concurrency, ({ vm, name }) => this.#deleteFiles(vm, name))
+    if (this.#immutable) return
+    const keysByVm = new Map()
+    for (const { vm, key } of targets) keysByVm.set(vm, [...(keysByVm.get(vm) ?? []), key])
+    await mapLimit([...keysByVm], this.#concurrency, ([vm, keys]) =>
+      this.#updateCache(vm, 'delete', (cache) => cache.remove(keys)),
+    )
+  }
+
+  async #deleteFiles(vm, name) {
+    let metadata
+    try {
+      metadata = JSON.parse(await this.#handler.readFile(vmFile(vm, name)))
+    } catch (error) {
+      // Already gone, or unreadable: the metadata goes anyway, and its
+      // data files are an orphan for the clean step to find.
+      if (error.code !== 'ENOENT' && !(error instanceof SyntaxError)) throw annotate(error, `cannot read ${vmFile(vm, name)}`)
+    }
+    await this.#unlinkIfPresent(vmFile(vm, name))
+    const xva = typeof metadata?.xva === 'string' ? metadata.xva.replace(/^\.\//, '') : undefined
+    if (metadata?.mode === 'full' && xva) {
+      if (xva.includes('/') || xva.startsWith('.') || xva.includes('\\')) {
+        this.#log.warn('brcache: not deleting a data file outside the VM folder', { file: vmFile(vm, name), xva: metadata.xva })
+        return
+      }
+      await this.#unlinkIfPresent(vmFile(vm, xva))
+      await this.#unlinkIfPresent(vmFile(vm, `${xva}.checksum`))
+    }
+  }
+
+  async #unlinkIfPresent(path) {
+    try {
+      await this.#handler.unlink(path)
+    } catch (error) {
+      if (error.code !== 'ENOENT') throw annotate(error, `cannot delete ${path}`)
+    }
+  }
+
+  // --- checking --------------------------------------------------------------
+
+  /**
+   * Reconciles a VM's cache with its folder. Reports stale entries (file
+   * gone), missing ones (file not in the cache) and unreadable metadata;
+   * with `repair`, reads only what is missing and writes the repaired cache
+   * (never in a dry run, never on an immutable repository). With `deep`,
+   * also checks that the data files each restore point names exist.
+   */
+  async checkVm(vm, { repair = false, dryRun = false, deep = false } = {}) {
+    const write = repair && !dryRun && !this.#immutable
+    const release = write ? await this.#lock(vm) : undefined
+    try {
+      const loaded = await this.#load(vm)
+      const report = this.#report(vm, loaded)
+      if (deep) report.incomplete = await this.#incomplete(vm, loaded.cache)
+      if (write && loaded.changed) {
+        await this.#writeCache(vm, loaded.cache, loaded.previousGeneration)
+        report.repaired = true
+      }
+      return report
+    } finally {
+      await release?.()
+    }
+  }
+
+  /** `{ [vm]: report }` for every VM folder. */
+  async checkAll(options) {
+    const vms = await this.listAllVms()
+    const reports = await mapLimit(vms, this.#concurrency, (vm) => this.checkVm(vm, options))
+    return Object.fromEntries(vms.map((vm, i) => [vm, reports[i]]))
+  }
+
+  #report(vm, { cache, plan, unreadable, cacheError, fastPath }) {
+    const key = (name) => metadataKey(vm, name)
+    return {
+      vm,
+      entries: cache.size,
+      fastPath,
+      cacheError,
+      stale: plan.stale.map(key),
+      missing: plan.missing.map(key),
+      unreadable: unreadable.map(({ name, reason }) => ({ id: key(name), reason })),
+      coherent: plan.coherent && unreadable.length === 0 && !cacheError,
+      repaired: false,
+    }
+  }
+
+  async #incomplete(vm, cache) {
+    const incomplete = []
+    await mapLimit(cache.records(), this.#concurrency, async (record) => {
+      const missing = []
+      for (const file of dataFiles(record)) {
+        if (!file) {
+          missing.push('(a data path outside the VM folder)')
+          continue
+        }
+        try {
+          await this.#handler.stat(vmFile(vm, file))
+        } catch (error) {
+          if (error.code !== 'ENOENT') throw annotate(error, `cannot check ${vmFile(vm, file)}`)
+          missing.push(file)
+        }
+      }
+      if (missing.length > 0) incomplete.push({ id: record.id, missing })
+    })
+    return incomplete.sort((a, b) => (a.id < b.id ? -1 : 1))
+  }
+
+  // --- the cache, read side ----------------------------------------------------
+
+  async #readCache(vm) {
+    const path = vmFile(vm, CACHE_FILE)
+    try {
+      return await this.#handler.readFile(path)
+    } catch (error) {
+      if (error.code === 'ENOENT') return undefined
+      // The folder listing is the truth and still reachable: treat the
+      // cache as unusable rather than failing the listing.
+      this.#log.warn('brcache: cannot read the cache, using the metadata files', { file: path, reason: error.message })
+      return undefined
+    }
+  }
+
+  async #listVmFolder(vm) {
+    try {
+      return await this.#handler.list(vmDir(vm))
+    } catch (error) {
+      // A VM folder that is gone has no restore points; any other failure
+      // must not pass for "no backups".
+      if (error.code === 'ENOENT') return []
+      throw annotate(error, `cannot list ${vmDir(vm)}`)
+    }
+  }
+
+  /** Reads metadata files; a file gone since the listing is skipped. */
+  async #readMetadata(vm, names) {
+    const files = new Map()
+    await mapLimit(names, this.#concurrency, async (name) => {
+      try {
+        files.set(name, await this.#handler.readFile(vmFile(vm, name)))
+      } catch (error) {
+        if (error.code !== 'ENOENT') throw annotate(error, `cannot read ${vmFile(vm, name)}`)
+      }
+    })
+    return files
+  }
+
+  /**
+   * A VM's cache made coherent with its folder, in memory: the fast path
+   * when the header's fingerprint matches the listing, else reconcile and
+   * read only what is missing; an unusable cache is rebuilt.
+   */
+  async #load(vm) {
+    const { VmCache, fastPath, readCacheHeader } = this.#core
+    const file = vmFile(vm, CACHE_FILE)
+    const [bytes, listing] = await Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
+    let cache
+    let cacheError
+    let previousGeneration = 0
+    if (bytes) {
+      try {
+        cache = VmCache.decode(vm, bytes, { ...this.#limits, name: file })
+        previousGeneration = cache.generation
+      } catch (error) {
+        if (!(error instanceof BrcacheError)) throw error
+        cacheError = error.message
+        this.#log.warn('brcache: unusable cache, rebuilding it from the metadata files', { file, reason: error.message })
+        try {
+          previousGeneration = readCacheHeader(bytes)?.generation ?? 0
+        } catch {
+          // Not even a readable header: generations start over.
+        }
+      }
+    }
+    if (cache && fastPath(bytes, listing)) {
+      return { cache, plan: { stale: [], missing: [], coherent: true }, unreadable: [], fastPath: true, changed: false, previousGeneration }
+    }
+    const repaired = cache ?? VmCache.empty(vm)
+    const plan = repaired.reconcile(listing)
+    if (plan.coherent && (cache || repaired.size === 0)) {
+      // Coherent, but without a fingerprint that says so (an XO-written
+      // cache): rewriting it in brcache's form lets the next check take
+      // the fast path.
+      const changed = Boolean(cache && cache.recordedFingerprint() !== cache.fingerprint())
+      return { cache: repaired, plan, unreadable: [], fastPath: false, changed, cacheError, previousGeneration }
+    }
+    const files = await this.#readMetadata(vm, plan.missing)
+    const unreadable = repaired.apply(plan, files).filter(({ name }) => files.has(name))
+    for (const { name, reason } of unreadable) {
+      this.#log.warn('brcache: unreadable metadata left out of the cache', { file: vmFile(vm, name), reason })
+    }
+    return { cache: repaired, plan, unreadable, fastPath: false, changed: true, cacheError, previousGeneration }
+  }
+
+  // --- the cache, write side ---------------------------------------------------
+
+  #lock(vm, options) {
+    return this.#handler.lock(vmFile(vm, CACHE_FILE), { stale: this.#lockStaleMs, ...options })
+  }
+
+  async #writeCache(vm, cache, previousGeneration) {
+    cache.continueAfter(previousGeneration)
+    const path = vmFile(vm, CACHE_FILE)
+    await this.#handler.writeFile(path, cache.commit())
+    // Under the lock, any temp file left in the folder is a dead writer's.
+    try {
+      await this.#handler.cleanTemps(vmDir(vm), { olderThanMs: 0 })
+    } catch (error) {
+      this.#log.debug('brcache: could not clean temp files', { dir: vmDir(vm), reason: error.message })
+    }
+  }
+
+  /**
+   * Applies `mutate` to the latest cache of `vm` under the VM's lock:
+   * re-read, (rebuild if unusable), mutate, write atomically. A failure is
+   * logged and leaves the old cache as it was; the next listing or check
+   * notices the difference and repairs it.
+   */
+  async #updateCache(vm, reason, mutate) {
+    let release
+    try {
+      release = await this.#lock(vm)
+      const loaded = await this.#load(vm)
+      mutate(loaded.cache)
+      await this.#writeCache(vm, loaded.cache, loaded.previousGeneration)
+    } catch (error) {
+      if (error instanceof BrcacheError && error.code === 'INVALID_KEY') throw error
+      this.#log.warn('brcache: the cache was not updated; the next check will repair it', {
+        file: vmFile(vm, CACHE_FILE),
+        operation: reason,
+        reason: error.message,
+      })
+    } finally {
+      await release?.()
+    }
+  }
+
+  /**
+   * After a listing found a cache to repair: write the repair if the lock
+   * is free and nobody wrote the cache since it was read. Readers never
+   * wait for the lock, and a failed repair costs nothing but a later one.
+   */
+  #repairInBackground(vm, loaded) {
+    if (this.#immutable || !loaded.changed) return
+    const task = (async () => {
+      let release
+      try {
+        release = await this.#lock(vm, { retries: 0 })
+      } catch {
+        return // somebody else is writing this cache
+      }
+      try {
+        const bytes = await this.#readCache(vm)
+        const current = bytes ? this.#core.readCacheHeader(bytes)?.generation ?? 0 : 0
+        if (current !== loaded.previousGeneration) return
+        await this.#writeCache(vm, loaded.cache.copy(), loaded.previousGeneration)
+      } catch (error) {
+        this.#log.debug('brcache: background repair failed', { vm, reason: error.message })
+      } finally {
+        await release()
+      }
+    })()
+    this.#pending.add(task)
+    task.finally(() => this.#pending.delete(task))
+  }
+
+  #pending = new Set()
+
+  /** Waits for background repairs (tests, and a clean shutdown). */
+  async settle() {
+    while (this.#pending.size > 0) await Promise.all([...this.#pending])
+  }
+}
+
+/** The data files a restore point names, relative to its VM folder. */
+function dataFiles(record) {
+  const inside = (path) => {
+    if (typeof path !== 'string') return undefined
+    const clean = path.replace(/^\.\//, '')
+    const parts = clean.split('/')
+    return clean && parts.every((p) => p && p !== '.' && p !== '..' && !p.includes('\\')) ? clean : undefined
+  }
+  if (record.mode === 'full') return record.xva === undefined ? [] : [inside(record.xva)]
+  return Object.values(record.vhds ?? {}).map(inside)
+}
