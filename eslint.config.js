@@ -2,7 +2,7 @@ import js from '@eslint/js'
 import globals from 'globals'
 
 export default [
-  { ignores: ['js/generated/**', 'target/**', 'node_modules/**'] },
+  { ignores: ['js/generated/**', 'target/**', 'node_modules/**', '.scratch/**'] },
   js.configs.recommended,
   {
     files: ['**/*.js', '**/*.mjs'],

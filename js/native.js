@@ -19,4 +19,4 @@ function loadAddon() {
 const addon = loadAddon()
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
-export const { VmCache, fastPath } = makeVmCacheApi(addon)
+export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(addon)

@@ -117,9 +117,9 @@ export class Repository {
 
   /** A VM's restore points (metadata records), sorted by timestamp. */
   async listVmBackups(vm, predicate) {
-    const loaded = await this.#load(vm)
+    const loaded = await this.#load(vm, 'records')
     this.#repairInBackground(vm, loaded)
-    const records = loaded.cache.records().sort(byTimestamp)
+    const records = loaded.records().sort(byTimestamp)
     return predicate ? records.filter(predicate) : records
   }
 
@@ -130,11 +130,14 @@ export class Repository {
 
   /** The restore view: `{ [vm]: summaries }` (see the core's summary). */
   async listSummaries(filter) {
-    return this.#perVm(async (vm) => {
-      const loaded = await this.#load(vm)
-      this.#repairInBackground(vm, loaded)
-      return loaded.cache.summaries(filter)
-    })
+    return this.#perVm((vm) => this.listVmSummaries(vm, filter))
+  }
+
+  /** One VM's restore view (summaries), sorted by timestamp. */
+  async listVmSummaries(vm, filter) {
+    const loaded = await this.#load(vm, 'summaries', filter)
+    this.#repairInBackground(vm, loaded)
+    return loaded.summaries(filter)
   }
 
   async #perVm(fn) {
@@ -338,17 +341,44 @@ export class Repository {
    * A VM's cache made coherent with its folder, in memory: the fast path
    * when the header's fingerprint matches the listing, else reconcile and
    * read only what is missing; an unusable cache is rebuilt.
+   *
+   * `want` says what the caller needs, so the fast path does only that
+   * work: 'records' (plain JSON.parse of the body, keys checked by the
+   * core), 'summaries' (the core's one-pass projection, with `filter`) or
+   * 'cache' (a VmCache, for checks and writes).
    */
-  async #load(vm) {
-    const { VmCache, fastPath, readCacheHeader } = this.#core
+  async #load(vm, want = 'cache', filter = undefined) {
+    const { VmCache, fastPath, readCacheHeader, decodeCache, checkKeys, summariesOf } = this.#core
     const file = vmFile(vm, CACHE_FILE)
+    const options = { ...this.#limits, name: file }
     const [bytes, listing] = await Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
-    let cache
+    const coherent = { stale: [], missing: [], coherent: true }
     let cacheError
+    if (bytes && this.#fastPath(fastPath, bytes, listing)) {
+      try {
+        if (want === 'records') {
+          const body = decodeCache(bytes, options)
+          const keys = Object.keys(body)
+          checkKeys(vm, keys, file)
+          const records = keys.map((key) => stamp(body[key], key.startsWith('/') ? key : `/${key}`))
+          return { records: () => records, plan: coherent, unreadable: [], fastPath: true, changed: false }
+        }
+        if (want === 'summaries') {
+          const summaries = summariesOf(vm, bytes, filter, options)
+          return { summaries: () => summaries, plan: coherent, unreadable: [], fastPath: true, changed: false }
+        }
+        const cache = VmCache.decode(vm, bytes, options)
+        return { cache, plan: coherent, unreadable: [], fastPath: true, changed: false, previousGeneration: cache.generation }
+      } catch (error) {
+        if (!(error instanceof BrcacheError)) throw error
+        // A header that vouches for a body that does not hold: rebuild.
+      }
+    }
+    let cache
     let previousGeneration = 0
     if (bytes) {
       try {
-        cache = VmCache.decode(vm, bytes, { ...this.#limits, name: file })
+        cache = VmCache.decode(vm, bytes, options)
         previousGeneration = cache.generation
       } catch (error) {
         if (!(error instanceof BrcacheError)) throw error
@@ -361,24 +391,41 @@ export class Repository {
         }
       }
     }
-    if (cache && fastPath(bytes, listing)) {
-      return { cache, plan: { stale: [], missing: [], coherent: true }, unreadable: [], fastPath: true, changed: false, previousGeneration }
-    }
     const repaired = cache ?? VmCache.empty(vm)
     const plan = repaired.reconcile(listing)
-    if (plan.coherent && (cache || repaired.size === 0)) {
+    const loaded = {
+      cache: repaired,
+      records: () => repaired.records(),
+      summaries: (f) => repaired.summaries(f),
+      plan,
+      unreadable: [],
+      fastPath: false,
+      cacheError,
+      previousGeneration,
+    }
+    if (plan.coherent) {
       // Coherent, but without a fingerprint that says so (an XO-written
-      // cache): rewriting it in brcache's form lets the next check take
-      // the fast path.
-      const changed = Boolean(cache && cache.recordedFingerprint() !== cache.fingerprint())
-      return { cache: repaired, plan, unreadable: [], fastPath: false, changed, cacheError, previousGeneration }
+      // cache) or unusable: rewriting it lets the next check take the fast
+      // path. An empty folder without a cache needs none.
+      loaded.changed = cache ? cache.recordedFingerprint() !== cache.fingerprint() : Boolean(bytes)
+      return loaded
     }
     const files = await this.#readMetadata(vm, plan.missing)
-    const unreadable = repaired.apply(plan, files).filter(({ name }) => files.has(name))
-    for (const { name, reason } of unreadable) {
+    loaded.unreadable = repaired.apply(plan, files).filter(({ name }) => files.has(name))
+    for (const { name, reason } of loaded.unreadable) {
       this.#log.warn('brcache: unreadable metadata left out of the cache', { file: vmFile(vm, name), reason })
     }
-    return { cache: repaired, plan, unreadable, fastPath: false, changed: true, cacheError, previousGeneration }
+    loaded.changed = true
+    return loaded
+  }
+
+  #fastPath(fastPath, bytes, listing) {
+    try {
+      return fastPath(bytes, listing)
+    } catch (error) {
+      if (error instanceof BrcacheError) return false // not even a gzip header
+      throw error
+    }
   }
 
   // --- the cache, write side ---------------------------------------------------
@@ -440,9 +487,24 @@ export class Repository {
       }
       try {
         const bytes = await this.#readCache(vm)
-        const current = bytes ? this.#core.readCacheHeader(bytes)?.generation ?? 0 : 0
+        let current = 0
+        try {
+          current = bytes ? this.#core.readCacheHeader(bytes)?.generation ?? 0 : 0
+        } catch {
+          // Not even a readable header (an empty or non-gzip file): generation
+          // 0, as #load counted it, so an unusable cache gets repaired too.
+        }
         if (current !== loaded.previousGeneration) return
-        await this.#writeCache(vm, loaded.cache.copy(), loaded.previousGeneration)
+        // The listing was taken in parallel with the cache read, so it may
+        // predate the cache: an entry a writer added in between would look
+        // stale and the repair would undo that writer's update. Write only
+        // what the folder, listed now under the lock, still agrees with.
+        // (Unreadable metadata files stay out of the cache, as in checkVm.)
+        const repaired = loaded.cache.copy()
+        const plan = repaired.reconcile(await this.#listVmFolder(vm))
+        const unreadable = new Set(loaded.unreadable.map(({ name }) => name))
+        if (plan.stale.length > 0 || plan.missing.some((name) => !unreadable.has(name))) return
+        await this.#writeCache(vm, repaired, loaded.previousGeneration)
       } catch (error) {
         this.#log.debug('brcache: background repair failed', { vm, reason: error.message })
       } finally {
@@ -459,6 +521,14 @@ export class Repository {
   async settle() {
     while (this.#pending.size > 0) await Promise.all([...this.#pending])
   }
+}
+
+/** A record as handed out: it names the file its (checked) key names. */
+function stamp(record, key) {
+  record._filename = key
+  record.id = key
+  if (typeof record.isImmutable !== 'boolean') record.isImmutable = false
+  return record
 }
 
 /** The data files a restore point names, relative to its VM folder. */

@@ -152,5 +152,20 @@ export function makeVmCacheApi(native) {
     return call(() => native.fastPath(toBytes(bytes), [...listing]))
   }
 
-  return { VmCache, fastPath }
+  /** Throws unless every key names a distinct metadata file of `vm`'s folder. */
+  function checkKeys(vm, keys, file) {
+    call(() => native.checkKeys(vm, [...keys]), file)
+  }
+
+  /** A VM cache's summaries straight from its bytes (one pass, no VmCache). */
+  function summariesOf(vm, bytes, filter, options = {}) {
+    const { maxInflatedSize, maxDepth, name } = options
+    const text = call(
+      () => native.vmSummaries(vm, toBytes(bytes), filter ? JSON.stringify(filter) : undefined, maxInflatedSize, maxDepth),
+      name,
+    )
+    return JSON.parse(text)
+  }
+
+  return { VmCache, fastPath, checkKeys, summariesOf }
 }

@@ -8,5 +8,5 @@ const require = createRequire(import.meta.url)
 const wasm = require('./generated/wasm-node/brcache_wasm.js')
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
-export const { VmCache, fastPath } = makeVmCacheApi(wasm)
+export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(wasm)
 export { BrcacheError } from './errors.js'

@@ -69,6 +69,29 @@ impl VmId {
     }
 }
 
+impl VmId {
+    /// Checks a cache's keys: each names a metadata file of this VM, and no
+    /// two name the same file (as `/x` and `x` would). Returns the names.
+    pub fn check_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<MetadataName>> {
+        let mut names = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for key in keys {
+            let name = self.parse_key(key)?;
+            if !seen.insert(name.clone()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidKey,
+                    format!("cache key {key:?} names a file another key already names"),
+                ));
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+}
+
 /// The file name of a restore point's metadata (`<date>.json`), checked to
 /// be a plain `.json` file name: no separator, no `..`, not hidden.
 #[derive(

@@ -39,5 +39,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::Fingerprint;
 pub use header::CacheHeader;
 pub use key::{MetadataName, VmId};
-pub use summary::{Filter, Summary, summaries};
+pub use summary::{Filter, Summary, summaries, summaries_of_bytes};
 pub use vm_cache::{Change, VmCache};

@@ -6,8 +6,9 @@
 //! building it. The shape follows Xen Orchestra's `formatVmBackup`, so a
 //! backup server can hand summaries to its UI unchanged.
 
+use crate::codec::{self, DecodeLimits};
 use crate::error::Result;
-use crate::key::BACKUP_DIR;
+use crate::key::{BACKUP_DIR, VmId};
 use crate::vm_cache::VmCache;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -129,11 +130,74 @@ pub fn summaries(cache: &VmCache, filter: &Filter) -> Result<Vec<Summary>> {
             out.push(summary);
         }
     }
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    Ok(out)
+}
+
+/// Summaries straight from `cache.json.gz` bytes in one pass over the body:
+/// each record is read for its summary fields only, never kept whole. Keys
+/// are checked as [`VmCache::decode`] checks them. A body this pass cannot
+/// read (a record with unexpected field types, a duplicate file) is handed
+/// to the complete decode, which reads what it can or names the problem.
+pub fn summaries_of_bytes(
+    vm: &VmId,
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    filter: &Filter,
+) -> Result<Vec<Summary>> {
+    let decoded = codec::decode_text(bytes, limits)?;
+    let quick = serde_json::from_str::<IndexMap<String, ObjectRecord>>(&decoded.text)
+        .ok()
+        .filter(|records| vm.check_keys(records.keys().map(String::as_str)).is_ok());
+    let Some(records) = quick else {
+        let cache =
+            VmCache::from_document(vm.clone(), crate::CacheDocument::from_json(&decoded.text)?)?;
+        return summaries(&cache, filter);
+    };
+    let dir = format!("/{BACKUP_DIR}/{}", vm.as_str());
+    let mut out = Vec::with_capacity(records.len());
+    for (key, ObjectRecord(record)) in records {
+        let name = vm.parse_key(&key)?;
+        let summary = summarize(vm.key(&name), &dir, record);
+        if filter.matches(&summary) {
+            out.push(summary);
+        }
+    }
+    sort(&mut out);
+    Ok(out)
+}
+
+/// A [`Record`] that only a JSON object can be (serde would otherwise
+/// also build a struct from an array).
+struct ObjectRecord(Record);
+
+impl<'de> Deserialize<'de> for ObjectRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ObjectRecord;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a metadata record (an object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<ObjectRecord, A::Error> {
+                Record::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ObjectRecord)
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+fn sort(summaries: &mut [Summary]) {
+    summaries.sort_by(|a, b| {
         let t = |s: &Summary| s.timestamp.as_f64().unwrap_or(f64::NEG_INFINITY);
         t(a).total_cmp(&t(b)).then_with(|| a.id.cmp(&b.id))
     });
-    Ok(out)
 }
 
 /// A record whose summary fields have unexpected shapes (a `vdis` that is
@@ -206,5 +270,57 @@ fn summarize(id: String, dir: &str, record: Record) -> Summary {
         differencing_vhds: differencing,
         dynamic_vhds: dynamic,
         is_immutable: record.is_immutable.as_bool().unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pass_and_complete_decode_agree() {
+        let vm = VmId::new("vm").unwrap();
+        let mut cache = VmCache::new(vm.clone());
+        cache
+            .add(
+                "/xo-vm-backups/vm/b.json",
+                br#"{"timestamp":2,"mode":"delta","vm":{"name_label":"x","big":[1,2,3]}}"#,
+            )
+            .unwrap();
+        cache
+            .add(
+                "/xo-vm-backups/vm/a.json",
+                br#"{"timestamp":1,"mode":"full"}"#,
+            )
+            .unwrap();
+        let bytes = cache.commit();
+        let limits = DecodeLimits::default();
+        let quick = summaries_of_bytes(&vm, &bytes, &limits, &Filter::default()).unwrap();
+        assert_eq!(quick, summaries(&cache, &Filter::default()).unwrap());
+        assert_eq!(quick[0].id, "/xo-vm-backups/vm/a.json");
+    }
+
+    #[test]
+    fn odd_records_and_hostile_keys_take_the_complete_path() {
+        let vm = VmId::new("vm").unwrap();
+        let limits = DecodeLimits::default();
+        // `vdis` of the wrong type: the one pass fails, the lenient read works.
+        let odd = crate::gzip::write_member(
+            br#"{"/xo-vm-backups/vm/a.json":{"timestamp":1,"vdis":[]}}"#,
+            None,
+            6,
+        );
+        assert_eq!(
+            summaries_of_bytes(&vm, &odd, &limits, &Filter::default())
+                .unwrap()
+                .len(),
+            1
+        );
+        let foreign = crate::gzip::write_member(br#"{"/xo-vm-backups/other/a.json":{}}"#, None, 6);
+        let err = summaries_of_bytes(&vm, &foreign, &limits, &Filter::default()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidKey);
+        let array = crate::gzip::write_member(br#"{"/xo-vm-backups/vm/a.json":[]}"#, None, 6);
+        let err = summaries_of_bytes(&vm, &array, &limits, &Filter::default()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::EntryNotAnObject);
     }
 }

@@ -52,6 +52,37 @@ pub fn decode_vm_cache(
     }
 }
 
+/// A VM cache's summaries as JSON, straight from its bytes.
+#[napi]
+pub fn vm_summaries(
+    vm: String,
+    bytes: Uint8Array,
+    filter: Option<String>,
+    max_inflated_size: Option<f64>,
+    max_depth: Option<u32>,
+) -> Either<String, ErrorInfo> {
+    let filter: Filter = match filter.as_deref().map(serde_json::from_str).transpose() {
+        Ok(filter) => filter.unwrap_or_default(),
+        Err(error) => return Either::B(invalid_input("filter", error)),
+    };
+    let limits = crate::limits(max_inflated_size, max_depth);
+    match VmId::new(&vm)
+        .and_then(|vm| brcache_core::summaries_of_bytes(&vm, &bytes, &limits, &filter))
+    {
+        Ok(summaries) => Either::A(json(&summaries)),
+        Err(error) => Either::B(error.into()),
+    }
+}
+
+/// Checks that every key names a distinct metadata file of `vm`'s folder.
+#[napi]
+pub fn check_keys(vm: String, keys: Vec<String>) -> Option<ErrorInfo> {
+    VmId::new(&vm)
+        .and_then(|vm| vm.check_keys(keys.iter().map(String::as_str)))
+        .err()
+        .map(ErrorInfo::from)
+}
+
 /// Whether the header of `bytes` alone proves the cache covers exactly the
 /// metadata files among `entries` (no inflate).
 #[napi]

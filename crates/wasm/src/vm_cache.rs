@@ -48,6 +48,35 @@ pub fn decode_vm_cache(
         .map_err(throw)
 }
 
+#[wasm_bindgen(js_name = vmSummaries)]
+pub fn vm_summaries(
+    vm: &str,
+    bytes: &[u8],
+    filter: Option<String>,
+    max_inflated_size: Option<f64>,
+    max_depth: Option<u32>,
+) -> Result<String, JsValue> {
+    let filter: Filter = filter
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| invalid_input("filter", e))?
+        .unwrap_or_default();
+    let limits = crate::limits(max_inflated_size, max_depth);
+    VmId::new(vm)
+        .and_then(|vm| brcache_core::summaries_of_bytes(&vm, bytes, &limits, &filter))
+        .map(|s| json(&s))
+        .map_err(throw)
+}
+
+#[wasm_bindgen(js_name = checkKeys)]
+pub fn check_keys(vm: &str, keys: Vec<String>) -> Result<(), JsValue> {
+    VmId::new(vm)
+        .and_then(|vm| vm.check_keys(keys.iter().map(String::as_str)))
+        .map(|_| ())
+        .map_err(throw)
+}
+
 #[wasm_bindgen(js_name = fastPath)]
 pub fn fast_path(bytes: &[u8], entries: Vec<String>) -> Result<bool, JsValue> {
     let header = brcache_core::codec::read_header(bytes).map_err(throw)?;

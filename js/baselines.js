@@ -1,0 +1,98 @@
+// How listings were done before brcache, measured against it in the same
+// run by the demo and the benchmarks.
+
+import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from './layout.js'
+import { gunzipSync } from 'node:zlib'
+
+async function mapLimit(items, limit, fn) {
+  let next = 0
+  const results = new Array(items.length)
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      results[i] = await fn(items[i])
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return results
+}
+
+async function listVms(handler) {
+  const entries = await handler.listWithTypes(BACKUP_DIR)
+  return entries.filter((e) => e.isDirectory && !e.name.startsWith('.') && !e.name.endsWith('.lock')).map((e) => e.name)
+}
+
+/**
+ * No cache at all (Xen Orchestra before 5.71, as the article describes
+ * it): list every VM folder, then read and parse every metadata file.
+ * VMs 10 at a time, as XO does.
+ */
+export async function listWithoutCache(handler, { concurrency = 10 } = {}) {
+  const vms = await listVms(handler)
+  const result = {}
+  await mapLimit(vms, concurrency, async (vm) => {
+    const names = (await handler.list(vmDir(vm))).filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+    const records = await Promise.all(
+      names.map(async (name) => {
+        const record = JSON.parse(await handler.readFile(vmFile(vm, name)))
+        const id = `/${vmFile(vm, name)}`
+        return { ...record, _filename: id, id }
+      }),
+    )
+    if (records.length > 0) result[vm] = records.sort((a, b) => a.timestamp - b.timestamp)
+  })
+  return result
+}
+
+/**
+ * Xen Orchestra's cache today: read each VM's cache.json.gz (full records),
+ * trust it without looking at the folder, 10 VMs at a time; rebuild it from
+ * the metadata files when it is missing (rewriting the whole file).
+ */
+export async function listXoStyle(handler, { concurrency = 10 } = {}) {
+  const vms = await listVms(handler)
+  const result = {}
+  await mapLimit(vms, concurrency, async (vm) => {
+    let cache
+    try {
+      cache = JSON.parse(gunzipSync(await handler.readFile(vmFile(vm, CACHE_FILE))))
+    } catch {
+      const names = (await handler.list(vmDir(vm))).filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      cache = {}
+      for (const name of names) {
+        const id = `/${vmFile(vm, name)}`
+        cache[id] = { ...JSON.parse(await handler.readFile(vmFile(vm, name))), _filename: id, id }
+      }
+    }
+    const records = Object.values(cache)
+    if (records.length > 0) result[vm] = records.sort((a, b) => a.timestamp - b.timestamp)
+  })
+  return result
+}
+
+/**
+ * The restore view XO's UI builds from full records (its formatVmBackup):
+ * what the baselines must compute too, to compare like with like.
+ */
+export function restoreView(recordsByVm) {
+  const view = {}
+  for (const [vm, records] of Object.entries(recordsByVm)) {
+    view[vm] = records.map((b) => ({
+      id: b.id,
+      timestamp: b.timestamp,
+      mode: b.mode,
+      size: b.size,
+      jobId: b.jobId,
+      scheduleId: b.scheduleId,
+      tags: b.tags,
+      vm: { uuid: b.vm?.uuid, name_label: b.vm?.name_label, name_description: b.vm?.name_description, tags: b.vm?.tags },
+      disks: Object.keys(b.vhds ?? {}).map((ref) => ({
+        id: `${b.id.slice(0, b.id.lastIndexOf('/'))}/${b.vhds[ref]}`,
+        name: b.vdis?.[ref]?.name_label,
+        uuid: b.vdis?.[ref]?.uuid,
+      })),
+      withMemory: b.vmSnapshot?.suspend_VDI !== 'OpaqueRef:NULL',
+    }))
+  }
+  return view
+}

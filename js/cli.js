@@ -1,0 +1,310 @@
+#!/usr/bin/env node
+// The brcache command line: gen, list, check, demo, bench.
+// Exit status: 0 fine, 1 something incoherent left as it is (check),
+// 2 usage or I/O errors. Errors are one line on stderr.
+
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { listWithoutCache, listXoStyle, restoreView } from './baselines.js'
+import { generateRepository } from './generate.js'
+import { LocalHandler, SimulatedShare } from './handlers/index.js'
+import { openRepository } from './repository.js'
+import { formatBytes, progress, table } from './cli/format.js'
+
+const HELP = {
+  main: `brcache: a backup-repository cache for Xen Orchestra-style repositories
+
+Usage: brcache <command> [options]
+
+Commands:
+  gen <dir>     write a sample repository (XO-shaped metadata, placeholder data, caches)
+  list <dir>    the restore view: every VM's restore points
+  check <dir>   is every VM's cache true to its folder? (--repair to fix)
+  demo          the article's case, with and without brcache, on a simulated share
+  bench         benchmark scenarios on a simulated share
+
+Run \`brcache <command> --help\` for a command's options.`,
+  gen: `Usage: brcache gen <dir> [--vms N] [--retention R] [--seed S] [--no-cache]
+
+Writes a deterministic sample repository: one folder per VM with
+<date>.json metadata shaped like Xen Orchestra's (full and delta backups),
+empty placeholder data files, and brcache's caches (unless --no-cache).
+
+  --vms N         number of VMs (default 22)
+  --retention R   restore points per VM (default 45)
+  --seed S        the same seed always writes the same repository (default "brcache")
+  --no-cache      write no cache.json.gz`,
+  list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--immutable]
+
+The restore view: per VM, its name, restore points by mode, last backup and
+total size. Caches are checked against the folders and repaired as needed.
+
+  --json          { "<vmUuid>": [summary, ...] } on stdout
+  --vm <uuid>     one VM's restore points
+  --immutable     never write a cache (an immutable repository)`,
+  check: `Usage: brcache check <dir> [--repair] [--dry-run] [--deep] [--json] [--immutable]
+
+Reconciles every VM's cache with its folder: stale entries (file gone),
+missing ones (file not cached), unreadable metadata.
+
+  --repair        write repaired caches (reads only what is missing)
+  --dry-run       report what --repair would do, write nothing
+  --deep          also check that each restore point's data files exist
+                  (incomplete ones are reported, never deleted)
+  --json          one report per VM on stdout
+  --immutable     never write a cache
+
+Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
+  demo: `Usage: brcache demo [--vms N] [--retention R] [--rtt MS] [--keep]
+
+Generates the article's repository (22 VMs x 45 restore points) in a temp
+folder, then lists it through a simulated network share (10 ms round trip,
+16 calls in flight, 1 Gbit/s): first without any cache, then with brcache.
+
+  --vms N, --retention R   another size (defaults 22 and 45)
+  --rtt MS                 round-trip time of the simulated share (default 10)
+  --keep                   keep the generated repository and print its path`,
+  bench: `Usage: brcache bench [--scenario NAME] [--json] [--runs N]
+
+Scenarios (all on the simulated share, each a ratio measured in the same run):
+  article    22 VMs x 45: no cache vs XO-style cache vs brcache
+  update     add one backup and delete one, at retention 45 and 1,000
+  large      1,000 VMs x 100: cold rebuild, warm listing, summaries (slow)
+  all        article and update (default)`,
+}
+
+class UsageError extends Error {}
+
+function parse(args, options) {
+  try {
+    return parseArgs({ args, options: { help: { type: 'boolean' }, ...options }, allowPositionals: true })
+  } catch (error) {
+    throw new UsageError(error.message)
+  }
+}
+
+function number(value, name) {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} expects a whole number, got ${JSON.stringify(value)}`)
+  return n
+}
+
+function requireDir(positionals, command) {
+  if (positionals.length !== 1) throw new UsageError(`${command} expects one repository folder\n\n${HELP[command]}`)
+  return positionals[0]
+}
+
+// --- commands ----------------------------------------------------------------
+
+async function gen(args) {
+  const { values, positionals } = parse(args, {
+    vms: { type: 'string', default: '22' },
+    retention: { type: 'string', default: '45' },
+    seed: { type: 'string', default: 'brcache' },
+    'no-cache': { type: 'boolean' },
+  })
+  if (values.help) return console.log(HELP.gen)
+  const dir = requireDir(positionals, 'gen')
+  const bar = progress('gen')
+  const result = await generateRepository(dir, {
+    vms: number(values.vms, 'vms'),
+    retention: number(values.retention, 'retention'),
+    seed: values.seed,
+    caches: !values['no-cache'],
+    onProgress: (done, total) => bar.update(done, total, 'VMs'),
+  })
+  bar.done()
+  console.log(`${dir}: ${result.vms} VMs, ${result.restorePoints} restore points, ${result.files} files${values['no-cache'] ? '' : ', caches written'}`)
+}
+
+function summarizeVm(summaries) {
+  const modes = {}
+  let size = 0
+  for (const s of summaries) {
+    modes[s.mode] = (modes[s.mode] ?? 0) + 1
+    size += typeof s.size === 'number' ? s.size : 0
+  }
+  const last = summaries[summaries.length - 1]
+  return {
+    name: last.vm?.name_label ?? '',
+    points: Object.entries(modes)
+      .map(([mode, n]) => `${n} ${mode}`)
+      .join(', '),
+    last: typeof last.timestamp === 'number' ? new Date(last.timestamp).toISOString().replace('.000Z', 'Z') : '',
+    size: formatBytes(size),
+  }
+}
+
+async function list(args) {
+  const { values, positionals } = parse(args, {
+    json: { type: 'boolean' },
+    vm: { type: 'string' },
+    immutable: { type: 'boolean' },
+  })
+  if (values.help) return console.log(HELP.list)
+  const repository = openRepository(requireDir(positionals, 'list'), { immutable: values.immutable })
+  let view
+  if (values.vm) {
+    const summaries = await repository.listVmSummaries(values.vm)
+    view = summaries.length > 0 ? { [values.vm]: summaries } : {}
+  } else {
+    view = await repository.listSummaries()
+  }
+  await repository.settle()
+  if (values.json) return console.log(JSON.stringify(view, null, 2))
+  if (values.vm) {
+    const rows = (view[values.vm] ?? []).map((s) => [
+      new Date(s.timestamp).toISOString().replace('.000Z', 'Z'),
+      s.mode,
+      formatBytes(s.size),
+      s.disks.length,
+      s.id,
+    ])
+    return console.log(table(['date', 'mode', 'size', 'disks', 'id'], rows) || `no restore point for VM ${values.vm}`)
+  }
+  const rows = Object.entries(view).map(([vm, summaries]) => {
+    const s = summarizeVm(summaries)
+    return [vm, s.name, s.points, s.last, s.size]
+  })
+  console.log(table(['VM', 'name', 'restore points', 'last backup', 'total size'], rows) || 'no restore point in this repository')
+  const total = Object.values(view).reduce((n, s) => n + s.length, 0)
+  console.log(`\n${rows.length} VMs, ${total} restore points`)
+}
+
+async function check(args) {
+  const { values, positionals } = parse(args, {
+    repair: { type: 'boolean' },
+    'dry-run': { type: 'boolean' },
+    deep: { type: 'boolean' },
+    json: { type: 'boolean' },
+    immutable: { type: 'boolean' },
+  })
+  if (values.help) return console.log(HELP.check)
+  const repository = openRepository(requireDir(positionals, 'check'), { immutable: values.immutable })
+  const reports = await repository.checkAll({ repair: values.repair, dryRun: values['dry-run'], deep: values.deep })
+  let incoherent = 0
+  for (const report of Object.values(reports)) {
+    const problems = report.stale.length + report.missing.length + report.unreadable.length + (report.incomplete?.length ?? 0)
+    if ((problems > 0 || report.cacheError) && !report.repaired) incoherent++
+  }
+  if (values.json) {
+    const out = {}
+    for (const [vm, r] of Object.entries(reports)) {
+      out[vm] = { stale: r.stale, missing: r.missing, unreadable: r.unreadable, repaired: r.repaired }
+      if (r.cacheError) out[vm].cacheError = r.cacheError
+      if (r.incomplete) out[vm].incomplete = r.incomplete
+    }
+    console.log(JSON.stringify(out, null, 2))
+  } else {
+    for (const [vm, r] of Object.entries(reports)) {
+      const notes = []
+      if (r.cacheError) notes.push(`unusable cache (${r.cacheError})`)
+      if (r.stale.length) notes.push(`${r.stale.length} stale`)
+      if (r.missing.length) notes.push(`${r.missing.length} missing`)
+      if (r.unreadable.length) notes.push(`${r.unreadable.length} unreadable`)
+      if (r.incomplete?.length) notes.push(`${r.incomplete.length} incomplete`)
+      const state = notes.length === 0 ? 'coherent' : `${notes.join(', ')}${r.repaired ? ': repaired' : ''}`
+      console.log(`${vm}  ${r.entries} restore points  ${state}`)
+      for (const { id, reason } of r.unreadable) console.log(`  unreadable ${id}: ${reason}`)
+      for (const { id, missing } of r.incomplete ?? []) console.log(`  incomplete ${id}: missing ${missing.join(', ')}`)
+    }
+    console.log(`\n${Object.keys(reports).length} VMs, ${incoherent} incoherent${values.repair && !values['dry-run'] ? ' after repair' : ''}`)
+  }
+  return incoherent > 0 ? 1 : 0
+}
+
+// --- demo --------------------------------------------------------------------
+
+/** Times one listing on a fresh simulated share. */
+async function timed(share, fn) {
+  share.resetStats()
+  const start = performance.now()
+  const result = await fn()
+  const ms = performance.now() - start
+  return { result, ms, ...share.stats() }
+}
+
+async function demo(args) {
+  const { values } = parse(args, {
+    vms: { type: 'string', default: '22' },
+    retention: { type: 'string', default: '45' },
+    rtt: { type: 'string', default: '10' },
+    keep: { type: 'boolean' },
+  })
+  if (values.help) return console.log(HELP.demo)
+  const vms = number(values.vms, 'vms')
+  const retention = number(values.retention, 'retention')
+  const dir = mkdtempSync(join(tmpdir(), 'brcache-demo-'))
+  try {
+    const bar = progress('gen')
+    await generateRepository(dir, { vms, retention, seed: 'article', onProgress: (d, t) => bar.update(d, t, 'VMs') })
+    bar.done()
+    const share = new SimulatedShare(new LocalHandler(dir), { rttMs: number(values.rtt, 'rtt') })
+    console.log(
+      `A repository of ${vms} VMs x ${retention} restore points (${vms * retention} metadata files), listed through a simulated share (${values.rtt} ms round trip, 16 calls in flight, 1 Gbit/s):\n`,
+    )
+    const repository = openRepository(share)
+    const runs = {
+      'no cache: read every metadata file (XO before 5.71)': () => listWithoutCache(share).then(restoreView),
+      'XO-style cache: read each cache, trust it (XO today)': () => listXoStyle(share).then(restoreView),
+      'brcache: checked caches, restore view': () => repository.listSummaries(),
+      'brcache: checked caches, full records': () => repository.listAllVmBackups(),
+    }
+    const results = {}
+    for (const [name, fn] of Object.entries(runs)) {
+      results[name] = await timed(share, fn)
+      await repository.settle()
+    }
+    const ids = (view) => JSON.stringify(Object.entries(view).map(([vm, list]) => [vm, list.map((b) => b.id).sort()]).sort())
+    const views = Object.values(results).map((r) => ids(r.result))
+    if (views.some((v) => v !== views[0])) throw new Error('the listings disagree')
+    const rows = Object.entries(results).map(([name, r]) => [name, `${r.ms.toFixed(0)} ms`, r.calls.total, formatBytes(r.bytes.read)])
+    console.log(table(['listing', 'time', 'calls', 'bytes read'], rows))
+    const [baseline, , view] = Object.values(results)
+    const points = Object.values(view.result).reduce((n, list) => n + list.length, 0)
+    console.log(
+      `\nbrcache's restore view lists the same ${points} restore points ${(baseline.ms / view.ms).toFixed(1)}x faster than no cache (the article's cache: 8x), with ${(baseline.calls.total / view.calls.total).toFixed(1)}x fewer calls and ${(baseline.bytes.read / view.bytes.read).toFixed(1)}x fewer bytes.`,
+    )
+    console.log('Every listing gives the same restore points; brcache also checked each cache against its folder.')
+    if (values.keep) console.log(`\nRepository kept in ${dir}`)
+  } finally {
+    if (!values.keep) rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function bench(args) {
+  const { runBench } = await import('./cli/bench.js')
+  const { values } = parse(args, {
+    scenario: { type: 'string', default: 'all' },
+    json: { type: 'boolean' },
+    runs: { type: 'string', default: '3' },
+  })
+  if (values.help) return console.log(HELP.bench)
+  return runBench({ scenario: values.scenario, json: values.json, runs: number(values.runs, 'runs') })
+}
+
+const COMMANDS = { gen, list, check, demo, bench }
+
+async function main(argv) {
+  const [command, ...args] = argv
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(HELP.main)
+    return command ? 0 : 2
+  }
+  const run = COMMANDS[command]
+  if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${HELP.main}`)
+  return (await run(args)) ?? 0
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (error) => {
+    const message = error instanceof UsageError ? error.message : `error: ${error.message}`
+    process.stderr.write(`brcache: ${message}\n`)
+    process.exitCode = 2
+  },
+)
