@@ -66,13 +66,15 @@ folder, then lists it through a simulated network share (10 ms round trip,
   --vms N, --retention R   another size (defaults 22 and 45)
   --rtt MS                 round-trip time of the simulated share (default 10)
   --keep                   keep the generated repository and print its path`,
-  bench: `Usage: brcache bench [--scenario NAME] [--json] [--runs N]
+  bench: `Usage: brcache bench [--scenario NAME] [--json] [--runs N] [--vms N] [--retention R]
 
 Scenarios (all on the simulated share, each a ratio measured in the same run):
   article    22 VMs x 45: no cache vs XO-style cache vs brcache
   update     add one backup and delete one, at retention 45 and 1,000
   large      1,000 VMs x 100: cold rebuild, warm listing, summaries (slow)
-  all        article and update (default)`,
+  all        article and update (default)
+
+--vms and --retention change the size of the article and large scenarios.`,
 }
 
 class UsageError extends Error {}
@@ -92,7 +94,7 @@ function number(value, name) {
 }
 
 function requireDir(positionals, command) {
-  if (positionals.length !== 1) throw new UsageError(`${command} expects one repository folder\n\n${HELP[command]}`)
+  if (positionals.length !== 1) throw new UsageError(`${command} expects one repository folder (see brcache ${command} --help)`)
   return positionals[0]
 }
 
@@ -280,9 +282,17 @@ async function bench(args) {
     scenario: { type: 'string', default: 'all' },
     json: { type: 'boolean' },
     runs: { type: 'string', default: '3' },
+    vms: { type: 'string' },
+    retention: { type: 'string' },
   })
   if (values.help) return console.log(HELP.bench)
-  return runBench({ scenario: values.scenario, json: values.json, runs: number(values.runs, 'runs') })
+  return runBench({
+    scenario: values.scenario,
+    json: values.json,
+    runs: number(values.runs, 'runs'),
+    vms: values.vms === undefined ? undefined : number(values.vms, 'vms'),
+    retention: values.retention === undefined ? undefined : number(values.retention, 'retention'),
+  })
 }
 
 const COMMANDS = { gen, list, check, demo, bench }
@@ -294,7 +304,7 @@ async function main(argv) {
     return command ? 0 : 2
   }
   const run = COMMANDS[command]
-  if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${HELP.main}`)
+  if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)} (see brcache --help)`)
   return (await run(args)) ?? 0
 }
 

@@ -1,0 +1,177 @@
+// `brcache bench`: listing and update scenarios on the simulated share,
+// each figure a ratio to a baseline measured in the same run.
+
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gunzipSync, gzipSync } from 'node:zlib'
+import { listWithoutCache, listXoStyle, restoreView } from '../baselines.js'
+import { generateRepository } from '../generate.js'
+import { LocalHandler, SimulatedShare } from '../handlers/index.js'
+import { CACHE_FILE, metadataKey, vmFile } from '../layout.js'
+import { openRepository } from '../repository.js'
+import { createRandom, makeVm, makeVmBackups } from '../sample.js'
+import { formatBytes, progress, table } from './format.js'
+
+const SHARE = { rttMs: 10, maxInFlight: 16, bandwidthBytesPerSec: 125_000_000 }
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]
+}
+
+/** Runs `fn` `runs` times on a share with fresh counters; median time, last counters. */
+async function measure(share, fn, runs, after) {
+  const times = []
+  let stats
+  let peakRss = 0
+  for (let i = 0; i < runs; i++) {
+    share.resetStats()
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20)
+    const start = performance.now()
+    await fn()
+    times.push(performance.now() - start)
+    clearInterval(sampler)
+    peakRss = Math.max(peakRss, process.memoryUsage().rss)
+    stats = share.stats()
+    await after?.()
+  }
+  return { ms: median(times), runs, calls: stats.calls.total, bytesRead: stats.bytes.read, bytesWritten: stats.bytes.written, peakRss }
+}
+
+function withTempDir(fn) {
+  const dir = mkdtempSync(join(tmpdir(), 'brcache-bench-'))
+  return fn(dir).finally(() => rmSync(dir, { recursive: true, force: true }))
+}
+
+async function article({ runs, vms = 22, retention = 45 }) {
+  return withTempDir(async (dir) => {
+    await generateRepository(dir, { vms, retention, seed: 'article' })
+    const share = new SimulatedShare(new LocalHandler(dir), SHARE)
+    const repository = openRepository(share)
+    const settle = () => repository.settle()
+    const paths = {
+      'no cache': () => listWithoutCache(share).then(restoreView),
+      'XO-style cache': () => listXoStyle(share).then(restoreView),
+      'brcache restore view': () => repository.listSummaries(),
+      'brcache full records': () => repository.listAllVmBackups(),
+    }
+    const results = {}
+    for (const [name, fn] of Object.entries(paths)) results[name] = await measure(share, fn, runs, settle)
+    return { title: `article: ${vms} VMs x ${retention} restore points, listing`, baseline: 'no cache', results }
+  })
+}
+
+/** Xen Orchestra's cache update: read, gunzip, parse, change, rewrite whole, no lock. */
+async function xoStyleUpdate(handler, vm, change) {
+  const path = vmFile(vm, CACHE_FILE)
+  const cache = JSON.parse(gunzipSync(await handler.readFile(path)))
+  change(cache)
+  await handler.writeFile(path, gzipSync(JSON.stringify(cache)))
+}
+
+async function update({ runs, retentions = [45, 1000] }) {
+  const results = {}
+  for (const retention of retentions) {
+    await withTempDir(async (dir) => {
+      const rng = createRandom(`update-${retention}`)
+      const vm = makeVm(rng, 0)
+      const backups = makeVmBackups(rng, { vm, retention: retention + 2 * runs + 2 })
+      const local = new LocalHandler(dir)
+      for (const { filename, metadata } of backups.slice(0, retention)) {
+        await local.writeFile(vmFile(vm.uuid, filename), JSON.stringify(metadata), { exclusive: true })
+      }
+      await openRepository(dir).checkVm(vm.uuid, { repair: true })
+      const share = new SimulatedShare(new LocalHandler(dir), SHARE)
+      const onShare = openRepository(share)
+      let next = retention
+      const add = await measure(share, () => onShare.writeVmBackupMetadata(vm.uuid, backups[next++].metadata), runs)
+      let oldest = 0
+      const remove = await measure(
+        share,
+        () => onShare.deleteVmBackups([metadataKey(vm.uuid, backups[oldest++].filename)]),
+        runs,
+      )
+      const xoAdd = await measure(
+        share,
+        async () => {
+          const { filename, metadata } = backups[next++]
+          const key = metadataKey(vm.uuid, filename)
+          await share.writeFile(vmFile(vm.uuid, filename), JSON.stringify(metadata), { exclusive: true })
+          await xoStyleUpdate(share, vm.uuid, (cache) => (cache[key] = { ...metadata, _filename: key, id: key }))
+        },
+        runs,
+      )
+      const xoRemove = await measure(
+        share,
+        async () => {
+          const { filename } = backups[oldest++]
+          await share.unlink(vmFile(vm.uuid, filename))
+          await xoStyleUpdate(share, vm.uuid, (cache) => delete cache[metadataKey(vm.uuid, filename)])
+        },
+        runs,
+      )
+      results[`add one, retention ${retention}: XO-style`] = xoAdd
+      results[`add one, retention ${retention}: brcache`] = add
+      results[`delete one, retention ${retention}: XO-style`] = xoRemove
+      results[`delete one, retention ${retention}: brcache`] = remove
+    })
+  }
+  return {
+    title: 'update: one backup added, one deleted (brcache locks, re-reads and checks; XO-style does neither)',
+    baseline: null,
+    results,
+  }
+}
+
+async function large({ runs, vms = 1000, retention = 100 }) {
+  return withTempDir(async (dir) => {
+    const bar = progress('gen')
+    await generateRepository(dir, { vms, retention, seed: 'large', caches: false, onProgress: (d, t) => bar.update(d, t, 'VMs') })
+    bar.done()
+    const share = new SimulatedShare(new LocalHandler(dir), SHARE)
+    const repository = openRepository(share)
+    const results = {}
+    results['no cache (full records)'] = await measure(share, () => listWithoutCache(share).then(restoreView), 1)
+    results['brcache cold rebuild (check --repair)'] = await measure(share, () => repository.checkAll({ repair: true }), 1)
+    results['brcache warm listing (full records)'] = await measure(share, () => repository.listAllVmBackups(), runs)
+    results['brcache listSummaries'] = await measure(share, () => repository.listSummaries(), runs)
+    results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
+    return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }
+  })
+}
+
+const SCENARIOS = { article, update, large }
+
+export async function runBench({ scenario, json, runs, vms, retention }) {
+  const names = scenario === 'all' ? ['article', 'update'] : [scenario]
+  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, large, all)`)
+  const reports = []
+  for (const name of names) {
+    const options = { runs }
+    if (vms !== undefined) options.vms = vms
+    if (retention !== undefined) options.retention = retention
+    reports.push({ scenario: name, ...(await SCENARIOS[name](options)) })
+  }
+  if (json) {
+    console.log(JSON.stringify({ share: SHARE, node: process.version, reports }, null, 2))
+    return 0
+  }
+  console.log(`simulated share: ${SHARE.rttMs} ms round trip, ${SHARE.maxInFlight} calls in flight, 1 Gbit/s; median of ${runs} runs\n`)
+  for (const { title, baseline, results } of reports) {
+    console.log(title)
+    const base = baseline ? results[baseline] : undefined
+    const rows = Object.entries(results).map(([name, r]) => [
+      name,
+      `${r.ms.toFixed(0)} ms`,
+      base ? `${(base.ms / r.ms).toFixed(1)}x` : '',
+      r.calls,
+      formatBytes(r.bytesRead),
+      formatBytes(r.bytesWritten),
+      formatBytes(r.peakRss),
+    ])
+    console.log(table(['path', 'time', base ? `vs ${baseline}` : '', 'calls', 'read', 'written', 'peak RSS'], rows))
+    console.log('')
+  }
+  return 0
+}
