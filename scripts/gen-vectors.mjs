@@ -233,6 +233,9 @@ invalid('invalid-json', gzip('{"/a/b.json":{"x":1},}'), 'INVALID_JSON')
 invalid('trailing-text', gzip('{"/a/b.json":{}} x'), 'INVALID_JSON')
 invalid('bom', gzipMember(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{}')])), 'INVALID_JSON')
 invalid('empty-body', gzip(''), 'INVALID_JSON')
+// Found by the property tests: a body ending in a backslash inside a
+// string once made the depth scan read past the end.
+invalid('backslash-at-end', gzip('{"/a/b.json":{"x":"\\'), 'INVALID_JSON')
 invalid('top-level-array', gzip('[{"a":1}]'), 'NOT_AN_OBJECT', { offset: 0 })
 invalid('top-level-null', gzip(' null'), 'NOT_AN_OBJECT', { offset: 1 })
 invalid('top-level-string', gzip('"cache"'), 'NOT_AN_OBJECT', { offset: 0 })

@@ -21,6 +21,8 @@ const FRESERVED: u8 = 0xe0;
 /// "Unknown" operating system: keeps our output identical on every platform.
 const OS_UNKNOWN: u8 = 255;
 const TRAILER_LEN: usize = 8;
+/// The most a deflate stream can expand: a 258-byte match in 2 bits.
+const MAX_DEFLATE_RATIO: usize = 1032;
 
 /// The header fields of a member that a cache reader may care about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -204,13 +206,16 @@ fn inflate(
     out: &mut Vec<u8>,
 ) -> Result<usize> {
     // The trailer's ISIZE is a good first guess for the output size when the
-    // member is well formed; it is only a hint, so it is capped and the
+    // member is well formed; it is only a hint, so it is capped (by the
+    // limit, and by what deflate can expand this input to: at most 1032:1,
+    // so a few forged bytes cannot make us commit the whole limit) and the
     // buffer still grows on demand.
     let hint = body
         .len()
         .checked_sub(TRAILER_LEN)
         .map(|_| u32::from_le_bytes(body[body.len() - 4..].try_into().unwrap()) as usize)
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(body.len().saturating_mul(MAX_DEFLATE_RATIO));
     let initial = hint
         .clamp(1024, max_inflated.max(1024))
         .min(max_inflated + 1);
@@ -237,6 +242,9 @@ fn inflate(
                     return Err(too_large(max_inflated, body_offset));
                 }
                 let grown = (out.len() * 2).min(max_inflated + 1).max(out.len() + 1);
+                // Exactly: `resize` alone may round the allocation up to
+                // twice the old capacity, past the limit.
+                out.reserve_exact(grown - out.len());
                 out.resize(grown, 0);
             }
             TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {

@@ -26,7 +26,12 @@ pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
             // Most of a cache's bytes are inside strings: skip them with a
             // vectorised search for the only two bytes that matter there.
             b'"' => loop {
-                match memchr::memchr2(b'"', b'\\', &text[i + 1..]) {
+                // A backslash as the last byte leaves nothing to skip to:
+                // an unterminated string, for the parser to report.
+                let Some(rest) = text.get(i + 1..) else {
+                    return Ok(());
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
                     None => return Ok(()),
                     Some(found) if text[i + 1 + found] == b'\\' => i += found + 2,
                     Some(found) => {
