@@ -11,6 +11,7 @@ import zlib from 'node:zlib'
 import * as napi from '../js/index.js'
 import * as wasm from '../js/wasm.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
+import { restoreView } from '../js/baselines.js'
 import { compare, ms, ratio } from './stats.mjs'
 
 const args = process.argv.slice(2)
@@ -37,19 +38,7 @@ function plainReconcile() {
 // Plain Node: parse everything, then project as XO's formatVmBackup does.
 function plainSummaries() {
   const parsed = JSON.parse(zlib.gunzipSync(bytes))
-  return Object.values(parsed)
-    .map((b) => ({
-      id: b.id,
-      timestamp: b.timestamp,
-      mode: b.mode,
-      size: b.size,
-      jobId: b.jobId,
-      scheduleId: b.scheduleId,
-      vm: { uuid: b.vm.uuid, name_label: b.vm.name_label, name_description: b.vm.name_description, tags: b.vm.tags },
-      disks: Object.keys(b.vhds ?? {}).map((ref) => ({ id: b.vhds[ref], name: b.vdis[ref].name_label, uuid: b.vdis[ref].uuid })),
-      withMemory: b.vmSnapshot.suspend_VDI !== 'OpaqueRef:NULL',
-    }))
-    .sort((a, b) => a.timestamp - b.timestamp)
+  return restoreView({ [vm.uuid]: Object.values(parsed) })[vm.uuid].sort((a, b) => a.timestamp - b.timestamp)
 }
 
 const checks = {

@@ -3,19 +3,7 @@
 
 import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from './layout.js'
 import { gunzipSync } from 'node:zlib'
-
-async function mapLimit(items, limit, fn) {
-  let next = 0
-  const results = new Array(items.length)
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++
-      results[i] = await fn(items[i])
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return results
-}
+import { mapLimit } from './concurrency.js'
 
 async function listVms(handler) {
   const entries = await handler.listWithTypes(BACKUP_DIR)

@@ -19,6 +19,7 @@
 // - an immutable repository never gets a cache written, created or deleted.
 
 import { BrcacheError } from './errors.js'
+import { mapLimit } from './concurrency.js'
 import { LOCK_SUFFIX, openHandler } from './handlers/index.js'
 import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
 import * as napiCore from './native.js'
@@ -30,20 +31,6 @@ function annotate(error, what) {
   const wrapped = new Error(`${what}: ${error.message}`, { cause: error })
   wrapped.code = error.code
   return wrapped
-}
-
-/** Runs `fn` on every item with at most `limit` calls in flight. */
-async function mapLimit(items, limit, fn) {
-  const results = new Array(items.length)
-  let next = 0
-  async function worker() {
-    while (next < items.length) {
-      const i = next++
-      results[i] = await fn(items[i], i)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return results
 }
 
 function byTimestamp(a, b) {

@@ -48,6 +48,7 @@ export type BrcacheErrorCode =
   | 'ENTRY_NOT_AN_OBJECT'
   | 'INVALID_KEY'
   | 'INVALID_METADATA'
+  | 'INVALID_ARGUMENT'
 
 /** Thrown for bytes that are not a valid cache. */
 export declare class BrcacheError extends Error {

@@ -101,6 +101,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan from its JSON form, as [`reconcile`]'s serialization gives
+    /// it; every name must be a metadata file name.
+    pub fn from_json(text: &str) -> Result<Plan, Error> {
+        serde_json::from_str(text).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("invalid plan: {e}"),
+            )
+        })
+    }
+
     pub fn is_coherent(&self) -> bool {
         self.stale.is_empty() && self.missing.is_empty()
     }

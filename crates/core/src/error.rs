@@ -45,6 +45,8 @@ pub enum ErrorKind {
     InvalidKey,
     /// A metadata file cannot be used as a cache entry.
     InvalidMetadata,
+    /// A caller's argument (a filter, a plan) is malformed.
+    InvalidArgument,
 }
 
 impl ErrorKind {
@@ -67,6 +69,7 @@ impl ErrorKind {
             ErrorKind::EntryNotAnObject => "ENTRY_NOT_AN_OBJECT",
             ErrorKind::InvalidKey => "INVALID_KEY",
             ErrorKind::InvalidMetadata => "INVALID_METADATA",
+            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
         }
     }
 
@@ -83,7 +86,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and documentation tables.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::NotGzip,
         ErrorKind::Truncated,
         ErrorKind::UnsupportedGzip,
@@ -100,6 +103,7 @@ impl ErrorKind {
         ErrorKind::EntryNotAnObject,
         ErrorKind::InvalidKey,
         ErrorKind::InvalidMetadata,
+        ErrorKind::InvalidArgument,
     ];
 }
 

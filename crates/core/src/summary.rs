@@ -107,6 +107,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// A filter from its JSON form (`{ jobId?, scheduleId?, mode? }`); none
+    /// when absent.
+    pub fn from_json(json: Option<&str>) -> crate::Result<Filter> {
+        json.map_or(Ok(Filter::default()), |text| {
+            serde_json::from_str(text).map_err(|e| {
+                crate::Error::new(
+                    crate::ErrorKind::InvalidArgument,
+                    format!("invalid filter: {e}"),
+                )
+            })
+        })
+    }
+
     pub fn matches(&self, summary: &Summary) -> bool {
         let is = |want: &Option<String>, have: &Value| {
             want.as_deref().is_none_or(|w| have.as_str() == Some(w))

@@ -5,7 +5,7 @@
 
 use crate::ErrorInfo;
 use brcache_core::coherency::{self, Listing, Plan};
-use brcache_core::{Error, ErrorKind, Filter, VmCache, VmId};
+use brcache_core::{Filter, VmCache, VmId};
 use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
 use napi_derive::napi;
 
@@ -16,10 +16,6 @@ pub struct NativeVmCache {
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data always serializes")
-}
-
-fn invalid_input(what: &str, error: serde_json::Error) -> ErrorInfo {
-    Error::new(ErrorKind::InvalidKey, format!("invalid {what}: {error}")).into()
 }
 
 fn contents(list: Vec<Uint8Array>) -> Vec<Vec<u8>> {
@@ -61,9 +57,9 @@ pub fn vm_summaries(
     max_inflated_size: Option<f64>,
     max_depth: Option<u32>,
 ) -> Either<String, ErrorInfo> {
-    let filter: Filter = match filter.as_deref().map(serde_json::from_str).transpose() {
-        Ok(filter) => filter.unwrap_or_default(),
-        Err(error) => return Either::B(invalid_input("filter", error)),
+    let filter = match Filter::from_json(filter.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => return Either::B(error.into()),
     };
     let limits = crate::limits(max_inflated_size, max_depth);
     match VmId::new(&vm)
@@ -169,9 +165,9 @@ impl NativeVmCache {
     /// as JSON.
     #[napi]
     pub fn summaries(&self, filter: Option<String>) -> Either<String, ErrorInfo> {
-        let filter: Filter = match filter.as_deref().map(serde_json::from_str).transpose() {
-            Ok(filter) => filter.unwrap_or_default(),
-            Err(error) => return Either::B(invalid_input("filter", error)),
+        let filter = match Filter::from_json(filter.as_deref()) {
+            Ok(filter) => filter,
+            Err(error) => return Either::B(error.into()),
         };
         match brcache_core::summaries(&self.inner, &filter) {
             Ok(summaries) => Either::A(json(&summaries)),
@@ -196,9 +192,9 @@ impl NativeVmCache {
         names: Vec<String>,
         files: Vec<Uint8Array>,
     ) -> Either<String, ErrorInfo> {
-        let plan: Plan = match serde_json::from_str(&plan) {
+        let plan = match Plan::from_json(&plan) {
             Ok(plan) => plan,
-            Err(error) => return Either::B(invalid_input("plan", error)),
+            Err(error) => return Either::B(error.into()),
         };
         match coherency::files_from(names, contents(files)) {
             Ok(files) => {

@@ -3,7 +3,7 @@
 
 use crate::throw;
 use brcache_core::coherency::{self, Listing, Plan};
-use brcache_core::{Error, ErrorKind, Filter, VmCache, VmId};
+use brcache_core::{Filter, VmCache, VmId};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -13,13 +13,6 @@ pub struct NativeVmCache {
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data always serializes")
-}
-
-fn invalid_input(what: &str, error: serde_json::Error) -> JsValue {
-    throw(Error::new(
-        ErrorKind::InvalidKey,
-        format!("invalid {what}: {error}"),
-    ))
 }
 
 fn contents(list: Vec<js_sys::Uint8Array>) -> Vec<Vec<u8>> {
@@ -56,12 +49,7 @@ pub fn vm_summaries(
     max_inflated_size: Option<f64>,
     max_depth: Option<u32>,
 ) -> Result<String, JsValue> {
-    let filter: Filter = filter
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| invalid_input("filter", e))?
-        .unwrap_or_default();
+    let filter = Filter::from_json(filter.as_deref()).map_err(throw)?;
     let limits = crate::limits(max_inflated_size, max_depth);
     VmId::new(vm)
         .and_then(|vm| brcache_core::summaries_of_bytes(&vm, bytes, &limits, &filter))
@@ -148,12 +136,7 @@ impl NativeVmCache {
     }
 
     pub fn summaries(&self, filter: Option<String>) -> Result<String, JsValue> {
-        let filter: Filter = filter
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| invalid_input("filter", e))?
-            .unwrap_or_default();
+        let filter = Filter::from_json(filter.as_deref()).map_err(throw)?;
         brcache_core::summaries(&self.inner, &filter)
             .map(|s| json(&s))
             .map_err(throw)
@@ -170,7 +153,7 @@ impl NativeVmCache {
         names: Vec<String>,
         files: Vec<js_sys::Uint8Array>,
     ) -> Result<String, JsValue> {
-        let plan: Plan = serde_json::from_str(plan).map_err(|e| invalid_input("plan", e))?;
+        let plan = Plan::from_json(plan).map_err(throw)?;
         let files = coherency::files_from(names, contents(files)).map_err(throw)?;
         let repaired = coherency::apply(&self.inner, &plan, &files);
         self.inner = repaired.cache;
