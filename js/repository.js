@@ -311,17 +311,24 @@ export class Repository {
     }
   }
 
-  /** Reads metadata files; a file gone since the listing is skipped. */
+  /**
+   * Reads metadata files. A file gone since the listing is skipped; a
+   * folder where a file should be is unreadable metadata, reported like a
+   * file that does not parse; any other failure is an error, never a
+   * restore point silently missing.
+   */
   async #readMetadata(vm, names) {
     const files = new Map()
+    const failed = []
     await mapLimit(names, this.#concurrency, async (name) => {
       try {
         files.set(name, await this.#handler.readFile(vmFile(vm, name)))
       } catch (error) {
-        if (error.code !== 'ENOENT') throw annotate(error, `cannot read ${vmFile(vm, name)}`)
+        if (error.code === 'EISDIR') failed.push({ name, reason: `${vmFile(vm, name)} is a folder, not a file` })
+        else if (error.code !== 'ENOENT') throw annotate(error, `cannot read ${vmFile(vm, name)}`)
       }
     })
-    return files
+    return { files, failed }
   }
 
   /**
@@ -397,8 +404,8 @@ export class Repository {
       loaded.changed = cache ? cache.recordedFingerprint() !== cache.fingerprint() : Boolean(bytes)
       return loaded
     }
-    const files = await this.#readMetadata(vm, plan.missing)
-    loaded.unreadable = repaired.apply(plan, files).filter(({ name }) => files.has(name))
+    const { files, failed } = await this.#readMetadata(vm, plan.missing)
+    loaded.unreadable = [...repaired.apply(plan, files).filter(({ name }) => files.has(name)), ...failed]
     for (const { name, reason } of loaded.unreadable) {
       this.#log.warn('brcache: unreadable metadata left out of the cache', { file: vmFile(vm, name), reason })
     }

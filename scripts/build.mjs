@@ -5,11 +5,14 @@
 //     version Cargo.lock pins (the two must match or the glue breaks);
 //   - the napi addon (release)         -> js/generated/brcache.node
 //   - the wasm module for Node and web -> js/generated/wasm-{node,web}/
+//   - Debian's Chromium (/usr/bin/chromium), which the browser test drives
+//     through playwright-core: a test tool's own browser download cannot
+//     work on these machines, the distribution's package does.
 // Every step is skipped when its output is already up to date, so running
 // it before each test run costs about a second.
 
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -82,7 +85,12 @@ function buildAddon() {
   run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
   const built = join(root, 'target', 'release', 'libbrcache_node.so')
   const dest = join(generated, 'brcache.node')
-  if (mtime(built) > mtime(dest)) copyFileSync(built, dest)
+  if (mtime(built) > mtime(dest)) {
+    // Copy then rename: overwriting the file in place would change the
+    // code under any process that has the addon loaded (and crash it).
+    copyFileSync(built, `${dest}.tmp`)
+    renameSync(`${dest}.tmp`, dest)
+  }
 }
 
 function buildWasm() {
@@ -99,8 +107,27 @@ function buildWasm() {
   writeFileSync(join(generated, 'wasm-node', 'package.json'), '{ "type": "commonjs" }\n')
 }
 
+const CHROMIUM = '/usr/bin/chromium'
+
+function ensureChromium() {
+  if (existsSync(CHROMIUM)) return
+  if (output('apt-get', ['--version']) === undefined) {
+    throw new Error(`${CHROMIUM} is missing and apt-get is not available: install Debian's chromium package by hand`)
+  }
+  log('installing Debian\'s chromium (apt-get, once per machine)')
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  try {
+    run('apt-get', ['update'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
+    run('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
+  } catch (error) {
+    throw new Error(`could not install chromium with apt-get (root is needed): ${error.message}`)
+  }
+  if (!existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is still missing`)
+}
+
 mkdirSync(generated, { recursive: true })
 ensureNpmPackages()
+ensureChromium()
 ensureWasmTarget()
 ensureWasmBindgenCli()
 buildAddon()

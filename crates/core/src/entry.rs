@@ -23,11 +23,25 @@ fn is_trailing_field(name: &str) -> bool {
     name == IMMUTABLE_FIELD || name == FILENAME_FIELD || name == ID_FIELD
 }
 
+/// How deep a record may nest: inside a cache it sits one level down, and
+/// the cache must still decode within the default depth limit.
+pub const MAX_RECORD_DEPTH: usize = crate::codec::DecodeLimits::DEFAULT_MAX_DEPTH - 1;
+
 /// The entry for the metadata file at `key`, from the file's bytes.
 pub fn from_metadata(key: &str, metadata: &[u8]) -> Result<Box<RawValue>> {
     let text = std::str::from_utf8(metadata).map_err(|e| {
         Error::new(ErrorKind::InvalidMetadata, "metadata is not valid UTF-8")
             .at(e.valid_up_to() as u64)
+    })?;
+    // What a cache could not hold must not get into one: it would poison
+    // every later decode of that cache.
+    json::check_depth(metadata, MAX_RECORD_DEPTH).map_err(|e| {
+        let at = e.offset().unwrap_or(0);
+        Error::new(
+            ErrorKind::InvalidMetadata,
+            format!("metadata cannot be cached: {}", e.detail()),
+        )
+        .at(at)
     })?;
     let fields = parse_fields(text).map_err(|e| {
         Error::new(
@@ -178,7 +192,21 @@ mod tests {
 
     #[test]
     fn metadata_that_is_not_an_object_is_refused() {
-        for bad in [&b"[]"[..], b"null", b"{", b"", b"\xff"] {
+        let deep = format!(
+            r#"{{"a":{}{}}}"#,
+            "[".repeat(MAX_RECORD_DEPTH),
+            "]".repeat(MAX_RECORD_DEPTH)
+        );
+        let lone = br#"{"a":"\ud800"}"#;
+        for bad in [
+            &b"[]"[..],
+            b"null",
+            b"{",
+            b"",
+            b"\xff",
+            deep.as_bytes(),
+            lone,
+        ] {
             let err = from_metadata(KEY, bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidMetadata, "{bad:?}");
         }

@@ -12,11 +12,13 @@ use serde_json::value::RawValue;
 /// The entries of a cache body, in document order.
 pub type RawEntries = IndexMap<String, Box<RawValue>>;
 
-/// Checks that no array or object nests deeper than `max_depth`, so that a
-/// hostile body cannot exhaust a recursive parser's stack.
+/// Checks what JSON.parse would let through but the core would not: arrays
+/// or objects nested deeper than `max_depth` (so that a hostile body cannot
+/// exhaust a recursive parser's stack), and `\u` escapes of lone UTF-16
+/// surrogates (which no Rust string can hold).
 ///
 /// This runs on every decode, including the bindings' fast path that hands
-/// the text to JSON.parse, so every surface applies the same limit.
+/// the text to JSON.parse, so every surface refuses the same bodies.
 pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
     let mut depth = 0usize;
     let mut i = 0;
@@ -33,7 +35,9 @@ pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
                 };
                 match memchr::memchr2(b'"', b'\\', rest) {
                     None => return Ok(()),
-                    Some(found) if text[i + 1 + found] == b'\\' => i += found + 2,
+                    Some(found) if text[i + 1 + found] == b'\\' => {
+                        i = escape_end(text, i + 1 + found)?;
+                    }
                     Some(found) => {
                         i += found + 1;
                         break;
@@ -56,6 +60,36 @@ pub fn check_depth(text: &[u8], max_depth: usize) -> Result<()> {
         i += 1;
     }
     Ok(())
+}
+
+/// The index of the last byte of the escape sequence starting with the
+/// backslash at `at`; an error for a lone surrogate.
+fn escape_end(text: &[u8], at: usize) -> Result<usize> {
+    let hex = |from: usize| {
+        text.get(from..from + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    if text.get(at + 1) != Some(&b'u') {
+        return Ok(at + 1);
+    }
+    let lone = || {
+        Error::new(
+            ErrorKind::InvalidJson,
+            "a \\u escape of a lone UTF-16 surrogate",
+        )
+        .at(at as u64)
+    };
+    match hex(at + 2) {
+        Some(0xd800..=0xdbff) => {
+            let paired = text.get(at + 6..at + 8) == Some(b"\\u")
+                && matches!(hex(at + 8), Some(0xdc00..=0xdfff));
+            if paired { Ok(at + 11) } else { Err(lone()) }
+        }
+        Some(0xdc00..=0xdfff) => Err(lone()),
+        // Malformed escapes are the parser's to report.
+        _ => Ok(at + 1),
+    }
 }
 
 /// Parses a cache body into its entries, checking the shape: an object of
@@ -204,6 +238,25 @@ mod tests {
         assert!(check_depth(br#"{"a":{"b":[1]}}"#, 3).is_ok());
         let err = check_depth(br#"{"a":{"b":[1]}}"#, 2).unwrap_err();
         assert_eq!((err.kind(), err.offset()), (ErrorKind::TooDeep, Some(10)));
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_accepted() {
+        assert!(check_depth(br#"{"a":"\ud83d\ude80 \u00e9 \n"}"#, 4).is_ok());
+        for bad in [
+            &br#"{"\ud800":{}}"#[..],
+            br#"{"a":"\udc00"}"#,
+            br#"{"a":"\ud800\u0041"}"#,
+            br#"{"a":"\ud800"#,
+        ] {
+            let err = check_depth(bad, 4).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidJson,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
