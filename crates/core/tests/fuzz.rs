@@ -1,0 +1,201 @@
+//! Mutation fuzzing of the decoder and of reconcile/merge, seeded with the
+//! shared vectors (tests/vectors/*.gz).
+//!
+//! Every case is a vector mutated at the byte level (flips, overwrites,
+//! insertions, deletions, truncations, splices of two vectors) or at the
+//! JSON level (the inflated body mutated, then gzipped again, so that the
+//! parsers, not just the gzip framing, see hostile text). For each case the
+//! decoders must not panic, must agree with one another, and whatever
+//! decodes must survive encode/decode, reconcile/apply and merge.
+//!
+//! `cargo test -p brcache-core --test fuzz` runs a short campaign (it is
+//! part of `npm test`); `BRCACHE_FUZZ_CASES=2000000 cargo test --release
+//! -p brcache-core --test fuzz` a long one (scripts/campaigns/fuzz.sh).
+
+use brcache_core::coherency::{self, Files, Listing};
+use brcache_core::{
+    DecodeLimits, Filter, MetadataName, VmCache, VmId, codec, gzip, summaries, summaries_of_bytes,
+};
+use std::path::PathBuf;
+
+/// A small deterministic generator (xorshift64*): the campaign is
+/// repeatable from its seed, with no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .collect();
+    files.sort();
+    let corpus: Vec<_> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(corpus.len() >= 40, "the corpus lost vectors");
+    corpus
+}
+
+/// The JSON-level tokens worth splicing into a body.
+const TOKENS: &[&[u8]] = &[
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\"",
+    b"\\",
+    b"\\u",
+    b"\\ud800",
+    b"null",
+    b"1e400",
+    b"-0",
+    b"\"__proto__\"",
+    b"\"/xo-vm-backups/vm/../x.json\"",
+    b"\"/xo-vm-backups/vm/a.json\"",
+    b"\xff",
+    b"\x00",
+    b" ",
+];
+
+fn mutate_bytes(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = out.len();
+        match rng.below(6) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                out[i] = rng.next() as u8;
+            }
+            2 => {
+                let i = rng.below(len + 1);
+                out.insert(i, rng.next() as u8);
+            }
+            3 if len > 0 => {
+                out.remove(rng.below(len));
+            }
+            4 => out.truncate(rng.below(len + 1)),
+            _ => {
+                let cut = rng.below(len + 1);
+                let from = rng.below(other.len() + 1);
+                out.truncate(cut);
+                out.extend_from_slice(&other[from..]);
+            }
+        }
+    }
+    out
+}
+
+fn mutate_json(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        let i = rng.below(out.len() + 1);
+        match rng.below(3) {
+            0 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                out.splice(i..i, token.iter().copied());
+            }
+            1 if i < out.len() => {
+                let end = (i + 1 + rng.below(16)).min(out.len());
+                out.drain(i..end);
+            }
+            _ => out.truncate(i),
+        }
+    }
+    out
+}
+
+fn check(rng: &mut Rng, vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
+    let plain = codec::decode(bytes, limits);
+    let text = codec::decode_text(bytes, limits);
+    // The fast path a binding takes and the complete decode agree on
+    // everything the fast path checks.
+    if let Err(error) = &text {
+        assert_eq!(plain.as_ref().unwrap_err().kind(), error.kind());
+    }
+    if let Ok(document) = &plain {
+        let again =
+            codec::decode(&codec::encode(document), limits).expect("what decodes re-encodes");
+        assert_eq!(&again, document);
+    }
+    let cache = VmCache::decode(vm.clone(), bytes, limits);
+    let quick = summaries_of_bytes(vm, bytes, limits, &Filter::default());
+    match (&cache, &quick) {
+        (Ok(cache), Ok(quick)) => assert_eq!(quick, &summaries(cache, &Filter::default()).unwrap()),
+        (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
+        (a, b) => panic!(
+            "VmCache::decode {:?} but summaries_of_bytes {:?}",
+            a.is_ok(),
+            b.is_ok()
+        ),
+    }
+    let Ok(mut cache) = cache else { return };
+    // Reconcile against a listing that keeps some names and adds others.
+    let mut names: Vec<String> = cache.names().map(|n| n.as_str().to_string()).collect();
+    names.retain(|_| rng.below(3) > 0);
+    names.push(format!("2031010{}T000000Z.json", rng.below(10)));
+    let listing = Listing::from_entries(names.iter().map(String::as_str));
+    let plan = coherency::reconcile(&cache, &listing);
+    let files: Files = plan
+        .missing
+        .iter()
+        .map(|n: &MetadataName| (n.clone(), br#"{"mode":"full","timestamp":1}"#.to_vec()))
+        .collect();
+    let repaired = coherency::apply(&cache, &plan, &files).cache;
+    assert!(coherency::reconcile(&repaired, &listing).is_coherent());
+    let merged = cache.merge(&repaired);
+    assert_eq!(merged, repaired.merge(&cache));
+    let bytes = cache.commit();
+    assert_eq!(VmCache::decode(vm.clone(), &bytes, limits).unwrap(), cache);
+}
+
+#[test]
+fn mutated_vectors_never_break_the_decoders_or_reconcile() {
+    let cases: usize = std::env::var("BRCACHE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let seed: u64 = std::env::var("BRCACHE_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x6272_6361_6368_65);
+    let corpus = corpus();
+    let vm = VmId::new("vm").unwrap();
+    // A small inflate cap keeps every case cheap; the vectors are small.
+    let limits = DecodeLimits {
+        max_inflated_size: 4 << 20,
+        ..DecodeLimits::default()
+    };
+    let mut rng = Rng(seed | 1);
+    for _ in 0..cases {
+        let input = &corpus[rng.below(corpus.len())];
+        let other = &corpus[rng.below(corpus.len())];
+        let bytes = if rng.below(2) == 0 {
+            mutate_bytes(&mut rng, input, other)
+        } else {
+            let body = gzip::read_member(input, 8 << 20)
+                .map(|m| m.data)
+                .unwrap_or_default();
+            let body = mutate_json(&mut rng, &body);
+            gzip::write_member(&body, None, 1)
+        };
+        check(&mut rng, &vm, &bytes, &limits);
+    }
+}
