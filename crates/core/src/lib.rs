@@ -18,6 +18,7 @@
 //! - [`vm_cache`]: a VM's cache; add, remove, merge and replay.
 //! - [`coherency`]: cache against folder listing; reconcile, apply, rebuild.
 //! - [`summary`]: the restore view's projection of a cache.
+//! - [`index`]: the repository-wide index (journal segments and snapshots).
 
 pub mod codec;
 pub mod coherency;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod gzip;
 pub mod header;
+pub mod index;
 pub mod json;
 pub mod key;
 pub mod summary;

@@ -175,7 +175,7 @@ fn mutated_vectors_never_break_the_decoders_or_reconcile() {
     let seed: u64 = std::env::var("BRCACHE_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x6272_6361_6368_65);
+        .unwrap_or(0x0062_7263_6163_6865);
     let corpus = corpus();
     let vm = VmId::new("vm").unwrap();
     // A small inflate cap keeps every case cheap; the vectors are small.

@@ -1,0 +1,451 @@
+//! The repository-wide index: every VM's restore view in one place, so
+//! that listing a repository costs a constant number of round trips
+//! whatever its VM count.
+//!
+//! It lives on the share, beside the VM folders, in a hidden folder that
+//! Xen Orchestra and VM listings skip (`xo-vm-backups/.brcache-index/`),
+//! so a fresh server finds it. Two kinds of files, both written without any
+//! repository-wide lock:
+//!
+//! - **Segments** (`<ms>-<random>.json`, create-only, unique names): after
+//!   a writer updates a VM's cache (under that VM's lock), it publishes the
+//!   VM's whole restore view at that cache generation. Writers of different
+//!   VMs never contend; a segment is never rewritten.
+//! - **Snapshots** (`snapshot-<generation>.json.gz`): the fold of an older
+//!   snapshot and segments, written create-only by whoever compacts; the
+//!   segments it folded are then deleted.
+//!
+//! A reader lists the folder, then reads the newest snapshot and every
+//! segment it has not folded, in parallel: two round trips.
+//!
+//! Folding keeps, per VM, the entry of the highest cache generation (then
+//! the greater fingerprint, so the result never depends on the order):
+//! since a VM's cache writes are serialised and each increments its
+//! generation, that entry is the latest truth. Folding is therefore
+//! commutative and idempotent: a segment read twice, or in any order,
+//! changes nothing. A VM whose view is empty (its last backup deleted) is
+//! kept as an empty entry, so that a late segment of an older generation
+//! cannot bring it back.
+//!
+//! The index never has the last word: `check` compares each VM's entry with
+//! its cache header (generation and fingerprint) and its folder, and
+//! publishes a fresh entry for any VM that changed behind the index's back
+//! (Xen Orchestra writes caches without segments).
+
+use crate::codec::{self, DecodeLimits};
+use crate::error::{Error, ErrorKind, Result};
+use crate::gzip;
+use crate::summary::Summary;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The index folder, relative to the repository root.
+pub const INDEX_DIR: &str = "xo-vm-backups/.brcache-index";
+/// The index format this code reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Unfolded segments past which a writer should compact.
+pub const COMPACT_AFTER: usize = 64;
+
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+const SNAPSHOT_SUFFIX: &str = ".json.gz";
+const SEGMENT_SUFFIX: &str = ".json";
+
+/// One VM's restore view, at the cache generation it was taken from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmEntry {
+    pub generation: u64,
+    /// The cache's fingerprint (hex), or `None` for a cache without one.
+    pub fingerprint: Option<String>,
+    pub summaries: Vec<Summary>,
+}
+
+impl VmEntry {
+    /// Whether this entry is the later truth than `other` (same VM).
+    fn supersedes(&self, other: &VmEntry) -> bool {
+        (self.generation, &self.fingerprint) > (other.generation, &other.fingerprint)
+    }
+}
+
+/// A journal segment: one VM's entry, as a writer published it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub version: u32,
+    pub vm: String,
+    #[serde(flatten)]
+    pub entry: VmEntry,
+}
+
+impl Segment {
+    pub fn new(vm: &str, entry: VmEntry) -> Segment {
+        Segment {
+            version: FORMAT_VERSION,
+            vm: vm.to_string(),
+            entry,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain data always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Segment> {
+        let segment: Segment = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(ErrorKind::InvalidJson, format!("not an index segment: {e}"))
+        })?;
+        check_version(segment.version)?;
+        Ok(segment)
+    }
+}
+
+fn check_version(version: u32) -> Result<()> {
+    if version == FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("index format {version} is not supported (this is {FORMAT_VERSION})"),
+        ))
+    }
+}
+
+/// The folded index.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub version: u32,
+    /// 0 for the empty index; each compaction writes the next.
+    pub generation: u64,
+    /// The segments folded in, by name: readers skip them.
+    pub folded: BTreeSet<String>,
+    pub vms: BTreeMap<String, VmEntry>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: FORMAT_VERSION,
+            ..Snapshot::default()
+        }
+    }
+
+    /// Folds a segment in (see the module documentation for the rule).
+    pub fn fold(&mut self, name: &str, segment: Segment) {
+        self.folded.insert(name.to_string());
+        self.put(&segment.vm, segment.entry);
+    }
+
+    /// Records a VM's entry, unless the index already holds a later one.
+    pub fn put(&mut self, vm: &str, entry: VmEntry) {
+        match self.vms.get(vm) {
+            Some(current) if !entry.supersedes(current) => {}
+            _ => {
+                self.vms.insert(vm.to_string(), entry);
+            }
+        }
+    }
+
+    /// The restore view: `{ vm: summaries }`, VMs without restore points
+    /// omitted.
+    pub fn view(&self) -> BTreeMap<&str, &[Summary]> {
+        self.vms
+            .iter()
+            .filter(|(_, e)| !e.summaries.is_empty())
+            .map(|(vm, e)| (vm.as_str(), e.summaries.as_slice()))
+            .collect()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("plain data always serializes");
+        gzip::write_member(&json, None, codec::DEFAULT_LEVEL)
+    }
+
+    pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Snapshot> {
+        let text = codec::decode_text(bytes, limits)?.text;
+        let snapshot: Snapshot = serde_json::from_str(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidJson,
+                format!("not an index snapshot: {e}"),
+            )
+        })?;
+        check_version(snapshot.version)?;
+        Ok(snapshot)
+    }
+}
+
+/// The name of the snapshot of a generation; names sort by generation.
+pub fn snapshot_name(generation: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{generation:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// A segment's name from the writer's clock and randomness (the core has
+/// neither): names sort by time, and two writers never pick the same one.
+pub fn segment_name(time_ms: u64, random: u64) -> String {
+    format!("{time_ms:015}-{random:016x}{SEGMENT_SUFFIX}")
+}
+
+fn snapshot_generation(name: &str) -> Option<u64> {
+    name.strip_prefix(SNAPSHOT_PREFIX)?
+        .strip_suffix(SNAPSHOT_SUFFIX)?
+        .parse()
+        .ok()
+}
+
+fn is_segment(name: &str) -> bool {
+    name.strip_suffix(SEGMENT_SUFFIX).is_some_and(|stem| {
+        let mut parts = stem.splitn(2, '-');
+        let time = parts.next().unwrap_or_default();
+        let random = parts.next().unwrap_or_default();
+        time.len() == 15
+            && time.bytes().all(|b| b.is_ascii_digit())
+            && random.len() == 16
+            && random.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// What a listing of the index folder says to read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadPlan {
+    /// The newest snapshot, if any.
+    pub snapshot: Option<String>,
+    /// Every segment present; those the snapshot folded are skipped after
+    /// reading it (reading them in parallel with it saves a round trip).
+    pub segments: Vec<String>,
+    /// Older snapshots, which a compaction may delete.
+    pub old_snapshots: Vec<String>,
+}
+
+impl ReadPlan {
+    /// The plan for the names in the index folder; anything else there
+    /// (temp files, locks) is ignored.
+    pub fn from_listing<'a>(names: impl IntoIterator<Item = &'a str>) -> ReadPlan {
+        let mut snapshots: Vec<(u64, &str)> = Vec::new();
+        let mut segments = Vec::new();
+        for name in names {
+            if let Some(generation) = snapshot_generation(name) {
+                snapshots.push((generation, name));
+            } else if is_segment(name) {
+                segments.push(name.to_string());
+            }
+        }
+        snapshots.sort();
+        segments.sort();
+        let snapshot = snapshots.pop().map(|(_, n)| n.to_string());
+        ReadPlan {
+            snapshot,
+            segments,
+            old_snapshots: snapshots.into_iter().map(|(_, n)| n.to_string()).collect(),
+        }
+    }
+}
+
+/// What compacting gives: the snapshot to write (create-only, at the next
+/// generation) and, once it is written, what to delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compaction {
+    pub snapshot: Snapshot,
+    pub name: String,
+    /// Segments now folded into the new snapshot.
+    pub segments_to_delete: Vec<String>,
+}
+
+/// Compacts a snapshot with every segment listed beside it (those it
+/// already folded included: folding again changes nothing). The new
+/// snapshot's `folded` names exactly those segments, which are deleted once
+/// it is written; a segment published after the listing stays unfolded.
+///
+/// Snapshots are written create-only: two compactions of the same snapshot
+/// race for one name, and the loser deletes nothing.
+pub fn compact(mut snapshot: Snapshot, segments: Vec<(String, Segment)>) -> Compaction {
+    let names: BTreeSet<String> = segments.iter().map(|(name, _)| name.clone()).collect();
+    for (_, segment) in segments {
+        snapshot.put(&segment.vm, segment.entry);
+    }
+    snapshot.generation += 1;
+    snapshot.folded = names.clone();
+    Compaction {
+        name: snapshot_name(snapshot.generation),
+        snapshot,
+        segments_to_delete: names.into_iter().collect(),
+    }
+}
+
+/// Why a VM's index entry disagrees with its cache, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Drift {
+    /// The index has no entry for a VM folder that has restore points.
+    Unknown,
+    /// The cache was written (by brcache or XO) after the entry.
+    Behind,
+    /// The index has restore points for a VM folder that is gone.
+    Gone,
+}
+
+/// Compares the index with the VM folders' caches: `caches` maps each VM
+/// folder to its cache's generation and fingerprint (hex), `None` when the
+/// folder has no cache. Returns the VMs whose entry must be republished.
+pub fn drift(
+    snapshot: &Snapshot,
+    caches: &BTreeMap<String, Option<(u64, Option<String>)>>,
+) -> BTreeMap<String, Drift> {
+    let mut out = BTreeMap::new();
+    for (vm, cache) in caches {
+        match (snapshot.vms.get(vm), cache) {
+            (None, Some(_)) => {
+                out.insert(vm.clone(), Drift::Unknown);
+            }
+            (Some(entry), Some((generation, fingerprint)))
+                if entry.generation != *generation || &entry.fingerprint != fingerprint =>
+            {
+                out.insert(vm.clone(), Drift::Behind);
+            }
+            (Some(entry), None) if !entry.summaries.is_empty() => {
+                out.insert(vm.clone(), Drift::Behind);
+            }
+            _ => {}
+        }
+    }
+    for (vm, entry) in &snapshot.vms {
+        if !caches.contains_key(vm) && !entry.summaries.is_empty() {
+            out.insert(vm.clone(), Drift::Gone);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str, timestamp: u64) -> Summary {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "timestamp": timestamp, "mode": "full", "size": 1, "jobId": "j",
+            "scheduleId": "s", "tags": [], "vm": {}, "disks": [], "withMemory": false,
+            "differencingVhds": 0, "dynamicVhds": 0, "isImmutable": false
+        }))
+        .unwrap()
+    }
+
+    fn entry(generation: u64, ids: &[&str]) -> VmEntry {
+        VmEntry {
+            generation,
+            fingerprint: Some(format!("{generation:064x}")),
+            summaries: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| summary(id, i as u64))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn folding_is_order_independent_and_idempotent() {
+        let segments = [
+            (
+                "000000000000001-0000000000000001.json",
+                Segment::new("a", entry(1, &["x"])),
+            ),
+            (
+                "000000000000002-0000000000000002.json",
+                Segment::new("a", entry(3, &["x", "y"])),
+            ),
+            (
+                "000000000000003-0000000000000003.json",
+                Segment::new("b", entry(2, &["z"])),
+            ),
+            (
+                "000000000000004-0000000000000004.json",
+                Segment::new("a", entry(2, &["y"])),
+            ),
+        ];
+        let mut forward = Snapshot::empty();
+        for (name, s) in segments.iter().cloned() {
+            forward.fold(name, s);
+        }
+        let mut backward = Snapshot::empty();
+        for (name, s) in segments.iter().rev().cloned() {
+            backward.fold(name, s.clone());
+            backward.fold(name, s);
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.vms["a"].generation, 3);
+        assert_eq!(forward.view().len(), 2);
+    }
+
+    #[test]
+    fn an_emptied_vm_stays_empty_against_older_segments() {
+        let mut snapshot = Snapshot::empty();
+        snapshot.put("a", entry(5, &[]));
+        snapshot.fold(
+            "000000000000001-0000000000000001.json",
+            Segment::new("a", entry(4, &["x"])),
+        );
+        assert!(snapshot.view().is_empty());
+    }
+
+    #[test]
+    fn listing_finds_the_newest_snapshot_and_the_segments() {
+        let plan = ReadPlan::from_listing([
+            snapshot_name(2).as_str(),
+            snapshot_name(10).as_str(),
+            "000000000000005-00000000000000ff.json",
+            ".snapshot-x.tmp-1",
+            "garbage.json",
+            "000000000000004-00000000000000aa.json",
+        ]);
+        assert_eq!(plan.snapshot, Some(snapshot_name(10)));
+        assert_eq!(plan.old_snapshots, [snapshot_name(2)]);
+        assert_eq!(
+            plan.segments,
+            [
+                "000000000000004-00000000000000aa.json",
+                "000000000000005-00000000000000ff.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshots_and_segments_round_trip() {
+        let mut snapshot = Snapshot::empty();
+        snapshot.put("a", entry(1, &["x", "y"]));
+        let compaction = compact(
+            snapshot,
+            vec![(segment_name(7, 9), Segment::new("b", entry(1, &["z"])))],
+        );
+        assert_eq!(compaction.name, snapshot_name(1));
+        assert_eq!(compaction.segments_to_delete, [segment_name(7, 9)]);
+        let bytes = compaction.snapshot.encode();
+        assert_eq!(
+            Snapshot::decode(&bytes, &DecodeLimits::default()).unwrap(),
+            compaction.snapshot
+        );
+        let segment = Segment::new("a", entry(2, &["x"]));
+        assert_eq!(Segment::decode(&segment.encode()).unwrap(), segment);
+        assert!(Segment::decode(b"{}").is_err());
+    }
+
+    #[test]
+    fn drift_names_the_vms_the_index_got_wrong() {
+        let mut snapshot = Snapshot::empty();
+        snapshot.put("same", entry(2, &["x"]));
+        snapshot.put("behind", entry(2, &["x"]));
+        snapshot.put("gone", entry(1, &["x"]));
+        let caches = BTreeMap::from([
+            ("same".to_string(), Some((2, Some(format!("{:064x}", 2))))),
+            ("behind".to_string(), Some((0, None))),
+            ("new".to_string(), Some((1, None))),
+        ]);
+        let found = drift(&snapshot, &caches);
+        assert_eq!(
+            found,
+            BTreeMap::from([
+                ("behind".to_string(), Drift::Behind),
+                ("gone".to_string(), Drift::Gone),
+                ("new".to_string(), Drift::Unknown),
+            ])
+        );
+    }
+}
