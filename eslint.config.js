@@ -19,7 +19,7 @@ export default [
     },
   },
   {
-    files: ['js/browser.js', 'js/codec.js', 'js/errors.js', 'js/sample.js', 'js/web/**'],
+    files: ['js/browser.js', 'js/codec.js', 'js/errors.js', 'js/sample.js', 'js/web/**', 'bench/browser/**'],
     languageOptions: { globals: { ...globals.browser } },
   },
 ]

@@ -5,39 +5,40 @@ import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
 import { makeCodec } from './codec.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
-let codec
+let initialized = false
+
+// The API is built once, over a view of the module that refuses every call
+// until init() has run: before that, wasm-bindgen's glue would fail with a
+// TypeError about its own internals instead of saying what is missing.
+const native = new Proxy(
+  {},
+  {
+    get(_, name) {
+      if (!initialized) throw new Error('brcache: call `await init()` before decoding')
+      return wasm[name]
+    },
+  },
+)
+
+const api = { ...makeCodec(native), ...makeVmCacheApi(native) }
 
 /**
  * Loads the wasm module. `input` is anything wasm-bindgen's init accepts
  * (a URL, a Response, bytes); by default the module next to this file.
  */
 export async function init(input) {
-  if (!codec) {
+  if (!initialized) {
     await initWasm(input === undefined ? undefined : { module_or_path: input })
-    codec = { ...makeCodec(wasm), ...makeVmCacheApi(wasm) }
+    initialized = true
   }
 }
 
-function ready() {
-  if (!codec) throw new Error('brcache: call `await init()` before decoding')
-  return codec
-}
+export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf } = api
 
-export function decodeCache(bytes, options) {
-  return ready().decodeCache(bytes, options)
-}
-
-export function encodeCache(object, options) {
-  return ready().encodeCache(object, options)
-}
-
-export function readCacheHeader(bytes, options) {
-  return ready().readCacheHeader(bytes, options)
-}
-
-/** A VM's cache (the same class as the Node entries export). */
+/** The codec and VM cache API as one object (the same functions as the named exports). */
 export function vmCacheApi() {
-  return ready()
+  if (!initialized) throw new Error('brcache: call `await init()` before decoding')
+  return api
 }
 
 export { BrcacheError } from './errors.js'

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The brcache command line: gen, list, check, demo, bench.
+// The brcache command line: gen, list, check, serve, demo, bench.
 // Exit status: 0 fine, 1 something incoherent left as it is (check),
 // 2 usage or I/O errors. Errors are one line on stderr.
 
@@ -22,6 +22,7 @@ Commands:
   gen <dir>     write a sample repository (XO-shaped metadata, placeholder data, caches)
   list <dir>    the restore view: every VM's restore points
   check <dir>   is every VM's cache true to its folder? (--repair to fix)
+  serve <dir>   the restore view in a web browser (caches decoded by the page)
   demo          the article's case, with and without brcache, on a simulated share
   bench         benchmark scenarios on a simulated share
 
@@ -57,6 +58,19 @@ missing ones (file not cached), unreadable metadata.
   --immutable     never write a cache
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
+  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--no-repair] [--immutable]
+
+Serves the restore view as a web page: the browser fetches each VM's
+cache.json.gz as it lies on the share and decodes it with brcache's
+WebAssembly build. Requests reach the page, its assets, the list of VMs and
+the caches of listed VMs, nothing else.
+
+  --port P        port to listen on (default 8080; 0 picks a free one)
+  --host H        address to listen on (default 127.0.0.1: this machine only)
+  --no-repair     serve caches as they are, without checking them against
+                  their folders first
+  --immutable     never write a cache (an immutable repository); caches are
+                  served as they are, and a VM without one shows an error`,
   demo: `Usage: brcache demo [--vms N] [--retention R] [--rtt MS] [--keep]
 
 Generates the article's repository (22 VMs x 45 restore points) in a temp
@@ -217,6 +231,29 @@ async function check(args) {
   return incoherent > 0 ? 1 : 0
 }
 
+async function serve(args) {
+  const { values, positionals } = parse(args, {
+    port: { type: 'string', default: '8080' },
+    host: { type: 'string', default: '127.0.0.1' },
+    'no-repair': { type: 'boolean' },
+    immutable: { type: 'boolean' },
+  })
+  if (values.help) return console.log(HELP.serve)
+  const dir = requireDir(positionals, 'serve')
+  const port = number(values.port, 'port')
+  // Fail now on a missing or unmounted repository, not at the first page load.
+  const vms = await openRepository(dir).listAllVms()
+  const { createServer } = await import('./serve.js')
+  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable })
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, values.host, resolve)
+  })
+  const { address, port: bound } = server.address()
+  const host = address.includes(':') ? `[${address}]` : address
+  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs) at http://${host}:${bound}/ (Ctrl-C to stop)`)
+}
+
 // --- demo --------------------------------------------------------------------
 
 /** Times one listing on a fresh simulated share. */
@@ -295,7 +332,7 @@ async function bench(args) {
   })
 }
 
-const COMMANDS = { gen, list, check, demo, bench }
+const COMMANDS = { gen, list, check, serve, demo, bench }
 
 async function main(argv) {
   const [command, ...args] = argv

@@ -63,3 +63,89 @@ export declare class BrcacheError extends Error {
 }
 
 export type BytesInput = Uint8Array | ArrayBuffer | ArrayBufferView
+
+/** A disk of a restore point, as the restore view shows it. */
+export interface DiskSummary {
+  /** The VHD path, from the repository root. */
+  id: string
+  name: unknown
+  uuid: unknown
+}
+
+/**
+ * A restore point as the restore view shows it (the shape of Xen
+ * Orchestra's `formatVmBackup`): the fields a user picks a restore point
+ * by, without the full XAPI records.
+ */
+export interface Summary {
+  /** The metadata path, `/xo-vm-backups/<vm>/<date>.json`. */
+  id: string
+  /** Milliseconds since the epoch, as the record says (usually a number). */
+  timestamp: unknown
+  mode: unknown
+  size: unknown
+  jobId: unknown
+  scheduleId: unknown
+  tags: unknown
+  vm: { uuid: unknown; name_label: unknown; name_description: unknown; tags: unknown }
+  disks: DiskSummary[]
+  withMemory: boolean
+  differencingVhds: number
+  dynamicVhds: number
+  isImmutable: boolean
+}
+
+/** Which restore points to keep; a field left out keeps all. */
+export interface SummaryFilter {
+  jobId?: string
+  scheduleId?: string
+  mode?: string
+}
+
+/** What makes a cache coherent with its folder: names, not paths. */
+export interface ReconcilePlan {
+  /** Entries whose metadata file is gone. */
+  stale: string[]
+  /** Metadata files the cache does not cover. */
+  missing: string[]
+  fingerprintMatches: boolean
+  coherent: boolean
+}
+
+/** A metadata file left out of a cache, and why. */
+export interface Unreadable {
+  name: string
+  reason: string
+}
+
+/** Metadata file name -> its bytes (or a record, serialised as XO writes it). */
+export type MetadataFiles = Map<string, BytesInput | object> | Record<string, BytesInput | object>
+
+/** A VM folder's cache: its entries, header, coherency with a listing, merges. */
+export declare class VmCache {
+  private constructor()
+  static empty(vm: string): VmCache
+  static decode(vm: string, bytes: BytesInput, options?: DecodeOptions): VmCache
+  static rebuild(vm: string, listing: Iterable<string>, files?: MetadataFiles): { cache: VmCache; unreadable: Unreadable[] }
+  readonly vm: string
+  readonly generation: number
+  readonly size: number
+  keys(): string[]
+  /** SHA-256 (hex) of the entries' file names. */
+  fingerprint(): string
+  /** The fingerprint the header recorded, or null. */
+  recordedFingerprint(): string | null
+  records(): MetadataEntry[]
+  body(): string
+  add(path: string, metadata: BytesInput | object): this
+  remove(paths: Iterable<string>): this
+  continueAfter(previousGeneration: number): this
+  commit(): Uint8Array
+  summaries(filter?: SummaryFilter): Summary[]
+  reconcile(listing: Iterable<string>): ReconcilePlan
+  apply(plan: Pick<ReconcilePlan, 'stale' | 'missing'>, files?: MetadataFiles): Unreadable[]
+  rebuild(listing: Iterable<string>, files?: MetadataFiles): Unreadable[]
+  merge(other: VmCache): VmCache
+  replay(newer: VmCache): VmCache
+  copy(): VmCache
+}

@@ -1,7 +1,7 @@
 // The command line, run as a user runs it: exit codes, output, files.
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -155,9 +155,44 @@ describe('brcache check', () => {
   })
 })
 
+describe('brcache serve', () => {
+  test('listens on loopback, prints the URL, serves the VM list and caches', async () => {
+    const dir = temp()
+    gen(dir)
+    const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      const url = await new Promise((resolve, reject) => {
+        let out = ''
+        child.stdout.on('data', (chunk) => {
+          out += chunk
+          const match = /http:\/\/127\.0\.0\.1:\d+\//.exec(out)
+          if (match) resolve(match[0])
+        })
+        child.on('exit', (code) => reject(new Error(`brcache serve exited with ${code}`)))
+      })
+      const vms = await (await fetch(new URL('api/vms', url))).json()
+      assert.deepStrictEqual(vms, await openRepository(dir).listAllVms())
+      const cache = await fetch(new URL(`api/vms/${vms[0]}/cache`, url))
+      assert.equal(cache.headers.get('content-type'), 'application/gzip')
+      assert.deepStrictEqual(Buffer.from(await cache.arrayBuffer()), readFileSync(join(dir, 'xo-vm-backups', vms[0], 'cache.json.gz')))
+      assert.equal((await fetch(url)).status, 200)
+    } finally {
+      child.kill()
+    }
+  })
+
+  test('a missing repository or a bad port is an error before listening', () => {
+    for (const args of [[join(tmpdir(), 'no-such-brcache-dir')], [temp(), '--port', 'http']]) {
+      const r = brcache('serve', ...args)
+      assert.equal(r.code, 2, r.err)
+      assert.match(r.err, /^brcache: /)
+    }
+  })
+})
+
 describe('usage', () => {
   test('--help on every command, exit 0', () => {
-    for (const command of ['gen', 'list', 'check', 'demo', 'bench']) {
+    for (const command of ['gen', 'list', 'check', 'serve', 'demo', 'bench']) {
       const r = brcache(command, '--help')
       assert.equal(r.code, 0)
       assert.match(r.out, new RegExp(`Usage: brcache ${command}`))

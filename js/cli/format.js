@@ -1,17 +1,7 @@
 // Terminal output for the command line: tables, sizes, a progress bar that
 // shows on a terminal and stays quiet when piped.
 
-export function formatBytes(bytes) {
-  if (typeof bytes !== 'number' || !Number.isFinite(bytes)) return ''
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
-}
+export { formatBytes } from '../web/format.js'
 
 /** A plain text table with aligned columns; '' when there are no rows. */
 export function table(headers, rows) {

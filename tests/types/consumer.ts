@@ -38,3 +38,16 @@ async function inBrowser(response: Response): Promise<void> {
   console.log(decoded, browser.readCacheHeader(browser.encodeCache(decoded)))
 }
 void inBrowser
+
+async function restoreView(vm: string, response: Response): Promise<number> {
+  await browser.init()
+  const bytes = new Uint8Array(await response.arrayBuffer())
+  const summaries: browser.Summary[] = browser.summariesOf(vm, bytes, { mode: 'full' }, { name: 'cache.json.gz' })
+  const cache: browser.VmCache = browser.VmCache.decode(vm, bytes)
+  const plan = cache.reconcile(['20240101T000000Z.json'])
+  const fresh = browser.VmCache.empty(vm).add(`/xo-vm-backups/${vm}/20240101T000000Z.json`, { mode: 'full', timestamp: 0 })
+  const same: boolean = browser.vmCacheApi().VmCache === browser.VmCache
+  console.log(plan.coherent, plan.stale, fresh.commit().length, same, summaries.map((s) => s.disks.length))
+  return summaries.length + cache.summaries().length
+}
+void restoreView

@@ -1,0 +1,184 @@
+// `brcache serve`: the web restore view. The browser receives each VM's
+// cache.json.gz as it lies on the share and decodes it with the wasm build,
+// so the server never inflates, parses or re-serialises a record.
+//
+// What a request can reach is closed: an explicit list of assets, the list
+// of VM folders, and the cache of a VM that list names. Nothing in a URL is
+// ever joined onto a file system path, so no spelling of `..` or of an
+// encoded slash can reach a file outside the repository or the package.
+
+import { createHash } from 'node:crypto'
+import { readFile, stat } from 'node:fs/promises'
+import { createServer as createHttpServer } from 'node:http'
+import { join } from 'node:path'
+import { CACHE_FILE, vmFile } from './layout.js'
+import { openRepository } from './repository.js'
+
+const packageDir = join(import.meta.dirname, '..')
+
+const TYPES = {
+  html: 'text/html; charset=utf-8',
+  js: 'text/javascript; charset=utf-8',
+  css: 'text/css; charset=utf-8',
+  wasm: 'application/wasm',
+}
+
+// URL path -> file of the package. The page's ES module imports are
+// relative (`../browser.js`, `./generated/wasm-web/…`), so every asset is
+// served at its own path inside the package and the imports resolve as
+// they do on disk.
+const ASSETS = new Map(
+  [
+    'js/web/app.js',
+    'js/web/format.js',
+    'js/web/table.js',
+    'js/web/details.js',
+    'js/web/style.css',
+    'js/browser.js',
+    'js/codec.js',
+    'js/vm-cache.js',
+    'js/errors.js',
+    'js/layout.js',
+    'js/concurrency.js',
+    'js/generated/wasm-web/brcache_wasm.js',
+    'js/generated/wasm-web/brcache_wasm_bg.wasm',
+  ].map((file) => [`/${file}`, file]),
+)
+// The page's relative URLs (`js/web/app.js`, `api/vms`) resolve from `/`.
+ASSETS.set('/', 'js/web/index.html')
+
+// The wasm module is compiled from the page's own origin; nothing else runs.
+const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message)
+    this.status = status
+  }
+}
+
+const notFound = () => new HttpError(404, 'not found')
+
+/**
+ * A server (not yet listening) for the restore view of a repository.
+ *
+ * @param {string | object} dir the repository: a folder or a handler, as `openRepository` takes
+ * @param {{ repair?: boolean, immutable?: boolean }} [options] `repair`: check
+ *   each VM's cache against its folder (and write the repair) before serving
+ *   it, so the bytes are true to the folder; `immutable`: never write a cache
+ *   (implies no repair)
+ */
+export function createServer(dir, { repair = true, immutable = false } = {}) {
+  const repository = openRepository(dir, { immutable })
+  const checkFirst = repair && !immutable
+
+  async function vmCache(vm, request, response) {
+    // Only a VM the repository lists: the name is compared, never resolved.
+    if (!(await repository.listAllVms()).includes(vm)) throw notFound()
+    if (checkFirst) {
+      try {
+        await repository.checkVm(vm, { repair: true })
+      } catch (error) {
+        throw new HttpError(503, `cannot check the cache of VM ${vm}: ${error.message}`)
+      }
+    }
+    const file = vmFile(vm, CACHE_FILE)
+    let info
+    let bytes
+    try {
+      // The date first: should a writer replace the cache in between, the
+      // date is the older one, and If-Modified-Since errs towards a 200.
+      info = await repository.handler.stat(file)
+      bytes = await repository.handler.readFile(file)
+    } catch (error) {
+      if (error.code === 'ENOENT') throw new HttpError(404, `VM ${vm} has no cache`)
+      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
+    }
+    // No Content-Encoding: the page must get the gzip bytes themselves.
+    send(request, response, bytes, { type: 'application/gzip', mtimeMs: info.mtimeMs })
+  }
+
+  async function asset(file, request, response) {
+    const path = join(packageDir, file)
+    let bytes
+    let info
+    try {
+      info = await stat(path)
+      bytes = await readFile(path)
+    } catch (error) {
+      if (error.code === 'ENOENT') throw new HttpError(404, `${file} is not built (run npm run build)`)
+      throw error
+    }
+    const headers = file.endsWith('.html') ? { 'Content-Security-Policy': PAGE_POLICY } : {}
+    send(request, response, bytes, { type: TYPES[file.slice(file.lastIndexOf('.') + 1)], mtimeMs: info.mtimeMs, headers })
+  }
+
+  async function route(request, response) {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.setHeader('Allow', 'GET, HEAD')
+      throw new HttpError(405, `${request.method} is not allowed`)
+    }
+    const path = (request.url ?? '').split('?')[0]
+    const file = ASSETS.get(path)
+    if (file) return asset(file, request, response)
+    if (path === '/api/vms') return json(request, response, 200, await repository.listAllVms())
+    const match = /^\/api\/vms\/([^/]+)\/cache$/.exec(path)
+    if (match) return vmCache(match[1], request, response)
+    throw notFound()
+  }
+
+  return createHttpServer((request, response) => {
+    route(request, response).catch((error) => {
+      // A message, never a stack: the page shows it to whoever looks.
+      const status = error instanceof HttpError ? error.status : 500
+      if (!response.headersSent) json(request, response, status, { error: error.message })
+      else response.destroy()
+    })
+  })
+}
+
+function etagOf(bytes) {
+  return `"${createHash('sha256').update(bytes).digest('base64url').slice(0, 32)}"`
+}
+
+/** Whether the client's copy is current (RFC 9110 §13.1.2 and §13.1.3). */
+function notModified(request, etag, mtimeMs) {
+  const ifNoneMatch = request.headers['if-none-match']
+  if (ifNoneMatch !== undefined) {
+    // Weak comparison, as If-None-Match uses.
+    return ifNoneMatch.split(',').some((tag) => {
+      const t = tag.trim()
+      return t === '*' || t.replace(/^W\//, '') === etag
+    })
+  }
+  const since = Date.parse(request.headers['if-modified-since'] ?? '')
+  // HTTP dates have whole seconds.
+  return Number.isFinite(since) && Math.floor(mtimeMs / 1000) * 1000 <= since
+}
+
+function send(request, response, bytes, { type, mtimeMs, headers = {} }) {
+  const etag = etagOf(bytes)
+  response.setHeader('ETag', etag)
+  response.setHeader('Last-Modified', new Date(mtimeMs).toUTCString())
+  // Always revalidate: a cache changes with every backup.
+  response.setHeader('Cache-Control', 'no-cache')
+  response.setHeader('X-Content-Type-Options', 'nosniff')
+  for (const [name, value] of Object.entries(headers)) response.setHeader(name, value)
+  if (notModified(request, etag, mtimeMs)) {
+    response.writeHead(304).end()
+    return
+  }
+  response.writeHead(200, { 'Content-Type': type, 'Content-Length': bytes.length })
+  response.end(request.method === 'HEAD' ? undefined : bytes)
+}
+
+function json(request, response, status, value) {
+  const body = Buffer.from(JSON.stringify(value))
+  response.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': body.length,
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  })
+  response.end(request.method === 'HEAD' ? undefined : body)
+}

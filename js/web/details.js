@@ -1,0 +1,61 @@
+// The details pane: one VM's restore points, newest first, as a user picks
+// one to restore.
+
+import { describeVm, formatBytes, formatDate } from './format.js'
+
+function element(tag, text, className) {
+  const node = document.createElement(tag)
+  if (text !== undefined) node.textContent = text
+  if (className) node.className = className
+  return node
+}
+
+function pointRow(summary) {
+  const tr = element('tr')
+  tr.dataset.id = summary.id
+  const mode = element('span', String(summary.mode ?? ''), `mode mode-${String(summary.mode ?? '').replace(/[^a-z0-9-]/gi, '')}`)
+  const modeCell = element('td')
+  modeCell.append(mode)
+  const disks = summary.disks ?? []
+  const diskCell = element('td', String(disks.length), 'number')
+  // The disk names are there on hover: most VMs have one or two.
+  diskCell.title = disks.map((d) => d.name ?? d.uuid ?? d.id).join('\n')
+  tr.append(
+    element('td', formatDate(summary.timestamp), 'date'),
+    modeCell,
+    element('td', formatBytes(summary.size), 'number'),
+    diskCell,
+    element('td', summary.withMemory ? 'yes' : '', 'memory'),
+  )
+  return tr
+}
+
+/** Shows `row` (a VM of the table, loaded or in error) in `pane`. */
+export function showDetails(pane, row) {
+  pane.dataset.vm = row.vm
+  const title = element('h2', row.info?.name || row.vm)
+  const uuid = element('p', row.vm, 'uuid')
+  if (row.state === 'error') {
+    pane.replaceChildren(title, uuid, element('p', row.error.message, 'error'))
+    return
+  }
+  if (row.state !== 'ok') {
+    pane.replaceChildren(title, uuid, element('p', 'loading…', 'hint'))
+    return
+  }
+  const { count, size } = describeVm(row.summaries)
+  const head = element('tr')
+  for (const [label, className] of [['Date (UTC)'], ['Mode'], ['Size', 'number'], ['Disks', 'number'], ['Memory']]) {
+    const th = element('th', label, className)
+    th.scope = 'col'
+    head.append(th)
+  }
+  const thead = element('thead')
+  thead.append(head)
+  const body = element('tbody')
+  body.append(...row.summaries.toReversed().map(pointRow))
+  const table = element('table', undefined, 'points')
+  table.append(thead, body)
+  const line = element('p', `${count} restore point${count === 1 ? '' : 's'}, ${formatBytes(size)}`, 'summary')
+  pane.replaceChildren(title, uuid, line, table)
+}

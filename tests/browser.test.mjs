@@ -1,0 +1,285 @@
+// The web restore view in Debian's Chromium, against `brcache serve` on a
+// generated repository: the page decodes every VM's cache.json.gz with the
+// wasm build and must show what `brcache list --json` says. A screenshot
+// of the page is left in test-output/ for people to look at.
+
+/* global window, document, MutationObserver -- in functions that run in the page */
+
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { BrcacheError, openRepository, summariesOf } from 'brcache'
+import { generateRepository } from '../js/generate.js'
+import { CACHE_FILE, vmFile } from '../js/layout.js'
+import { describeVm, formatBytes, formatDate } from '../js/web/format.js'
+import { launchChromium } from './helpers/chromium.mjs'
+import { listen } from './helpers/serve.mjs'
+
+const root = join(import.meta.dirname, '..')
+const screenshots = join(root, 'test-output')
+const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' })
+
+let chromium
+let dir
+let view
+const cleanups = []
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'brcache-browser-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  await generateRepository(dir, { vms: 8, retention: 6, seed: 'browser' })
+  // What the command line lists is what the page must show.
+  const list = spawnSync(process.execPath, [join(root, 'js/cli.js'), 'list', dir, '--json'], { encoding: 'utf8' })
+  assert.equal(list.status, 0, list.stderr)
+  view = JSON.parse(list.stdout)
+  assert.deepStrictEqual(view, await openRepository(dir).listSummaries())
+  chromium = await launchChromium()
+  cleanups.push(() => chromium.close())
+})
+
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup()
+})
+
+/** A page of the restore view at `url`, loaded; page errors are collected, not thrown. */
+async function open(url) {
+  const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
+  const errors = []
+  page.on('pageerror', (error) => errors.push(error.message))
+  // Every text the status line shows, progress included.
+  await page.addInitScript(() => {
+    window.statusTexts = []
+    new MutationObserver((records) => {
+      // The text node each assignment added: later ones replace it, never change it.
+      for (const record of records) {
+        if (record.target.id === 'status') for (const node of record.addedNodes) window.statusTexts.push(node.textContent)
+      }
+    }).observe(document, { subtree: true, childList: true })
+  })
+  await page.goto(url)
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+  return { page, errors }
+}
+
+/** The VM table as shown: rows in display order. */
+function rowsOf(page) {
+  return page.$$eval('#vms tbody tr', (trs) =>
+    trs.map((tr) => ({
+      vm: tr.dataset.vm,
+      state: tr.dataset.state,
+      hidden: tr.hidden,
+      count: tr.dataset.count === undefined ? undefined : Number(tr.dataset.count),
+      name: tr.querySelector('.name')?.textContent,
+      modes: Object.fromEntries([...tr.querySelectorAll('.mode')].map((b) => [b.dataset.mode, Number(b.dataset.n)])),
+      last: tr.querySelector('.last')?.textContent,
+      size: tr.querySelector('.size')?.textContent,
+      error: tr.querySelector('.error')?.textContent,
+      code: tr.querySelector('.error')?.dataset.code,
+    })),
+  )
+}
+
+function modesOf(summaries) {
+  const modes = {}
+  for (const s of summaries) modes[s.mode] = (modes[s.mode] ?? 0) + 1
+  return modes
+}
+
+describe('the restore view of a healthy repository', () => {
+  let server
+  let page
+  let errors
+  before(async () => {
+    server = await listen(dir)
+    cleanups.push(server.close)
+    ;({ page, errors } = await open(server.url))
+  })
+
+  test('every VM, its name, count by mode, last backup and size, as `brcache list --json` says', async () => {
+    const rows = await rowsOf(page)
+    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
+    assert.equal(rows.length, 8)
+    for (const row of rows) {
+      const summaries = view[row.vm]
+      const info = describeVm(summaries)
+      assert.equal(row.state, 'ok', row.error)
+      assert.equal(row.count, summaries.length)
+      assert.equal(row.name, summaries.at(-1).vm.name_label)
+      assert.deepStrictEqual(row.modes, modesOf(summaries))
+      assert.equal(row.last, formatDate(summaries.at(-1).timestamp, { seconds: false }))
+      assert.equal(row.size, formatBytes(info.size))
+    }
+    const total = Object.values(view).reduce((n, s) => n + s.length, 0)
+    assert.match(await page.textContent('#status'), new RegExp(`^8 VMs, ${total} restore points, `))
+    const texts = await page.evaluate(() => window.statusTexts)
+    const progress = texts.filter((t) => / \/ 8 VMs$/.test(t))
+    assert.deepStrictEqual(progress, Array.from({ length: 9 }, (_, i) => `${i} / 8 VMs`), 'a progress line per VM loaded')
+    assert.equal(await page.isVisible('#progress'), false, 'the progress bar is gone once every VM is in')
+    assert.deepStrictEqual(errors, [])
+  })
+
+  test("a click on a VM lists its restore points, newest first, and the screenshot is taken", async () => {
+    const vm = Object.keys(view)[3]
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] table.points`)
+    const points = await page.$$eval('#details tbody tr', (trs) =>
+      trs.map((tr) => ({ id: tr.dataset.id, cells: [...tr.cells].map((td) => td.textContent) })),
+    )
+    const expected = view[vm].toReversed()
+    assert.deepStrictEqual(
+      points.map((p) => p.id),
+      expected.map((s) => s.id),
+    )
+    points.forEach(({ cells: [date, mode, size, disks] }, i) => {
+      assert.equal(date, formatDate(expected[i].timestamp))
+      assert.equal(mode, expected[i].mode)
+      assert.equal(size, formatBytes(expected[i].size))
+      assert.equal(Number(disks), expected[i].disks.length)
+    })
+    assert.equal(await page.getAttribute(`#vms tr[data-vm="${vm}"]`, 'aria-selected'), 'true')
+    assert.equal(await page.textContent('#details h2'), view[vm].at(-1).vm.name_label)
+    mkdirSync(screenshots, { recursive: true })
+    await page.screenshot({ path: join(screenshots, 'restore-view.png'), fullPage: true })
+  })
+
+  test('headers sort the table, again in reverse', async () => {
+    const sizeOf = (vm) => describeVm(view[vm]).size
+    const nameOf = (vm) => view[vm].at(-1).vm.name_label
+    const order = async () => (await rowsOf(page)).map((r) => r.vm)
+    const sorted = (vms, compare) => vms.every((vm, i) => i === 0 || compare(vms[i - 1], vm) <= 0)
+
+    await page.click('th[data-sort="size"] button')
+    assert.equal(await page.getAttribute('th[data-sort="size"]', 'aria-sort'), 'descending')
+    assert.ok(sorted(await order(), (a, b) => sizeOf(b) - sizeOf(a)), 'largest first')
+    await page.click('th[data-sort="size"] button')
+    assert.equal(await page.getAttribute('th[data-sort="size"]', 'aria-sort'), 'ascending')
+    assert.ok(sorted(await order(), (a, b) => sizeOf(a) - sizeOf(b)), 'smallest first')
+
+    await page.click('th[data-sort="name"] button')
+    assert.equal(await page.getAttribute('th[data-sort="size"]', 'aria-sort'), null)
+    const byName = await order()
+    assert.ok(sorted(byName, (a, b) => collator.compare(nameOf(a), nameOf(b))), 'by name')
+    await page.click('th[data-sort="name"] button')
+    assert.deepStrictEqual(await order(), byName.toReversed())
+    await page.click('th[data-sort="name"] button')
+  })
+
+  test('the filter keeps the VMs whose name (or uuid) matches', async () => {
+    const names = Object.fromEntries(Object.entries(view).map(([vm, s]) => [vm, s.at(-1).vm.name_label]))
+    // A name's first word (which names may share), a whole name, a uuid's first group.
+    const word = Object.values(names)[0].split('-')[0]
+    for (const text of [word, Object.values(names)[5], Object.keys(names)[2].slice(0, 8)]) {
+      await page.fill('#filter', text.toUpperCase())
+      const shown = (await rowsOf(page)).filter((r) => !r.hidden).map((r) => r.vm)
+      const expected = Object.keys(names).filter((vm) => names[vm].includes(text) || vm.includes(text))
+      assert.deepStrictEqual(shown.sort(), expected.sort(), text)
+      assert.ok(shown.length > 0)
+    }
+    await page.fill('#filter', 'no-such-vm')
+    assert.equal((await rowsOf(page)).filter((r) => !r.hidden).length, 0)
+    assert.equal(await page.isVisible('#empty'), true)
+    await page.fill('#filter', '')
+    assert.equal((await rowsOf(page)).filter((r) => !r.hidden).length, 8)
+    assert.equal(await page.isVisible('#empty'), false)
+  })
+
+  test('a reload revalidates every cache: 304s, and the same page', async () => {
+    const before = await rowsOf(page)
+    const answers = []
+    const record = (request, response) => {
+      if (request.url.endsWith('/cache')) response.on('finish', () => answers.push([Boolean(request.headers['if-none-match']), response.statusCode]))
+    }
+    server.server.on('request', record)
+    try {
+      await page.reload()
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    } finally {
+      server.server.off('request', record)
+    }
+    assert.deepStrictEqual(answers, Array.from({ length: 8 }, () => [true, 304]))
+    assert.deepStrictEqual(
+      (await rowsOf(page)).map((r) => [r.vm, r.count]).sort(),
+      before.map((r) => [r.vm, r.count]).sort(),
+    )
+  })
+})
+
+describe('a repository with damaged caches, served as they are', () => {
+  let page
+  let errors
+  const broken = {}
+  before(async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-broken-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    const [garbageVm, truncatedVm] = Object.keys(view).slice(1, 3)
+    const file = (vm) => join(copy, vmFile(vm, CACHE_FILE))
+    const whole = readFileSync(file(truncatedVm))
+    broken[garbageVm] = Buffer.from('these bytes are no gzip member at all')
+    broken[truncatedVm] = whole.subarray(0, Math.floor(whole.length / 2))
+    for (const [vm, bytes] of Object.entries(broken)) writeFileSync(file(vm), bytes)
+    const server = await listen(copy, { repair: false })
+    cleanups.push(server.close)
+    ;({ page, errors } = await open(server.url))
+  })
+
+  test("each damaged cache shows the decoder's error on its row; every other VM is fine", async () => {
+    const rows = await rowsOf(page)
+    assert.equal(rows.length, 8)
+    for (const row of rows) {
+      if (broken[row.vm]) {
+        // The message Node's decoder gives for the same bytes, file named alike.
+        const expected = (() => {
+          try {
+            summariesOf(row.vm, broken[row.vm], undefined, { name: vmFile(row.vm, CACHE_FILE) })
+          } catch (error) {
+            assert.ok(error instanceof BrcacheError)
+            return error
+          }
+          assert.fail('the damaged cache decoded')
+        })()
+        assert.equal(row.state, 'error')
+        assert.ok(row.error.includes(expected.message), `${row.error} should include ${expected.message}`)
+        assert.equal(row.code, expected.code)
+        assert.equal(row.count, undefined)
+        assert.equal(row.name, expected.code)
+      } else {
+        assert.equal(row.state, 'ok', row.error)
+        assert.equal(row.count, view[row.vm].length)
+        assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
+      }
+    }
+    assert.deepStrictEqual(new Set(rows.filter((r) => r.state === 'error').map((r) => r.code)), new Set(['NOT_GZIP', 'TRUNCATED']))
+    assert.match(await page.textContent('#status'), /^8 VMs, 36 restore points, .* · 2 VMs could not be read$/)
+    assert.deepStrictEqual(errors, [])
+  })
+
+  test('the rest of the page works: sorting, filtering, details, the error in the details', async () => {
+    await page.click('th[data-sort="count"] button')
+    const rows = await rowsOf(page)
+    assert.deepStrictEqual(
+      rows.slice(-2).map((r) => r.state),
+      ['error', 'error'],
+      'VMs in error sort last',
+    )
+    const [garbageVm] = Object.keys(broken)
+    await page.click(`#vms tr[data-vm="${garbageVm}"]`)
+    await page.waitForSelector(`#details[data-vm="${garbageVm}"] p.error`)
+    assert.equal(await page.textContent('#details p.error'), rows.find((r) => r.vm === garbageVm).error)
+    assert.match(await page.textContent('#details p.error'), /cache\.json\.gz: not gzip data/)
+    const healthy = rows.find((r) => r.state === 'ok')
+    await page.click(`#vms tr[data-vm="${healthy.vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${healthy.vm}"] table.points`)
+    assert.equal(await page.$$eval('#details tbody tr', (trs) => trs.length), view[healthy.vm].length)
+    await page.fill('#filter', garbageVm.slice(0, 8))
+    assert.deepStrictEqual(
+      (await rowsOf(page)).filter((r) => !r.hidden).map((r) => r.vm),
+      [garbageVm],
+    )
+    await page.fill('#filter', '')
+    await page.screenshot({ path: join(screenshots, 'restore-view-errors.png'), fullPage: true })
+  })
+})

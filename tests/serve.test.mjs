@@ -1,0 +1,288 @@
+// `brcache serve` without a browser: what each URL answers, conditional
+// requests, repair before serving, and that no URL reaches past the
+// repository or the asset list.
+
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
+import { generateRepository } from '../js/generate.js'
+import { CACHE_FILE, vmFile } from '../js/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
+import { listen as listenOn } from './helpers/serve.mjs'
+
+const root = join(import.meta.dirname, '..')
+const cleanups = []
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup()
+})
+
+async function repositoryDir(seed = 'serve') {
+  const parent = mkdtempSync(join(tmpdir(), 'brcache-serve-'))
+  cleanups.push(() => rmSync(parent, { recursive: true, force: true }))
+  // A file next to the repository that no URL may ever reach.
+  writeFileSync(join(parent, 'secret.txt'), 'SECRET-OUTSIDE-THE-REPOSITORY')
+  const dir = join(parent, 'repo')
+  await generateRepository(dir, { vms: 3, retention: 4, seed })
+  return dir
+}
+
+async function listen(dirOrHandler, options) {
+  const server = await listenOn(dirOrHandler, options)
+  cleanups.push(server.close)
+  return server.port
+}
+
+/** A raw request: the path goes on the wire as written (fetch would normalise `..`). */
+function get(port, path, { method = 'GET', headers = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method, headers }, (res) => {
+      const chunks = []
+      res.on('data', (chunk) => chunks.push(chunk))
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const cacheUrl = (vm) => `/api/vms/${vm}/cache`
+const cacheBytes = (dir, vm) => readFileSync(join(dir, vmFile(vm, CACHE_FILE)))
+
+/** A handler that records every path the server touches. */
+function recording(dir) {
+  const handler = new LocalHandler(dir)
+  const calls = []
+  const proxy = new Proxy(handler, {
+    get(target, name) {
+      const value = target[name]
+      if (typeof value !== 'function') return value
+      return (...args) => {
+        calls.push([name, args[0]])
+        return value.apply(target, args)
+      }
+    },
+  })
+  return { handler: proxy, calls }
+}
+
+describe('brcache serve: the API', () => {
+  let dir
+  let port
+  let vms
+  before(async () => {
+    dir = await repositoryDir()
+    port = await listen(dir)
+    vms = await openRepository(dir).listAllVms()
+  })
+
+  test('/api/vms lists the VM folders', async () => {
+    const r = await get(port, '/api/vms')
+    assert.equal(r.status, 200)
+    assert.match(r.headers['content-type'], /^application\/json/)
+    assert.deepStrictEqual(JSON.parse(r.body), vms)
+  })
+
+  test("a VM's cache is the file's bytes, unchanged and not content-encoded", async () => {
+    for (const vm of vms) {
+      const r = await get(port, cacheUrl(vm))
+      assert.equal(r.status, 200)
+      assert.equal(r.headers['content-type'], 'application/gzip')
+      assert.equal(r.headers['content-encoding'], undefined)
+      assert.equal(Number(r.headers['content-length']), r.body.length)
+      assert.deepStrictEqual(r.body, cacheBytes(dir, vm))
+      assert.equal(r.headers['last-modified'], new Date(statSync(join(dir, vmFile(vm, CACHE_FILE))).mtimeMs).toUTCString())
+      assert.equal(summariesOf(vm, r.body).length, 4)
+    }
+  })
+
+  test('an unchanged cache is a 304 on If-None-Match or If-Modified-Since', async () => {
+    const [vm] = vms
+    const first = await get(port, cacheUrl(vm))
+    const etag = first.headers.etag
+    assert.match(etag, /^"[^"]+"$/, 'a strong ETag')
+    for (const ifNoneMatch of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      const r = await get(port, cacheUrl(vm), { headers: { 'If-None-Match': ifNoneMatch } })
+      assert.equal(r.status, 304, ifNoneMatch)
+      assert.equal(r.body.length, 0)
+      assert.equal(r.headers.etag, etag)
+    }
+    const other = await get(port, cacheUrl(vm), { headers: { 'If-None-Match': '"something-else"' } })
+    assert.equal(other.status, 200)
+    const since = await get(port, cacheUrl(vm), { headers: { 'If-Modified-Since': first.headers['last-modified'] } })
+    assert.equal(since.status, 304)
+    const older = new Date(Date.parse(first.headers['last-modified']) - 60_000).toUTCString()
+    assert.equal((await get(port, cacheUrl(vm), { headers: { 'If-Modified-Since': older } })).status, 200)
+    // If-None-Match decides when both are sent (RFC 9110 §13.1.3).
+    const both = await get(port, cacheUrl(vm), {
+      headers: { 'If-None-Match': '"something-else"', 'If-Modified-Since': first.headers['last-modified'] },
+    })
+    assert.equal(both.status, 200)
+  })
+
+  test('the ETag changes when the cache does', async () => {
+    const vm = vms[1]
+    const before = await get(port, cacheUrl(vm))
+    const rng = createRandom('serve-new-backup')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2030, 0, 1) })
+    const repository = openRepository(dir)
+    const id = await repository.writeVmBackupMetadata(vm, metadata)
+    const after = await get(port, cacheUrl(vm), { headers: { 'If-None-Match': before.headers.etag } })
+    assert.equal(after.status, 200)
+    assert.notEqual(after.headers.etag, before.headers.etag)
+    assert.deepStrictEqual(after.body, cacheBytes(dir, vm))
+    assert.ok(summariesOf(vm, after.body).some((s) => s.id === id))
+  })
+
+  test('HEAD answers the headers of GET without a body', async () => {
+    const vm = vms[0]
+    const getR = await get(port, cacheUrl(vm))
+    const head = await get(port, cacheUrl(vm), { method: 'HEAD' })
+    assert.equal(head.status, 200)
+    assert.equal(head.body.length, 0)
+    for (const name of ['etag', 'last-modified', 'content-type', 'content-length']) assert.equal(head.headers[name], getR.headers[name])
+    assert.equal((await get(port, '/', { method: 'HEAD' })).status, 200)
+  })
+
+  test('only GET and HEAD: anything else is a 405 naming them', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const r = await get(port, cacheUrl(vms[0]), { method })
+      assert.equal(r.status, 405, method)
+      assert.equal(r.headers.allow, 'GET, HEAD')
+      assert.match(JSON.parse(r.body).error, new RegExp(method))
+    }
+  })
+
+  test('the page and its assets, with the types a browser needs', async () => {
+    const page = await get(port, '/')
+    assert.equal(page.status, 200)
+    assert.equal(page.headers['content-type'], 'text/html; charset=utf-8')
+    assert.match(page.headers['content-security-policy'], /'wasm-unsafe-eval'/)
+    assert.deepStrictEqual(page.body, readFileSync(join(root, 'js/web/index.html')))
+    const types = {
+      '/js/web/app.js': 'text/javascript; charset=utf-8',
+      '/js/web/style.css': 'text/css; charset=utf-8',
+      '/js/browser.js': 'text/javascript; charset=utf-8',
+      '/js/vm-cache.js': 'text/javascript; charset=utf-8',
+      '/js/generated/wasm-web/brcache_wasm.js': 'text/javascript; charset=utf-8',
+      '/js/generated/wasm-web/brcache_wasm_bg.wasm': 'application/wasm',
+    }
+    for (const [path, type] of Object.entries(types)) {
+      const r = await get(port, path)
+      assert.equal(r.status, 200, path)
+      assert.equal(r.headers['content-type'], type, path)
+      assert.deepStrictEqual(r.body, readFileSync(join(root, path.slice(1))), path)
+    }
+    // Every relative import of the page's modules is an asset the server has.
+    for (const path of ['/js/web/app.js', '/js/web/table.js', '/js/web/details.js', '/js/browser.js', '/js/vm-cache.js', '/js/codec.js']) {
+      const source = (await get(port, path)).body.toString()
+      for (const [, spec] of source.matchAll(/^import[^'"]*['"](\.[^'"]+)['"]/gm)) {
+        const target = new URL(spec, `http://x${path}`).pathname
+        assert.equal((await get(port, target)).status, 200, `${path} imports ${target}`)
+      }
+    }
+  })
+})
+
+describe('brcache serve: nothing outside the repository and the asset list', () => {
+  test('every other path is a 404 with a JSON error, and reads nothing', async () => {
+    const dir = await repositoryDir('confined')
+    const { handler, calls } = recording(dir)
+    const port = await listen(handler)
+    const [vm] = await openRepository(dir).listAllVms()
+    const paths = [
+      '/api/vms/..%2f..%2fetc/cache',
+      '/api/vms/..%2F..%2Fsecret.txt/cache',
+      `/api/vms/${vm}/../../x`,
+      `/api/vms/${vm}/../../../secret.txt`,
+      `/api/vms/${vm}%2f..%2f..%2f..%2fsecret.txt/cache`,
+      `/api/vms/${vm}/cache/extra`,
+      `/api/vms/${vm}/20240101T000000Z.json`,
+      `/api/vms/./cache`,
+      `/api/vms/../cache`,
+      `/api/vms/${vm.toUpperCase()}/cache`,
+      '/api/vms/00000000-0000-0000-0000-000000000000/cache',
+      '/api/vms/xo-vm-backups/cache',
+      '/js/../package.json',
+      '/js/web/../../package.json',
+      '/js/web/',
+      '/js/web',
+      '/js/',
+      '/js/repository.js',
+      '/js/generated/brcache.node',
+      '/package.json',
+      '/xo-vm-backups',
+      `/xo-vm-backups/${vm}/${CACHE_FILE}`,
+      '/etc/passwd',
+      '//etc/passwd',
+      '/%2e%2e/%2e%2e/etc/passwd',
+      '/..\\..\\secret.txt',
+      '/secret.txt',
+      '/../secret.txt',
+      '/favicon.ico',
+    ]
+    for (const path of paths) {
+      calls.length = 0
+      const r = await get(port, path)
+      assert.equal(r.status, 404, path)
+      assert.match(r.headers['content-type'], /^application\/json/, path)
+      assert.deepStrictEqual(Object.keys(JSON.parse(r.body)), ['error'], path)
+      assert.doesNotMatch(r.body.toString(), /SECRET|\n\s+at /, path)
+      // At most the VM list was read, to compare a name against it.
+      for (const [method, target] of calls) {
+        assert.deepStrictEqual([method, target], ['listWithTypes', 'xo-vm-backups'], path)
+      }
+    }
+  })
+
+  test('a VM folder without a cache is a 404 with a reason', async () => {
+    const dir = await repositoryDir('no-cache')
+    const port = await listen(dir, { immutable: true })
+    const [vm, other] = await openRepository(dir).listAllVms()
+    unlinkSync(join(dir, vmFile(vm, CACHE_FILE)))
+    const r = await get(port, cacheUrl(vm))
+    assert.equal(r.status, 404)
+    assert.match(JSON.parse(r.body).error, new RegExp(`VM ${vm} has no cache`))
+    // An immutable repository gets no cache written, not even to serve it.
+    assert.throws(() => cacheBytes(dir, vm), { code: 'ENOENT' })
+    assert.equal((await get(port, cacheUrl(other))).status, 200)
+  })
+})
+
+describe('brcache serve: the bytes are true to the folder', () => {
+  test('a stale cache is repaired before it is served (unless --no-repair)', async () => {
+    const dir = await repositoryDir('repair')
+    const [vm] = await openRepository(dir).listAllVms()
+    const stale = cacheBytes(dir, vm)
+    const [gone] = summariesOf(vm, stale)
+    unlinkSync(join(dir, gone.id))
+
+    const asIs = await listen(dir, { repair: false })
+    const unrepaired = await get(asIs, cacheUrl(vm))
+    assert.deepStrictEqual(unrepaired.body, stale)
+
+    const repairing = await listen(dir)
+    const r = await get(repairing, cacheUrl(vm))
+    assert.equal(r.status, 200)
+    assert.deepStrictEqual(r.body, cacheBytes(dir, vm), 'the repair was written, and served')
+    const ids = summariesOf(vm, r.body).map((s) => s.id)
+    assert.equal(ids.length, 3)
+    assert.ok(!ids.includes(gone.id))
+    assert.ok((await openRepository(dir).checkVm(vm)).fastPath, 'the served cache is coherent and says so')
+  })
+
+  test('an undecodable cache is rebuilt before it is served; without repair it is served as is', async () => {
+    const dir = await repositoryDir('garbage')
+    const [vm] = await openRepository(dir).listAllVms()
+    const garbage = Buffer.from('not a gzip file at all')
+    writeFileSync(join(dir, vmFile(vm, CACHE_FILE)), garbage)
+    const asIs = await get(await listen(dir, { repair: false }), cacheUrl(vm))
+    assert.deepStrictEqual(asIs.body, garbage)
+    assert.throws(() => summariesOf(vm, asIs.body), BrcacheError)
+    const repaired = await get(await listen(dir), cacheUrl(vm))
+    assert.equal(summariesOf(vm, repaired.body).length, 4)
+  })
+})
