@@ -2,6 +2,7 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
 const require = createRequire(import.meta.url)
@@ -20,3 +21,4 @@ const addon = loadAddon()
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
 export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(addon)
+export const indexApi = makeIndexApi(addon)

@@ -21,10 +21,14 @@
 import { BrcacheError } from './errors.js'
 import { mapLimit } from './concurrency.js'
 import { LOCK_SUFFIX, openHandler } from './handlers/index.js'
+import { IndexStore } from './index-store.js'
 import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
 import * as napiCore from './native.js'
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
+
+/** Segments past which a writer folds the index into a new snapshot. */
+const INDEX_COMPACT_AFTER = 64
 
 /** An error that names what was being done, keeping the original code. */
 function annotate(error, what) {
@@ -47,6 +51,8 @@ function byTimestamp(a, b) {
  * @param {object} [options.logger] `{ debug, info, warn, error }(message, data)`
  * @param {number} [options.lockStaleMs=10000] when a cache lock left by a dead writer is taken over
  * @param {object} [options.core] the core to use (`brcache/wasm`'s exports work too)
+ * @param {boolean | 'auto'} [options.index='auto'] maintain and use the repository-wide
+ *   index: always, never, or when the repository has one
  */
 export function openRepository(pathOrHandler, options = {}) {
   return new Repository(openHandler(pathOrHandler), options)
@@ -60,8 +66,13 @@ export class Repository {
   #log
   #lockStaleMs
   #limits
+  #index
+  #indexMode
 
-  constructor(handler, { concurrency = 10, immutable = false, logger = silent, lockStaleMs = 10_000, core = napiCore, limits = {} } = {}) {
+  constructor(
+    handler,
+    { concurrency = 10, immutable = false, logger = silent, lockStaleMs = 10_000, core = napiCore, limits = {}, index = 'auto' } = {},
+  ) {
     this.#handler = handler
     this.#core = core
     this.#concurrency = concurrency
@@ -69,6 +80,9 @@ export class Repository {
     this.#log = { ...silent, ...logger }
     this.#lockStaleMs = lockStaleMs
     this.#limits = limits
+    this.#index = new IndexStore(handler, core.indexApi, this.#log)
+    // An immutable repository gets no index either: it is a cache too.
+    this.#indexMode = immutable ? false : index
   }
 
   get handler() {
@@ -115,8 +129,21 @@ export class Repository {
     return this.#perVm((vm) => this.listVmBackups(vm))
   }
 
-  /** The restore view: `{ [vm]: summaries }` (see the core's summary). */
+  /**
+   * The restore view: `{ [vm]: summaries }` (see the core's summary). From
+   * the repository-wide index when there is one (two round trips whatever
+   * the VM count), else from every VM's checked cache.
+   */
   async listSummaries(filter) {
+    if (this.#indexMode !== false) {
+      try {
+        const index = await this.#index.read()
+        if (index) return index.view(filter)
+      } catch (error) {
+        if (!(error instanceof BrcacheError) && error.code !== 'EAGAIN') throw error
+        this.#log.warn('brcache: unusable repository index, listing every VM instead', { reason: error.message })
+      }
+    }
     return this.#perVm((vm) => this.listVmSummaries(vm, filter))
   }
 
@@ -453,6 +480,9 @@ export class Repository {
       const loaded = await this.#load(vm)
       mutate(loaded.cache)
       await this.#writeCache(vm, loaded.cache, loaded.previousGeneration)
+      // Published under the VM's lock: the VM's segments then follow its
+      // cache generations in order.
+      await this.#publish(vm, loaded.cache)
     } catch (error) {
       if (error instanceof BrcacheError && error.code === 'INVALID_KEY') throw error
       this.#log.warn('brcache: the cache was not updated; the next check will repair it', {
@@ -463,6 +493,91 @@ export class Repository {
     } finally {
       await release?.()
     }
+  }
+
+  // --- the repository-wide index ----------------------------------------------
+
+  async #indexActive() {
+    if (this.#indexMode === false) return false
+    return this.#indexMode === true || (await this.#index.exists())
+  }
+
+  /**
+   * Publishes a VM's index segment after its cache was written, and
+   * compacts when segments pile up. A failure is logged: the index only
+   * lags, and the next check catches it up.
+   */
+  async #publish(vm, cache) {
+    try {
+      if (!(await this.#indexActive())) return
+      await this.#index.publish(cache.indexSegment())
+      if ((await this.#index.segmentCount()) > INDEX_COMPACT_AFTER) await this.#index.compact()
+    } catch (error) {
+      this.#log.warn('brcache: the repository index was not updated; the next check will catch up', { vm, reason: error.message })
+    }
+  }
+
+  /**
+   * Compares the index with every VM folder's cache (generation and
+   * fingerprint from its header) and, with `repair`, publishes a fresh
+   * entry for every VM that changed behind the index's back (Xen Orchestra
+   * writes caches without segments) and records vanished VM folders.
+   * Returns `{ exists, drift: { [vm]: 'unknown' | 'behind' | 'gone' }, repaired }`.
+   */
+  async checkIndex({ repair = false, dryRun = false } = {}) {
+    let index
+    try {
+      index = await this.#index.read()
+    } catch (error) {
+      if (!(error instanceof BrcacheError)) throw error
+      this.#log.warn('brcache: unusable repository index', { reason: error.message })
+      if (repair && !dryRun && !this.#immutable) return { exists: true, drift: {}, repaired: true, ...(await this.buildIndex()) }
+      return { exists: true, unusable: error.message, drift: {}, repaired: false }
+    }
+    if (index === undefined) return { exists: false, drift: {}, repaired: false }
+    const vms = await this.listAllVms()
+    const states = {}
+    await mapLimit(vms, this.#concurrency, async (vm) => {
+      const bytes = await this.#readCache(vm)
+      let header = null
+      try {
+        header = bytes ? this.#core.readCacheHeader(bytes) : undefined
+      } catch {
+        header = null // not even a gzip header: certainly behind
+      }
+      states[vm] = header === undefined ? null : [header?.generation ?? 0, header?.fingerprint ?? null]
+    })
+    const drift = index.drift(states)
+    const write = repair && !dryRun && !this.#immutable && Object.keys(drift).length > 0
+    if (write) {
+      await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {
+        if (kind === 'gone') return this.#index.publish(index.goneSegment(vm))
+        // The cache is rewritten past the generation the index knows (it
+        // went back to 0 if XO rewrote it), then published as usual.
+        await this.#updateCache(vm, 'index', (cache) => cache.continueAfter(index.vmGeneration(vm) ?? 0))
+      })
+      await this.#index.compact()
+    }
+    return { exists: true, drift, repaired: write }
+  }
+
+  /**
+   * Builds (or rebuilds) the index from the VM caches, not from the
+   * metadata files: every cache is checked (and repaired), then each VM's
+   * segment published, then everything folded into one snapshot.
+   */
+  async buildIndex() {
+    if (this.#immutable) throw new Error('an immutable repository gets no index')
+    const reports = await this.checkAll({ repair: true })
+    const vms = Object.keys(reports)
+    await mapLimit(vms, this.#concurrency, async (vm) => {
+      const loaded = await this.#load(vm)
+      await this.#index.publish(loaded.cache.indexSegment())
+    })
+    // Every VM is now in a segment: an unusable snapshot can go.
+    await this.#index.dropSnapshots()
+    const compaction = await this.#index.compact()
+    return { vms: vms.length, generation: compaction?.generation }
   }
 
   /**

@@ -134,6 +134,11 @@ export function makeVmCacheApi(native) {
       return JSON.parse(call(() => this.#native.rebuild([...listing], names, contents)))
     }
 
+    /** This cache's segment for the repository-wide index. */
+    indexSegment() {
+      return call(() => this.#native.indexSegment())
+    }
+
     merge(other) {
       return new VmCache(this.#native.merge(other.#native))
     }

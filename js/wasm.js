@@ -2,6 +2,7 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
 const require = createRequire(import.meta.url)
@@ -9,4 +10,5 @@ const wasm = require('./generated/wasm-node/brcache_wasm.js')
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
 export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(wasm)
+export const indexApi = makeIndexApi(wasm)
 export { BrcacheError } from './errors.js'

@@ -35,7 +35,8 @@
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gzip;
-use crate::summary::Summary;
+use crate::summary::{self, Filter, Summary};
+use crate::vm_cache::VmCache;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -156,6 +157,39 @@ impl Snapshot {
             .collect()
     }
 
+    /// The restore view keeping the restore points `filter` accepts, VMs
+    /// left without any omitted.
+    pub fn filtered_view(&self, filter: &Filter) -> BTreeMap<&str, Vec<&Summary>> {
+        self.vms
+            .iter()
+            .map(|(vm, e)| {
+                (
+                    vm.as_str(),
+                    e.summaries
+                        .iter()
+                        .filter(|s| filter.matches(s))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, summaries)| !summaries.is_empty())
+            .collect()
+    }
+
+    /// The cache generation the index holds for `vm`, if any.
+    pub fn generation_of(&self, vm: &str) -> Option<u64> {
+        self.vms.get(vm).map(|e| e.generation)
+    }
+
+    /// The entry that records `vm`'s folder as gone: empty, and later than
+    /// the one the index holds, so that it wins every fold.
+    pub fn gone_entry(&self, vm: &str) -> VmEntry {
+        VmEntry {
+            generation: self.vms.get(vm).map_or(0, |e| e.generation + 1),
+            fingerprint: None,
+            summaries: Vec::new(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("plain data always serializes");
         gzip::write_member(&json, None, codec::DEFAULT_LEVEL)
@@ -171,6 +205,76 @@ impl Snapshot {
         })?;
         check_version(snapshot.version)?;
         Ok(snapshot)
+    }
+}
+
+/// A VM's entry from its cache as just written (after `commit`).
+pub fn entry_of(cache: &VmCache) -> Result<VmEntry> {
+    Ok(VmEntry {
+        generation: cache.generation(),
+        fingerprint: Some(cache.fingerprint().to_hex()),
+        summaries: summary::summaries(cache, &Filter::default())?,
+    })
+}
+
+/// An index as read from the share: the newest snapshot and the segments
+/// it had not folded yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// Every segment that decoded, folded ones included (a compaction
+    /// takes them all).
+    pub segments: Vec<(String, Segment)>,
+    /// Segments that did not decode, with the reason: skipped, never fatal
+    /// (a segment is being written, or was cut by a crash).
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl Loaded {
+    /// Decodes what a reader fetched. A snapshot that does not decode is an
+    /// error: the caller rebuilds the index from the VM caches.
+    pub fn decode(
+        snapshot: Option<&[u8]>,
+        segments: Vec<(String, Vec<u8>)>,
+        limits: &DecodeLimits,
+    ) -> Result<Loaded> {
+        let snapshot = snapshot.map_or(Ok(Snapshot::empty()), |b| Snapshot::decode(b, limits))?;
+        let mut loaded = Loaded {
+            snapshot,
+            segments: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        for (name, bytes) in segments {
+            match Segment::decode(&bytes) {
+                Ok(segment) => loaded.segments.push((name, segment)),
+                Err(error) => loaded.unreadable.push((name, error.to_string())),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The snapshot with every segment it had not folded folded in.
+    pub fn current(&self) -> Snapshot {
+        let mut current = self.snapshot.clone();
+        for (name, segment) in &self.segments {
+            if !self.snapshot.folded.contains(name) {
+                current.fold(name, segment.clone());
+            }
+        }
+        current
+    }
+
+    /// Segments not folded into the snapshot yet.
+    pub fn unfolded(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|(name, _)| !self.snapshot.folded.contains(name))
+            .count()
+    }
+
+    /// The compaction of everything read.
+    pub fn compact(&self) -> Compaction {
+        compact(self.snapshot.clone(), self.segments.clone())
     }
 }
 
@@ -251,6 +355,18 @@ pub struct Compaction {
     pub segments_to_delete: Vec<String>,
 }
 
+impl Compaction {
+    /// What to do with it, without the snapshot: its name, its generation
+    /// and the segments to delete once it is written.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "generation": self.snapshot.generation,
+            "segmentsToDelete": self.segments_to_delete,
+        })
+    }
+}
+
 /// Compacts a snapshot with every segment listed beside it (those it
 /// already folded included: folding again changes nothing). The new
 /// snapshot's `folded` names exactly those segments, which are deleted once
@@ -284,13 +400,21 @@ pub enum Drift {
     Gone,
 }
 
+/// Each VM folder's cache as [`drift`] needs it: its generation and
+/// fingerprint (hex), or `None` when the folder has no cache.
+pub type CacheStates = BTreeMap<String, Option<(u64, Option<String>)>>;
+
+/// The caches argument of [`drift`] from its JSON form:
+/// `{ "<vm>": [generation, fingerprint | null] | null }`.
+pub fn parse_caches(text: &str) -> Result<CacheStates> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("invalid caches: {e}")))
+}
+
 /// Compares the index with the VM folders' caches: `caches` maps each VM
 /// folder to its cache's generation and fingerprint (hex), `None` when the
 /// folder has no cache. Returns the VMs whose entry must be republished.
-pub fn drift(
-    snapshot: &Snapshot,
-    caches: &BTreeMap<String, Option<(u64, Option<String>)>>,
-) -> BTreeMap<String, Drift> {
+pub fn drift(snapshot: &Snapshot, caches: &CacheStates) -> BTreeMap<String, Drift> {
     let mut out = BTreeMap::new();
     for (vm, cache) in caches {
         match (snapshot.vms.get(vm), cache) {

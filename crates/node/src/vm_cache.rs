@@ -227,6 +227,19 @@ impl NativeVmCache {
         }
     }
 
+    /// This cache's index segment (its restore view at its generation).
+    #[napi]
+    pub fn index_segment(&self) -> Either<Buffer, ErrorInfo> {
+        match brcache_core::index::entry_of(&self.inner) {
+            Ok(entry) => Either::A(
+                brcache_core::index::Segment::new(self.inner.vm().as_str(), entry)
+                    .encode()
+                    .into(),
+            ),
+            Err(error) => Either::B(error.into()),
+        }
+    }
+
     #[napi]
     pub fn merge(&self, other: &NativeVmCache) -> NativeVmCache {
         NativeVmCache {

@@ -174,6 +174,13 @@ impl NativeVmCache {
         Ok(json(&repaired.unreadable))
     }
 
+    /// This cache's index segment (its restore view at its generation).
+    #[wasm_bindgen(js_name = indexSegment)]
+    pub fn index_segment(&self) -> Result<Vec<u8>, JsValue> {
+        let entry = brcache_core::index::entry_of(&self.inner).map_err(throw)?;
+        Ok(brcache_core::index::Segment::new(self.inner.vm().as_str(), entry).encode())
+    }
+
     pub fn merge(&self, other: &NativeVmCache) -> NativeVmCache {
         NativeVmCache {
             inner: self.inner.merge(&other.inner),

@@ -1,0 +1,105 @@
+//! The repository-wide index as a JS class, mirroring the napi addon's
+//! `NativeIndex`.
+
+use crate::throw;
+use brcache_core::index::{self, Loaded};
+use brcache_core::{DecodeLimits, Error, ErrorKind, Filter};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+pub struct NativeIndex {
+    loaded: Loaded,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serializes")
+}
+
+#[wasm_bindgen(js_name = loadIndex)]
+pub fn load_index(
+    snapshot: Option<Vec<u8>>,
+    names: Vec<String>,
+    segments: Vec<js_sys::Uint8Array>,
+) -> Result<NativeIndex, JsValue> {
+    if names.len() != segments.len() {
+        return Err(throw(Error::new(
+            ErrorKind::InvalidArgument,
+            "segment names and contents differ in length",
+        )));
+    }
+    let segments = names
+        .into_iter()
+        .zip(segments.iter().map(js_sys::Uint8Array::to_vec))
+        .collect();
+    Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())
+        .map(|loaded| NativeIndex { loaded })
+        .map_err(throw)
+}
+
+#[wasm_bindgen(js_name = indexReadPlan)]
+pub fn index_read_plan(names: Vec<String>) -> String {
+    json(&index::ReadPlan::from_listing(
+        names.iter().map(String::as_str),
+    ))
+}
+
+#[wasm_bindgen(js_name = indexSegmentName)]
+pub fn index_segment_name(time_ms: f64, random_high: u32, random_low: u32) -> String {
+    index::segment_name(
+        time_ms as u64,
+        (u64::from(random_high) << 32) | u64::from(random_low),
+    )
+}
+
+#[wasm_bindgen]
+impl NativeIndex {
+    #[wasm_bindgen(js_name = viewJson)]
+    pub fn view_json(&self, filter: Option<String>) -> Result<String, JsValue> {
+        let filter = Filter::from_json(filter.as_deref()).map_err(throw)?;
+        Ok(json(&self.loaded.current().filtered_view(&filter)))
+    }
+
+    #[wasm_bindgen(js_name = vmGeneration)]
+    pub fn vm_generation(&self, vm: &str) -> Option<f64> {
+        self.loaded.current().generation_of(vm).map(|g| g as f64)
+    }
+
+    #[wasm_bindgen(js_name = goneSegment)]
+    pub fn gone_segment(&self, vm: &str) -> Vec<u8> {
+        let entry = self.loaded.current().gone_entry(vm);
+        index::Segment::new(vm, entry).encode()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn generation(&self) -> f64 {
+        self.loaded.snapshot.generation as f64
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn unfolded(&self) -> u32 {
+        self.loaded.unfolded() as u32
+    }
+
+    #[wasm_bindgen(js_name = unreadableJson)]
+    pub fn unreadable_json(&self) -> String {
+        json(&self.loaded.unreadable)
+    }
+
+    /// The compaction's snapshot bytes; `compactionJson` gives its name,
+    /// generation and the segments to delete.
+    #[wasm_bindgen(js_name = compactedSnapshot)]
+    pub fn compacted_snapshot(&self) -> Vec<u8> {
+        self.loaded.compact().snapshot.encode()
+    }
+
+    #[wasm_bindgen(js_name = compactionJson)]
+    pub fn compaction_json(&self) -> String {
+        json(&self.loaded.compact().summary())
+    }
+
+    #[wasm_bindgen(js_name = driftJson)]
+    pub fn drift_json(&self, caches: &str) -> Result<String, JsValue> {
+        let caches = index::parse_caches(caches).map_err(throw)?;
+        Ok(json(&index::drift(&self.loaded.current(), &caches)))
+    }
+}
