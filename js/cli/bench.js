@@ -47,13 +47,16 @@ function withTempDir(fn) {
 async function article({ runs, vms = 22, retention = 45 }) {
   return withTempDir(async (dir) => {
     await generateRepository(dir, { vms, retention, seed: 'article' })
+    await openRepository(dir).buildIndex()
     const share = new SimulatedShare(new LocalHandler(dir), SHARE)
-    const repository = openRepository(share)
+    const repository = openRepository(share, { index: false })
+    const indexed = openRepository(share, { index: true })
     const settle = () => repository.settle()
     const paths = {
       'no cache': () => listWithoutCache(share).then(restoreView),
       'XO-style cache': () => listXoStyle(share).then(restoreView),
       'brcache restore view': () => repository.listSummaries(),
+      'brcache restore view, index': () => indexed.listSummaries(),
       'brcache full records': () => repository.listAllVmBackups(),
     }
     const results = {}
@@ -76,16 +79,18 @@ async function update({ runs, retentions = [45, 1000] }) {
     await withTempDir(async (dir) => {
       const rng = createRandom(`update-${retention}`)
       const vm = makeVm(rng, 0)
-      const backups = makeVmBackups(rng, { vm, retention: retention + 2 * runs + 2 })
+      const backups = makeVmBackups(rng, { vm, retention: retention + 3 * runs + 2 })
       const local = new LocalHandler(dir)
       for (const { filename, metadata } of backups.slice(0, retention)) {
         await local.writeFile(vmFile(vm.uuid, filename), JSON.stringify(metadata), { exclusive: true })
       }
-      await openRepository(dir).checkVm(vm.uuid, { repair: true })
+      await openRepository(dir).buildIndex()
       const share = new SimulatedShare(new LocalHandler(dir), SHARE)
-      const onShare = openRepository(share)
+      const onShare = openRepository(share, { index: false })
+      const indexed = openRepository(share, { index: true })
       let next = retention
       const add = await measure(share, () => onShare.writeVmBackupMetadata(vm.uuid, backups[next++].metadata), runs)
+      const addIndexed = await measure(share, () => indexed.writeVmBackupMetadata(vm.uuid, backups[next++].metadata), runs)
       let oldest = 0
       const remove = await measure(
         share,
@@ -113,6 +118,7 @@ async function update({ runs, retentions = [45, 1000] }) {
       )
       results[`add one, retention ${retention}: XO-style`] = xoAdd
       results[`add one, retention ${retention}: brcache`] = add
+      results[`add one, retention ${retention}: brcache + index`] = addIndexed
       results[`delete one, retention ${retention}: XO-style`] = xoRemove
       results[`delete one, retention ${retention}: brcache`] = remove
     })
@@ -130,12 +136,15 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     await generateRepository(dir, { vms, retention, seed: 'large', caches: false, onProgress: (d, t) => bar.update(d, t, 'VMs') })
     bar.done()
     const share = new SimulatedShare(new LocalHandler(dir), SHARE)
-    const repository = openRepository(share)
+    const repository = openRepository(share, { index: false })
+    const indexed = openRepository(share, { index: true })
     const results = {}
     results['no cache (full records)'] = await measure(share, () => listWithoutCache(share).then(restoreView), 1)
     results['brcache cold rebuild (check --repair)'] = await measure(share, () => repository.checkAll({ repair: true }), 1)
+    results['brcache index build (from the caches)'] = await measure(share, () => indexed.buildIndex(), 1)
     results['brcache warm listing (full records)'] = await measure(share, () => repository.listAllVmBackups(), runs)
-    results['brcache listSummaries'] = await measure(share, () => repository.listSummaries(), runs)
+    results['brcache listSummaries (per-VM caches)'] = await measure(share, () => repository.listSummaries(), runs)
+    results['brcache listSummaries (index)'] = await measure(share, () => indexed.listSummaries(), runs)
     results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
     return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }
   })
