@@ -3,5 +3,5 @@
 
 export { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf } from './native.js'
 export { openRepository } from './repository.js'
-export { LocalHandler, SimulatedShare, openHandler } from './handlers/index.js'
+export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler } from './handlers/index.js'
 export { BrcacheError } from './errors.js'

@@ -21,7 +21,7 @@
 import { BrcacheError } from './errors.js'
 import { mapLimit } from './concurrency.js'
 import { LOCK_SUFFIX, openHandler } from './handlers/index.js'
-import { IndexStore } from './index-store.js'
+import { INDEX_DIR, IndexStore } from './index-store.js'
 import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
 import * as napiCore from './native.js'
 
@@ -44,18 +44,20 @@ function byTimestamp(a, b) {
 /**
  * Opens a backup repository.
  *
- * @param {string | object} pathOrHandler a folder (local or a mounted NFS/SMB share) or a handler
+ * @param {string | object} pathOrHandler a folder (local or a mounted NFS/SMB share), an
+ *   `s3://<key>:<secret>@<host>:<port>/<bucket>/<prefix>` URL, or a handler
  * @param {object} [options]
  * @param {number} [options.concurrency=10] VM folders and metadata files worked on at once
  * @param {boolean} [options.immutable=false] never write, create or delete a cache
  * @param {object} [options.logger] `{ debug, info, warn, error }(message, data)`
  * @param {number} [options.lockStaleMs=10000] when a cache lock left by a dead writer is taken over
  * @param {object} [options.core] the core to use (`brcache/wasm`'s exports work too)
+ * @param {{ http?: boolean }} [options.s3] for an s3:// URL: plain HTTP (a store on loopback)
  * @param {boolean | 'auto'} [options.index='auto'] maintain and use the repository-wide
  *   index: always, never, or when the repository has one
  */
 export function openRepository(pathOrHandler, options = {}) {
-  return new Repository(openHandler(pathOrHandler), options)
+  return new Repository(openHandler(pathOrHandler, options), options)
 }
 
 export class Repository {
@@ -82,7 +84,14 @@ export class Repository {
     this.#limits = limits
     this.#index = new IndexStore(handler, core.indexApi, this.#log)
     // An immutable repository gets no index either: it is a cache too.
-    this.#indexMode = immutable ? false : index
+    // Without locks (S3), two writers of one VM could publish conflicting
+    // entries of the same generation, and the index could lag behind the
+    // folder until a check: such repositories list through their checked
+    // VM caches, which stay true whatever the writers do.
+    if (index === true && handler.supportsLocks === false) {
+      throw new Error('the repository index needs a handler with locks (not S3); the VM caches serve listings there')
+    }
+    this.#indexMode = immutable || handler.supportsLocks === false ? false : index
   }
 
   get handler() {
@@ -138,7 +147,10 @@ export class Repository {
     if (this.#indexMode !== false) {
       try {
         const index = await this.#index.read()
-        if (index) return index.view(filter)
+        // Without a snapshot, the segments alone may not hold every VM (the
+        // snapshot was lost, or the index never compacted): not the whole view.
+        if (index?.plan.snapshot) return index.view(filter)
+        if (index) this.#log.warn('brcache: the repository index has no snapshot, listing every VM instead', { dir: INDEX_DIR })
       } catch (error) {
         if (!(error instanceof BrcacheError) && error.code !== 'EAGAIN') throw error
         this.#log.warn('brcache: unusable repository index, listing every VM instead', { reason: error.message })
@@ -535,6 +547,12 @@ export class Repository {
       return { exists: true, unusable: error.message, drift: {}, repaired: false }
     }
     if (index === undefined) return { exists: false, drift: {}, repaired: false }
+    const { drift, repaired } = await this.#reconcileIndex(index, repair && !dryRun && !this.#immutable)
+    return { exists: true, drift, repaired }
+  }
+
+  /** checkIndex's work on an index read: `{ drift, repaired }`. */
+  async #reconcileIndex(index, repair) {
     const vms = await this.listAllVms()
     const states = {}
     await mapLimit(vms, this.#concurrency, async (vm) => {
@@ -548,7 +566,7 @@ export class Repository {
       states[vm] = header === undefined ? null : [header?.generation ?? 0, header?.fingerprint ?? null]
     })
     const drift = index.drift(states)
-    const write = repair && !dryRun && !this.#immutable && Object.keys(drift).length > 0
+    const write = repair && Object.keys(drift).length > 0
     if (write) {
       await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {
         if (kind === 'gone') return this.#index.publish(index.goneSegment(vm))
@@ -556,9 +574,9 @@ export class Repository {
         // went back to 0 if XO rewrote it), then published as usual.
         await this.#updateCache(vm, 'index', (cache) => cache.continueAfter(index.vmGeneration(vm) ?? 0))
       })
-      await this.#index.compact()
+      return { drift, repaired: true, compaction: await this.#index.compact() }
     }
-    return { exists: true, drift, repaired: write }
+    return { drift, repaired: false }
   }
 
   /**
@@ -576,7 +594,13 @@ export class Repository {
     })
     // Every VM is now in a segment: an unusable snapshot can go.
     await this.#index.dropSnapshots()
-    const compaction = await this.#index.compact()
+    let compaction = await this.#index.compact()
+    // Segments left from before the rebuild were folded too: one of a VM
+    // folder now gone, or of a generation above its cache's (a cache XO
+    // rewrote starts again at 0), would win over the fresh entry. Catch up
+    // as check does, so that the rebuilt index agrees with every cache.
+    const index = await this.#index.read()
+    if (index) compaction = (await this.#reconcileIndex(index, true)).compaction ?? compaction
     return { vms: vms.length, generation: compaction?.generation }
   }
 

@@ -71,6 +71,11 @@ export class LocalHandler {
     return this.#root
   }
 
+  /** Locks exclude other processes and hosts (see lock()). */
+  get supportsLocks() {
+    return true
+  }
+
   /**
    * The absolute path of a repository-relative path, or EINVAL. Checks are
    * lexical and run before any I/O; the final prefix test is a second line

@@ -88,6 +88,10 @@ export class SimulatedShare {
     this.setFaults(faults)
   }
 
+  get supportsLocks() {
+    return this.inner.supportsLocks !== false
+  }
+
   get inner() {
     return this.#inner
   }
