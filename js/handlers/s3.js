@@ -141,9 +141,11 @@ export class S3Handler {
       token = page.IsTruncated ? page.NextContinuationToken : undefined
     } while (token)
     // An object store has no empty folders: a prefix with nothing under it
-    // is a folder that does not exist.
+    // is a folder that does not exist, except the repository's own root,
+    // which is there as soon as the bucket is (a missing bucket fails the
+    // request itself).
     if (entries.size === 0) {
-      if (base === '') return []
+      if (base === this.#prefix) return []
       throw codedError('ENOENT', `no such folder: ${dir}`, dir)
     }
     return [...entries].map(([name, isDirectory]) => ({ name, isDirectory })).sort((a, b) => (a.name < b.name ? -1 : 1))
