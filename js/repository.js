@@ -491,6 +491,11 @@ export class Repository {
       release = await this.#lock(vm)
       const loaded = await this.#load(vm)
       mutate(loaded.cache)
+      // A cache without a generation of its own (none yet, unusable, or
+      // rewritten by XO) starts again from 0: its segments would then lose
+      // every fold to the entry the index still holds for the VM, hiding
+      // this write. Continue after that entry instead.
+      if (loaded.previousGeneration === 0) loaded.cache.continueAfter(await this.#indexedGeneration(vm))
       await this.#writeCache(vm, loaded.cache, loaded.previousGeneration)
       // Published under the VM's lock: the VM's segments then follow its
       // cache generations in order.
@@ -512,6 +517,17 @@ export class Repository {
   async #indexActive() {
     if (this.#indexMode === false) return false
     return this.#indexMode === true || (await this.#index.exists())
+  }
+
+  /** The cache generation the index holds for `vm` (0 if none, or no usable index). */
+  async #indexedGeneration(vm) {
+    try {
+      if (!(await this.#indexActive())) return 0
+      return (await this.#index.read())?.vmGeneration(vm) ?? 0
+    } catch (error) {
+      this.#log.debug('brcache: cannot read the repository index', { vm, reason: error.message })
+      return 0
+    }
   }
 
   /**
