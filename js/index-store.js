@@ -108,10 +108,14 @@ export class IndexStore {
     }
   }
 
-  /** Publishes one segment (create-only, under a name no one else picks). */
+  /**
+   * Publishes one segment, under a name no one else picks (so it needs no
+   * create-only write), written atomically: a crash never leaves half a
+   * segment for readers to skip forever.
+   */
   async publish(bytes) {
     const name = this.#api.segmentName()
-    await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes, { exclusive: true })
+    await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes)
     return name
   }
 
