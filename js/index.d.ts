@@ -1,17 +1,155 @@
-import type { BytesInput, CacheHeader, DecodeOptions, EncodeOptions, MetadataCache, Summary, SummaryFilter } from './types.js'
+// brcache: the codec and VM caches on the napi addon, and the repository API.
+import type { MetadataEntry, Summary, SummaryFilter } from './types.js'
 
-export type * from './types.js'
-export { BrcacheError, VmCache } from './types.js'
+export * from './core.js'
 
-/** Decodes `cache.json.gz` bytes; the same object as `JSON.parse(gunzip(bytes))` for a valid cache. */
-export declare function decodeCache(bytes: BytesInput, options?: DecodeOptions): MetadataCache
-/** Encodes a cache object as gzip bytes any gunzip reads, with brcache's header in FEXTRA. */
-export declare function encodeCache(cache: MetadataCache, options?: EncodeOptions): Uint8Array
-/** brcache's header, read without inflating; null for a cache written by Xen Orchestra. */
-export declare function readCacheHeader(bytes: BytesInput, options?: Pick<DecodeOptions, 'name'>): CacheHeader | null
-/** A VM cache's restore-view summaries straight from its `cache.json.gz` bytes, sorted by timestamp. */
-export declare function summariesOf(vm: string, bytes: BytesInput, filter?: SummaryFilter, options?: DecodeOptions): Summary[]
-/** Whether the header alone proves the cache covers exactly the listed metadata files. */
-export declare function fastPath(bytes: BytesInput, listing: Iterable<string>): boolean
-/** Throws a BrcacheError unless every key names a distinct metadata file of `vm`'s folder. */
-export declare function checkKeys(vm: string, keys: Iterable<string>, file?: string): void
+export interface Logger {
+  debug?(message: string, data?: object): void
+  info?(message: string, data?: object): void
+  warn?(message: string, data?: object): void
+  error?(message: string, data?: object): void
+}
+
+/** The I/O a repository does, all of it (see js/handlers/interface.md). */
+export interface Handler {
+  readonly supportsLocks?: boolean
+  list(dir: string): Promise<string[]>
+  listWithTypes(dir: string): Promise<{ name: string; isDirectory: boolean }[]>
+  readFile(path: string): Promise<Uint8Array>
+  writeFile(path: string, data: Uint8Array | string, options?: { exclusive?: boolean }): Promise<void>
+  rename(from: string, to: string): Promise<void>
+  unlink(path: string): Promise<void>
+  rmdir(path: string): Promise<void>
+  mkdir(path: string): Promise<void>
+  stat(path: string): Promise<{ size: number; mtimeMs: number; isDirectory: boolean }>
+  lock(path: string, options?: { stale?: number; retries?: number | object }): Promise<() => Promise<void>>
+  cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
+}
+
+export declare class LocalHandler implements Handler {
+  constructor(rootDir: string)
+  readonly root: string
+  readonly supportsLocks: boolean
+  list(dir: string): Promise<string[]>
+  listWithTypes(dir: string): Promise<{ name: string; isDirectory: boolean }[]>
+  readFile(path: string): Promise<Uint8Array>
+  writeFile(path: string, data: Uint8Array | string, options?: { exclusive?: boolean }): Promise<void>
+  rename(from: string, to: string): Promise<void>
+  unlink(path: string): Promise<void>
+  rmdir(path: string): Promise<void>
+  mkdir(path: string): Promise<void>
+  stat(path: string): Promise<{ size: number; mtimeMs: number; isDirectory: boolean }>
+  lock(path: string, options?: { stale?: number; retries?: number | object }): Promise<() => Promise<void>>
+  cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
+}
+
+export interface ShareStats {
+  calls: Record<string, number> & { total: number }
+  bytes: { read: number; written: number }
+}
+
+export type Fault = undefined | { error: string } | { delayMs: number }
+
+/** Wraps a handler with a network share's behaviour: round trips, calls in flight, bandwidth, faults. */
+export declare class SimulatedShare extends LocalHandler {
+  constructor(
+    inner: Handler,
+    options?: {
+      rttMs?: number
+      maxInFlight?: number
+      bandwidthBytesPerSec?: number
+      faults?: Record<string, Fault | ((call: { kind: string; path: string; seq: number }) => Fault)> | ((call: { kind: string; path: string; seq: number }) => Fault)
+    },
+  )
+  readonly inner: Handler
+  stats(): ShareStats
+  resetStats(): void
+  setFaults(faults: Record<string, Fault> | ((call: { kind: string; path: string; seq: number }) => Fault)): void
+}
+
+export interface S3Options {
+  endpoint: string
+  bucket: string
+  prefix?: string
+  accessKeyId: string
+  secretAccessKey: string
+  region?: string
+  maxAttempts?: number
+}
+
+/** A repository in an S3-compatible object store. */
+export declare class S3Handler extends LocalHandler {
+  constructor(options: S3Options)
+  static fromUrl(url: string, options?: { http?: boolean }): S3Handler
+  /** Throws unless the bucket exists and the key may use it. */
+  check(): Promise<void>
+  destroy(): void
+}
+
+export declare function parseS3Url(url: string, options?: { http?: boolean }): S3Options & { prefix: string }
+export declare function openHandler(pathOrHandler: string | URL | Handler, options?: { s3?: { http?: boolean } }): Handler
+
+/** A restore point's metadata as listed: it names the file its key names. */
+export interface MetadataRecord extends MetadataEntry {
+  id: string
+  _filename: string
+  isImmutable: boolean
+}
+
+export interface CheckReport {
+  vm: string
+  entries: number
+  fastPath: boolean
+  cacheError?: string
+  stale: string[]
+  missing: string[]
+  unreadable: { id: string; reason: string }[]
+  incomplete?: { id: string; missing: string[] }[]
+  coherent: boolean
+  repaired: boolean
+}
+
+export interface CheckOptions {
+  repair?: boolean
+  dryRun?: boolean
+  deep?: boolean
+}
+
+export interface IndexCheck {
+  exists: boolean
+  unusable?: string
+  drift: Record<string, 'unknown' | 'behind' | 'gone'>
+  repaired: boolean
+}
+
+export interface RepositoryOptions {
+  concurrency?: number
+  immutable?: boolean
+  logger?: Logger
+  lockStaleMs?: number
+  /** The core: the napi addon by default; `await import('brcache/wasm')` works too. */
+  core?: object
+  index?: boolean | 'auto'
+  s3?: { http?: boolean }
+}
+
+export declare class Repository {
+  readonly handler: Handler
+  readonly immutable: boolean
+  listAllVms(): Promise<string[]>
+  listVmBackups(vm: string, predicate?: (record: MetadataRecord) => boolean): Promise<MetadataRecord[]>
+  listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>
+  listVmSummaries(vm: string, filter?: SummaryFilter): Promise<Summary[]>
+  listSummaries(filter?: SummaryFilter): Promise<Record<string, Summary[]>>
+  writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>
+  deleteVmBackups(ids: Iterable<string>): Promise<void>
+  checkVm(vm: string, options?: CheckOptions): Promise<CheckReport>
+  checkAll(options?: CheckOptions): Promise<Record<string, CheckReport>>
+  checkIndex(options?: { repair?: boolean; dryRun?: boolean }): Promise<IndexCheck>
+  buildIndex(): Promise<{ vms: number; generation?: number }>
+  /** Waits for background repairs (tests, and a clean shutdown). */
+  settle(): Promise<void>
+}
+
+/** Opens a backup repository: a folder, an `s3://` URL or a handler. */
+export declare function openRepository(pathOrHandler: string | URL | Handler, options?: RepositoryOptions): Repository

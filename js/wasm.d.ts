@@ -1,17 +1,2 @@
-import type { BytesInput, CacheHeader, DecodeOptions, EncodeOptions, MetadataCache, Summary, SummaryFilter } from './types.js'
-
-export type * from './types.js'
-export { BrcacheError, VmCache } from './types.js'
-
-/** Decodes `cache.json.gz` bytes; the same object as `JSON.parse(gunzip(bytes))` for a valid cache. */
-export declare function decodeCache(bytes: BytesInput, options?: DecodeOptions): MetadataCache
-/** Encodes a cache object as gzip bytes any gunzip reads, with brcache's header in FEXTRA. */
-export declare function encodeCache(cache: MetadataCache, options?: EncodeOptions): Uint8Array
-/** brcache's header, read without inflating; null for a cache written by Xen Orchestra. */
-export declare function readCacheHeader(bytes: BytesInput, options?: Pick<DecodeOptions, 'name'>): CacheHeader | null
-/** A VM cache's restore-view summaries straight from its `cache.json.gz` bytes, sorted by timestamp. */
-export declare function summariesOf(vm: string, bytes: BytesInput, filter?: SummaryFilter, options?: DecodeOptions): Summary[]
-/** Whether the header alone proves the cache covers exactly the listed metadata files. */
-export declare function fastPath(bytes: BytesInput, listing: Iterable<string>): boolean
-/** Throws a BrcacheError unless every key names a distinct metadata file of `vm`'s folder. */
-export declare function checkKeys(vm: string, keys: Iterable<string>, file?: string): void
+// brcache/wasm: the same functions as the napi entry, on the WebAssembly build.
+export * from './core.js'

@@ -51,3 +51,22 @@ async function restoreView(vm: string, response: Response): Promise<number> {
   return summaries.length + cache.summaries().length
 }
 void restoreView
+
+// The repository API of the Node entry.
+import { openRepository, LocalHandler, SimulatedShare, S3Handler } from 'brcache'
+import type { CheckReport, MetadataRecord, Repository, Summary } from 'brcache'
+
+async function backupServer(): Promise<void> {
+  const share = new SimulatedShare(new LocalHandler('/mnt/backups'), { rttMs: 10, maxInFlight: 16 })
+  const repository: Repository = openRepository(share, { concurrency: 8, logger: { warn: console.warn } })
+  const id: string = await repository.writeVmBackupMetadata('vm', { timestamp: Date.now(), mode: 'full' })
+  const records: MetadataRecord[] = await repository.listVmBackups('vm', (r) => r.mode === 'full')
+  const report: CheckReport = await repository.checkVm('vm', { repair: true, dryRun: false, deep: true })
+  const view: Record<string, Summary[]> = await repository.listSummaries({ jobId: 'j' })
+  await repository.deleteVmBackups([id])
+  console.log(records.length, report.coherent, Object.keys(view), share.stats().calls.total)
+  const s3 = S3Handler.fromUrl('s3://key:secret@127.0.0.1:3900/bucket/prefix', { http: true })
+  await s3.check()
+  console.log((await openRepository(s3, { immutable: true }).listAllVms()).length)
+}
+void backupServer
