@@ -43,6 +43,8 @@ const server = createHttpServer((request, response) => {
   const path = request.url.split('?')[0]
   if (request.method === 'GET' && path === '/bench/') {
     response.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end(page)
+  } else if (request.method === 'GET' && path === '/bench/restore-view.js') {
+    response.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' }).end(readFileSync(join(import.meta.dirname, '..', 'js', 'restore-view.js')))
   } else if (request.method === 'GET' && path === '/bench/page.js') {
     response.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' }).end(readFileSync(join(import.meta.dirname, 'browser', 'page.js')))
   } else if (request.method === 'POST' && path === '/bench/results') {

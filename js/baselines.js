@@ -4,6 +4,7 @@
 import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from './layout.js'
 import { gunzipSync } from 'node:zlib'
 import { mapLimit } from './concurrency.js'
+import { projectRecord } from './restore-view.js'
 
 async function listVms(handler) {
   const entries = await handler.listWithTypes(BACKUP_DIR)
@@ -58,29 +59,9 @@ export async function listXoStyle(handler, { concurrency = 10 } = {}) {
   return result
 }
 
-/**
- * The restore view XO's UI builds from full records (its formatVmBackup):
- * what the baselines must compute too, to compare like with like.
- */
+/** The restore view of `{ vm: records }`, projected as XO's UI does. */
 export function restoreView(recordsByVm) {
   const view = {}
-  for (const [vm, records] of Object.entries(recordsByVm)) {
-    view[vm] = records.map((b) => ({
-      id: b.id,
-      timestamp: b.timestamp,
-      mode: b.mode,
-      size: b.size,
-      jobId: b.jobId,
-      scheduleId: b.scheduleId,
-      tags: b.tags,
-      vm: { uuid: b.vm?.uuid, name_label: b.vm?.name_label, name_description: b.vm?.name_description, tags: b.vm?.tags },
-      disks: Object.keys(b.vhds ?? {}).map((ref) => ({
-        id: `${b.id.slice(0, b.id.lastIndexOf('/'))}/${b.vhds[ref]}`,
-        name: b.vdis?.[ref]?.name_label,
-        uuid: b.vdis?.[ref]?.uuid,
-      })),
-      withMemory: b.vmSnapshot?.suspend_VDI !== 'OpaqueRef:NULL',
-    }))
-  }
+  for (const [vm, records] of Object.entries(recordsByVm)) view[vm] = records.map(projectRecord)
   return view
 }

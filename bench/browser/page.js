@@ -5,35 +5,17 @@
 // The results are POSTed back to the bench server.
 
 import { init, summariesOf } from '/js/browser.js'
+import { projectRecord } from '/bench/restore-view.js'
 
 const params = new URL(location.href).searchParams
 const vm = params.get('vm')
 const runs = Number(params.get('runs'))
 const warmup = Number(params.get('warmup'))
 
-/**
- * The restore view Xen Orchestra's UI builds from full records (its
- * formatVmBackup), sorted as the core sorts: js/baselines.js's restoreView,
- * again here because that module imports node:zlib.
- */
+/** The restore view as XO's UI projects it, sorted as the core sorts. */
 function restoreView(records) {
   return records
-    .map((b) => ({
-      id: b.id,
-      timestamp: b.timestamp,
-      mode: b.mode,
-      size: b.size,
-      jobId: b.jobId,
-      scheduleId: b.scheduleId,
-      tags: b.tags,
-      vm: { uuid: b.vm?.uuid, name_label: b.vm?.name_label, name_description: b.vm?.name_description, tags: b.vm?.tags },
-      disks: Object.keys(b.vhds ?? {}).map((ref) => ({
-        id: `${b.id.slice(0, b.id.lastIndexOf('/'))}/${b.vhds[ref]}`,
-        name: b.vdis?.[ref]?.name_label,
-        uuid: b.vdis?.[ref]?.uuid,
-      })),
-      withMemory: b.vmSnapshot?.suspend_VDI !== 'OpaqueRef:NULL',
-    }))
+    .map(projectRecord)
     .sort((a, b) => a.timestamp - b.timestamp || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 }
 
