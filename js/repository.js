@@ -471,9 +471,10 @@ export class Repository {
     cache.continueAfter(previousGeneration)
     const path = vmFile(vm, CACHE_FILE)
     await this.#handler.writeFile(path, cache.commit())
-    // Under the lock, any temp file left in the folder is a dead writer's.
+    // Under the lock, a temp file of the cache is a dead writer's; other
+    // temps (metadata being written, without this lock) only when old.
     try {
-      await this.#handler.cleanTemps(vmDir(vm), { olderThanMs: 0 })
+      await this.#handler.cleanTemps(vmDir(vm), { anyAgeFor: [CACHE_FILE] })
     } catch (error) {
       this.#log.debug('brcache: could not clean temp files', { dir: vmDir(vm), reason: error.message })
     }

@@ -230,8 +230,8 @@ export class LocalHandler {
    * leftovers). Younger ones may belong to a write in progress in another
    * process. Returns the removed names, sorted.
    */
-  async cleanTemps(dir, { olderThanMs = 60_000 } = {}) {
-    return cleanTempsWith(this, dir, { olderThanMs })
+  async cleanTemps(dir, options) {
+    return cleanTempsWith(this, dir, options)
   }
 }
 
@@ -241,17 +241,20 @@ export class LocalHandler {
  * `mtimeMs` comes from the server: on a share with a skewed clock the
  * threshold must be generous, hence the minute-scale default.
  */
-export async function cleanTempsWith(handler, dir, { olderThanMs = 60_000 } = {}) {
+export async function cleanTempsWith(handler, dir, { olderThanMs = 60_000, anyAgeFor = [] } = {}) {
   const entries = await handler.listWithTypes(dir)
   const prefix = dir === '' || dir.endsWith('/') ? dir : `${dir}/`
   const removed = []
   const cutoff = Date.now() - olderThanMs
+  // Temps of these files are dead whatever their age (their writer's lock
+  // is held by the caller); any other may belong to a write in progress.
+  const dead = (name) => anyAgeFor.some((target) => name.startsWith(`${TEMP_PREFIX}${target}${TEMP_MARKER}`))
   for (const { name, isDirectory } of entries) {
     if (isDirectory || !isTempName(name)) continue
     const file = prefix + name
     try {
       const { mtimeMs } = await handler.stat(file)
-      if (mtimeMs > cutoff) continue
+      if (mtimeMs > cutoff && !dead(name)) continue
       await handler.unlink(file)
       removed.push(name)
     } catch (error) {
@@ -262,19 +265,36 @@ export async function cleanTempsWith(handler, dir, { olderThanMs = 60_000 } = {}
   return removed.sort()
 }
 
+/**
+ * Create-only and all or nothing: the data goes to a temp file, fsynced,
+ * then is hard-linked to its name, which fails with EEXIST if the name is
+ * taken (the link is atomic, on NFS too). A crash, even SIGKILL, leaves at
+ * worst a temp file (skipped by listings, removed by cleanTemps), never a
+ * half-written metadata file under its real name.
+ */
 async function createOnly(absolute, data) {
-  const handle = await fs.open(absolute, 'wx')
-  let done = false
+  // A taken name is refused before anything is written (the link below
+  // still settles a race).
+  const taken = await fs.lstat(absolute).then(
+    () => true,
+    (error) => (error.code === 'ENOENT' ? false : Promise.reject(error)),
+  )
+  if (taken) throw Object.assign(new Error(`EEXIST: file already exists, '${absolute}'`), { code: 'EEXIST', errno: -17 })
+  const dir = path.dirname(absolute)
+  const temp = path.join(dir, tempName(path.basename(absolute)))
+  let handle
   try {
+    handle = await fs.open(temp, 'wx')
     await handle.writeFile(data)
     await handle.sync()
-    done = true
+    await handle.close()
+    handle = undefined
+    await fs.link(temp, absolute)
   } finally {
-    await handle.close().catch(() => {})
-    // The file is ours (wx succeeded): a half-written one must not stay
-    // behind as if it were a complete metadata file.
-    if (!done) await fs.unlink(absolute).catch(() => {})
+    await handle?.close().catch(() => {})
+    await fs.unlink(temp).catch(() => {})
   }
+  await syncDirectory(dir)
 }
 
 async function replaceAtomically(absolute, data) {
