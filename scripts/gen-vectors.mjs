@@ -211,6 +211,9 @@ invalid('truncated-body', sample.subarray(0, 20), 'TRUNCATED')
 invalid('truncated-trailer', sample.subarray(0, sample.length - 4), 'TRUNCATED', { offset: sample.length - 8 })
 invalid('crc-mismatch', withTrailer((b) => (b[b.length - 8] ^= 0xff)), 'CRC_MISMATCH', { offset: sample.length - 8 })
 invalid('size-mismatch', withTrailer((b) => (b[b.length - 1] ^= 0x01)), 'SIZE_MISMATCH', { offset: sample.length - 4 })
+// Found by the property tests: a forged ISIZE of 4 GiB once made a
+// 20-byte file reserve the whole inflate limit before failing.
+invalid('forged-size', withCopy(gzip('{}'), (b) => b.writeUInt32LE(0xffffffff, b.length - 4)), 'SIZE_MISMATCH')
 invalid('bad-method', withTrailer((b) => (b[2] = 7)), 'UNSUPPORTED_GZIP', { offset: 2 })
 invalid('reserved-flags', withTrailer((b) => (b[3] |= 0x20)), 'UNSUPPORTED_GZIP', { offset: 3 })
 {
