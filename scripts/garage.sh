@@ -77,8 +77,15 @@ start() {
     [ -n "$id" ] || { echo "garage: node $node does not answer (see $dir/node$node/log)" >&2; exit 1; }
     ids+=("$id")
   done
-  g 1 node connect "${ids[1]}" > /dev/null
-  g 1 node connect "${ids[2]}" > /dev/null
+  # The servers take a moment to listen: retry until each connection holds.
+  for peer in 1 2; do
+    local connected=0
+    for _ in $(seq 1 150); do
+      if g 1 node connect "${ids[$peer]}" > /dev/null 2>&1; then connected=1; break; fi
+      sleep 0.2
+    done
+    [ "$connected" = 1 ] || { echo "garage: cannot connect the nodes (see $dir/node*/log)" >&2; exit 1; }
+  done
   if [ "$fresh" = 1 ] || [ ! -f "$dir/env" ]; then
     for node in 1 2 3; do
       g 1 layout assign -z "dc$node" -c 1G "${ids[$((node - 1))]%%@*}" > /dev/null
