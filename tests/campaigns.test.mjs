@@ -52,15 +52,15 @@ describe('reliability campaigns, short', { concurrency: 2 }, () => {
       'incoherentAfterRepair',
       'tempsRemaining',
       'locksRemaining',
+      'tornMetadataFiles',
       'writerFailures',
       'checkErrors',
     ]) {
       assert.equal(figures[name], 0, name)
     }
-    // The writer did work between the kills, and its backups are there.
-    assert.ok(figures.writerOps >= 8, `writer ops: ${figures.writerOps}`)
-    assert.ok(figures.backupsAtEnd > 0)
+    // Every temp file a kill left was removed by a later cache write.
     assert.equal(figures.tempsCleaned, figures.tempsLeft)
+    assert.ok(figures.backupsAtEnd > 0)
   })
 
   test('race: 4 writers and 2 readers, on a folder and through the simulated share, lose nothing', { timeout: 120_000 }, async (t) => {
