@@ -280,42 +280,46 @@ async function createOnly(absolute, data) {
     (error) => (error.code === 'ENOENT' ? false : Promise.reject(error)),
   )
   if (taken) throw Object.assign(new Error(`EEXIST: file already exists, '${absolute}'`), { code: 'EEXIST', errno: -17 })
-  const dir = path.dirname(absolute)
-  const temp = path.join(dir, tempName(path.basename(absolute)))
-  let handle
+  const temp = await writeTemp(absolute, data)
   try {
-    handle = await fs.open(temp, 'wx')
-    await handle.writeFile(data)
-    await handle.sync()
-    await handle.close()
-    handle = undefined
     await fs.link(temp, absolute)
   } finally {
-    await handle?.close().catch(() => {})
     await fs.unlink(temp).catch(() => {})
   }
-  await syncDirectory(dir)
+  await syncDirectory(path.dirname(absolute))
 }
 
 async function replaceAtomically(absolute, data) {
-  const dir = path.dirname(absolute)
-  const temp = path.join(dir, tempName(path.basename(absolute)))
+  const temp = await writeTemp(absolute, data)
+  try {
+    await fs.rename(temp, absolute)
+  } catch (error) {
+    await fs.unlink(temp).catch(() => {})
+    throw error
+  }
+  await syncDirectory(path.dirname(absolute))
+}
+
+/**
+ * Writes `data` to a new temp file beside `absolute`, fsynced (without it
+ * a crash after the rename or link can leave the name pointing at an empty
+ * or partial file on some file systems), and returns its path. On failure
+ * nothing is left behind.
+ */
+async function writeTemp(absolute, data) {
+  const temp = path.join(path.dirname(absolute), tempName(path.basename(absolute)))
   let handle
   try {
     handle = await fs.open(temp, 'wx')
     await handle.writeFile(data)
-    // Without it a crash after the rename can leave the new name pointing
-    // at an empty or partial file on some file systems.
     await handle.sync()
     await handle.close()
-    handle = undefined
-    await fs.rename(temp, absolute)
+    return temp
   } catch (error) {
     await handle?.close().catch(() => {})
     await fs.unlink(temp).catch(() => {})
     throw error
   }
-  await syncDirectory(dir)
 }
 
 // Makes the rename itself durable. Not every platform or share can open or

@@ -23,6 +23,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { openRepository, VmCache } from 'brcache'
 import { INDEX_DIR } from '../../js/index-store.js'
 import { LOCK_SUFFIX } from '../../js/handlers/index.js'
+import { vmFolders } from '../../scripts/campaigns/common.mjs'
+
+export { vmFolders }
 import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../../js/sample.js'
 
@@ -31,17 +34,6 @@ const WRITER = path.join(HELPERS, 'index-writer.mjs')
 const COMPACTOR = path.join(HELPERS, 'index-compactor.mjs')
 
 // --- the truth, from the disk ---------------------------------------------------
-
-/** The VM folders, as the repository sees them (hidden folders, locks and files left out). */
-export function vmFolders(dir) {
-  const root = path.join(dir, BACKUP_DIR)
-  if (!fs.existsSync(root)) return []
-  return fs
-    .readdirSync(root, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory() && !entry.name.startsWith('.') && !entry.name.endsWith(LOCK_SUFFIX))
-    .map((entry) => entry.name)
-    .sort()
-}
 
 /**
  * The restore view the folders hold: for each VM, the summaries of a cache
