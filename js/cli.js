@@ -209,7 +209,7 @@ async function check(args) {
   const repository = openRepository(requireDir(positionals, 'check'), { immutable: values.immutable })
   const reports = await repository.checkAll({ repair: values.repair, dryRun: values['dry-run'], deep: values.deep })
   const index = await repository.checkIndex({ repair: values.repair, dryRun: values['dry-run'] })
-  const indexDrift = Object.keys(index.drift).length + (index.unusable ? 1 : 0)
+  const indexDrift = Object.keys(index.drift).length + (index.unusable ? 1 : 0) + (index.damaged?.length ?? 0)
   let incoherent = indexDrift > 0 && !index.repaired ? 1 : 0
   for (const report of Object.values(reports)) {
     const problems = report.stale.length + report.missing.length + report.unreadable.length + (report.incomplete?.length ?? 0)
@@ -237,7 +237,7 @@ async function check(args) {
       for (const { id, missing } of r.incomplete ?? []) console.log(`  incomplete ${id}: missing ${missing.join(', ')}`)
     }
     if (index.exists) {
-      const drift = Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`)
+      const drift = [...Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`), ...(index.damaged ?? []).map((file) => `${file} damaged`)]
       const state = index.unusable ? `unusable (${index.unusable})` : drift.length === 0 ? 'coherent' : drift.join(', ')
       console.log(`repository index  ${state}${index.repaired ? ': repaired' : ''}`)
     }

@@ -9,7 +9,7 @@ export const INDEX_DIR = 'xo-vm-backups/.brcache-index'
 
 /** The index glue over a native backend (napi addon or wasm module). */
 export function makeIndexApi(native) {
-  function wrap(handle) {
+  function wrap(handle, listedGeneration) {
     return {
       get generation() {
         return handle.generation
@@ -19,21 +19,32 @@ export function makeIndexApi(native) {
       },
       view: (filter) => JSON.parse(call(() => handle.viewJson(filter ? JSON.stringify(filter) : undefined))),
       unreadable: () => JSON.parse(handle.unreadableJson()).map(([name, reason]) => ({ name, reason })),
-      compaction: () => ({ ...JSON.parse(handle.compactionJson()), bytes: handle.compactedSnapshot() }),
+      // Named after the newest snapshot listed, even one that was skipped.
+      compaction: () => unwrapCompaction(handle.compaction(listedGeneration)),
       goneSegment: (vm) => handle.goneSegment(vm),
       vmGeneration: (vm) => handle.vmGeneration(vm) ?? null,
       drift: (caches) => JSON.parse(call(() => handle.driftJson(JSON.stringify(caches)))),
     }
   }
+  const unwrapCompaction = (compaction) => ({ ...JSON.parse(compaction.summaryJson()), bytes: compaction.snapshot() })
   return {
     readPlan: (names) => JSON.parse(native.indexReadPlan([...names])),
+    /** The rebuilt index (see `rebuild` in the core): `{ name, generation, segmentsToDelete, bytes }`. */
+    rebuild(listing, fromCaches, segments) {
+      const entries = [...segments]
+      return unwrapCompaction(
+        call(() => native.rebuildIndex([...listing], fromCaches, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR),
+      )
+    },
     segmentName() {
       const [high, low] = crypto.getRandomValues(new Uint32Array(2))
       return native.indexSegmentName(Date.now(), high, low)
     },
-    load(snapshot, segments) {
+    /** `plan`: the read plan the bytes come from (its newest generation names the next compaction). */
+    load(snapshot, segments, plan) {
       const entries = [...segments]
-      return wrap(call(() => native.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR))
+      const handle = call(() => native.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR)
+      return wrap(handle, plan?.generation ?? handle.generation)
     },
   }
 }
@@ -69,42 +80,59 @@ export class IndexStore {
     return names === undefined ? 0 : this.#api.readPlan(names).segments.length
   }
 
-  /** Deletes every snapshot (a rebuild, once every VM has a segment). */
-  async dropSnapshots() {
-    const names = (await this.#list()) ?? []
-    const plan = this.#api.readPlan(names)
-    for (const name of [plan.snapshot, ...plan.oldSnapshots].filter(Boolean)) {
-      await this.#handler.unlink(`${INDEX_DIR}/${name}`).catch((error) => {
-        if (error.code !== 'ENOENT') throw error
-      })
-    }
+  /** An index file's bytes, or undefined if it vanished (compacted away). */
+  #readFile(name) {
+    return this.#handler.readFile(`${INDEX_DIR}/${name}`).catch((error) => {
+      if (error.code === 'ENOENT') return undefined
+      throw error
+    })
   }
 
   /**
    * The index as it is now, or undefined when there is none: the folder is
    * listed, then the newest snapshot and every segment are read at once.
-   * A file that vanished meanwhile was compacted away: read again.
+   * A file that vanished meanwhile was compacted away: read again. A
+   * snapshot that does not decode (torn by a share without atomic writes,
+   * or damaged) is skipped for the one before it, which the compaction
+   * that wrote it had not deleted yet, nor the segments it folded: the
+   * view is the same, for one more round trip.
    */
   async read({ attempts = 5 } = {}) {
     for (let attempt = 1; ; attempt++) {
       const names = await this.#list()
       if (names === undefined) return undefined
       const plan = this.#api.readPlan(names)
-      const read = (name) =>
-        this.#handler.readFile(`${INDEX_DIR}/${name}`).catch((error) => {
-          if (error.code === 'ENOENT') return undefined
-          throw error
-        })
-      const [snapshot, ...segments] = await Promise.all([plan.snapshot ? read(plan.snapshot) : null, ...plan.segments.map(read)])
-      if (snapshot === undefined || segments.includes(undefined)) {
+      const [snapshot, ...segments] = await Promise.all([plan.snapshot ? this.#readFile(plan.snapshot) : null, ...plan.segments.map((n) => this.#readFile(n))])
+      const index = snapshot === undefined || segments.includes(undefined) ? undefined : await this.#load(plan, snapshot, segments)
+      if (index === undefined) {
         if (attempt < attempts) continue
         throw Object.assign(new Error(`${INDEX_DIR} keeps changing while it is read`), { code: 'EAGAIN' })
       }
-      const index = this.#api.load(snapshot, plan.segments.map((name, i) => [name, segments[i]]))
       for (const { name, reason } of index.unreadable()) {
         this.#log.warn('brcache: unreadable index segment skipped', { file: `${INDEX_DIR}/${name}`, reason })
       }
-      return Object.assign(index, { plan })
+      return index
+    }
+  }
+
+  /** The index from the bytes read, falling back on older snapshots; undefined if one vanished. */
+  async #load(plan, snapshot, segments) {
+    const pairs = plan.segments.map((name, i) => [name, segments[i]])
+    const candidates = [plan.snapshot, ...plan.oldSnapshots]
+    const skipped = []
+    for (let i = 0; ; i++) {
+      try {
+        return Object.assign(this.#api.load(snapshot, pairs, plan), { plan, skipped })
+      } catch (error) {
+        if (i + 1 >= candidates.length || candidates[i] === null) throw error
+        this.#log.warn('brcache: unreadable index snapshot skipped for the one before it', {
+          file: `${INDEX_DIR}/${candidates[i]}`,
+          reason: error.message,
+        })
+        skipped.push(candidates[i])
+        snapshot = await this.#readFile(candidates[i + 1])
+        if (snapshot === undefined) return undefined
+      }
     }
   }
 
@@ -120,26 +148,70 @@ export class IndexStore {
   }
 
   /**
-   * Folds every segment into a new snapshot. Snapshots are created at the
-   * next generation, create-only: of two compactions of the same snapshot,
-   * the second fails to create its file and deletes nothing.
+   * Replaces the index with one built from `fromCaches` (each VM cache's
+   * segment, read just now) and the segments listed, never reading the
+   * snapshot, which may be what is broken. The new snapshot outranks every
+   * one listed and is created like a compaction's; should a compaction
+   * take its generation first, the rebuild starts again from a new listing.
    */
-  async compact() {
-    const index = await this.read()
-    if (index === undefined) return undefined
-    const compaction = index.compaction()
+  async rebuild(fromCaches, { attempts = 5 } = {}) {
+    for (let attempt = 1; ; attempt++) {
+      const names = (await this.#list()) ?? []
+      const plan = this.#api.readPlan(names)
+      const segments = await Promise.all(
+        plan.segments.map((name) =>
+          this.#handler.readFile(`${INDEX_DIR}/${name}`).then(
+            (bytes) => [name, bytes],
+            (error) => (error.code === 'ENOENT' ? undefined : Promise.reject(error)),
+          ),
+        ),
+      )
+      // A vanished segment was folded by a compaction: it only matters that
+      // the rebuild outranks that compaction's snapshot, which it does.
+      const rebuilt = this.#api.rebuild(names, fromCaches, segments.filter(Boolean))
+      if (await this.#create(rebuilt.name, rebuilt.bytes)) {
+        await this.#unlinkAll([...rebuilt.segmentsToDelete, plan.snapshot, ...plan.oldSnapshots].filter(Boolean))
+        return { generation: rebuilt.generation, folded: rebuilt.segmentsToDelete.length }
+      }
+      if (attempt === attempts) {
+        throw Object.assign(new Error(`${INDEX_DIR}: compactions kept taking the rebuilt snapshot's name`), { code: 'EAGAIN' })
+      }
+    }
+  }
+
+  /** Creates an index file; false if the name is taken. */
+  async #create(name, bytes) {
     try {
-      await this.#handler.writeFile(`${INDEX_DIR}/${compaction.name}`, compaction.bytes, { exclusive: true })
+      await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes, { exclusive: true })
+      return true
     } catch (error) {
-      if (error.code === 'EEXIST') return undefined
+      if (error.code === 'EEXIST') return false
       throw error
     }
-    const obsolete = [...compaction.segmentsToDelete, ...index.plan.oldSnapshots]
-    for (const name of obsolete) {
+  }
+
+  async #unlinkAll(names) {
+    for (const name of names) {
       await this.#handler.unlink(`${INDEX_DIR}/${name}`).catch((error) => {
         if (error.code !== 'ENOENT') throw error
       })
     }
+  }
+
+  /**
+   * Folds every segment into a new snapshot (`dropUnreadable`: and deletes
+   * the segments that do not decode, once a check has republished every
+   * VM whose entry disagreed with its cache). Snapshots are created at the
+   * next generation, create-only: of two compactions of the same snapshot,
+   * the second fails to create its file and deletes nothing.
+   */
+  async compact({ dropUnreadable = false } = {}) {
+    const index = await this.read()
+    if (index === undefined) return undefined
+    const compaction = index.compaction()
+    if (!(await this.#create(compaction.name, compaction.bytes))) return undefined
+    const unreadable = dropUnreadable ? index.unreadable().map(({ name }) => name) : []
+    await this.#unlinkAll([...new Set([...compaction.segmentsToDelete, ...index.plan.oldSnapshots, ...index.skipped, ...unreadable])])
     return { generation: compaction.generation, folded: compaction.segmentsToDelete.length }
   }
 }

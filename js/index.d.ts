@@ -120,6 +120,8 @@ export interface IndexCheck {
   unusable?: string
   drift: Record<string, 'unknown' | 'behind' | 'gone'>
   repaired: boolean
+  /** Index files that did not decode (a torn snapshot, a cut segment); a repair removes them. */
+  damaged?: string[]
 }
 
 export interface RepositoryOptions {

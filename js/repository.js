@@ -551,7 +551,10 @@ export class Repository {
    * fingerprint from its header) and, with `repair`, publishes a fresh
    * entry for every VM that changed behind the index's back (Xen Orchestra
    * writes caches without segments) and records vanished VM folders.
-   * Returns `{ exists, drift: { [vm]: 'unknown' | 'behind' | 'gone' }, repaired }`.
+   * Returns `{ exists, drift: { [vm]: 'unknown' | 'behind' | 'gone' }, repaired }`,
+   * plus `damaged: [file]` when index files did not decode (a torn or
+   * damaged snapshot skipped for the one before it, a cut segment); a
+   * repair compacts them away.
    */
   async checkIndex({ repair = false, dryRun = false } = {}) {
     let index
@@ -565,7 +568,8 @@ export class Repository {
     }
     if (index === undefined) return { exists: false, drift: {}, repaired: false }
     const { drift, repaired } = await this.#reconcileIndex(index, repair && !dryRun && !this.#immutable)
-    return { exists: true, drift, repaired }
+    const damaged = [...index.skipped, ...index.unreadable().map(({ name }) => name)].map((name) => `${INDEX_DIR}/${name}`)
+    return { exists: true, drift, repaired, ...(damaged.length > 0 && { damaged }) }
   }
 
   /** checkIndex's work on an index read: `{ drift, repaired }`. */
@@ -583,7 +587,8 @@ export class Repository {
       states[vm] = header === undefined ? null : [header?.generation ?? 0, header?.fingerprint ?? null]
     })
     const drift = index.drift(states)
-    const write = repair && Object.keys(drift).length > 0
+    const damaged = index.skipped.length > 0 || index.unreadable().length > 0
+    const write = repair && (Object.keys(drift).length > 0 || damaged)
     if (write) {
       await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {
         if (kind === 'gone') return this.#index.publish(index.goneSegment(vm))
@@ -591,27 +596,25 @@ export class Repository {
         // went back to 0 if XO rewrote it), then published as usual.
         await this.#updateCache(vm, 'index', (cache) => cache.continueAfter(index.vmGeneration(vm) ?? 0))
       })
-      return { drift, repaired: true, compaction: await this.#index.compact() }
+      // The compaction also deletes what did not decode: every VM's entry
+      // now agrees with its cache, so a cut segment holds nothing needed.
+      return { drift, repaired: true, compaction: await this.#index.compact({ dropUnreadable: true }) }
     }
     return { drift, repaired: false }
   }
 
   /**
    * Builds (or rebuilds) the index from the VM caches, not from the
-   * metadata files: every cache is checked (and repaired), then each VM's
-   * segment published, then everything folded into one snapshot.
+   * metadata files: every cache is checked (and repaired), then the caches'
+   * entries become a new snapshot that outranks whatever index was there
+   * (see IndexStore#rebuild), without reading it.
    */
   async buildIndex() {
     if (this.#immutable) throw new Error('an immutable repository gets no index')
     const reports = await this.checkAll({ repair: true })
     const vms = Object.keys(reports)
-    await mapLimit(vms, this.#concurrency, async (vm) => {
-      const loaded = await this.#load(vm)
-      await this.#index.publish(loaded.cache.indexSegment())
-    })
-    // Every VM is now in a segment: an unusable snapshot can go.
-    await this.#index.dropSnapshots()
-    let compaction = await this.#index.compact()
+    const fromCaches = await mapLimit(vms, this.#concurrency, async (vm) => (await this.#load(vm)).cache.indexSegment())
+    let compaction = await this.#index.rebuild(fromCaches)
     // Segments left from before the rebuild were folded too: one of a VM
     // folder now gone, or of a generation above its cache's (a cache XO
     // rewrote starts again at 0), would win over the fresh entry. Catch up

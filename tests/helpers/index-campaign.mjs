@@ -87,7 +87,7 @@ export function indexFiles(dir) {
   }
 }
 
-const SEGMENT = /^\d{15}-[0-9a-f]{16}\.json$/
+const SEGMENT = /^\d{15}-[0-9a-f]{16}\.json\.gz$/
 const SNAPSHOT = /^snapshot-(\d{20})\.json\.gz$/
 
 /** The newest snapshot's generation in the index folder, 0 if none. */

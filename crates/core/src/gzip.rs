@@ -24,6 +24,11 @@ const TRAILER_LEN: usize = 8;
 /// The most a deflate stream can expand: a 258-byte match in 2 bits.
 const MAX_DEFLATE_RATIO: usize = 1032;
 
+/// Whether `bytes` start like a gzip member (the two magic bytes).
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[ID1, ID2])
+}
+
 /// The header fields of a member that a cache reader may care about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberHeader<'a> {

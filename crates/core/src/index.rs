@@ -7,7 +7,7 @@
 //! so a fresh server finds it. Two kinds of files, both written without any
 //! repository-wide lock:
 //!
-//! - **Segments** (`<ms>-<random>.json`, create-only, unique names): after
+//! - **Segments** (`<ms>-<random>.json.gz`, unique names, gzip JSON): after
 //!   a writer updates a VM's cache (under that VM's lock), it publishes the
 //!   VM's whole restore view at that cache generation. Writers of different
 //!   VMs never contend; a segment is never rewritten.
@@ -49,7 +49,9 @@ pub const COMPACT_AFTER: usize = 64;
 
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const SNAPSHOT_SUFFIX: &str = ".json.gz";
-const SEGMENT_SUFFIX: &str = ".json";
+const SEGMENT_SUFFIX: &str = ".json.gz";
+/// Segments of the first release were plain JSON; they are still read.
+const PLAIN_SEGMENT_SUFFIX: &str = ".json";
 
 /// One VM's restore view, at the cache generation it was taken from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,14 +89,23 @@ impl Segment {
         }
     }
 
+    /// Gzip JSON: a writer publishes one per backup, and a VM's whole
+    /// view at retention 1,000 is 0.8 MiB of JSON but a tenth of that
+    /// compressed.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("plain data always serializes")
+        let json = serde_json::to_vec(self).expect("plain data always serializes");
+        gzip::write_member(&json, None, codec::DEFAULT_LEVEL)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Segment> {
-        let segment: Segment = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(ErrorKind::InvalidJson, format!("not an index segment: {e}"))
-        })?;
+    /// Reads a segment, gzip or (first release) plain JSON.
+    pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Segment> {
+        let segment: Segment = if gzip::is_gzip(bytes) {
+            let text = codec::decode_text(bytes, limits)?.text;
+            serde_json::from_str(&text)
+        } else {
+            serde_json::from_slice(bytes)
+        }
+        .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("not an index segment: {e}")))?;
         check_version(segment.version)?;
         Ok(segment)
     }
@@ -218,7 +229,7 @@ pub fn entry_of(cache: &VmCache) -> Result<VmEntry> {
 }
 
 /// An index as read from the share: the newest snapshot and the segments
-/// it had not folded yet.
+/// listed beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub snapshot: Snapshot,
@@ -226,8 +237,12 @@ pub struct Loaded {
     /// takes them all).
     pub segments: Vec<(String, Segment)>,
     /// Segments that did not decode, with the reason: skipped, never fatal
-    /// (a segment is being written, or was cut by a crash).
+    /// (a segment cut by a crash, or of a later format).
     pub unreadable: Vec<(String, String)>,
+    /// The snapshot with every segment it had not folded folded in: the
+    /// index as it is now, computed once (it is 100,000 summaries on a
+    /// large repository, and callers ask it one VM at a time).
+    current: Snapshot,
 }
 
 impl Loaded {
@@ -239,29 +254,24 @@ impl Loaded {
         limits: &DecodeLimits,
     ) -> Result<Loaded> {
         let snapshot = snapshot.map_or(Ok(Snapshot::empty()), |b| Snapshot::decode(b, limits))?;
-        let mut loaded = Loaded {
-            snapshot,
-            segments: Vec::new(),
-            unreadable: Vec::new(),
-        };
-        for (name, bytes) in segments {
-            match Segment::decode(&bytes) {
-                Ok(segment) => loaded.segments.push((name, segment)),
-                Err(error) => loaded.unreadable.push((name, error.to_string())),
-            }
-        }
-        Ok(loaded)
-    }
-
-    /// The snapshot with every segment it had not folded folded in.
-    pub fn current(&self) -> Snapshot {
-        let mut current = self.snapshot.clone();
-        for (name, segment) in &self.segments {
-            if !self.snapshot.folded.contains(name) {
+        let (segments, unreadable) = decode_segments(segments, limits);
+        let mut current = snapshot.clone();
+        for (name, segment) in &segments {
+            if !snapshot.folded.contains(name) {
                 current.fold(name, segment.clone());
             }
         }
-        current
+        Ok(Loaded {
+            snapshot,
+            segments,
+            unreadable,
+            current,
+        })
+    }
+
+    /// The index as it is now.
+    pub fn current(&self) -> &Snapshot {
+        &self.current
     }
 
     /// Segments not folded into the snapshot yet.
@@ -272,10 +282,33 @@ impl Loaded {
             .count()
     }
 
-    /// The compaction of everything read.
-    pub fn compact(&self) -> Compaction {
-        compact(self.snapshot.clone(), self.segments.clone())
+    /// The compaction of everything read, at the generation after both
+    /// the snapshot read and `listed` (the newest listed: it may be a torn
+    /// snapshot the reader fell back from, whose name must not be reused).
+    pub fn compact(&self, listed: u64) -> Compaction {
+        let mut snapshot = self.snapshot.clone();
+        snapshot.generation = snapshot.generation.max(listed);
+        compact(snapshot, self.segments.clone())
     }
+}
+
+/// Segments by name.
+pub type Named<T> = Vec<(String, T)>;
+
+/// Decodes segments, setting aside (with the reason) those that do not.
+pub fn decode_segments(
+    segments: Named<Vec<u8>>,
+    limits: &DecodeLimits,
+) -> (Named<Segment>, Named<String>) {
+    let mut decoded = Vec::new();
+    let mut unreadable = Vec::new();
+    for (name, bytes) in segments {
+        match Segment::decode(&bytes, limits) {
+            Ok(segment) => decoded.push((name, segment)),
+            Err(error) => unreadable.push((name, error.to_string())),
+        }
+    }
+    (decoded, unreadable)
 }
 
 /// The name of the snapshot of a generation; names sort by generation.
@@ -297,7 +330,10 @@ fn snapshot_generation(name: &str) -> Option<u64> {
 }
 
 fn is_segment(name: &str) -> bool {
-    name.strip_suffix(SEGMENT_SUFFIX).is_some_and(|stem| {
+    let stem = name
+        .strip_suffix(SEGMENT_SUFFIX)
+        .or_else(|| name.strip_suffix(PLAIN_SEGMENT_SUFFIX));
+    stem.is_some_and(|stem| {
         let mut parts = stem.splitn(2, '-');
         let time = parts.next().unwrap_or_default();
         let random = parts.next().unwrap_or_default();
@@ -317,8 +353,12 @@ pub struct ReadPlan {
     /// Every segment present; those the snapshot folded are skipped after
     /// reading it (reading them in parallel with it saves a round trip).
     pub segments: Vec<String>,
-    /// Older snapshots, which a compaction may delete.
+    /// Older snapshots, newest first: a reader falls back on them when the
+    /// newest does not decode, and a compaction deletes them.
     pub old_snapshots: Vec<String>,
+    /// The newest snapshot's generation (0 without one): the next
+    /// compaction writes the one after, even if that snapshot is unreadable.
+    pub generation: u64,
 }
 
 impl ReadPlan {
@@ -336,11 +376,16 @@ impl ReadPlan {
         }
         snapshots.sort();
         segments.sort();
-        let snapshot = snapshots.pop().map(|(_, n)| n.to_string());
+        let newest = snapshots.pop();
         ReadPlan {
-            snapshot,
+            snapshot: newest.map(|(_, n)| n.to_string()),
             segments,
-            old_snapshots: snapshots.into_iter().map(|(_, n)| n.to_string()).collect(),
+            old_snapshots: snapshots
+                .into_iter()
+                .rev()
+                .map(|(_, n)| n.to_string())
+                .collect(),
+            generation: newest.map_or(0, |(g, _)| g),
         }
     }
 }
@@ -386,6 +431,52 @@ pub fn compact(mut snapshot: Snapshot, segments: Vec<(String, Segment)>) -> Comp
         snapshot,
         segments_to_delete: names.into_iter().collect(),
     }
+}
+
+/// Rebuilds the index from the VM caches themselves (`from_caches`, one
+/// segment per VM, not published) and the segments listed in `plan`,
+/// without reading any snapshot: the one there may be what is broken.
+///
+/// The new snapshot takes the generation after every snapshot listed, so
+/// that it wins over them all, and is written create-only like any
+/// compaction. A compaction racing the rebuild therefore either takes that
+/// generation first (the rebuild starts again from a fresh listing) or
+/// loses it and deletes nothing; it can never put back an older index over
+/// the rebuilt one. Segments are folded as usual: one published after its
+/// cache was read holds a later generation and wins.
+pub fn rebuild(
+    plan: &ReadPlan,
+    from_caches: Vec<Segment>,
+    listed: Vec<(String, Segment)>,
+) -> Compaction {
+    let mut snapshot = Snapshot::empty();
+    snapshot.generation = plan.generation;
+    for segment in from_caches {
+        snapshot.put(&segment.vm, segment.entry);
+    }
+    compact(snapshot, listed)
+}
+
+/// [`rebuild`] from the bytes a rebuilder holds: each VM cache's segment
+/// and the segments it read. A segment that does not decode is deleted
+/// with the others: the caches it would describe were read just now.
+pub fn rebuild_from_bytes(
+    plan: &ReadPlan,
+    from_caches: Vec<Vec<u8>>,
+    listed: Vec<(String, Vec<u8>)>,
+    limits: &DecodeLimits,
+) -> Result<Compaction> {
+    let from_caches = from_caches
+        .iter()
+        .map(|bytes| Segment::decode(bytes, limits))
+        .collect::<Result<Vec<_>>>()?;
+    let (listed, unreadable) = decode_segments(listed, limits);
+    let mut compaction = rebuild(plan, from_caches, listed);
+    compaction
+        .segments_to_delete
+        .extend(unreadable.into_iter().map(|(name, _)| name));
+    compaction.segments_to_delete.sort();
+    Ok(compaction)
 }
 
 /// Why a VM's index entry disagrees with its cache, if it does.
@@ -547,8 +638,54 @@ mod tests {
             compaction.snapshot
         );
         let segment = Segment::new("a", entry(2, &["x"]));
-        assert_eq!(Segment::decode(&segment.encode()).unwrap(), segment);
-        assert!(Segment::decode(b"{}").is_err());
+        let limits = DecodeLimits::default();
+        assert_eq!(
+            Segment::decode(&segment.encode(), &limits).unwrap(),
+            segment
+        );
+        let plain = serde_json::to_vec(&segment).unwrap();
+        assert_eq!(Segment::decode(&plain, &limits).unwrap(), segment);
+        assert!(Segment::decode(b"{}", &limits).is_err());
+    }
+
+    #[test]
+    fn a_rebuild_outranks_every_listed_snapshot_and_later_segments_win() {
+        let later = segment_name(9, 1);
+        let plan = ReadPlan::from_listing([
+            snapshot_name(3).as_str(),
+            snapshot_name(7).as_str(),
+            later.as_str(),
+            "000000000000001-0000000000000002.json.gz",
+        ]);
+        assert_eq!(plan.generation, 7);
+        let compaction = rebuild_from_bytes(
+            &plan,
+            vec![
+                Segment::new("a", entry(4, &["x"])).encode(),
+                Segment::new("b", entry(1, &["y"])).encode(),
+            ],
+            vec![
+                (
+                    later.clone(),
+                    Segment::new("a", entry(5, &["x", "z"])).encode(),
+                ),
+                (
+                    "000000000000001-0000000000000002.json.gz".into(),
+                    b"cut".to_vec(),
+                ),
+            ],
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(compaction.name, snapshot_name(8));
+        assert_eq!(compaction.snapshot.vms["a"].generation, 5);
+        assert_eq!(compaction.snapshot.vms["b"].generation, 1);
+        assert_eq!(compaction.segments_to_delete.len(), 2);
+        // A cache segment that does not decode is the caller's bug: an error.
+        assert!(
+            rebuild_from_bytes(&plan, vec![b"x".to_vec()], vec![], &DecodeLimits::default())
+                .is_err()
+        );
     }
 
     #[test]

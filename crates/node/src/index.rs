@@ -42,6 +42,57 @@ pub fn load_index(
     }
 }
 
+/// A new snapshot to write create-only, and what to delete once it is.
+#[napi(js_name = "NativeCompaction")]
+pub struct NativeCompaction {
+    compaction: index::Compaction,
+}
+
+#[napi]
+impl NativeCompaction {
+    /// Its name, generation and the segments to delete (JSON).
+    #[napi]
+    pub fn summary_json(&self) -> String {
+        json(&self.compaction.summary())
+    }
+
+    #[napi]
+    pub fn snapshot(&self) -> Buffer {
+        self.compaction.snapshot.encode().into()
+    }
+}
+
+/// The index rebuilt from each VM cache's segment (`fromCaches`) and the
+/// segments read from a listing of the index folder (`names`), no snapshot
+/// read: see `index::rebuild`.
+#[napi]
+pub fn rebuild_index(
+    listing: Vec<String>,
+    from_caches: Vec<Uint8Array>,
+    names: Vec<String>,
+    segments: Vec<Uint8Array>,
+) -> Either<NativeCompaction, ErrorInfo> {
+    if names.len() != segments.len() {
+        return Either::B(
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "segment names and contents differ in length",
+            )
+            .into(),
+        );
+    }
+    let plan = index::ReadPlan::from_listing(listing.iter().map(String::as_str));
+    let segments = names
+        .into_iter()
+        .zip(segments.iter().map(|s| s.to_vec()))
+        .collect();
+    let from_caches = from_caches.iter().map(|s| s.to_vec()).collect();
+    match index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default()) {
+        Ok(compaction) => Either::A(NativeCompaction { compaction }),
+        Err(error) => Either::B(error.into()),
+    }
+}
+
 /// What to read, from a listing of the index folder (JSON).
 #[napi]
 pub fn index_read_plan(names: Vec<String>) -> String {
@@ -100,16 +151,13 @@ impl NativeIndex {
         json(&self.loaded.unreadable)
     }
 
-    /// The compaction's snapshot bytes; `compactionJson` gives its name,
-    /// generation and the segments to delete.
+    /// The compaction of everything read, named after `listed`, the newest
+    /// snapshot generation listed.
     #[napi]
-    pub fn compacted_snapshot(&self) -> Buffer {
-        self.loaded.compact().snapshot.encode().into()
-    }
-
-    #[napi]
-    pub fn compaction_json(&self) -> String {
-        json(&self.loaded.compact().summary())
+    pub fn compaction(&self, listed: f64) -> NativeCompaction {
+        NativeCompaction {
+            compaction: self.loaded.compact(listed as u64),
+        }
     }
 
     /// The VMs whose entry disagrees with their cache (JSON `{ vm: drift }`),
@@ -118,7 +166,7 @@ impl NativeIndex {
     #[napi]
     pub fn drift_json(&self, caches: String) -> Either<String, ErrorInfo> {
         match index::parse_caches(&caches) {
-            Ok(caches) => Either::A(json(&index::drift(&self.loaded.current(), &caches))),
+            Ok(caches) => Either::A(json(&index::drift(self.loaded.current(), &caches))),
             Err(error) => Either::B(error.into()),
         }
     }

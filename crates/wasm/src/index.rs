@@ -36,6 +36,47 @@ pub fn load_index(
         .map_err(throw)
 }
 
+#[wasm_bindgen]
+pub struct NativeCompaction {
+    compaction: index::Compaction,
+}
+
+#[wasm_bindgen]
+impl NativeCompaction {
+    #[wasm_bindgen(js_name = summaryJson)]
+    pub fn summary_json(&self) -> String {
+        json(&self.compaction.summary())
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.compaction.snapshot.encode()
+    }
+}
+
+#[wasm_bindgen(js_name = rebuildIndex)]
+pub fn rebuild_index(
+    listing: Vec<String>,
+    from_caches: Vec<js_sys::Uint8Array>,
+    names: Vec<String>,
+    segments: Vec<js_sys::Uint8Array>,
+) -> Result<NativeCompaction, JsValue> {
+    if names.len() != segments.len() {
+        return Err(throw(Error::new(
+            ErrorKind::InvalidArgument,
+            "segment names and contents differ in length",
+        )));
+    }
+    let plan = index::ReadPlan::from_listing(listing.iter().map(String::as_str));
+    let segments = names
+        .into_iter()
+        .zip(segments.iter().map(js_sys::Uint8Array::to_vec))
+        .collect();
+    let from_caches = from_caches.iter().map(js_sys::Uint8Array::to_vec).collect();
+    index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default())
+        .map(|compaction| NativeCompaction { compaction })
+        .map_err(throw)
+}
+
 #[wasm_bindgen(js_name = indexReadPlan)]
 pub fn index_read_plan(names: Vec<String>) -> String {
     json(&index::ReadPlan::from_listing(
@@ -85,21 +126,15 @@ impl NativeIndex {
         json(&self.loaded.unreadable)
     }
 
-    /// The compaction's snapshot bytes; `compactionJson` gives its name,
-    /// generation and the segments to delete.
-    #[wasm_bindgen(js_name = compactedSnapshot)]
-    pub fn compacted_snapshot(&self) -> Vec<u8> {
-        self.loaded.compact().snapshot.encode()
-    }
-
-    #[wasm_bindgen(js_name = compactionJson)]
-    pub fn compaction_json(&self) -> String {
-        json(&self.loaded.compact().summary())
+    pub fn compaction(&self, listed: f64) -> NativeCompaction {
+        NativeCompaction {
+            compaction: self.loaded.compact(listed as u64),
+        }
     }
 
     #[wasm_bindgen(js_name = driftJson)]
     pub fn drift_json(&self, caches: &str) -> Result<String, JsValue> {
         let caches = index::parse_caches(caches).map_err(throw)?;
-        Ok(json(&index::drift(&self.loaded.current(), &caches)))
+        Ok(json(&index::drift(self.loaded.current(), &caches)))
     }
 }
