@@ -3,6 +3,7 @@
 
 import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
 import { makeCodec } from './codec.js'
+import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
 let initialized = false
@@ -21,6 +22,8 @@ const native = new Proxy(
 )
 
 const api = { ...makeCodec(native), ...makeVmCacheApi(native) }
+/** The repository index's decoding (see js/index-store.js), for `new IndexStore(handler, indexApi, log)`. */
+export const indexApi = makeIndexApi(native)
 
 /**
  * Loads the wasm module. `input` is anything wasm-bindgen's init accepts
@@ -42,3 +45,4 @@ export function vmCacheApi() {
 }
 
 export { BrcacheError } from './errors.js'
+export { IndexStore } from './index-store.js'

@@ -59,19 +59,24 @@ missing ones (file not cached), unreadable metadata.
   --immutable     never write a cache
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
-  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--no-repair] [--immutable]
+  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--no-repair] [--immutable] [--no-index]
 
-Serves the restore view as a web page: the browser fetches each VM's
-cache.json.gz as it lies on the share and decodes it with brcache's
-WebAssembly build. Requests reach the page, its assets, the list of VMs and
-the caches of listed VMs, nothing else.
+Serves the restore view as a web page: the browser fetches the repository
+index (see brcache index), or else each VM's cache.json.gz, as they lie on
+the share and decodes them with brcache's WebAssembly build. A VM folder the
+index does not know is read from its cache. Requests reach the page, its
+assets, the list of VMs, the caches of listed VMs and the listed index
+files, nothing else.
 
   --port P        port to listen on (default 8080; 0 picks a free one)
   --host H        address to listen on (default 127.0.0.1: this machine only)
   --no-repair     serve caches as they are, without checking them against
                   their folders first
   --immutable     never write a cache (an immutable repository); caches are
-                  served as they are, and a VM without one shows an error`,
+                  served as they are, and a VM without one shows an error
+                  (no index either, as for brcache list)
+  --no-index      ignore the repository index: every VM's cache is checked
+                  against its folder (unless --no-repair) and fetched`,
   index: `Usage: brcache index <dir> [--json]
 
 Builds, or rebuilds, the repository-wide index (xo-vm-backups/.brcache-index/)
@@ -261,6 +266,7 @@ async function serve(args) {
     host: { type: 'string', default: '127.0.0.1' },
     'no-repair': { type: 'boolean' },
     immutable: { type: 'boolean' },
+    'no-index': { type: 'boolean' },
   })
   if (values.help) return console.log(HELP.serve)
   const dir = requireDir(positionals, 'serve')
@@ -268,7 +274,7 @@ async function serve(args) {
   // Fail now on a missing or unmounted repository, not at the first page load.
   const vms = await openRepository(dir).listAllVms()
   const { createServer } = await import('./serve.js')
-  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable })
+  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'] })
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, values.host, resolve)

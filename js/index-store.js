@@ -29,6 +29,8 @@ export function makeIndexApi(native) {
   const unwrapCompaction = (compaction) => ({ ...JSON.parse(compaction.summaryJson()), bytes: compaction.snapshot() })
   return {
     readPlan: (names) => JSON.parse(native.indexReadPlan([...names])),
+    /** Segments past which a writer compacts. */
+    compactAfter: () => native.indexCompactAfter(),
     /** The rebuilt index (see `rebuild` in the core): `{ name, generation, segmentsToDelete, bytes }`. */
     rebuild(listing, fromCaches, segments) {
       const entries = [...segments]
@@ -74,10 +76,10 @@ export class IndexStore {
     return (await this.#list()) !== undefined
   }
 
-  /** How many segments wait to be folded (one listing). */
-  async segmentCount() {
+  /** Whether enough segments wait for a writer to compact (one listing; the core sets the threshold). */
+  async shouldCompact() {
     const names = await this.#list()
-    return names === undefined ? 0 : this.#api.readPlan(names).segments.length
+    return names !== undefined && this.#api.readPlan(names).shouldCompact
   }
 
   /** An index file's bytes, or undefined if it vanished (compacted away). */

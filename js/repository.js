@@ -27,8 +27,6 @@ import * as napiCore from './native.js'
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
 
-/** Segments past which a writer folds the index into a new snapshot. */
-const INDEX_COMPACT_AFTER = 64
 
 /** An error that names what was being done, keeping the original code. */
 function annotate(error, what) {
@@ -98,6 +96,11 @@ export class Repository {
     return this.#handler
   }
 
+  /** Whether listings use the repository-wide index when there is one. */
+  get usesIndex() {
+    return this.#indexMode !== false
+  }
+
   get immutable() {
     return this.#immutable
   }
@@ -140,23 +143,52 @@ export class Repository {
 
   /**
    * The restore view: `{ [vm]: summaries }` (see the core's summary). From
-   * the repository-wide index when there is one (two round trips whatever
-   * the VM count), else from every VM's checked cache.
+   * the repository-wide index when there is one, else from every VM's
+   * checked cache. With the index, the VM folders are listed at the same
+   * time: a folder the index does not know (Xen Orchestra backed it up
+   * behind the index's back) is read from its cache, and one that is gone
+   * is not listed. Two round trips whatever the VM count, when the index
+   * knows every folder.
    */
   async listSummaries(filter) {
     if (this.#indexMode !== false) {
-      try {
-        const index = await this.#index.read()
-        // Without a snapshot, the segments alone may not hold every VM (the
-        // snapshot was lost, or the index never compacted): not the whole view.
-        if (index?.plan.snapshot) return index.view(filter)
-        if (index) this.#log.warn('brcache: the repository index has no snapshot, listing every VM instead', { dir: INDEX_DIR })
-      } catch (error) {
-        if (!(error instanceof BrcacheError) && error.code !== 'EAGAIN') throw error
-        this.#log.warn('brcache: unusable repository index, listing every VM instead', { reason: error.message })
+      const [vms, index] = await Promise.all([this.listAllVms(), this.#indexForListing()])
+      if (index) {
+        const view = index.view(filter)
+        const unknown = vms.filter((vm) => index.vmGeneration(vm) === null)
+        if (unknown.length > 0) {
+          this.#log.info('brcache: VM folders the repository index does not know, read from their caches (brcache check catches the index up)', {
+            vms: unknown,
+          })
+        }
+        const fromCaches = new Map(
+          await mapLimit(unknown, this.#concurrency, async (vm) => [vm, await this.listVmSummaries(vm, filter)]),
+        )
+        const result = {}
+        for (const vm of vms) {
+          const summaries = fromCaches.get(vm) ?? view[vm]
+          if (summaries?.length > 0) result[vm] = summaries
+        }
+        return result
       }
+      return this.#perVm((vm) => this.listVmSummaries(vm, filter), vms)
     }
     return this.#perVm((vm) => this.listVmSummaries(vm, filter))
+  }
+
+  /** The index, if there is one with a snapshot and it reads; else undefined (and why, logged). */
+  async #indexForListing() {
+    try {
+      const index = await this.#index.read()
+      // Without a snapshot, the segments alone may not hold every VM (the
+      // snapshot was lost, or the index never compacted): not the whole view.
+      if (index?.plan.snapshot) return index
+      if (index) this.#log.warn('brcache: the repository index has no snapshot, listing every VM instead', { dir: INDEX_DIR })
+    } catch (error) {
+      if (!(error instanceof BrcacheError) && error.code !== 'EAGAIN') throw error
+      this.#log.warn('brcache: unusable repository index, listing every VM instead', { reason: error.message })
+    }
+    return undefined
   }
 
   /** One VM's restore view (summaries), sorted by timestamp. */
@@ -166,8 +198,8 @@ export class Repository {
     return loaded.summaries(filter)
   }
 
-  async #perVm(fn) {
-    const vms = await this.listAllVms()
+  async #perVm(fn, listed) {
+    const vms = listed ?? (await this.listAllVms())
     const lists = await mapLimit(vms, this.#concurrency, fn)
     const result = {}
     vms.forEach((vm, i) => {
@@ -540,7 +572,7 @@ export class Repository {
     try {
       if (!(await this.#indexActive())) return
       await this.#index.publish(cache.indexSegment())
-      if ((await this.#index.segmentCount()) > INDEX_COMPACT_AFTER) await this.#index.compact()
+      if (await this.#index.shouldCompact()) await this.#index.compact()
     } catch (error) {
       this.#log.warn('brcache: the repository index was not updated; the next check will catch up', { vm, reason: error.message })
     }

@@ -1,17 +1,21 @@
-// `brcache serve`: the web restore view. The browser receives each VM's
-// cache.json.gz as it lies on the share and decodes it with the wasm build,
-// so the server never inflates, parses or re-serialises a record.
+// `brcache serve`: the web restore view. The browser receives the
+// repository index's files, or each VM's cache.json.gz, as they lie on the
+// share and decodes them with the wasm build, so the server never
+// inflates, parses or re-serialises a record.
 //
 // What a request can reach is closed: an explicit list of assets, the list
-// of VM folders, and the cache of a VM that list names. Nothing in a URL is
-// ever joined onto a file system path, so no spelling of `..` or of an
-// encoded slash can reach a file outside the repository or the package.
+// of VM folders, the cache of a VM that list names, and the index files a
+// listing of the index folder names. Nothing in a URL is ever joined onto a
+// file system path, so no spelling of `..` or of an encoded slash can reach
+// a file outside the repository or the package.
 
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
 import { join } from 'node:path'
+import { INDEX_DIR } from './index-store.js'
 import { CACHE_FILE, vmFile } from './layout.js'
+import { indexApi } from './native.js'
 import { openRepository } from './repository.js'
 
 const packageDir = join(import.meta.dirname, '..')
@@ -40,6 +44,8 @@ const ASSETS = new Map(
     'js/errors.js',
     'js/layout.js',
     'js/concurrency.js',
+    'js/index-store.js',
+    'js/web/http-share.js',
     'js/generated/wasm-web/brcache_wasm.js',
     'js/generated/wasm-web/brcache_wasm_bg.wasm',
   ].map((file) => [`/${file}`, file]),
@@ -63,14 +69,49 @@ const notFound = () => new HttpError(404, 'not found')
  * A server (not yet listening) for the restore view of a repository.
  *
  * @param {string | object} dir the repository: a folder or a handler, as `openRepository` takes
- * @param {{ repair?: boolean, immutable?: boolean }} [options] `repair`: check
- *   each VM's cache against its folder (and write the repair) before serving
- *   it, so the bytes are true to the folder; `immutable`: never write a cache
- *   (implies no repair)
+ * @param {{ repair?: boolean, immutable?: boolean, index?: boolean }} [options]
+ *   `repair`: check each VM's cache against its folder (and write the
+ *   repair) before serving it, so the bytes are true to the folder;
+ *   `immutable`: never write a cache (implies no repair, and no index, as
+ *   for listings); `index`: offer the repository index, when there is one,
+ *   so the page loads every VM's restore view in a few requests (the VMs
+ *   the index does not know still come from their caches)
  */
-export function createServer(dir, { repair = true, immutable = false } = {}) {
+export function createServer(dir, { repair = true, immutable = false, index = true } = {}) {
   const repository = openRepository(dir, { immutable })
   const checkFirst = repair && !immutable
+  const offerIndex = index && repository.usesIndex
+
+  /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
+  async function indexFiles() {
+    if (!offerIndex) throw new HttpError(404, 'no repository index')
+    let names
+    try {
+      names = await repository.handler.list(INDEX_DIR)
+    } catch (error) {
+      if (error.code === 'ENOENT') throw new HttpError(404, 'no repository index')
+      throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
+    }
+    const plan = indexApi.readPlan(names)
+    return [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean)
+  }
+
+  async function indexFile(name, request, response) {
+    // Only a name the listing gives: compared, never resolved.
+    if (!(await indexFiles()).includes(name)) throw new HttpError(404, `${INDEX_DIR}/${name} is not an index file`)
+    const file = `${INDEX_DIR}/${name}`
+    let info
+    let bytes
+    try {
+      info = await repository.handler.stat(file)
+      bytes = await repository.handler.readFile(file)
+    } catch (error) {
+      // Compacted away since the listing: the page reads the index again.
+      if (error.code === 'ENOENT') throw new HttpError(404, `${file} is gone`)
+      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
+    }
+    send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
+  }
 
   async function vmCache(vm, request, response) {
     // Only a VM the repository lists: the name is compared, never resolved.
@@ -122,6 +163,9 @@ export function createServer(dir, { repair = true, immutable = false } = {}) {
     const file = ASSETS.get(path)
     if (file) return asset(file, request, response)
     if (path === '/api/vms') return json(request, response, 200, await repository.listAllVms())
+    if (path === '/api/index') return json(request, response, 200, await indexFiles())
+    const indexMatch = /^\/api\/index\/([^/]+)$/.exec(path)
+    if (indexMatch) return indexFile(indexMatch[1], request, response)
     const match = /^\/api\/vms\/([^/]+)\/cache$/.exec(path)
     if (match) return vmCache(match[1], request, response)
     throw notFound()

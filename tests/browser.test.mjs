@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test'
 import { BrcacheError, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/generate.js'
 import { CACHE_FILE, vmFile } from '../js/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
 import { describeVm, formatBytes, formatDate } from '../js/web/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
 import { listen } from './helpers/serve.mjs'
@@ -281,5 +282,65 @@ describe('a repository with damaged caches, served as they are', () => {
     )
     await page.fill('#filter', '')
     await page.screenshot({ path: join(screenshots, 'restore-view-errors.png'), fullPage: true })
+  })
+})
+
+describe('a repository with an index: the page reads it, and the caches of VMs it does not know', () => {
+  let page
+  let errors
+  let truth
+  let added
+  let gone
+  const requests = []
+  before(async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-index-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    const repository = openRepository(copy)
+    await repository.buildIndex()
+    // A backup after the last compaction (its segment waits to be folded)...
+    const [written] = Object.keys(view)
+    const rng = createRandom('browser-index')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: written }, retention: 1, start: Date.UTC(2030, 0, 1) })
+    await repository.writeVmBackupMetadata(written, metadata)
+    // ...a VM folder the index never heard of (copied in, as XO would write it)...
+    const other = mkdtempSync(join(tmpdir(), 'brcache-browser-other-'))
+    cleanups.push(() => rmSync(other, { recursive: true, force: true }))
+    await generateRepository(other, { vms: 1, retention: 3, seed: 'browser-index-other' })
+    ;[added] = await openRepository(other).listAllVms()
+    cpSync(join(other, 'xo-vm-backups', added), join(copy, 'xo-vm-backups', added), { recursive: true })
+    // ...and a VM folder deleted behind the index.
+    gone = Object.keys(view)[5]
+    rmSync(join(copy, 'xo-vm-backups', gone), { recursive: true })
+
+    truth = await openRepository(copy, { index: false }).listSummaries()
+    assert.deepStrictEqual(await openRepository(copy).listSummaries(), truth, 'the server side agrees')
+    const server = await listen(copy)
+    cleanups.push(server.close)
+    server.server.on('request', (request) => requests.push(request.url))
+    ;({ page, errors } = await open(server.url))
+  })
+
+  test('every VM as the caches say, from the index file requests plus one cache: the unknown VM', async () => {
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    const rows = await rowsOf(page)
+    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(truth).sort())
+    assert.ok(!rows.some((r) => r.vm === gone), 'the deleted VM folder is not shown')
+    for (const row of rows) {
+      assert.equal(row.state, 'ok', row.error)
+      assert.equal(row.count, truth[row.vm].length, row.vm)
+      assert.deepStrictEqual(row.modes, modesOf(truth[row.vm]))
+      assert.equal(row.last, formatDate(truth[row.vm].at(-1).timestamp, { seconds: false }))
+    }
+    const api = requests.filter((url) => url.startsWith('/api/'))
+    const files = api.filter((url) => url.startsWith('/api/index/'))
+    assert.deepStrictEqual(
+      api.filter((url) => !url.startsWith('/api/index/')).sort(),
+      ['/api/index', '/api/vms', `/api/vms/${added}/cache`],
+    )
+    assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
+    assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
+    assert.deepStrictEqual(errors, [])
+    await page.screenshot({ path: join(screenshots, 'restore-view-index.png'), fullPage: true })
   })
 })

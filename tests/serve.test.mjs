@@ -3,13 +3,14 @@
 // repository or the asset list.
 
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/generate.js'
+import { INDEX_DIR } from '../js/index-store.js'
 import { CACHE_FILE, vmFile } from '../js/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
 import { listen as listenOn } from './helpers/serve.mjs'
@@ -284,5 +285,76 @@ describe('brcache serve: the bytes are true to the folder', () => {
     assert.throws(() => summariesOf(vm, asIs.body), BrcacheError)
     const repaired = await get(await listen(dir), cacheUrl(vm))
     assert.equal(summariesOf(vm, repaired.body).length, 4)
+  })
+})
+
+describe('brcache serve: the repository index', () => {
+  test('without an index, /api/index is a 404 saying so', async () => {
+    const port = await listen(await repositoryDir('no-index'))
+    const r = await get(port, '/api/index')
+    assert.equal(r.status, 404)
+    assert.deepStrictEqual(JSON.parse(r.body), { error: 'no repository index' })
+  })
+
+  test('/api/index lists the index files, newest snapshot first; each is served as it lies, with 304s', async () => {
+    const dir = await repositoryDir('index')
+    const repository = openRepository(dir)
+    await repository.buildIndex()
+    const [vm] = await repository.listAllVms()
+    const rng = createRandom('serve-index')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2030, 0, 1) })
+    await repository.writeVmBackupMetadata(vm, metadata)
+    const port = await listen(dir)
+    const names = JSON.parse((await get(port, '/api/index')).body)
+    const onDisk = readdirSync(join(dir, INDEX_DIR)).filter((n) => !n.startsWith('.'))
+    assert.deepStrictEqual([...names].sort(), onDisk.sort())
+    assert.match(names[0], /^snapshot-\d{20}\.json\.gz$/)
+    assert.equal(names.filter((n) => /\.json\.gz$/.test(n) && !n.startsWith('snapshot-')).length, 1, 'the write published one segment')
+    for (const name of names) {
+      const r = await get(port, `/api/index/${name}`)
+      assert.equal(r.status, 200, name)
+      assert.equal(r.headers['content-type'], 'application/octet-stream')
+      assert.equal(r.headers['content-encoding'], undefined)
+      assert.deepStrictEqual(r.body, readFileSync(join(dir, INDEX_DIR, name)), name)
+      const again = await get(port, `/api/index/${name}`, { headers: { 'if-none-match': r.headers.etag } })
+      assert.equal(again.status, 304, name)
+    }
+  })
+
+  test('only listed index files: every other name is a 404 that reads nothing but the listing', async () => {
+    const dir = await repositoryDir('index-confined')
+    await openRepository(dir).buildIndex()
+    writeFileSync(join(dir, INDEX_DIR, '.snapshot-00000000000000000009.json.gz.tmp-1'), 'temp')
+    const { handler, calls } = recording(dir)
+    const port = await listen(handler)
+    const [snapshot] = JSON.parse((await get(port, '/api/index')).body)
+    for (const path of [
+      '/api/index/..%2f..%2f..%2fsecret.txt',
+      '/api/index/..%2F..%2Fxo-vm-backups',
+      `/api/index/${snapshot}/..%2f..%2f..%2f..%2fsecret.txt`,
+      '/api/index/../../secret.txt',
+      '/api/index/snapshot-00000000000000000099.json.gz',
+      '/api/index/.snapshot-00000000000000000009.json.gz.tmp-1',
+      `/api/index/${snapshot.toUpperCase()}`,
+      `/api/index/${snapshot}/x`,
+      '/api/index/',
+      '/api/index/%00',
+    ]) {
+      calls.length = 0
+      const r = await get(port, path)
+      assert.equal(r.status, 404, path)
+      assert.deepStrictEqual(Object.keys(JSON.parse(r.body)), ['error'], path)
+      assert.doesNotMatch(r.body.toString(), /SECRET|\n\s+at /, path)
+      for (const [method, target] of calls) assert.deepStrictEqual([method, target], ['list', INDEX_DIR], path)
+    }
+  })
+
+  test('--no-index and --immutable do not offer the index', async () => {
+    const dir = await repositoryDir('index-off')
+    await openRepository(dir).buildIndex()
+    for (const options of [{ index: false }, { immutable: true }]) {
+      const r = await get(await listen(dir, options), '/api/index')
+      assert.equal(r.status, 404, JSON.stringify(options))
+    }
   })
 })

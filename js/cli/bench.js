@@ -9,6 +9,7 @@ import { listWithoutCache, listXoStyle, restoreView } from '../baselines.js'
 import { generateRepository } from '../generate.js'
 import { LocalHandler, SimulatedShare } from '../handlers/index.js'
 import { CACHE_FILE, metadataKey, vmFile } from '../layout.js'
+import { indexApi } from '../native.js'
 import { openRepository } from '../repository.js'
 import { createRandom, makeVm, makeVmBackups } from '../sample.js'
 import { formatBytes, progress, table } from './format.js'
@@ -145,6 +146,19 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     results['brcache warm listing (full records)'] = await measure(share, () => repository.listAllVmBackups(), runs)
     results['brcache listSummaries (per-VM caches)'] = await measure(share, () => repository.listSummaries(), runs)
     results['brcache listSummaries (index)'] = await measure(share, () => indexed.listSummaries(), runs)
+    // The index's worst warm case: as many segments waiting as a writer
+    // lets pile up before it compacts (one backup on each of 64 VMs), then
+    // the write that compacts them.
+    const rng = createRandom('large-index-writes')
+    const writeOne = (vm) => {
+      const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2031, 0, 1) + rng.int(0, 1e9) })
+      return indexed.writeVmBackupMetadata(vm, metadata)
+    }
+    const waiting = indexApi.compactAfter()
+    const writers = (await repository.listAllVms()).slice(0, waiting + 1)
+    for (const vm of writers.slice(0, waiting)) await writeOne(vm)
+    results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.listSummaries(), runs)
+    results['brcache add one backup, index (the write that compacts)'] = await measure(share, () => writeOne(writers.at(-1)), 1)
     results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
     return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }
   })

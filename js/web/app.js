@@ -1,13 +1,17 @@
-// The restore view page: lists the repository's VMs, fetches each VM's
-// cache.json.gz as it lies on the share and decodes it here with the wasm
-// build, straight to the restore view's summaries (never full records).
-// A VM whose payload fails shows its error on its own row; the others go on.
+// The restore view page: lists the repository's VMs and reads the
+// repository index (a snapshot and a few segments, whatever the VM count),
+// decoding it here with the wasm build. Without an index, or for a VM the
+// index does not know (a VM Xen Orchestra backed up behind its back), it
+// fetches the VM's cache.json.gz as it lies on the share and decodes that,
+// straight to the restore view's summaries (never full records). A VM whose
+// payload fails shows its error on its own row; the others go on.
 
-import { init, summariesOf } from '../browser.js'
+import { IndexStore, indexApi, init, summariesOf } from '../browser.js'
 import { mapLimit } from '../concurrency.js'
 import { CACHE_FILE, vmFile } from '../layout.js'
 import { showDetails } from './details.js'
 import { describeVm, formatBytes } from './format.js'
+import { httpError, httpShare } from './http-share.js'
 import { createVmTable } from './table.js'
 
 // Browsers open about six connections per host over HTTP/1.1: more in
@@ -24,16 +28,20 @@ $('filter').addEventListener('input', (event) => table.setFilter(event.target.va
 
 const api = (path) => new URL(path, document.baseURI)
 
-/** The server's `{ error }` if it sent one, else the status line. */
-async function httpError(response) {
-  let message = `${response.status} ${response.statusText}`
+/**
+ * The repository index, or undefined when there is none or it cannot be
+ * used: then every VM comes from its cache, as the server's listings do.
+ */
+async function readIndex() {
+  const log = { warn: (message, details) => console.warn(message, details), debug() {} }
   try {
-    const body = await response.json()
-    if (typeof body?.error === 'string') message = `${message}: ${body.error}`
-  } catch {
-    // Not JSON: the status line says enough.
+    const index = await new IndexStore(httpShare(document.baseURI), indexApi, log).read()
+    // Segments without a snapshot are not the whole view.
+    return index?.plan.snapshot ? index : undefined
+  } catch (error) {
+    console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
+    return undefined
   }
-  return new Error(`HTTP ${message}`)
 }
 
 async function loadVm(vm) {
@@ -50,7 +58,7 @@ function showProgress(done, total) {
   status.textContent = `${done} / ${total} VMs`
 }
 
-function showTotals() {
+function showTotals(source) {
   const rows = table.rows
   const ok = rows.filter((row) => row.state === 'ok')
   const points = ok.reduce((n, row) => n + row.info.count, 0)
@@ -58,20 +66,39 @@ function showTotals() {
   const failed = rows.length - ok.length
   status.textContent =
     `${rows.length} VM${rows.length === 1 ? '' : 's'}, ${points} restore points, ${formatBytes(size)}` +
-    (failed ? ` · ${failed} VM${failed === 1 ? '' : 's'} could not be read` : '')
+    (failed ? ` · ${failed} VM${failed === 1 ? '' : 's'} could not be read` : '') +
+    (source === 'index' ? ' · from the repository index' : '')
   status.classList.toggle('has-errors', failed > 0)
   progress.hidden = true
 }
 
 async function main() {
   await init()
-  const response = await fetch(api('api/vms'))
-  if (!response.ok) throw await httpError(response)
-  const vms = await response.json()
+  const [vms, index] = await Promise.all([
+    fetch(api('api/vms')).then(async (response) => {
+      if (!response.ok) throw await httpError(response)
+      return response.json()
+    }),
+    readIndex(),
+  ])
   vms.forEach((vm) => table.add(vm))
-  let done = 0
+  // The index has every VM it knows, those left without restore points
+  // included; a VM folder it does not know is read from its cache, and a
+  // VM it knows whose folder is gone is not shown.
+  let pending = vms
+  if (index) {
+    const view = index.view()
+    pending = vms.filter((vm) => index.vmGeneration(vm) === null)
+    for (const vm of vms) {
+      if (index.vmGeneration(vm) === null) continue
+      const summaries = view[vm] ?? []
+      table.update(vm, { summaries, info: describeVm(summaries) })
+    }
+  }
+  document.body.dataset.source = index ? 'index' : 'caches'
+  let done = vms.length - pending.length
   showProgress(done, vms.length)
-  await mapLimit(vms, CONCURRENCY, async (vm) => {
+  await mapLimit(pending, CONCURRENCY, async (vm) => {
     try {
       const summaries = await loadVm(vm)
       table.update(vm, { summaries, info: describeVm(summaries) })
@@ -81,7 +108,7 @@ async function main() {
     showProgress(++done, vms.length)
   })
   table.flush()
-  showTotals()
+  showTotals(index ? 'index' : 'caches')
 }
 
 main()

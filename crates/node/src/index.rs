@@ -101,6 +101,12 @@ pub fn index_read_plan(names: Vec<String>) -> String {
     ))
 }
 
+/// Segments past which a writer compacts.
+#[napi]
+pub fn index_compact_after() -> u32 {
+    index::COMPACT_AFTER as u32
+}
+
 /// A fresh segment name from the writer's clock and 64 random bits.
 #[napi]
 pub fn index_segment_name(time_ms: f64, random_high: u32, random_low: u32) -> String {

@@ -84,6 +84,11 @@ pub fn index_read_plan(names: Vec<String>) -> String {
     ))
 }
 
+#[wasm_bindgen(js_name = indexCompactAfter)]
+pub fn index_compact_after() -> u32 {
+    index::COMPACT_AFTER as u32
+}
+
 #[wasm_bindgen(js_name = indexSegmentName)]
 pub fn index_segment_name(time_ms: f64, random_high: u32, random_low: u32) -> String {
     index::segment_name(
