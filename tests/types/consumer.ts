@@ -70,3 +70,18 @@ async function backupServer(): Promise<void> {
   console.log((await openRepository(s3, { immutable: true }).listAllVms()).length)
 }
 void backupServer
+
+// The repository index in a page, over any fetch-based file source.
+async function pageIndex(base: URL): Promise<number> {
+  await browser.init()
+  const files: browser.IndexFiles = {
+    list: async () => (await fetch(new URL('api/index', base))).json() as Promise<string[]>,
+    readFile: async (file) => new Uint8Array(await (await fetch(new URL(`api/index/${file.split('/').at(-1)}`, base))).arrayBuffer()),
+  }
+  const index: browser.LoadedIndex | undefined = await new browser.IndexStore(files, browser.indexApi, console).read()
+  if (!index) return 0
+  const known: number | null = index.vmGeneration('vm')
+  const points: number = Object.values(index.view({ mode: 'full' })).reduce((n, s) => n + s.length, 0)
+  return points + (known ?? 0) + index.unfolded + index.skipped.length
+}
+void pageIndex
