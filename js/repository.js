@@ -221,16 +221,51 @@ export class Repository {
     const name = `${formatFilenameDate(metadata.timestamp)}.json`
     const key = metadataKey(vm, name)
     const bytes = Buffer.from(JSON.stringify(metadata))
+    // The VM's lock is taken before the metadata file is written: a reader
+    // that lists the folder while the cache is behind it then finds the
+    // lock held and leaves the repair to this writer, instead of taking
+    // the lock the writer is about to need. The backup itself never waits
+    // on the cache: without the lock, the file is written all the same.
+    const release = this.#immutable ? undefined : await this.#lockOrWarn(vm, 'write')
     try {
-      await this.#handler.writeFile(vmFile(vm, name), bytes, { exclusive: true })
-    } catch (error) {
-      if (error.code === 'EEXIST') {
-        throw annotate(error, `a restore point of VM ${vm} already exists at ${name}`)
+      try {
+        await this.#handler.writeFile(vmFile(vm, name), bytes, { exclusive: true })
+      } catch (error) {
+        if (error.code === 'EEXIST') {
+          throw annotate(error, `a restore point of VM ${vm} already exists at ${name}`)
+        }
+        throw annotate(error, `cannot write ${vmFile(vm, name)}`)
       }
-      throw annotate(error, `cannot write ${vmFile(vm, name)}`)
+      if (release) await this.#updateCache(vm, 'write', (cache) => cache.add(key, bytes), { locked: true })
+    } finally {
+      await release?.()
     }
-    if (!this.#immutable) await this.#updateCache(vm, 'write', (cache) => cache.add(key, bytes))
     return key
+  }
+
+  /**
+   * The VM's lock for a write (creating the folder of a VM's first backup,
+   * which the lock lives in), or undefined, logged, when it cannot be had:
+   * the cache update is then left to the next check.
+   */
+  async #lockOrWarn(vm, reason) {
+    try {
+      try {
+        return await this.#lock(vm)
+      } catch (error) {
+        // A delete never brings a vanished VM folder back.
+        if (error.code !== 'ENOENT' || reason !== 'write') throw error
+        await this.#handler.mkdir(vmDir(vm))
+        return await this.#lock(vm)
+      }
+    } catch (error) {
+      this.#log.warn('brcache: the cache was not updated; the next check will repair it', {
+        file: vmFile(vm, CACHE_FILE),
+        operation: reason,
+        reason: error.message,
+      })
+      return undefined
+    }
   }
 
   /**
@@ -249,13 +284,20 @@ export class Repository {
       this.#core.VmCache.empty(where.vm).remove([path])
       return { ...where, key: metadataKey(where.vm, where.name) }
     })
-    await mapLimit(targets, this.#concurrency, ({ vm, name }) => this.#deleteFiles(vm, name))
-    if (this.#immutable) return
     const keysByVm = new Map()
-    for (const { vm, key } of targets) keysByVm.set(vm, [...(keysByVm.get(vm) ?? []), key])
-    await mapLimit([...keysByVm], this.#concurrency, ([vm, keys]) =>
-      this.#updateCache(vm, 'delete', (cache) => cache.remove(keys)),
-    )
+    for (const { vm, name, key } of targets) keysByVm.set(vm, [...(keysByVm.get(vm) ?? []), { name, key }])
+    // Per VM, under its lock as for a write (see writeVmBackupMetadata):
+    // files first, so nothing lists a half-deleted backup, then the cache.
+    await mapLimit([...keysByVm], this.#concurrency, async ([vm, points]) => {
+      const release = this.#immutable ? undefined : await this.#lockOrWarn(vm, 'delete')
+      try {
+        await mapLimit(points, this.#concurrency, ({ name }) => this.#deleteFiles(vm, name))
+        const keys = points.map(({ key }) => key)
+        if (release) await this.#updateCache(vm, 'delete', (cache) => cache.remove(keys), { locked: true })
+      } finally {
+        await release?.()
+      }
+    })
   }
 
   async #deleteFiles(vm, name) {
@@ -516,12 +558,13 @@ export class Repository {
    * Applies `mutate` to the latest cache of `vm` under the VM's lock:
    * re-read, (rebuild if unusable), mutate, write atomically. A failure is
    * logged and leaves the old cache as it was; the next listing or check
-   * notices the difference and repairs it.
+   * notices the difference and repairs it. `locked`: the caller holds the
+   * lock already.
    */
-  async #updateCache(vm, reason, mutate) {
+  async #updateCache(vm, reason, mutate, { locked = false } = {}) {
     let release
     try {
-      release = await this.#lock(vm)
+      if (!locked) release = await this.#lock(vm)
       const loaded = await this.#load(vm)
       mutate(loaded.cache)
       // A cache without a generation of its own (none yet, unusable, or

@@ -96,20 +96,25 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
     return [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean)
   }
 
+  /** A file of the share with its date; `missing` is the 404's message. */
+  async function readShared(file, missing) {
+    try {
+      // The date first: should a writer replace the file in between, the
+      // date is the older one, and If-Modified-Since errs towards a 200.
+      const info = await repository.handler.stat(file)
+      return { info, bytes: await repository.handler.readFile(file) }
+    } catch (error) {
+      if (error.code === 'ENOENT') throw new HttpError(404, missing)
+      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
+    }
+  }
+
   async function indexFile(name, request, response) {
     // Only a name the listing gives: compared, never resolved.
     if (!(await indexFiles()).includes(name)) throw new HttpError(404, `${INDEX_DIR}/${name} is not an index file`)
     const file = `${INDEX_DIR}/${name}`
-    let info
-    let bytes
-    try {
-      info = await repository.handler.stat(file)
-      bytes = await repository.handler.readFile(file)
-    } catch (error) {
-      // Compacted away since the listing: the page reads the index again.
-      if (error.code === 'ENOENT') throw new HttpError(404, `${file} is gone`)
-      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
-    }
+    // A 404 if compacted away since the listing: the page reads the index again.
+    const { info, bytes } = await readShared(file, `${file} is gone`)
     send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
   }
 
@@ -123,18 +128,7 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
         throw new HttpError(503, `cannot check the cache of VM ${vm}: ${error.message}`)
       }
     }
-    const file = vmFile(vm, CACHE_FILE)
-    let info
-    let bytes
-    try {
-      // The date first: should a writer replace the cache in between, the
-      // date is the older one, and If-Modified-Since errs towards a 200.
-      info = await repository.handler.stat(file)
-      bytes = await repository.handler.readFile(file)
-    } catch (error) {
-      if (error.code === 'ENOENT') throw new HttpError(404, `VM ${vm} has no cache`)
-      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
-    }
+    const { info, bytes } = await readShared(vmFile(vm, CACHE_FILE), `VM ${vm} has no cache`)
     // No Content-Encoding: the page must get the gzip bytes themselves.
     send(request, response, bytes, { type: 'application/gzip', mtimeMs: info.mtimeMs })
   }

@@ -298,6 +298,18 @@ impl Loaded {
 /// Segments by name.
 pub type Named<T> = Vec<(String, T)>;
 
+/// Pairs segment names with their bytes, as bindings receive them (two
+/// arrays).
+pub fn named<T>(names: Vec<String>, contents: Vec<T>) -> Result<Named<T>> {
+    if names.len() != contents.len() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "segment names and contents differ in length",
+        ));
+    }
+    Ok(names.into_iter().zip(contents).collect())
+}
+
 /// Decodes segments, setting aside (with the reason) those that do not.
 pub fn decode_segments(
     segments: Named<Vec<u8>>,

@@ -2,7 +2,7 @@
 
 use crate::ErrorInfo;
 use brcache_core::index::{self, Loaded};
-use brcache_core::{DecodeLimits, Error, ErrorKind, Filter};
+use brcache_core::{DecodeLimits, Filter};
 use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
 use napi_derive::napi;
 
@@ -23,20 +23,11 @@ pub fn load_index(
     names: Vec<String>,
     segments: Vec<Uint8Array>,
 ) -> Either<NativeIndex, ErrorInfo> {
-    if names.len() != segments.len() {
-        return Either::B(
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "segment names and contents differ in length",
-            )
-            .into(),
-        );
-    }
-    let segments = names
-        .into_iter()
-        .zip(segments.iter().map(|s| s.to_vec()))
-        .collect();
-    match Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default()) {
+    let segments = segments.iter().map(|s| s.to_vec()).collect();
+    let loaded = index::named(names, segments).and_then(|segments| {
+        Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())
+    });
+    match loaded {
         Ok(loaded) => Either::A(NativeIndex { loaded }),
         Err(error) => Either::B(error.into()),
     }
@@ -72,22 +63,13 @@ pub fn rebuild_index(
     names: Vec<String>,
     segments: Vec<Uint8Array>,
 ) -> Either<NativeCompaction, ErrorInfo> {
-    if names.len() != segments.len() {
-        return Either::B(
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "segment names and contents differ in length",
-            )
-            .into(),
-        );
-    }
     let plan = index::ReadPlan::from_listing(listing.iter().map(String::as_str));
-    let segments = names
-        .into_iter()
-        .zip(segments.iter().map(|s| s.to_vec()))
-        .collect();
+    let segments = segments.iter().map(|s| s.to_vec()).collect();
     let from_caches = from_caches.iter().map(|s| s.to_vec()).collect();
-    match index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default()) {
+    let compaction = index::named(names, segments).and_then(|segments| {
+        index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default())
+    });
+    match compaction {
         Ok(compaction) => Either::A(NativeCompaction { compaction }),
         Err(error) => Either::B(error.into()),
     }

@@ -3,7 +3,7 @@
 
 use crate::throw;
 use brcache_core::index::{self, Loaded};
-use brcache_core::{DecodeLimits, Error, ErrorKind, Filter};
+use brcache_core::{DecodeLimits, Filter};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -21,17 +21,11 @@ pub fn load_index(
     names: Vec<String>,
     segments: Vec<js_sys::Uint8Array>,
 ) -> Result<NativeIndex, JsValue> {
-    if names.len() != segments.len() {
-        return Err(throw(Error::new(
-            ErrorKind::InvalidArgument,
-            "segment names and contents differ in length",
-        )));
-    }
-    let segments = names
-        .into_iter()
-        .zip(segments.iter().map(js_sys::Uint8Array::to_vec))
-        .collect();
-    Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())
+    let segments = segments.iter().map(js_sys::Uint8Array::to_vec).collect();
+    index::named(names, segments)
+        .and_then(|segments| {
+            Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())
+        })
         .map(|loaded| NativeIndex { loaded })
         .map_err(throw)
 }
@@ -60,19 +54,13 @@ pub fn rebuild_index(
     names: Vec<String>,
     segments: Vec<js_sys::Uint8Array>,
 ) -> Result<NativeCompaction, JsValue> {
-    if names.len() != segments.len() {
-        return Err(throw(Error::new(
-            ErrorKind::InvalidArgument,
-            "segment names and contents differ in length",
-        )));
-    }
     let plan = index::ReadPlan::from_listing(listing.iter().map(String::as_str));
-    let segments = names
-        .into_iter()
-        .zip(segments.iter().map(js_sys::Uint8Array::to_vec))
-        .collect();
+    let segments = segments.iter().map(js_sys::Uint8Array::to_vec).collect();
     let from_caches = from_caches.iter().map(js_sys::Uint8Array::to_vec).collect();
-    index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default())
+    index::named(names, segments)
+        .and_then(|segments| {
+            index::rebuild_from_bytes(&plan, from_caches, segments, &DecodeLimits::default())
+        })
         .map(|compaction| NativeCompaction { compaction })
         .map_err(throw)
 }
