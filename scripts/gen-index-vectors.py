@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Writes tests/vectors/index.json: repository-index scenarios with their
+expected outcomes, run by the Rust, napi and wasm suites alike.
+
+Expectations are spelled out here by hand from the format's rules (README,
+"Repository-wide index"; crates/core/src/index.rs), not computed by brcache:
+per VM the entry of the highest cache generation wins, then the greater
+fingerprint; a snapshot's `folded` segments are skipped; a compaction takes
+the generation after the newest snapshot listed; a rebuild outranks every
+snapshot listed. Segments are given as JSON objects: each suite feeds them
+both as plain JSON (the first release's segments) and gzip-compressed."""
+
+import json
+import pathlib
+
+A = "3e1b9a52-0000-4000-8000-00000000000a"
+B = "3e1b9a52-0000-4000-8000-00000000000b"
+C = "3e1b9a52-0000-4000-8000-00000000000c"
+
+
+def summary(vm, day, mode="full", job="job-1"):
+    key = f"/xo-vm-backups/{vm}/2024010{day}T000000Z.json"
+    return {
+        "id": key,
+        "timestamp": 1704067200000 + day * 86400000,
+        "mode": mode,
+        "size": 1000 * day,
+        "jobId": job,
+        "scheduleId": "schedule-1",
+        "tags": [],
+        "vm": {"uuid": vm, "name_label": f"vm {vm[-1]}", "name_description": "", "tags": []},
+        "disks": [],
+        "withMemory": False,
+        "differencingVhds": 0,
+        "dynamicVhds": 0,
+        "isImmutable": False,
+    }
+
+
+def fp(n):
+    return f"{n:064x}"
+
+
+def entry(vm, generation, days, fingerprint=None, modes=None):
+    modes = modes or {}
+    return {
+        "generation": generation,
+        "fingerprint": fp(fingerprint if fingerprint is not None else generation),
+        "summaries": [summary(vm, d, modes.get(d, "full")) for d in days],
+    }
+
+
+def segment(vm, generation, days, **kw):
+    return {"version": 1, "vm": vm, **entry(vm, generation, days, **kw)}
+
+
+def seg_name(ms, rand):
+    return f"{ms:015d}-{rand:016x}.json.gz"
+
+
+def snap_name(g):
+    return f"snapshot-{g:020d}.json.gz"
+
+
+def snapshot(generation, folded, vms):
+    return {"version": 1, "generation": generation, "folded": sorted(folded), "vms": vms}
+
+
+def ids(vm, days):
+    return [summary(vm, d)["id"] for d in days]
+
+
+S1, S2, S3, S4, S5 = (seg_name(1000 + i, 0xA0 + i) for i in range(1, 6))
+
+scenarios = []
+
+# Loading: fold rules.
+scenarios.append({
+    "name": "segments fold by cache generation, in any order; folded ones are skipped",
+    "load": {
+        "snapshot": snapshot(3, [S1], {A: entry(A, 2, [1, 2])}),
+        "segments": [
+            [S4, segment(A, 2, [9])],        # older than the one that wins: ignored
+            [S1, segment(A, 1, [1])],        # folded into the snapshot: skipped
+            [S3, segment(B, 1, [5])],
+            [S2, segment(A, 3, [1, 2, 3])],
+        ],
+    },
+    "expect": {
+        "view": {A: ids(A, [1, 2, 3]), B: ids(B, [5])},
+        "generations": {A: 3, B: 1, C: None},
+        "generation": 3,
+        "unfolded": 3,
+        "unreadable": [],
+        # The listing's newest snapshot is the one read: generation 3 -> 4.
+        "compaction": {"name": snap_name(4), "generation": 4, "segmentsToDelete": sorted([S1, S2, S3, S4])},
+    },
+})
+
+scenarios.append({
+    "name": "of two entries of one generation, the greater fingerprint wins",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [S1, segment(A, 4, [1], fingerprint=7)],
+            [S2, segment(A, 4, [1, 2], fingerprint=9)],
+            [S3, segment(A, 4, [3], fingerprint=8)],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [1, 2])}, "generations": {A: 4}, "unfolded": 3, "unreadable": []},
+})
+
+scenarios.append({
+    "name": "a VM emptied of restore points stays empty against an older segment, and is left out of the view",
+    "load": {
+        "snapshot": snapshot(2, [], {A: entry(A, 5, []), B: entry(B, 1, [4])}),
+        "segments": [[S1, segment(A, 4, [1, 2])]],
+    },
+    "expect": {"view": {B: ids(B, [4])}, "generations": {A: 5, B: 1}, "unfolded": 1, "unreadable": []},
+})
+
+scenarios.append({
+    "name": "segments that do not decode are set aside, never fatal",
+    "load": {
+        "snapshot": snapshot(1, [], {A: entry(A, 1, [1])}),
+        "segments": [
+            [S1, "this is no segment"],
+            [S2, {"version": 2, "vm": A, **entry(A, 9, [1, 2, 3])}],  # a later format
+            [S3, {"vm": B}],                                          # no version, no entry
+            [S4, segment(B, 1, [2])],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [1]), B: ids(B, [2])}, "unfolded": 1, "unreadable": [S1, S2, S3]},
+})
+
+scenarios.append({
+    "name": "without a snapshot, the segments alone; the first compaction is generation 1",
+    "load": {"snapshot": None, "segments": [[S1, segment(C, 2, [7])]]},
+    "expect": {
+        "view": {C: ids(C, [7])},
+        "generation": 0,
+        "unfolded": 1,
+        "unreadable": [],
+        "compaction": {"name": snap_name(1), "generation": 1, "segmentsToDelete": [S1]},
+    },
+})
+
+scenarios.append({
+    "name": "a snapshot that does not decode is an error",
+    "load": {"snapshotBytes": "not gzip at all", "segments": []},
+    "expect": {"loadError": "NOT_GZIP"},
+})
+
+scenarios.append({
+    "name": "a snapshot of another format is an error",
+    "load": {"snapshot": {"version": 2, "generation": 1, "folded": [], "vms": {}}, "segments": []},
+    "expect": {"loadError": "INVALID_ARGUMENT"},
+})
+
+scenarios.append({
+    "name": "a compaction after a skipped, newer snapshot takes the generation after it",
+    "load": {
+        "snapshot": snapshot(6, [], {A: entry(A, 1, [1])}),
+        "segments": [[S1, segment(A, 2, [1, 2])]],
+        "listedGeneration": 9,
+    },
+    "expect": {
+        "view": {A: ids(A, [1, 2])},
+        "compaction": {"name": snap_name(10), "generation": 10, "segmentsToDelete": [S1]},
+    },
+})
+
+scenarios.append({
+    "name": "the view keeps what a filter accepts, VMs left without any omitted",
+    "load": {
+        "snapshot": snapshot(1, [], {
+            A: entry(A, 1, [1, 2, 3], modes={2: "delta", 3: "delta"}),
+            B: entry(B, 1, [4], modes={4: "delta"}),
+            C: entry(C, 1, [5]),
+        }),
+        "segments": [],
+    },
+    "filter": {"mode": "full"},
+    "expect": {"view": {A: ids(A, [1]), C: ids(C, [5])}},
+})
+
+scenarios.append({
+    "name": "drift: behind, unknown, gone; a folder without a cache whose entry is empty is fine",
+    "load": {
+        "snapshot": snapshot(1, [], {
+            A: entry(A, 2, [1]),
+            B: entry(B, 3, [1]),
+            C: entry(C, 1, [1]),
+            "d-empty": entry("d-empty", 4, []),
+        }),
+        "segments": [],
+    },
+    "caches": {
+        A: [2, fp(2)],        # the same generation and fingerprint: in step
+        B: [3, fp(99)],       # same generation, other fingerprint (XO rewrote it): behind
+        "new-vm": [0, None],  # a folder the index does not know
+        "d-empty": None,      # no cache, and the entry has no restore points
+    },
+    "expect": {"drift": {B: "behind", C: "gone", "new-vm": "unknown"}},
+})
+
+# Read plans from listings of the index folder.
+scenarios.append({
+    "name": "a listing: the newest snapshot, older ones newest first, segments sorted, anything else ignored",
+    "listing": [
+        snap_name(2), S3, ".snapshot-00000000000000000011.json.gz.tmp-77-ab", snap_name(10),
+        "000000000001001-00000000000000a1.json", S1, "notes.txt", snap_name(7), "1-2.json.gz",
+        ".lock",
+    ],
+    "expect": {
+        "plan": {
+            "snapshot": snap_name(10),
+            "segments": sorted([S1, S3, "000000000001001-00000000000000a1.json"]),
+            "oldSnapshots": [snap_name(7), snap_name(2)],
+            "generation": 10,
+            "shouldCompact": False,
+        }
+    },
+})
+
+scenarios.append({
+    "name": "an empty listing",
+    "listing": [],
+    "expect": {"plan": {"snapshot": None, "segments": [], "oldSnapshots": [], "generation": 0, "shouldCompact": False}},
+})
+
+many = [seg_name(5000 + i, i) for i in range(65)]
+scenarios.append({
+    "name": "past 64 segments a writer compacts",
+    "listing": many,
+    "expect": {"plan": {"snapshot": None, "segments": many, "oldSnapshots": [], "generation": 0, "shouldCompact": True}},
+})
+
+scenarios.append({
+    "name": "64 segments are not yet enough",
+    "listing": many[:64],
+    "expect": {"plan": {"snapshot": None, "segments": many[:64], "oldSnapshots": [], "generation": 0, "shouldCompact": False}},
+})
+
+# Rebuilds from the VM caches.
+scenarios.append({
+    "name": "a rebuild outranks every snapshot listed; a later segment still wins, a cut one is deleted",
+    "rebuild": {
+        "listing": [snap_name(3), snap_name(8), S1, S2, S5],
+        "fromCaches": [segment(A, 4, [1]), segment(B, 2, [2, 3])],
+        "segments": [
+            [S1, segment(A, 5, [1, 4])],  # published after A's cache was read
+            [S2, segment(B, 1, [2])],     # older than B's cache
+            [S5, "cut short"],
+        ],
+    },
+    "expect": {
+        "compaction": {"name": snap_name(9), "generation": 9, "segmentsToDelete": sorted([S1, S2, S5])},
+        "view": {A: ids(A, [1, 4]), B: ids(B, [2, 3])},
+    },
+})
+
+scenarios.append({
+    "name": "a rebuild refuses a VM cache segment that does not decode",
+    "rebuild": {"listing": [], "fromCaches": ["garbage"], "segments": []},
+    "expect": {"rebuildError": "INVALID_JSON"},
+})
+
+out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "index.json"
+out.write_text(json.dumps({"scenarios": scenarios}, indent=1) + "\n")
+print(f"wrote {out} ({len(scenarios)} scenarios)")
