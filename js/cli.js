@@ -76,7 +76,11 @@ files, nothing else.
                   served as they are, and a VM without one shows an error
                   (no index either, as for brcache list)
   --no-index      ignore the repository index: every VM's cache is checked
-                  against its folder (unless --no-repair) and fetched`,
+                  against its folder (unless --no-repair) and fetched
+
+With an index and repair on, the index is checked against every VM's cache
+once at start (brcache check's index part), so that what Xen Orchestra did
+behind its back shows on the first page.`,
   index: `Usage: brcache index <dir> [--json]
 
 Builds, or rebuilds, the repository-wide index (xo-vm-backups/.brcache-index/)
@@ -273,6 +277,17 @@ async function serve(args) {
   const port = number(values.port, 'port')
   // Fail now on a missing or unmounted repository, not at the first page load.
   const vms = await openRepository(dir).listAllVms()
+  // The page trusts the index as listings do; catch it up once with what
+  // Xen Orchestra (or a crash) changed behind it, before the first page.
+  let indexState = ''
+  if (!values['no-index'] && !values.immutable && !values['no-repair']) {
+    const check = await openRepository(dir).checkIndex({ repair: true })
+    const behind = Object.keys(check.drift).length
+    if (!check.exists) indexState = ''
+    else if (check.vms !== undefined) indexState = ', repository index rebuilt'
+    else if (behind > 0) indexState = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
+    else indexState = check.repaired ? ', repository index repaired' : ', repository index in step'
+  }
   const { createServer } = await import('./serve.js')
   const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'] })
   await new Promise((resolve, reject) => {
@@ -281,7 +296,7 @@ async function serve(args) {
   })
   const { address, port: bound } = server.address()
   const host = address.includes(':') ? `[${address}]` : address
-  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs) at http://${host}:${bound}/ (Ctrl-C to stop)`)
+  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${indexState}) at http://${host}:${bound}/ (Ctrl-C to stop)`)
 }
 
 // --- demo --------------------------------------------------------------------

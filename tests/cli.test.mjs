@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -176,6 +176,34 @@ describe('brcache serve', () => {
       assert.equal(cache.headers.get('content-type'), 'application/gzip')
       assert.deepStrictEqual(Buffer.from(await cache.arrayBuffer()), readFileSync(join(dir, 'xo-vm-backups', vms[0], 'cache.json.gz')))
       assert.equal((await fetch(url)).status, 200)
+    } finally {
+      child.kill()
+    }
+  })
+
+  test('with an index, the start catches it up with a VM folder XO added behind it, before the first page', async () => {
+    const dir = temp()
+    gen(dir)
+    await openRepository(dir).buildIndex()
+    // A VM folder the index never heard of, as XO would write it (no segment).
+    const other = temp()
+    gen(other, '--vms', '1', '--seed', 'cli-serve-other')
+    const [added] = await openRepository(other).listAllVms()
+    cpSync(join(other, 'xo-vm-backups', added), join(dir, 'xo-vm-backups', added), { recursive: true })
+    assert.deepStrictEqual((await openRepository(dir).checkIndex()).drift, { [added]: 'unknown' })
+
+    const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      const line = await new Promise((resolve, reject) => {
+        let out = ''
+        child.stdout.on('data', (chunk) => {
+          out += chunk
+          if (out.includes('\n')) resolve(out)
+        })
+        child.on('exit', (code) => reject(new Error(`brcache serve exited with ${code}`)))
+      })
+      assert.match(line, /repository index caught up on 1 VM\) at http:/)
+      assert.deepStrictEqual(await openRepository(dir).checkIndex(), { exists: true, drift: {}, repaired: false })
     } finally {
       child.kill()
     }
