@@ -133,6 +133,41 @@ scenarios.append({
     "expect": {"view": {A: ids(A, [1]), B: ids(B, [2])}, "unfolded": 1, "unreadable": [S1, S2, S3]},
 })
 
+# What an index file may not carry: a listing hands summaries on as they are,
+# so each must have a summary's shape and an id naming a metadata file of its
+# own VM folder, once.
+bad = dict(segment(B, 7, [1]))
+hostile = {
+    "an id in another VM's folder": {**bad, "summaries": [summary(A, 1)]},
+    "an id outside the backup folder": {**bad, "summaries": [{**summary(B, 1), "id": "/etc/passwd"}]},
+    "an id climbing out with ..": {**bad, "summaries": [{**summary(B, 1), "id": f"/xo-vm-backups/{B}/../{A}/20240101T000000Z.json"}]},
+    "an id that is not a .json file": {**bad, "summaries": [{**summary(B, 1), "id": f"/xo-vm-backups/{B}/data.vhd"}]},
+    "the same file twice": {**bad, "summaries": [summary(B, 1), {**summary(B, 1), "id": f"xo-vm-backups/{B}/20240101T000000Z.json"}]},
+    "a VM name with a slash": {**segment(B, 7, []), "vm": f"{B}/.."},
+    "a summary without its mode": {**bad, "summaries": [{k: v for k, v in summary(B, 1).items() if k != "mode"}]},
+    "a summary whose disks are not a list": {**bad, "summaries": [{**summary(B, 1), "disks": {"id": "x"}}]},
+    "a summary that is a string": {**bad, "summaries": ["/xo-vm-backups/x.json"]},
+    # As raw text: a lone UTF-16 surrogate escape, which JSON.parse and the
+    # cache decoder refuse, must be refused in a plain segment as in a gzip
+    # one (the fuzzer found a plain one that was not).
+    "a lone surrogate escape": json.dumps(segment(B, 7, [1])).replace('"vm b"', '"\\ud800 vm b"', 1),
+}
+names = [seg_name(3000 + i, i) for i in range(len(hostile))]
+scenarios.append({
+    "name": "hostile segments are unreadable: ids outside their VM folder, bad VM names, wrong shapes",
+    "load": {
+        "snapshot": snapshot(1, [], {A: entry(A, 1, [1])}),
+        "segments": [[n, seg] for n, seg in zip(names, hostile.values())],
+    },
+    "expect": {"view": {A: ids(A, [1])}, "generations": {A: 1, B: None}, "unfolded": 0, "unreadable": names},
+})
+
+scenarios.append({
+    "name": "a snapshot holding an id outside its VM folder is refused whole",
+    "load": {"snapshot": snapshot(1, [], {A: {**entry(A, 1, [1]), "summaries": [summary(B, 1)]}}), "segments": []},
+    "expect": {"loadError": "INVALID_KEY"},
+})
+
 scenarios.append({
     "name": "without a snapshot, the segments alone; the first compaction is generation 1",
     "load": {"snapshot": None, "segments": [[S1, segment(C, 2, [7])]]},

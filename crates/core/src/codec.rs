@@ -65,14 +65,30 @@ pub fn decode_body_into(
 ) -> Result<Option<CacheHeader>> {
     let member = gzip::read_member_into(bytes, limits.max_inflated_size, body)?;
     let header = CacheHeader::from_extra(member.extra);
+    check_body(body, limits)?;
+    Ok(header)
+}
+
+/// The checks a JSON body passes before any parser sees it, gzip or not:
+/// its size, UTF-8, nesting depth and escapes (see [`json::check_depth`]).
+pub fn check_body(body: &[u8], limits: &DecodeLimits) -> Result<()> {
+    if body.len() > limits.max_inflated_size {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "the body is {} bytes, over the limit of {}",
+                body.len(),
+                limits.max_inflated_size
+            ),
+        ));
+    }
     if let Err(e) = std::str::from_utf8(body) {
         return Err(
             Error::new(ErrorKind::InvalidUtf8, "the cache body is not valid UTF-8")
                 .at(e.valid_up_to() as u64),
         );
     }
-    json::check_depth(body, limits.max_depth)?;
-    Ok(header)
+    json::check_depth(body, limits.max_depth)
 }
 
 /// Decodes a cache completely: framing, header and entries.

@@ -35,9 +35,13 @@
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gzip;
+use crate::key::VmId;
 use crate::summary::{self, Filter, Summary};
 use crate::vm_cache::VmCache;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The index folder, relative to the repository root.
@@ -56,6 +60,88 @@ const SEGMENT_SUFFIX: &str = ".json.gz";
 /// Segments of the first release were plain JSON; they are still read.
 const PLAIN_SEGMENT_SUFFIX: &str = ".json";
 
+/// A restore point's summary as published, kept as its JSON text. A
+/// snapshot holds 100,000 of them and a listing hands them on unchanged, so
+/// they are never built into values: decoding checks each one's shape and
+/// that its id names a metadata file of its VM ([`VmEntry::check`]), and a
+/// filter reads only the three fields it compares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawSummary(Box<RawValue>);
+
+impl PartialEq for RawSummary {
+    fn eq(&self, other: &RawSummary) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl RawSummary {
+    pub fn of(summary: &Summary) -> RawSummary {
+        RawSummary(serde_json::value::to_raw_value(summary).expect("plain data always serializes"))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    fn matches(&self, filter: &Filter) -> bool {
+        if *filter == Filter::default() {
+            return true;
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Keys {
+            job_id: Value,
+            schedule_id: Value,
+            mode: Value,
+        }
+        serde_json::from_str::<Keys>(self.get())
+            .is_ok_and(|k| filter.matches_fields(&k.job_id, &k.schedule_id, &k.mode))
+    }
+}
+
+/// What a summary must hold, as [`Summary`] reads it, without building the
+/// values a listing only hands on.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // read for their types only
+struct SummaryShape {
+    id: String,
+    timestamp: IgnoredAny,
+    mode: IgnoredAny,
+    size: IgnoredAny,
+    job_id: IgnoredAny,
+    schedule_id: IgnoredAny,
+    tags: IgnoredAny,
+    vm: VmShape,
+    disks: Vec<DiskShape>,
+    with_memory: bool,
+    differencing_vhds: usize,
+    dynamic_vhds: usize,
+    is_immutable: bool,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct VmShape {
+    #[serde(default)]
+    uuid: IgnoredAny,
+    #[serde(default)]
+    name_label: IgnoredAny,
+    #[serde(default)]
+    name_description: IgnoredAny,
+    #[serde(default)]
+    tags: IgnoredAny,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct DiskShape {
+    id: String,
+    name: IgnoredAny,
+    uuid: IgnoredAny,
+}
+
 /// One VM's restore view, at the cache generation it was taken from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,7 +149,7 @@ pub struct VmEntry {
     pub generation: u64,
     /// The cache's fingerprint (hex), or `None` for a cache without one.
     pub fingerprint: Option<String>,
-    pub summaries: Vec<Summary>,
+    pub summaries: Vec<RawSummary>,
 }
 
 impl VmEntry {
@@ -71,16 +157,73 @@ impl VmEntry {
     fn supersedes(&self, other: &VmEntry) -> bool {
         (self.generation, &self.fingerprint) > (other.generation, &other.fingerprint)
     }
+
+    /// Checks what a decoded entry of `vm` holds: a VM folder name, and
+    /// summaries of the right shape whose ids name metadata files of that
+    /// folder, each once. An index file is on the share for anyone to
+    /// write: a listing must not hand on an id that points elsewhere.
+    fn check(&self, vm: &str) -> Result<()> {
+        let vm = VmId::new(vm)?;
+        let mut ids = Vec::with_capacity(self.summaries.len());
+        for summary in &self.summaries {
+            let shape: SummaryShape = serde_json::from_str(summary.get()).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidJson,
+                    format!("not a summary of VM {}: {e}", vm.as_str()),
+                )
+            })?;
+            ids.push(shape.id);
+        }
+        vm.check_keys(ids.iter().map(String::as_str))?;
+        Ok(())
+    }
 }
 
 /// A journal segment: one VM's entry, as a writer published it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "SegmentFields", into = "SegmentFields")]
 pub struct Segment {
     pub version: u32,
     pub vm: String,
-    #[serde(flatten)]
     pub entry: VmEntry,
+}
+
+/// A segment as written: the entry's fields beside `version` and `vm`
+/// (spelled out: serde's flatten cannot carry raw summaries).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentFields {
+    version: u32,
+    vm: String,
+    generation: u64,
+    fingerprint: Option<String>,
+    summaries: Vec<RawSummary>,
+}
+
+impl From<SegmentFields> for Segment {
+    fn from(f: SegmentFields) -> Segment {
+        Segment {
+            version: f.version,
+            vm: f.vm,
+            entry: VmEntry {
+                generation: f.generation,
+                fingerprint: f.fingerprint,
+                summaries: f.summaries,
+            },
+        }
+    }
+}
+
+impl From<Segment> for SegmentFields {
+    fn from(s: Segment) -> SegmentFields {
+        SegmentFields {
+            version: s.version,
+            vm: s.vm,
+            generation: s.entry.generation,
+            fingerprint: s.entry.fingerprint,
+            summaries: s.entry.summaries,
+        }
+    }
 }
 
 impl Segment {
@@ -106,10 +249,13 @@ impl Segment {
             let text = codec::decode_text(bytes, limits)?.text;
             serde_json::from_str(&text)
         } else {
+            // The same checks as the gzip body gets, before the parser.
+            codec::check_body(bytes, limits)?;
             serde_json::from_slice(bytes)
         }
         .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("not an index segment: {e}")))?;
         check_version(segment.version)?;
+        segment.entry.check(&segment.vm)?;
         Ok(segment)
     }
 }
@@ -163,7 +309,7 @@ impl Snapshot {
 
     /// The restore view: `{ vm: summaries }`, VMs without restore points
     /// omitted.
-    pub fn view(&self) -> BTreeMap<&str, &[Summary]> {
+    pub fn view(&self) -> BTreeMap<&str, &[RawSummary]> {
         self.vms
             .iter()
             .filter(|(_, e)| !e.summaries.is_empty())
@@ -173,7 +319,7 @@ impl Snapshot {
 
     /// The restore view keeping the restore points `filter` accepts, VMs
     /// left without any omitted.
-    pub fn filtered_view(&self, filter: &Filter) -> BTreeMap<&str, Vec<&Summary>> {
+    pub fn filtered_view(&self, filter: &Filter) -> BTreeMap<&str, Vec<&RawSummary>> {
         self.vms
             .iter()
             .map(|(vm, e)| {
@@ -181,7 +327,7 @@ impl Snapshot {
                     vm.as_str(),
                     e.summaries
                         .iter()
-                        .filter(|s| filter.matches(s))
+                        .filter(|s| s.matches(filter))
                         .collect::<Vec<_>>(),
                 )
             })
@@ -218,6 +364,9 @@ impl Snapshot {
             )
         })?;
         check_version(snapshot.version)?;
+        for (vm, entry) in &snapshot.vms {
+            entry.check(vm)?;
+        }
         Ok(snapshot)
     }
 }
@@ -227,7 +376,10 @@ pub fn entry_of(cache: &VmCache) -> Result<VmEntry> {
     Ok(VmEntry {
         generation: cache.generation(),
         fingerprint: Some(cache.fingerprint().to_hex()),
-        summaries: summary::summaries(cache, &Filter::default())?,
+        summaries: summary::summaries(cache, &Filter::default())?
+            .iter()
+            .map(RawSummary::of)
+            .collect(),
     })
 }
 
@@ -244,8 +396,9 @@ pub struct Loaded {
     pub unreadable: Vec<(String, String)>,
     /// The snapshot with every segment it had not folded folded in: the
     /// index as it is now, computed once (it is 100,000 summaries on a
-    /// large repository, and callers ask it one VM at a time).
-    current: Snapshot,
+    /// large repository, and callers ask it one VM at a time). `None` when
+    /// no segment waits: the snapshot itself, not a copy of it.
+    current: Option<Snapshot>,
 }
 
 impl Loaded {
@@ -258,12 +411,17 @@ impl Loaded {
     ) -> Result<Loaded> {
         let snapshot = snapshot.map_or(Ok(Snapshot::empty()), |b| Snapshot::decode(b, limits))?;
         let (segments, unreadable) = decode_segments(segments, limits);
-        let mut current = snapshot.clone();
-        for (name, segment) in &segments {
-            if !snapshot.folded.contains(name) {
+        let mut waiting = segments
+            .iter()
+            .filter(|(name, _)| !snapshot.folded.contains(name))
+            .peekable();
+        let current = waiting.peek().is_some().then(|| {
+            let mut current = snapshot.clone();
+            for (name, segment) in waiting {
                 current.fold(name, segment.clone());
             }
-        }
+            current
+        });
         Ok(Loaded {
             snapshot,
             segments,
@@ -274,7 +432,7 @@ impl Loaded {
 
     /// The index as it is now.
     pub fn current(&self) -> &Snapshot {
-        &self.current
+        self.current.as_ref().unwrap_or(&self.snapshot)
     }
 
     /// Segments not folded into the snapshot yet.
@@ -553,23 +711,25 @@ pub fn drift(snapshot: &Snapshot, caches: &CacheStates) -> BTreeMap<String, Drif
 mod tests {
     use super::*;
 
-    fn summary(id: &str, timestamp: u64) -> Summary {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "timestamp": timestamp, "mode": "full", "size": 1, "jobId": "j",
-            "scheduleId": "s", "tags": [], "vm": {}, "disks": [], "withMemory": false,
-            "differencingVhds": 0, "dynamicVhds": 0, "isImmutable": false
+    fn summary(vm: &str, name: &str, timestamp: u64) -> RawSummary {
+        let summary: Summary = serde_json::from_value(serde_json::json!({
+            "id": format!("/xo-vm-backups/{vm}/{name}.json"), "timestamp": timestamp,
+            "mode": "full", "size": 1, "jobId": "j", "scheduleId": "s", "tags": [], "vm": {},
+            "disks": [], "withMemory": false, "differencingVhds": 0, "dynamicVhds": 0,
+            "isImmutable": false
         }))
-        .unwrap()
+        .unwrap();
+        RawSummary::of(&summary)
     }
 
-    fn entry(generation: u64, ids: &[&str]) -> VmEntry {
+    fn entry(vm: &str, generation: u64, names: &[&str]) -> VmEntry {
         VmEntry {
             generation,
             fingerprint: Some(format!("{generation:064x}")),
-            summaries: ids
+            summaries: names
                 .iter()
                 .enumerate()
-                .map(|(i, id)| summary(id, i as u64))
+                .map(|(i, name)| summary(vm, name, i as u64))
                 .collect(),
         }
     }
@@ -579,19 +739,19 @@ mod tests {
         let segments = [
             (
                 "000000000000001-0000000000000001.json",
-                Segment::new("a", entry(1, &["x"])),
+                Segment::new("a", entry("a", 1, &["x"])),
             ),
             (
                 "000000000000002-0000000000000002.json",
-                Segment::new("a", entry(3, &["x", "y"])),
+                Segment::new("a", entry("a", 3, &["x", "y"])),
             ),
             (
                 "000000000000003-0000000000000003.json",
-                Segment::new("b", entry(2, &["z"])),
+                Segment::new("b", entry("b", 2, &["z"])),
             ),
             (
                 "000000000000004-0000000000000004.json",
-                Segment::new("a", entry(2, &["y"])),
+                Segment::new("a", entry("a", 2, &["y"])),
             ),
         ];
         let mut forward = Snapshot::empty();
@@ -611,10 +771,10 @@ mod tests {
     #[test]
     fn an_emptied_vm_stays_empty_against_older_segments() {
         let mut snapshot = Snapshot::empty();
-        snapshot.put("a", entry(5, &[]));
+        snapshot.put("a", entry("a", 5, &[]));
         snapshot.fold(
             "000000000000001-0000000000000001.json",
-            Segment::new("a", entry(4, &["x"])),
+            Segment::new("a", entry("a", 4, &["x"])),
         );
         assert!(snapshot.view().is_empty());
     }
@@ -643,10 +803,10 @@ mod tests {
     #[test]
     fn snapshots_and_segments_round_trip() {
         let mut snapshot = Snapshot::empty();
-        snapshot.put("a", entry(1, &["x", "y"]));
+        snapshot.put("a", entry("a", 1, &["x", "y"]));
         let compaction = compact(
             snapshot,
-            vec![(segment_name(7, 9), Segment::new("b", entry(1, &["z"])))],
+            vec![(segment_name(7, 9), Segment::new("b", entry("b", 1, &["z"])))],
         );
         assert_eq!(compaction.name, snapshot_name(1));
         assert_eq!(compaction.segments_to_delete, [segment_name(7, 9)]);
@@ -655,7 +815,7 @@ mod tests {
             Snapshot::decode(&bytes, &DecodeLimits::default()).unwrap(),
             compaction.snapshot
         );
-        let segment = Segment::new("a", entry(2, &["x"]));
+        let segment = Segment::new("a", entry("a", 2, &["x"]));
         let limits = DecodeLimits::default();
         assert_eq!(
             Segment::decode(&segment.encode(), &limits).unwrap(),
@@ -679,13 +839,13 @@ mod tests {
         let compaction = rebuild_from_bytes(
             &plan,
             vec![
-                Segment::new("a", entry(4, &["x"])).encode(),
-                Segment::new("b", entry(1, &["y"])).encode(),
+                Segment::new("a", entry("a", 4, &["x"])).encode(),
+                Segment::new("b", entry("b", 1, &["y"])).encode(),
             ],
             vec![
                 (
                     later.clone(),
-                    Segment::new("a", entry(5, &["x", "z"])).encode(),
+                    Segment::new("a", entry("a", 5, &["x", "z"])).encode(),
                 ),
                 (
                     "000000000000001-0000000000000002.json.gz".into(),
@@ -709,9 +869,9 @@ mod tests {
     #[test]
     fn drift_names_the_vms_the_index_got_wrong() {
         let mut snapshot = Snapshot::empty();
-        snapshot.put("same", entry(2, &["x"]));
-        snapshot.put("behind", entry(2, &["x"]));
-        snapshot.put("gone", entry(1, &["x"]));
+        snapshot.put("same", entry("same", 2, &["x"]));
+        snapshot.put("behind", entry("behind", 2, &["x"]));
+        snapshot.put("gone", entry("gone", 1, &["x"]));
         let caches = BTreeMap::from([
             ("same".to_string(), Some((2, Some(format!("{:064x}", 2))))),
             ("behind".to_string(), Some((0, None))),

@@ -121,12 +121,15 @@ impl Filter {
     }
 
     pub fn matches(&self, summary: &Summary) -> bool {
+        self.matches_fields(&summary.job_id, &summary.schedule_id, &summary.mode)
+    }
+
+    /// Whether a summary with these fields passes.
+    pub fn matches_fields(&self, job_id: &Value, schedule_id: &Value, mode: &Value) -> bool {
         let is = |want: &Option<String>, have: &Value| {
             want.as_deref().is_none_or(|w| have.as_str() == Some(w))
         };
-        is(&self.job_id, &summary.job_id)
-            && is(&self.schedule_id, &summary.schedule_id)
-            && is(&self.mode, &summary.mode)
+        is(&self.job_id, job_id) && is(&self.schedule_id, schedule_id) && is(&self.mode, mode)
     }
 }
 

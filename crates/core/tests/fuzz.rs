@@ -199,3 +199,154 @@ fn mutated_vectors_never_break_the_decoders_or_reconcile() {
         check(&mut rng, &vm, &bytes, &limits);
     }
 }
+
+/// The index files of tests/vectors/index.json, as the JSON texts writers
+/// publish: every snapshot and every segment of its scenarios.
+fn index_corpus() -> Vec<Vec<u8>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/index.json");
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut corpus = Vec::new();
+    for scenario in all["scenarios"].as_array().unwrap() {
+        let load = &scenario["load"];
+        if load["snapshot"].is_object() {
+            corpus.push(serde_json::to_vec(&load["snapshot"]).unwrap());
+        }
+        for pair in load["segments"].as_array().into_iter().flatten() {
+            if pair[1].is_object() {
+                corpus.push(serde_json::to_vec(&pair[1]).unwrap());
+            }
+        }
+    }
+    assert!(corpus.len() >= 20, "the index corpus lost files");
+    corpus
+}
+
+/// Whatever index file decodes holds only summaries whose ids name
+/// metadata files of their own VM folder, and survives a compaction.
+fn check_index_file(bytes: &[u8], limits: &DecodeLimits) -> bool {
+    use brcache_core::index::{Loaded, Segment, Snapshot, segment_name};
+    let inside = |vm: &str, entry: &brcache_core::index::VmEntry| {
+        let vm = VmId::new(vm).expect("a decoded entry's VM is a folder name");
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        for summary in &entry.summaries {
+            let Id { id } = serde_json::from_str(summary.get()).expect("a summary has an id");
+            vm.parse_key(&id)
+                .expect("a decoded summary's id is in its VM folder");
+        }
+    };
+    let mut decoded = false;
+    if let Ok(snapshot) = Snapshot::decode(bytes, limits) {
+        for (vm, entry) in &snapshot.vms {
+            inside(vm, entry);
+        }
+        assert_eq!(
+            Snapshot::decode(&snapshot.encode(), limits).unwrap(),
+            snapshot
+        );
+        decoded = true;
+    }
+    if let Ok(segment) = Segment::decode(bytes, limits) {
+        decoded = true;
+        inside(&segment.vm, &segment.entry);
+        assert_eq!(Segment::decode(&segment.encode(), limits).unwrap(), segment);
+        let name = segment_name(1, 1);
+        let loaded = Loaded::decode(None, vec![(name, segment.encode())], limits).unwrap();
+        let compacted = loaded.compact(0).snapshot;
+        let again = Snapshot::decode(&compacted.encode(), limits).unwrap();
+        assert_eq!(again.view(), loaded.current().view());
+    }
+    decoded
+}
+
+/// Hostile values for an index file's strings and numbers: what a writer
+/// of the share could put there while keeping the JSON valid.
+const INDEX_VALUES: &[&str] = &[
+    r#""/etc/passwd""#,
+    r#""/xo-vm-backups/3e1b9a52-0000-4000-8000-00000000000a/../x.json""#,
+    r#""/xo-vm-backups/3e1b9a52-0000-4000-8000-00000000000a/20240101T000000Z.json""#,
+    r#""/xo-vm-backups/3e1b9a52-0000-4000-8000-00000000000b/20240101T000000Z.json""#,
+    r#""xo-vm-backups/3e1b9a52-0000-4000-8000-00000000000b/20240102T000000Z.json""#,
+    r#""3e1b9a52-0000-4000-8000-00000000000b""#,
+    r#""..""#,
+    r#""__proto__""#,
+    r#""""#,
+    "null",
+    "[]",
+    "{}",
+    "-1",
+    "18446744073709551616",
+    "1e400",
+    "2",
+    "true",
+];
+
+/// Replaces a few of a JSON text's values (found by walking its parse)
+/// with hostile ones, keeping it valid JSON most of the time.
+fn mutate_values(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    fn walk(rng: &mut Rng, value: &mut serde_json::Value, depth: usize) {
+        use serde_json::Value;
+        let replace = rng.below(6 + depth) == 0;
+        if replace {
+            let text = INDEX_VALUES[rng.below(INDEX_VALUES.len())];
+            if let Ok(new) = serde_json::from_str(text) {
+                *value = new;
+                return;
+            }
+        }
+        match value {
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(rng, v, depth + 1)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(rng, v, depth + 1)),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(input).unwrap();
+    walk(rng, &mut value, 0);
+    let mut text = serde_json::to_vec(&value).unwrap();
+    // Numbers serde_json cannot hold as values go in as text.
+    if rng.below(4) == 0 {
+        let text_str = String::from_utf8(text).unwrap();
+        text = text_str
+            .replacen(":2,", ":1e400,", 1)
+            .replacen(":false", ":18446744073709551616", 1)
+            .into_bytes();
+    }
+    text
+}
+
+#[test]
+fn mutated_index_files_never_break_the_index_decoders() {
+    let cases: usize = std::env::var("BRCACHE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let corpus = index_corpus();
+    let limits = DecodeLimits {
+        max_inflated_size: 4 << 20,
+        ..DecodeLimits::default()
+    };
+    let mut rng = Rng(0x0069_6e64_6578 | 1);
+    let mut decoded = 0;
+    for _ in 0..cases {
+        let input = &corpus[rng.below(corpus.len())];
+        let other = &corpus[rng.below(corpus.len())];
+        let text = match rng.below(4) {
+            0 => mutate_json(&mut rng, input),
+            1 => mutate_bytes(&mut rng, input, other),
+            _ => mutate_values(&mut rng, input),
+        };
+        // As a plain segment, and gzipped as a snapshot or a segment is.
+        decoded += usize::from(check_index_file(&text, &limits));
+        decoded += usize::from(check_index_file(
+            &gzip::write_member(&text, None, 1),
+            &limits,
+        ));
+    }
+    // Mutations that still decode are the ones that test the checks.
+    assert!(
+        decoded * 20 >= cases,
+        "only {decoded} of {cases} mutated files decoded"
+    );
+}
