@@ -37,8 +37,6 @@ export interface LoadedIndex {
   vmGeneration(vm: string): number | null
   /** Segments that did not decode, skipped. */
   unreadable(): { name: string; reason: string }[]
-  /** Snapshots that did not decode, skipped for an older one. */
-  readonly skipped: string[]
   readonly plan: { snapshot: string | null; segments: string[]; oldSnapshots: string[]; generation: number }
 }
 

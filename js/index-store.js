@@ -19,7 +19,7 @@ export function makeIndexApi(native) {
       },
       view: (filter) => JSON.parse(call(() => handle.viewJson(filter ? JSON.stringify(filter) : undefined))),
       unreadable: () => JSON.parse(handle.unreadableJson()).map(([name, reason]) => ({ name, reason })),
-      // Named after the newest snapshot listed, even one that was skipped.
+      // Named after the newest snapshot listed (see Loaded::compact).
       compaction: () => unwrapCompaction(handle.compaction(listedGeneration)),
       goneSegment: (vm) => handle.goneSegment(vm),
       vmGeneration: (vm) => handle.vmGeneration(vm) ?? null,
@@ -45,7 +45,9 @@ export function makeIndexApi(native) {
     /** `plan`: the read plan the bytes come from (its newest generation names the next compaction). */
     load(snapshot, segments, plan) {
       const entries = [...segments]
-      const handle = call(() => native.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR)
+      // An error is the snapshot's (segments that fail are set aside): name it.
+      const file = plan?.snapshot ? `${INDEX_DIR}/${plan.snapshot}` : INDEX_DIR
+      const handle = call(() => native.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), file)
       return wrap(handle, plan?.generation ?? handle.generation)
     },
   }
@@ -94,10 +96,11 @@ export class IndexStore {
    * The index as it is now, or undefined when there is none: the folder is
    * listed, then the newest snapshot and every segment are read at once.
    * A file that vanished meanwhile was compacted away: read again. A
-   * snapshot that does not decode (torn by a share without atomic writes,
-   * or damaged) is skipped for the one before it, which the compaction
-   * that wrote it had not deleted yet, nor the segments it folded: the
-   * view is the same, for one more round trip.
+   * newest snapshot that does not decode is an error (a BrcacheError),
+   * never a reason to use an older one: the compaction that wrote it may
+   * have deleted segments only it holds, so an older snapshot could list
+   * restore points since deleted, or miss new ones. Listings then read the
+   * VM caches, and check --repair rebuilds the index.
    */
   async read({ attempts = 5 } = {}) {
     for (let attempt = 1; ; attempt++) {
@@ -105,36 +108,19 @@ export class IndexStore {
       if (names === undefined) return undefined
       const plan = this.#api.readPlan(names)
       const [snapshot, ...segments] = await Promise.all([plan.snapshot ? this.#readFile(plan.snapshot) : null, ...plan.segments.map((n) => this.#readFile(n))])
-      const index = snapshot === undefined || segments.includes(undefined) ? undefined : await this.#load(plan, snapshot, segments)
-      if (index === undefined) {
+      if (snapshot === undefined || segments.includes(undefined)) {
         if (attempt < attempts) continue
         throw Object.assign(new Error(`${INDEX_DIR} keeps changing while it is read`), { code: 'EAGAIN' })
       }
+      const index = this.#api.load(
+        snapshot,
+        plan.segments.map((name, i) => [name, segments[i]]),
+        plan,
+      )
       for (const { name, reason } of index.unreadable()) {
         this.#log.warn('brcache: unreadable index segment skipped', { file: `${INDEX_DIR}/${name}`, reason })
       }
-      return index
-    }
-  }
-
-  /** The index from the bytes read, falling back on older snapshots; undefined if one vanished. */
-  async #load(plan, snapshot, segments) {
-    const pairs = plan.segments.map((name, i) => [name, segments[i]])
-    const candidates = [plan.snapshot, ...plan.oldSnapshots]
-    const skipped = []
-    for (let i = 0; ; i++) {
-      try {
-        return Object.assign(this.#api.load(snapshot, pairs, plan), { plan, skipped })
-      } catch (error) {
-        if (i + 1 >= candidates.length || candidates[i] === null) throw error
-        this.#log.warn('brcache: unreadable index snapshot skipped for the one before it', {
-          file: `${INDEX_DIR}/${candidates[i]}`,
-          reason: error.message,
-        })
-        skipped.push(candidates[i])
-        snapshot = await this.#readFile(candidates[i + 1])
-        if (snapshot === undefined) return undefined
-      }
+      return Object.assign(index, { plan })
     }
   }
 
@@ -213,7 +199,7 @@ export class IndexStore {
     const compaction = index.compaction()
     if (!(await this.#create(compaction.name, compaction.bytes))) return undefined
     const unreadable = dropUnreadable ? index.unreadable().map(({ name }) => name) : []
-    await this.#unlinkAll([...new Set([...compaction.segmentsToDelete, ...index.plan.oldSnapshots, ...index.skipped, ...unreadable])])
+    await this.#unlinkAll([...compaction.segmentsToDelete, ...index.plan.oldSnapshots, ...unreadable])
     return { generation: compaction.generation, folded: compaction.segmentsToDelete.length }
   }
 }

@@ -120,7 +120,7 @@ export interface IndexCheck {
   unusable?: string
   drift: Record<string, 'unknown' | 'behind' | 'gone'>
   repaired: boolean
-  /** Index files that did not decode (a torn snapshot, a cut segment); a repair removes them. */
+  /** Index segments that did not decode (cut short, or damaged); a repair removes them. */
   damaged?: string[]
 }
 

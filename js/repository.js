@@ -627,9 +627,9 @@ export class Repository {
    * entry for every VM that changed behind the index's back (Xen Orchestra
    * writes caches without segments) and records vanished VM folders.
    * Returns `{ exists, drift: { [vm]: 'unknown' | 'behind' | 'gone' }, repaired }`,
-   * plus `damaged: [file]` when index files did not decode (a torn or
-   * damaged snapshot skipped for the one before it, a cut segment); a
-   * repair compacts them away.
+   * plus `damaged: [file]` for segments that did not decode (a repair
+   * compacts them away), or `unusable` when the snapshot does not (a
+   * repair rebuilds the index).
    */
   async checkIndex({ repair = false, dryRun = false } = {}) {
     let index
@@ -643,7 +643,7 @@ export class Repository {
     }
     if (index === undefined) return { exists: false, drift: {}, repaired: false }
     const { drift, repaired } = await this.#reconcileIndex(index, repair && !dryRun && !this.#immutable)
-    const damaged = [...index.skipped, ...index.unreadable().map(({ name }) => name)].map((name) => `${INDEX_DIR}/${name}`)
+    const damaged = index.unreadable().map(({ name }) => `${INDEX_DIR}/${name}`)
     return { exists: true, drift, repaired, ...(damaged.length > 0 && { damaged }) }
   }
 
@@ -662,7 +662,7 @@ export class Repository {
       states[vm] = header === undefined ? null : [header?.generation ?? 0, header?.fingerprint ?? null]
     })
     const drift = index.drift(states)
-    const damaged = index.skipped.length > 0 || index.unreadable().length > 0
+    const damaged = index.unreadable().length > 0
     const write = repair && (Object.keys(drift).length > 0 || damaged)
     if (write) {
       await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {

@@ -193,7 +193,7 @@ scenarios.append({
 })
 
 scenarios.append({
-    "name": "a compaction after a skipped, newer snapshot takes the generation after it",
+    "name": "a compaction takes the generation after the newest snapshot listed, even one newer than it read",
     "load": {
         "snapshot": snapshot(6, [], {A: entry(A, 1, [1])}),
         "segments": [[S1, segment(A, 2, [1, 2])]],

@@ -1,9 +1,8 @@
 // The index folder as `brcache serve` offers it, in the shape of a share
 // handler, so that the page reads the repository index with the very code
 // the server side uses (js/index-store.js): same read plan, same retries
-// when a compaction removes a file mid-read, same fallback on an older
-// snapshot. A 404 is ENOENT, as on a share: no index, or a file compacted
-// away since the listing.
+// when a compaction removes a file mid-read, same checks. A 404 is ENOENT,
+// as on a share: no index, or a file compacted away since the listing.
 
 import { INDEX_DIR } from '../index-store.js'
 

@@ -82,6 +82,6 @@ async function pageIndex(base: URL): Promise<number> {
   if (!index) return 0
   const known: number | null = index.vmGeneration('vm')
   const points: number = Object.values(index.view({ mode: 'full' })).reduce((n, s) => n + s.length, 0)
-  return points + (known ?? 0) + index.unfolded + index.skipped.length
+  return points + (known ?? 0) + index.unfolded + index.unreadable().length
 }
 void pageIndex
