@@ -155,21 +155,27 @@ describe('brcache check', () => {
   })
 })
 
+/** `brcache serve <dir>` on a free port: the child and its first line of output (once it listens). */
+function serveCli(dir) {
+  const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const line = new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+      if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')))
+    })
+    child.on('exit', (code) => reject(new Error(`brcache serve exited with ${code}`)))
+  })
+  return { child, line }
+}
+
 describe('brcache serve', () => {
   test('listens on loopback, prints the URL, serves the VM list and caches', async () => {
     const dir = temp()
     gen(dir)
-    const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const { child, line } = serveCli(dir)
     try {
-      const url = await new Promise((resolve, reject) => {
-        let out = ''
-        child.stdout.on('data', (chunk) => {
-          out += chunk
-          const match = /http:\/\/127\.0\.0\.1:\d+\//.exec(out)
-          if (match) resolve(match[0])
-        })
-        child.on('exit', (code) => reject(new Error(`brcache serve exited with ${code}`)))
-      })
+      const url = /http:\/\/127\.0\.0\.1:\d+\//.exec(await line)[0]
       const vms = await (await fetch(new URL('api/vms', url))).json()
       assert.deepStrictEqual(vms, await openRepository(dir).listAllVms())
       const cache = await fetch(new URL(`api/vms/${vms[0]}/cache`, url))
@@ -192,17 +198,9 @@ describe('brcache serve', () => {
     cpSync(join(other, 'xo-vm-backups', added), join(dir, 'xo-vm-backups', added), { recursive: true })
     assert.deepStrictEqual((await openRepository(dir).checkIndex()).drift, { [added]: 'unknown' })
 
-    const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const { child, line } = serveCli(dir)
     try {
-      const line = await new Promise((resolve, reject) => {
-        let out = ''
-        child.stdout.on('data', (chunk) => {
-          out += chunk
-          if (out.includes('\n')) resolve(out)
-        })
-        child.on('exit', (code) => reject(new Error(`brcache serve exited with ${code}`)))
-      })
-      assert.match(line, /repository index caught up on 1 VM\) at http:/)
+      assert.match(await line, /repository index caught up on 1 VM\) at http:/)
       assert.deepStrictEqual(await openRepository(dir).checkIndex(), { exists: true, drift: {}, repaired: false })
     } finally {
       child.kill()

@@ -166,12 +166,17 @@ fn check(rng: &mut Rng, vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
     assert_eq!(VmCache::decode(vm.clone(), &bytes, limits).unwrap(), cache);
 }
 
-#[test]
-fn mutated_vectors_never_break_the_decoders_or_reconcile() {
-    let cases: usize = std::env::var("BRCACHE_FUZZ_CASES")
+/// How many cases each target runs: `BRCACHE_FUZZ_CASES`, else a short run.
+fn cases() -> usize {
+    std::env::var("BRCACHE_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(600)
+}
+
+#[test]
+fn mutated_vectors_never_break_the_decoders_or_reconcile() {
+    let cases = cases();
     let seed: u64 = std::env::var("BRCACHE_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -318,10 +323,7 @@ fn mutate_values(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_index_files_never_break_the_index_decoders() {
-    let cases: usize = std::env::var("BRCACHE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+    let cases = cases();
     let corpus = index_corpus();
     let limits = DecodeLimits {
         max_inflated_size: 4 << 20,
