@@ -26,22 +26,13 @@ export interface Handler {
   cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
 }
 
-export declare class LocalHandler implements Handler {
+export declare class LocalHandler {
   constructor(rootDir: string)
   readonly root: string
   readonly supportsLocks: boolean
-  list(dir: string): Promise<string[]>
-  listWithTypes(dir: string): Promise<{ name: string; isDirectory: boolean }[]>
-  readFile(path: string): Promise<Uint8Array>
-  writeFile(path: string, data: Uint8Array | string, options?: { exclusive?: boolean }): Promise<void>
-  rename(from: string, to: string): Promise<void>
-  unlink(path: string): Promise<void>
-  rmdir(path: string): Promise<void>
-  mkdir(path: string): Promise<void>
-  stat(path: string): Promise<{ size: number; mtimeMs: number; isDirectory: boolean }>
-  lock(path: string, options?: { stale?: number; retries?: number | object }): Promise<() => Promise<void>>
-  cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
 }
+/** Every Handler method (declaration merging: the class declares them once, through Handler). */
+export interface LocalHandler extends Handler {}
 
 export interface ShareStats {
   calls: Record<string, number> & { total: number }

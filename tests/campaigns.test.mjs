@@ -5,34 +5,20 @@
 // go stale, which leaves the CPU to the race campaign.
 
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { describe, test } from 'node:test'
+import { Children } from '../scripts/campaigns/common.mjs'
 
 const CAMPAIGNS = path.join(import.meta.dirname, '..', 'scripts', 'campaigns')
 
 /** Runs a campaign script to its end; the child is killed if the test ends first. */
-function run(t, script, args) {
-  const child = spawn(process.execPath, [path.join(CAMPAIGNS, script), ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => (stdout += chunk))
-  child.stderr.on('data', (chunk) => (stderr += chunk))
-  return new Promise((resolve, reject) => {
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      let figures
-      try {
-        figures = JSON.parse(stdout.trim().split('\n').at(-1))
-      } catch {
-        figures = undefined
-      }
-      resolve({ code, signal, figures, output: `${stdout}\n${stderr}` })
-    })
-  })
+async function run(t, script, args) {
+  const children = new Children()
+  t.after(() => children.close())
+  let figures
+  const { exited } = children.spawn(path.join(CAMPAIGNS, script), [...args, '--json'], { onLine: (line) => (figures = line) })
+  const { code, signal, stdout, stderr } = await exited
+  return { code, signal, figures, output: `${stdout}\n${stderr}` }
 }
 
 describe('reliability campaigns, short', { concurrency: 2 }, () => {

@@ -6,7 +6,6 @@
 // processes). See /work/shared/notes/xo-reference.md, sections 3 and 5.
 
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -17,6 +16,7 @@ import { BrcacheError, LocalHandler, SimulatedShare, VmCache, decodeCache, openR
 import { isTempName } from '../js/handlers/index.js'
 import { formatFilenameDate } from '../js/layout.js'
 import { makeRepository } from '../js/sample.js'
+import { Children } from '../scripts/campaigns/common.mjs'
 
 // --- fixtures ----------------------------------------------------------------
 
@@ -987,21 +987,12 @@ describe('several processes on one VM folder', () => {
     const writer = path.join(import.meta.dirname, 'helpers', 'writer.mjs')
     fs.mkdirSync(vmPath(dir, VM), { recursive: true })
 
-    const processes = []
-    t.after(() => {
-      for (const child of processes) if (child.exitCode === null && child.signalCode === null) child.kill()
-    })
+    const processes = new Children()
+    t.after(() => processes.close())
     const children = Array.from({ length: WRITERS }, (_, seed) => {
-      const child = spawn(process.execPath, [writer, dir, VM, String(seed), String(COUNT)], { stdio: ['ignore', 'pipe', 'pipe'] })
-      processes.push(child)
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (chunk) => (stdout += chunk))
-      child.stderr.on('data', (chunk) => (stderr += chunk))
-      return new Promise((resolve, reject) => {
-        child.on('error', reject)
-        child.on('close', (code) => resolve({ code, stdout, stderr }))
-      })
+      let summary
+      const { exited } = processes.spawn(writer, [dir, VM, String(seed), String(COUNT)], { onLine: (line) => (summary = line) })
+      return exited.then((result) => ({ ...result, summary }))
     })
     let writing = true
     const done = Promise.all(children).finally(() => (writing = false))
@@ -1035,11 +1026,11 @@ describe('several processes on one VM folder', () => {
 
     const results = await done
     const listings = await Promise.all(readers)
-    for (const { code, stderr } of results) assert.equal(code, 0, stderr)
+    for (const { code, stdout, stderr } of results) assert.equal(code, 0, `${stderr}${stdout}`)
     assert.deepStrictEqual(failures, [])
     assert.ok(listings.every((n) => n > 0))
 
-    const summaries = results.map(({ stdout }) => JSON.parse(stdout.trim().split('\n').at(-1)))
+    const summaries = results.map(({ summary }) => summary)
     const written = summaries.flatMap((s) => s.written)
     const deleted = new Set(summaries.flatMap((s) => s.deleted))
     assert.equal(new Set(written).size, WRITERS * COUNT)

@@ -61,14 +61,17 @@ export function tempFolder(prefix) {
 /**
  * Child processes that die with the campaign: on any exit path (a failed
  * check, an exception, Ctrl-C) every child still running is killed, so a
- * campaign never leaves writers behind.
+ * campaign never leaves writers behind. `close()` is for a caller that
+ * gives up on a run (a test that timed out): it kills every child, waits
+ * for them to be gone, and refuses to start any more.
  */
 export class Children {
-  #running = new Set()
+  #running = new Map()
+  #closed = false
 
   constructor() {
     const stopAll = () => this.killAll()
-    process.on('exit', stopAll)
+    process.once('exit', stopAll)
     for (const signal of ['SIGINT', 'SIGTERM']) {
       process.once(signal, () => {
         stopAll()
@@ -83,8 +86,8 @@ export class Children {
    * `{ code, signal, stdout, stderr }`.
    */
   spawn(script, args, { onLine } = {}) {
+    if (this.#closed) throw new Error('this run was closed: no more child processes')
     const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    this.#running.add(child)
     let stdout = ''
     let stderr = ''
     let partial = ''
@@ -114,13 +117,21 @@ export class Children {
         resolve({ code, signal, stdout: stdout + partial, stderr })
       })
     })
+    this.#running.set(child, exited)
     return { child, exited }
   }
 
   killAll() {
-    for (const child of this.#running) {
+    for (const child of this.#running.keys()) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     }
+  }
+
+  async close() {
+    this.#closed = true
+    const exits = [...this.#running.values()]
+    this.killAll()
+    await Promise.allSettled(exits)
   }
 }
 

@@ -15,7 +15,6 @@
 //   it the truth again. A kill during a compaction must not cost anything,
 //   even before a repair.
 
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
@@ -23,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { openRepository, VmCache } from 'brcache'
 import { INDEX_DIR } from '../../js/index-store.js'
 import { LOCK_SUFFIX } from '../../js/handlers/index.js'
-import { vmFolders } from '../../scripts/campaigns/common.mjs'
+import { Children, vmFolders } from '../../scripts/campaigns/common.mjs'
 
 export { vmFolders }
 import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
@@ -107,68 +106,7 @@ export const fellBack = (events) => events.some((e) => e.level === 'warn' && /li
 
 // --- processes --------------------------------------------------------------------
 
-/**
- * Child processes that never outlive their run: `killAll()` on every exit
- * path (the runs call it in `finally`, and on process exit). `close()` is
- * for the caller that gives up on a run (a test that timed out): it kills
- * every child, waits for them to be gone, and refuses to start any more.
- */
-export class Children {
-  #running = new Map()
-  #closed = false
-
-  constructor() {
-    // Whatever ends this process (a failed assertion, an exception, a
-    // signal turned into process.exit), its children go with it.
-    process.once('exit', () => this.killAll())
-  }
-
-  /**
-   * Starts `node script ...args`. `onLine(object)` gets every JSON line it
-   * prints. Resolves `exited` to `{ code, signal, stderr }`.
-   */
-  spawn(script, args, { onLine } = {}) {
-    if (this.#closed) throw new Error('this run was closed: no more child processes')
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stderr = ''
-    let partial = ''
-    child.stdout.setEncoding('utf8')
-    child.stdout.on('data', (chunk) => {
-      partial += chunk
-      const lines = partial.split('\n')
-      partial = lines.pop()
-      for (const line of lines) {
-        try {
-          onLine?.(JSON.parse(line))
-        } catch {
-          stderr += `(stdout) ${line}\n`
-        }
-      }
-    })
-    child.stderr.setEncoding('utf8')
-    child.stderr.on('data', (chunk) => (stderr += chunk))
-    const exited = new Promise((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (code, signal) => {
-        this.#running.delete(child)
-        resolve({ code, signal, stderr })
-      })
-    })
-    this.#running.set(child, exited)
-    return { child, exited }
-  }
-
-  killAll() {
-    for (const child of this.#running.keys()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  }
-
-  async close() {
-    this.#closed = true
-    const exits = [...this.#running.values()]
-    this.killAll()
-    await Promise.allSettled(exits)
-  }
-}
+export { Children }
 
 /** VM `i` of a run: the same from a seed in every process. */
 export function runVm(seed, i) {
@@ -249,10 +187,10 @@ export async function runWriters(dir, { seed = 'index', writers = 4, shared = 2,
     await Promise.all(reading)
 
     const written = new Set(initial)
-    for (const { code, signal, stderr, report, n } of results) {
+    for (const { code, signal, stdout, stderr, report, n } of results) {
       if (code !== 0 || !report) {
         figures.writerFailures++
-        problems.push(`writer ${n}: exit ${code ?? signal}: ${stderr}`)
+        problems.push(`writer ${n}: exit ${code ?? signal}: ${stderr}${stdout}`)
         continue
       }
       figures.writes += report.written.length
@@ -367,10 +305,10 @@ export async function runKills(dir, { seed = 'index', kills = 20, vms = 4, maxSt
         if (delay > 0) await sleep(delay)
         child.kill('SIGKILL')
       }
-      const { code, signal, stderr } = await exited
+      const { code, signal, stdout, stderr } = await exited
       if (signal !== 'SIGKILL') {
         figures.helperFailures++
-        problem(kill, `the helper exited on its own (${code}): ${stderr}`)
+        problem(kill, `the helper exited on its own (${code}): ${stderr}${stdout}`)
         continue
       }
       figures.kills++

@@ -57,7 +57,10 @@ import { openRepository, LocalHandler, SimulatedShare, S3Handler } from 'brcache
 import type { CheckReport, MetadataRecord, Repository, Summary } from 'brcache'
 
 async function backupServer(): Promise<void> {
-  const share = new SimulatedShare(new LocalHandler('/mnt/backups'), { rttMs: 10, maxInFlight: 16 })
+  const local = new LocalHandler('/mnt/backups')
+  const folders: string[] = await local.list('xo-vm-backups')
+  console.log(local.root, local.supportsLocks, folders.length)
+  const share = new SimulatedShare(local, { rttMs: 10, maxInFlight: 16 })
   const repository: Repository = openRepository(share, { concurrency: 8, logger: { warn: console.warn } })
   const id: string = await repository.writeVmBackupMetadata('vm', { timestamp: Date.now(), mode: 'full' })
   const records: MetadataRecord[] = await repository.listVmBackups('vm', (r) => r.mode === 'full')
