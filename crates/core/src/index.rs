@@ -444,8 +444,8 @@ impl Loaded {
     }
 
     /// The compaction of everything read, at the generation after both
-    /// the snapshot read and `listed` (the newest listed: it may be a torn
-    /// snapshot the reader fell back from, whose name must not be reused).
+    /// the snapshot read and `listed`, the newest snapshot listed: should
+    /// one newer than the snapshot read be there, its name is never reused.
     pub fn compact(&self, listed: u64) -> Compaction {
         let mut snapshot = self.snapshot.clone();
         snapshot.generation = snapshot.generation.max(listed);
@@ -526,11 +526,12 @@ pub struct ReadPlan {
     /// Every segment present; those the snapshot folded are skipped after
     /// reading it (reading them in parallel with it saves a round trip).
     pub segments: Vec<String>,
-    /// Older snapshots, newest first: a reader falls back on them when the
-    /// newest does not decode, and a compaction deletes them.
+    /// Older snapshots, newest first: a compaction deletes them. Readers
+    /// never use them (see js/index-store.js, `read`).
     pub old_snapshots: Vec<String>,
     /// The newest snapshot's generation (0 without one): the next
-    /// compaction writes the one after, even if that snapshot is unreadable.
+    /// compaction or rebuild writes the one after, even if that snapshot is
+    /// unreadable.
     pub generation: u64,
     /// Whether enough segments wait for a writer to compact.
     pub should_compact: bool,
