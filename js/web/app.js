@@ -88,9 +88,12 @@ async function main() {
   let pending = vms
   if (index) {
     const view = index.view()
-    pending = vms.filter((vm) => index.vmGeneration(vm) === null)
+    pending = []
     for (const vm of vms) {
-      if (index.vmGeneration(vm) === null) continue
+      if (index.vmGeneration(vm) === null) {
+        pending.push(vm)
+        continue
+      }
       const summaries = view[vm] ?? []
       table.update(vm, { summaries, info: describeVm(summaries) })
     }
