@@ -47,6 +47,18 @@ pub enum ErrorKind {
     InvalidMetadata,
     /// A caller's argument (a filter, a plan) is malformed.
     InvalidArgument,
+    /// The repository is encrypted and no key was given.
+    Encrypted,
+    /// A key was given for a repository that is not encrypted.
+    NotEncrypted,
+    /// `encryption.json` names no algorithm brcache knows, or is not JSON.
+    UnsupportedEncryption,
+    /// An encryption key of the wrong size.
+    InvalidEncryptionKey,
+    /// `metadata.json` does not open with the key: the wrong key or algorithm.
+    WrongEncryptionKey,
+    /// An encrypted file does not authenticate: altered, cut, or another key's.
+    DecryptionFailed,
 }
 
 impl ErrorKind {
@@ -70,6 +82,12 @@ impl ErrorKind {
             ErrorKind::InvalidKey => "INVALID_KEY",
             ErrorKind::InvalidMetadata => "INVALID_METADATA",
             ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorKind::Encrypted => "ENCRYPTED",
+            ErrorKind::NotEncrypted => "NOT_ENCRYPTED",
+            ErrorKind::UnsupportedEncryption => "UNSUPPORTED_ENCRYPTION",
+            ErrorKind::InvalidEncryptionKey => "INVALID_ENCRYPTION_KEY",
+            ErrorKind::WrongEncryptionKey => "WRONG_ENCRYPTION_KEY",
+            ErrorKind::DecryptionFailed => "DECRYPTION_FAILED",
         }
     }
 
@@ -86,7 +104,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and documentation tables.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::NotGzip,
         ErrorKind::Truncated,
         ErrorKind::UnsupportedGzip,
@@ -104,6 +122,12 @@ impl ErrorKind {
         ErrorKind::InvalidKey,
         ErrorKind::InvalidMetadata,
         ErrorKind::InvalidArgument,
+        ErrorKind::Encrypted,
+        ErrorKind::NotEncrypted,
+        ErrorKind::UnsupportedEncryption,
+        ErrorKind::InvalidEncryptionKey,
+        ErrorKind::WrongEncryptionKey,
+        ErrorKind::DecryptionFailed,
     ];
 }
 

@@ -19,10 +19,12 @@
 //! - [`coherency`]: cache against folder listing; reconcile, apply, rebuild.
 //! - [`summary`]: the restore view's projection of a cache.
 //! - [`index`]: the repository-wide index (journal segments and snapshots).
+//! - [`encryption`]: repositories Xen Orchestra encrypts; opening, sealing.
 
 pub mod codec;
 pub mod coherency;
 pub mod document;
+pub mod encryption;
 pub mod entry;
 pub mod error;
 pub mod fingerprint;
@@ -37,6 +39,7 @@ pub mod vm_cache;
 pub use codec::{DecodeLimits, DecodedText, decode, decode_text, encode};
 pub use coherency::{Listing, Plan, Repaired, Unreadable, apply, fast_path, rebuild, reconcile};
 pub use document::CacheDocument;
+pub use encryption::{Algorithm, Cipher};
 pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::Fingerprint;
 pub use header::CacheHeader;
