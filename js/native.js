@@ -2,6 +2,7 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeEncryptionApi } from './encryption.js'
 import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
@@ -22,3 +23,4 @@ const addon = loadAddon()
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
 export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(addon)
 export const indexApi = makeIndexApi(addon)
+export const encryptionApi = makeEncryptionApi(addon)

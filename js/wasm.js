@@ -2,6 +2,7 @@
 
 import { createRequire } from 'node:module'
 import { makeCodec } from './codec.js'
+import { makeEncryptionApi } from './encryption.js'
 import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
@@ -11,4 +12,5 @@ const wasm = require('./generated/wasm-node/brcache_wasm.js')
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
 export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(wasm)
 export const indexApi = makeIndexApi(wasm)
+export const encryptionApi = makeEncryptionApi(wasm)
 export { BrcacheError } from './errors.js'

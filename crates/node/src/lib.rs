@@ -9,6 +9,7 @@ use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
 use napi::{Env, JsString};
 use napi_derive::napi;
 
+pub mod encryption;
 pub mod index;
 pub mod vm_cache;
 

@@ -8,6 +8,7 @@ use brcache_core::{CacheHeader, DecodeLimits, Error};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+pub mod encryption;
 pub mod index;
 pub mod vm_cache;
 
