@@ -3,6 +3,7 @@
 
 import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
 import { makeCodec } from './codec.js'
+import { makeEncryptionApi } from './encryption.js'
 import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
 
@@ -24,6 +25,8 @@ const native = new Proxy(
 const api = { ...makeCodec(native), ...makeVmCacheApi(native) }
 /** The repository index's decoding (see js/index-store.js), for `new IndexStore(handler, indexApi, log)`. */
 export const indexApi = makeIndexApi(native)
+/** Encrypted repositories (see js/encryption.js), for `new EncryptedShare(share, encryptionApi, key)`. */
+export const encryptionApi = makeEncryptionApi(native)
 
 /**
  * Loads the wasm module. `input` is anything wasm-bindgen's init accepts
@@ -46,3 +49,4 @@ export function vmCacheApi() {
 
 export { BrcacheError } from './errors.js'
 export { IndexStore } from './index-store.js'
+export { EncryptedShare } from './handlers/encrypted.js'

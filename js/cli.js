@@ -1,17 +1,22 @@
 #!/usr/bin/env node
 // The brcache command line: gen, list, check, serve, demo, bench.
-// Exit status: 0 fine, 1 something incoherent left as it is (check),
-// 2 usage or I/O errors. Errors are one line on stderr.
+// Exit status: 0 fine, 1 something incoherent left as it is (check) or
+// metadata that could not be read (list), 2 usage, I/O or encryption
+// errors. Errors are one line on stderr.
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { listWithoutCache, listXoStyle, restoreView } from './baselines.js'
 import { generateRepository } from './generate.js'
 import { LocalHandler, SimulatedShare } from './handlers/index.js'
-import { openRepository } from './repository.js'
+import { listVmFolders, openRepository } from './repository.js'
 import { formatBytes, progress, table } from './cli/format.js'
+
+const KEY_HELP = `  --encryption-key-file FILE
+                  the key of an encrypted repository (Xen Orchestra's
+                  32-character encryptionKey), else $BRCACHE_ENCRYPTION_KEY`
 
 const HELP = {
   main: `brcache: a backup-repository cache for Xen Orchestra-style repositories
@@ -37,7 +42,11 @@ empty placeholder data files, and brcache's caches (unless --no-cache).
   --vms N         number of VMs (default 22)
   --retention R   restore points per VM (default 45)
   --seed S        the same seed always writes the same repository (default "brcache")
-  --no-cache      write no cache.json.gz`,
+  --no-cache      write no cache.json.gz
+  --encryption-key-file FILE, or $BRCACHE_ENCRYPTION_KEY
+                  write an encrypted repository, as Xen Orchestra encrypts
+                  a remote with that key (into an empty or new folder)
+  --algorithm A   chacha20-poly1305 (default) or aes-256-gcm`,
   list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--immutable]
 
 The restore view: per VM, its name, restore points by mode, last backup and
@@ -45,7 +54,12 @@ total size. Caches are checked against the folders and repaired as needed.
 
   --json          { "<vmUuid>": [summary, ...] } on stdout
   --vm <uuid>     one VM's restore points
-  --immutable     never write a cache (an immutable repository)`,
+  --immutable     never write a cache (an immutable repository)
+${KEY_HELP}
+
+Exit status: 0 listed, 1 listed without metadata files that could not be
+read (each named on stderr), 2 error (an encrypted repository without its
+key, or with another key, is an error: never an empty list).`,
   check: `Usage: brcache check <dir> [--repair] [--dry-run] [--deep] [--json] [--immutable]
 
 Reconciles every VM's cache with its folder: stale entries (file gone),
@@ -57,6 +71,7 @@ missing ones (file not cached), unreadable metadata.
                   (incomplete ones are reported, never deleted)
   --json          one report per VM on stdout
   --immutable     never write a cache
+${KEY_HELP}
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
   serve: `Usage: brcache serve <dir> [--port P] [--host H] [--no-repair] [--immutable] [--no-index]
@@ -77,6 +92,11 @@ files, nothing else.
                   (no index either, as for brcache list)
   --no-index      ignore the repository index: every VM's cache is checked
                   against its folder (unless --no-repair) and fetched
+  --encryption-key-file FILE, or $BRCACHE_ENCRYPTION_KEY
+                  on an encrypted repository, lets the server check and
+                  repair caches before serving them; without it they are
+                  served as they lie. Either way the page asks for the key
+                  and decrypts in the browser: the key never reaches the server.
 
 With an index and repair on, the index is checked against every VM's cache
 once at start (brcache check's index part), so that what Xen Orchestra did
@@ -87,7 +107,9 @@ Builds, or rebuilds, the repository-wide index (xo-vm-backups/.brcache-index/)
 from the VM caches, after checking (and repairing) each of them. From then
 on, every write through brcache keeps it up to date, \`brcache list\` reads
 the whole restore view from it in two round trips whatever the VM count,
-and \`brcache check\` also finds what changed behind its back (--repair catches up).`,
+and \`brcache check\` also finds what changed behind its back (--repair catches up).
+
+${KEY_HELP}`,
   demo: `Usage: brcache demo [--vms N] [--retention R] [--rtt MS] [--keep]
 
 Generates the article's repository (22 VMs x 45 restore points) in a temp
@@ -109,6 +131,28 @@ Scenarios (all on the simulated share, each a ratio measured in the same run):
 }
 
 class UsageError extends Error {}
+
+const KEY_OPTION = { 'encryption-key-file': { type: 'string' } }
+
+/**
+ * The encryption key: from --encryption-key-file (one line; a final line
+ * break is not part of it), else $BRCACHE_ENCRYPTION_KEY. Never from an
+ * argument, which every user of the machine can read in the process list.
+ */
+function encryptionKey(values) {
+  const file = values['encryption-key-file']
+  if (file !== undefined) {
+    let text
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (error) {
+      throw new UsageError(`cannot read the encryption key file ${file}: ${error.message}`)
+    }
+    return text.replace(/\r?\n$/, '')
+  }
+  const fromEnv = process.env.BRCACHE_ENCRYPTION_KEY
+  return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv
+}
 
 function parse(args, options) {
   try {
@@ -137,8 +181,12 @@ async function gen(args) {
     retention: { type: 'string', default: '45' },
     seed: { type: 'string', default: 'brcache' },
     'no-cache': { type: 'boolean' },
+    algorithm: { type: 'string' },
+    ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.gen)
+  const key = encryptionKey(values)
+  if (values.algorithm !== undefined && key === undefined) throw new UsageError('--algorithm needs an encryption key')
   const dir = requireDir(positionals, 'gen')
   const bar = progress('gen')
   const result = await generateRepository(dir, {
@@ -146,10 +194,13 @@ async function gen(args) {
     retention: number(values.retention, 'retention'),
     seed: values.seed,
     caches: !values['no-cache'],
+    encryptionKey: key,
+    algorithm: values.algorithm,
     onProgress: (done, total) => bar.update(done, total, 'VMs'),
   })
   bar.done()
-  console.log(`${dir}: ${result.vms} VMs, ${result.restorePoints} restore points, ${result.files} files${values['no-cache'] ? '' : ', caches written'}`)
+  const encrypted = key === undefined ? '' : `, encrypted (${values.algorithm ?? 'chacha20-poly1305'})`
+  console.log(`${dir}: ${result.vms} VMs, ${result.restorePoints} restore points, ${result.files} files${values['no-cache'] ? '' : ', caches written'}${encrypted}`)
 }
 
 function summarizeVm(summaries) {
@@ -175,18 +226,22 @@ async function list(args) {
     json: { type: 'boolean' },
     vm: { type: 'string' },
     immutable: { type: 'boolean' },
+    ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.list)
-  const repository = openRepository(requireDir(positionals, 'list'), { immutable: values.immutable })
-  let view
-  if (values.vm) {
-    const summaries = await repository.listVmSummaries(values.vm)
-    view = summaries.length > 0 ? { [values.vm]: summaries } : {}
-  } else {
-    view = await repository.listSummaries()
-  }
+  const repository = openRepository(requireDir(positionals, 'list'), { immutable: values.immutable, encryptionKey: encryptionKey(values) })
+  let { vms: view, unreadable } = await repository.restoreView()
+  if (values.vm) view = view[values.vm] ? { [values.vm]: view[values.vm] } : {}
+  if (values.vm) unreadable = unreadable.filter(({ file }) => file.startsWith(`xo-vm-backups/${values.vm}/`))
   await repository.settle()
-  if (values.json) return console.log(JSON.stringify(view, null, 2))
+  // What could not be read is said whatever the format, and in the exit
+  // status: a listing without it would pass for complete.
+  for (const { file, reason } of unreadable) process.stderr.write(`brcache: unreadable, not listed: ${file}: ${reason}\n`)
+  const exitCode = unreadable.length > 0 ? 1 : 0
+  if (values.json) {
+    console.log(JSON.stringify(view, null, 2))
+    return exitCode
+  }
   if (values.vm) {
     const rows = (view[values.vm] ?? []).map((s) => [
       new Date(s.timestamp).toISOString().replace('.000Z', 'Z'),
@@ -195,15 +250,20 @@ async function list(args) {
       s.disks.length,
       s.id,
     ])
-    return console.log(table(['date', 'mode', 'size', 'disks', 'id'], rows) || `no restore point for VM ${values.vm}`)
+    console.log(table(['date', 'mode', 'size', 'disks', 'id'], rows) || `no restore point for VM ${values.vm}`)
+    if (unreadable.length > 0) console.log(`\n${unreadable.length} metadata file${unreadable.length === 1 ? '' : 's'} could not be read (see above)`)
+    return exitCode
   }
   const rows = Object.entries(view).map(([vm, summaries]) => {
     const s = summarizeVm(summaries)
     return [vm, s.name, s.points, s.last, s.size]
   })
-  console.log(table(['VM', 'name', 'restore points', 'last backup', 'total size'], rows) || 'no restore point in this repository')
+  const none = unreadable.length > 0 ? 'no readable restore point in this repository' : 'no restore point in this repository'
+  console.log(table(['VM', 'name', 'restore points', 'last backup', 'total size'], rows) || none)
   const total = Object.values(view).reduce((n, s) => n + s.length, 0)
-  console.log(`\n${rows.length} VMs, ${total} restore points`)
+  const notRead = unreadable.length > 0 ? `; ${unreadable.length} metadata file${unreadable.length === 1 ? '' : 's'} could not be read (see above)` : ''
+  console.log(`\n${rows.length} VMs, ${total} restore points${notRead}`)
+  return exitCode
 }
 
 async function check(args) {
@@ -213,9 +273,10 @@ async function check(args) {
     deep: { type: 'boolean' },
     json: { type: 'boolean' },
     immutable: { type: 'boolean' },
+    ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.check)
-  const repository = openRepository(requireDir(positionals, 'check'), { immutable: values.immutable })
+  const repository = openRepository(requireDir(positionals, 'check'), { immutable: values.immutable, encryptionKey: encryptionKey(values) })
   const reports = await repository.checkAll({ repair: values.repair, dryRun: values['dry-run'], deep: values.deep })
   const index = await repository.checkIndex({ repair: values.repair, dryRun: values['dry-run'] })
   const indexDrift = Object.keys(index.drift).length + (index.unusable ? 1 : 0) + (index.damaged?.length ?? 0)
@@ -256,9 +317,9 @@ async function check(args) {
 }
 
 async function index(args) {
-  const { values, positionals } = parse(args, { json: { type: 'boolean' } })
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, ...KEY_OPTION })
   if (values.help) return console.log(HELP.index)
-  const repository = openRepository(requireDir(positionals, 'index'), { index: true })
+  const repository = openRepository(requireDir(positionals, 'index'), { index: true, encryptionKey: encryptionKey(values) })
   const built = await repository.buildIndex()
   if (values.json) return console.log(JSON.stringify(built))
   console.log(`repository index built from ${built.vms} VM caches (snapshot generation ${built.generation})`)
@@ -271,32 +332,42 @@ async function serve(args) {
     'no-repair': { type: 'boolean' },
     immutable: { type: 'boolean' },
     'no-index': { type: 'boolean' },
+    ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.serve)
   const dir = requireDir(positionals, 'serve')
   const port = number(values.port, 'port')
-  // Fail now on a missing or unmounted repository, not at the first page load.
-  const vms = await openRepository(dir).listAllVms()
+  const key = encryptionKey(values)
+  const repository = openRepository(dir, { encryptionKey: key })
+  // Fail now on a missing or unmounted repository, or on a wrong key, not
+  // at the first page load. Without a key, an encrypted repository is
+  // served as it lies: the page asks for the key.
+  const encryption = await repository.encryption()
+  if (!encryption.readable && key !== undefined) throw new Error(encryption.reason)
+  const vms = await listVmFolders(repository.handler)
   // The page trusts the index as listings do; catch it up once with what
   // Xen Orchestra (or a crash) changed behind it, before the first page.
-  let indexState = ''
-  if (!values['no-index'] && !values.immutable && !values['no-repair']) {
-    const check = await openRepository(dir).checkIndex({ repair: true })
+  let state = ''
+  if (!encryption.readable) {
+    state = `, encrypted with ${encryption.algorithm}: served as it lies, unchecked; the page asks for the key`
+  } else if (!values['no-index'] && !values.immutable && !values['no-repair']) {
+    const check = await repository.checkIndex({ repair: true })
     const behind = Object.keys(check.drift).length
-    if (!check.exists) indexState = ''
-    else if (check.vms !== undefined) indexState = ', repository index rebuilt'
-    else if (behind > 0) indexState = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
-    else indexState = check.repaired ? ', repository index repaired' : ', repository index in step'
+    if (!check.exists) state = ''
+    else if (check.vms !== undefined) state = ', repository index rebuilt'
+    else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
+    else state = check.repaired ? ', repository index repaired' : ', repository index in step'
   }
+  if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm} (the page asks for the key too)`
   const { createServer } = await import('./serve.js')
-  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'] })
+  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'], encryptionKey: key })
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, values.host, resolve)
   })
   const { address, port: bound } = server.address()
   const host = address.includes(':') ? `[${address}]` : address
-  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${indexState}) at http://${host}:${bound}/ (Ctrl-C to stop)`)
+  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${state}) at http://${host}:${bound}/ (Ctrl-C to stop)`)
 }
 
 // --- demo --------------------------------------------------------------------

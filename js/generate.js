@@ -1,19 +1,31 @@
 // Writes a sample repository to a folder: metadata shaped like Xen
 // Orchestra's (js/sample.js), empty placeholder data files, and, unless
-// told otherwise, brcache's caches.
+// told otherwise, brcache's caches; encrypted as Xen Orchestra encrypts a
+// remote when given a key.
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { LocalHandler, initializeEncryption } from './handlers/index.js'
 import { vmDir } from './layout.js'
+import { encryptionApi } from './native.js'
 import { openRepository } from './repository.js'
 import { createRandom, makeVm, makeVmBackups } from './sample.js'
 
 /**
  * @param {string} dir the repository root (created if needed)
- * @param {{ vms: number, retention: number, seed?: string, caches?: boolean, onProgress?: (done: number, total: number) => void }} options
+ * @param {{ vms: number, retention: number, seed?: string, caches?: boolean, onProgress?: (done: number, total: number) => void,
+ *   encryptionKey?: string, algorithm?: string }} options `encryptionKey`: write an encrypted
+ *   repository (into an empty or new folder), with `algorithm` (default chacha20-poly1305)
  * @returns {Promise<{ vms: number, restorePoints: number, files: number }>}
  */
-export async function generateRepository(dir, { vms, retention, seed = 'brcache', caches = true, onProgress }) {
+export async function generateRepository(dir, { vms, retention, seed = 'brcache', caches = true, onProgress, encryptionKey, algorithm }) {
+  let seal = (text) => text
+  if (encryptionKey !== undefined) {
+    mkdirSync(dir, { recursive: true })
+    await initializeEncryption(new LocalHandler(dir), encryptionApi, { key: encryptionKey, algorithm })
+    const cipher = encryptionApi.newCipher(algorithm ?? 'chacha20-poly1305', encryptionKey)
+    seal = (text) => cipher.seal(text)
+  }
   const rng = createRandom(seed)
   let files = 0
   const start = Date.UTC(2024, 0, 1, 1, 0, 0)
@@ -28,7 +40,7 @@ export async function generateRepository(dir, { vms, retention, seed = 'brcache'
     for (const { filename, metadata, dataFiles } of backups) {
       // Plain writes, no fsync: this is sample data, and a large sample
       // has hundreds of thousands of files.
-      writeFileSync(join(folder, filename), JSON.stringify(metadata), { flag: 'wx' })
+      writeFileSync(join(folder, filename), seal(JSON.stringify(metadata)), { flag: 'wx' })
       for (const file of dataFiles) {
         const path = join(folder, file)
         mkdirSync(dirname(path), { recursive: true })
@@ -38,6 +50,6 @@ export async function generateRepository(dir, { vms, retention, seed = 'brcache'
     }
     onProgress?.(i + 1, vms)
   }
-  if (caches) await openRepository(dir, { concurrency: 4 }).checkAll({ repair: true })
+  if (caches) await openRepository(dir, { concurrency: 4, encryptionKey }).checkAll({ repair: true })
   return { vms, restorePoints: vms * retention, files }
 }

@@ -1,7 +1,7 @@
 // brcache for Node.js: the codec and VM caches on the napi addon, and the
 // repository API a backup server calls.
 
-export { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf } from './native.js'
+export { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, indexApi, encryptionApi } from './native.js'
 export { openRepository } from './repository.js'
-export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler } from './handlers/index.js'
+export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './handlers/index.js'
 export { BrcacheError } from './errors.js'

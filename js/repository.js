@@ -16,24 +16,42 @@
 // - cache writes are atomic (temp + rename) and serialised across processes
 //   and hosts by a lock on the share; writers re-read the cache under the
 //   lock, so no update is lost; readers never wait for the lock;
-// - an immutable repository never gets a cache written, created or deleted.
+// - an immutable repository never gets a cache written, created or deleted;
+// - an encrypted repository is read and written as Xen Orchestra encrypts
+//   it (handlers/encrypted.js), and without its key it is an error, never
+//   an empty repository, and nothing is written to it.
 
 import { BrcacheError } from './errors.js'
 import { mapLimit } from './concurrency.js'
-import { LOCK_SUFFIX, openHandler } from './handlers/index.js'
+import { EncryptedShare, LOCK_SUFFIX, openHandler } from './handlers/index.js'
 import { INDEX_DIR, IndexStore } from './index-store.js'
 import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
 import * as napiCore from './native.js'
 
+// Verdicts on the whole repository (its encryption): never taken for one
+// unreadable file.
+const REPOSITORY_ERRORS = new Set(['ENCRYPTED', 'NOT_ENCRYPTED', 'WRONG_ENCRYPTION_KEY', 'UNSUPPORTED_ENCRYPTION', 'INVALID_ENCRYPTION_KEY'])
+
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
 
 
-/** An error that names what was being done, keeping the original code. */
+/**
+ * An error that names what was being done, keeping the original code. A
+ * verdict on the repository (its encryption) already says all there is.
+ */
 function annotate(error, what) {
+  if (REPOSITORY_ERRORS.has(error.code)) return error
   const wrapped = new Error(`${what}: ${error.message}`, { cause: error })
   wrapped.code = error.code
   return wrapped
 }
+
+/** Whether an error condemns one file only: it does not decrypt (altered, cut, another key's). */
+function isUndecryptable(error) {
+  return error instanceof BrcacheError && error.code === 'DECRYPTION_FAILED'
+}
+
+const decoder = new TextDecoder()
 
 function byTimestamp(a, b) {
   return (a.timestamp ?? 0) - (b.timestamp ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
@@ -53,12 +71,39 @@ function byTimestamp(a, b) {
  * @param {{ http?: boolean }} [options.s3] for an s3:// URL: plain HTTP (a store on loopback)
  * @param {boolean | 'auto'} [options.index='auto'] maintain and use the repository-wide
  *   index: always, never, or when the repository has one
+ * @param {string | Uint8Array} [options.encryptionKey] the key of a repository Xen Orchestra
+ *   encrypts (its remote's 32-character `encryptionKey`)
  */
 export function openRepository(pathOrHandler, options = {}) {
   return new Repository(openHandler(pathOrHandler, options), options)
 }
 
+/**
+ * The VM folders of a share: directories of xo-vm-backups/, not hidden,
+ * not locks. Names only, which lie in clear on an encrypted repository too.
+ */
+export async function listVmFolders(handler) {
+  let entries
+  try {
+    entries = await handler.listWithTypes(BACKUP_DIR)
+  } catch (error) {
+    if (error.code !== 'ENOENT') throw annotate(error, `cannot list ${BACKUP_DIR}`)
+    // No backup folder yet is an empty repository, but only if the
+    // repository itself is there: an unmounted share is an error.
+    try {
+      await handler.list('')
+    } catch (rootError) {
+      throw annotate(rootError, 'cannot list the repository root')
+    }
+    return []
+  }
+  return entries
+    .filter(({ name, isDirectory }) => isDirectory && !name.startsWith('.') && !name.endsWith(LOCK_SUFFIX))
+    .map(({ name }) => name)
+}
+
 export class Repository {
+  #share
   #handler
   #core
   #concurrency
@@ -71,16 +116,28 @@ export class Repository {
 
   constructor(
     handler,
-    { concurrency = 10, immutable = false, logger = silent, lockStaleMs = 10_000, core = napiCore, limits = {}, index = 'auto' } = {},
+    {
+      concurrency = 10,
+      immutable = false,
+      logger = silent,
+      lockStaleMs = 10_000,
+      core = napiCore,
+      limits = {},
+      index = 'auto',
+      encryptionKey,
+    } = {},
   ) {
-    this.#handler = handler
+    this.#share = handler
+    // Every byte this file reads or writes goes through the repository's
+    // encryption, so no write can happen before it is known.
+    this.#handler = new EncryptedShare(handler, core.encryptionApi, encryptionKey)
     this.#core = core
     this.#concurrency = concurrency
     this.#immutable = immutable
     this.#log = { ...silent, ...logger }
     this.#lockStaleMs = lockStaleMs
     this.#limits = limits
-    this.#index = new IndexStore(handler, core.indexApi, this.#log)
+    this.#index = new IndexStore(this.#handler, core.indexApi, this.#log)
     // An immutable repository gets no index either: it is a cache too.
     // Without locks (S3), two writers of one VM could publish conflicting
     // entries of the same generation, and the index could lag behind the
@@ -92,8 +149,25 @@ export class Repository {
     this.#indexMode = immutable || handler.supportsLocks === false ? false : index
   }
 
+  /** The share as it lies: on an encrypted repository, its bytes are encrypted. */
   get handler() {
-    return this.#handler
+    return this.#share
+  }
+
+  /**
+   * `{ algorithm, readable }`: what `encryption.json` names (null for a
+   * plaintext repository) and whether this repository object can read it
+   * (it was given the right key, or needs none); `reason` says why not.
+   */
+  async encryption() {
+    const { algorithm } = await this.#handler.describe()
+    try {
+      await this.#handler.cipher()
+      return { algorithm, readable: true }
+    } catch (error) {
+      if (!REPOSITORY_ERRORS.has(error.code)) throw error
+      return { algorithm, readable: false, reason: error.message }
+    }
   }
 
   /** Whether listings use the repository-wide index when there is one. */
@@ -109,23 +183,7 @@ export class Repository {
 
   /** The VM folders: directories of xo-vm-backups/, not hidden, not locks. */
   async listAllVms() {
-    let entries
-    try {
-      entries = await this.#handler.listWithTypes(BACKUP_DIR)
-    } catch (error) {
-      if (error.code !== 'ENOENT') throw annotate(error, `cannot list ${BACKUP_DIR}`)
-      // No backup folder yet is an empty repository, but only if the
-      // repository itself is there: an unmounted share is an error.
-      try {
-        await this.#handler.list('')
-      } catch (rootError) {
-        throw annotate(rootError, 'cannot list the repository root')
-      }
-      return []
-    }
-    return entries
-      .filter(({ name, isDirectory }) => isDirectory && !name.startsWith('.') && !name.endsWith(LOCK_SUFFIX))
-      .map(({ name }) => name)
+    return listVmFolders(this.#handler)
   }
 
   /** A VM's restore points (metadata records), sorted by timestamp. */
@@ -151,6 +209,25 @@ export class Repository {
    * knows every folder.
    */
   async listSummaries(filter) {
+    return (await this.restoreView(filter)).vms
+  }
+
+  /**
+   * The restore view with what it could not read: `{ vms, unreadable }`,
+   * `vms` as listSummaries returns it and `unreadable` the metadata files
+   * found in the VM folders read that are not in it (`[{ file, reason }]`,
+   * sorted): not JSON, not a restore point, or not decrypting. A listing
+   * from the index reads no VM folder the index knows; `check` finds those.
+   */
+  async restoreView(filter) {
+    const unreadable = []
+    const vms = await this.#restoreView(filter, unreadable)
+    unreadable.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0))
+    return { vms, unreadable }
+  }
+
+  async #restoreView(filter, unreadable) {
+    const perVm = (vm) => this.#vmSummaries(vm, filter, unreadable)
     if (this.#indexMode !== false) {
       const [vms, index] = await Promise.all([this.listAllVms(), this.#indexForListing()])
       if (index) {
@@ -162,7 +239,7 @@ export class Repository {
           })
         }
         const fromCaches = new Map(
-          await mapLimit(unknown, this.#concurrency, async (vm) => [vm, await this.listVmSummaries(vm, filter)]),
+          await mapLimit(unknown, this.#concurrency, async (vm) => [vm, await perVm(vm)]),
         )
         const result = {}
         for (const vm of vms) {
@@ -171,9 +248,9 @@ export class Repository {
         }
         return result
       }
-      return this.#perVm((vm) => this.listVmSummaries(vm, filter), vms)
+      return this.#perVm(perVm, vms)
     }
-    return this.#perVm((vm) => this.listVmSummaries(vm, filter))
+    return this.#perVm(perVm)
   }
 
   /** The index, if there is one with a snapshot and it reads; else undefined (and why, logged). */
@@ -185,7 +262,7 @@ export class Repository {
       if (index?.plan.snapshot) return index
       if (index) this.#log.warn('brcache: the repository index has no snapshot, listing every VM instead', { dir: INDEX_DIR })
     } catch (error) {
-      if (!(error instanceof BrcacheError) && error.code !== 'EAGAIN') throw error
+      if ((!(error instanceof BrcacheError) && error.code !== 'EAGAIN') || REPOSITORY_ERRORS.has(error.code)) throw error
       this.#log.warn('brcache: unusable repository index, listing every VM instead', { reason: error.message })
     }
     return undefined
@@ -193,8 +270,13 @@ export class Repository {
 
   /** One VM's restore view (summaries), sorted by timestamp. */
   async listVmSummaries(vm, filter) {
+    return this.#vmSummaries(vm, filter, [])
+  }
+
+  async #vmSummaries(vm, filter, unreadable) {
     const loaded = await this.#load(vm, 'summaries', filter)
     this.#repairInBackground(vm, loaded)
+    for (const { name, reason } of loaded.unreadable) unreadable.push({ file: vmFile(vm, name), reason })
     return loaded.summaries(filter)
   }
 
@@ -259,6 +341,7 @@ export class Repository {
         return await this.#lock(vm)
       }
     } catch (error) {
+      if (REPOSITORY_ERRORS.has(error.code)) throw error
       this.#log.warn('brcache: the cache was not updated; the next check will repair it', {
         file: vmFile(vm, CACHE_FILE),
         operation: reason,
@@ -303,11 +386,13 @@ export class Repository {
   async #deleteFiles(vm, name) {
     let metadata
     try {
-      metadata = JSON.parse(await this.#handler.readFile(vmFile(vm, name)))
+      metadata = JSON.parse(decoder.decode(await this.#handler.readFile(vmFile(vm, name))))
     } catch (error) {
       // Already gone, or unreadable: the metadata goes anyway, and its
       // data files are an orphan for the clean step to find.
-      if (error.code !== 'ENOENT' && !(error instanceof SyntaxError)) throw annotate(error, `cannot read ${vmFile(vm, name)}`)
+      if (error.code !== 'ENOENT' && !(error instanceof SyntaxError) && !isUndecryptable(error)) {
+        throw annotate(error, `cannot read ${vmFile(vm, name)}`)
+      }
     }
     await this.#unlinkIfPresent(vmFile(vm, name))
     const xva = typeof metadata?.xva === 'string' ? metadata.xva.replace(/^\.\//, '') : undefined
@@ -400,16 +485,22 @@ export class Repository {
 
   // --- the cache, read side ----------------------------------------------------
 
+  /**
+   * `{ bytes }` of a VM's cache, `{}` when there is none, or `{ error }`
+   * (its message) when it does not decrypt: a cache to rebuild.
+   */
   async #readCache(vm) {
     const path = vmFile(vm, CACHE_FILE)
     try {
-      return await this.#handler.readFile(path)
+      return { bytes: await this.#handler.readFile(path) }
     } catch (error) {
-      if (error.code === 'ENOENT') return undefined
+      if (error.code === 'ENOENT') return {}
+      if (REPOSITORY_ERRORS.has(error.code)) throw error
+      if (isUndecryptable(error)) return { error: error.message }
       // The folder listing is the truth and still reachable: treat the
       // cache as unusable rather than failing the listing.
       this.#log.warn('brcache: cannot read the cache, using the metadata files', { file: path, reason: error.message })
-      return undefined
+      return {}
     }
   }
 
@@ -438,6 +529,7 @@ export class Repository {
         files.set(name, await this.#handler.readFile(vmFile(vm, name)))
       } catch (error) {
         if (error.code === 'EISDIR') failed.push({ name, reason: `${vmFile(vm, name)} is a folder, not a file` })
+        else if (isUndecryptable(error)) failed.push({ name, reason: error.message })
         else if (error.code !== 'ENOENT') throw annotate(error, `cannot read ${vmFile(vm, name)}`)
       }
     })
@@ -458,9 +550,10 @@ export class Repository {
     const { VmCache, fastPath, readCacheHeader, decodeCache, checkKeys, summariesOf } = this.#core
     const file = vmFile(vm, CACHE_FILE)
     const options = { ...this.#limits, name: file }
-    const [bytes, listing] = await Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
+    const [{ bytes, error: unreadableCache }, listing] = await Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
     const coherent = { stale: [], missing: [], coherent: true }
-    let cacheError
+    let cacheError = unreadableCache
+    if (cacheError) this.#log.warn('brcache: unusable cache, rebuilding it from the metadata files', { file, reason: cacheError })
     if (bytes && this.#fastPath(fastPath, bytes, listing)) {
       try {
         if (want === 'records') {
@@ -514,7 +607,7 @@ export class Repository {
       // Coherent, but without a fingerprint that says so (an XO-written
       // cache) or unusable: rewriting it lets the next check take the fast
       // path. An empty folder without a cache needs none.
-      loaded.changed = cache ? cache.recordedFingerprint() !== cache.fingerprint() : Boolean(bytes)
+      loaded.changed = cache ? cache.recordedFingerprint() !== cache.fingerprint() : Boolean(bytes ?? unreadableCache)
       return loaded
     }
     const { files, failed } = await this.#readMetadata(vm, plan.missing)
@@ -636,7 +729,7 @@ export class Repository {
     try {
       index = await this.#index.read()
     } catch (error) {
-      if (!(error instanceof BrcacheError)) throw error
+      if (!(error instanceof BrcacheError) || REPOSITORY_ERRORS.has(error.code)) throw error
       this.#log.warn('brcache: unusable repository index', { reason: error.message })
       if (repair && !dryRun && !this.#immutable) return { exists: true, drift: {}, repaired: true, ...(await this.buildIndex()) }
       return { exists: true, unusable: error.message, drift: {}, repaired: false }
@@ -652,10 +745,10 @@ export class Repository {
     const vms = await this.listAllVms()
     const states = {}
     await mapLimit(vms, this.#concurrency, async (vm) => {
-      const bytes = await this.#readCache(vm)
+      const { bytes, error } = await this.#readCache(vm)
       let header = null
       try {
-        header = bytes ? this.#core.readCacheHeader(bytes) : undefined
+        header = bytes ? this.#core.readCacheHeader(bytes) : error ? null : undefined
       } catch {
         header = null // not even a gzip header: certainly behind
       }
@@ -714,7 +807,7 @@ export class Repository {
         return // somebody else is writing this cache
       }
       try {
-        const bytes = await this.#readCache(vm)
+        const { bytes } = await this.#readCache(vm)
         let current = 0
         try {
           current = bytes ? this.#core.readCacheHeader(bytes)?.generation ?? 0 : 0

@@ -4,19 +4,26 @@
 // inflates, parses or re-serialises a record.
 //
 // What a request can reach is closed: an explicit list of assets, the list
-// of VM folders, the cache of a VM that list names, and the index files a
-// listing of the index folder names. Nothing in a URL is ever joined onto a
-// file system path, so no spelling of `..` or of an encoded slash can reach
-// a file outside the repository or the package.
+// of VM folders, the cache of a VM that list names, the index files a
+// listing of the index folder names, and an encrypted repository's two
+// root files. Nothing in a URL is ever joined onto a file system path, so
+// no spelling of `..` or of an encoded slash can reach a file outside the
+// repository or the package.
+//
+// On an encrypted repository every file goes out as it lies, encrypted:
+// the page asks for the key and decrypts in the browser, and the key never
+// travels. A server given the key can still check and repair caches before
+// serving them; one without it serves them unchecked.
 
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
 import { join } from 'node:path'
+import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
 import { INDEX_DIR } from './index-store.js'
 import { CACHE_FILE, vmFile } from './layout.js'
 import { indexApi } from './native.js'
-import { openRepository } from './repository.js'
+import { listVmFolders, openRepository } from './repository.js'
 
 const packageDir = join(import.meta.dirname, '..')
 
@@ -45,6 +52,8 @@ const ASSETS = new Map(
     'js/layout.js',
     'js/concurrency.js',
     'js/index-store.js',
+    'js/encryption.js',
+    'js/handlers/encrypted.js',
     'js/web/http-share.js',
     'js/generated/wasm-web/brcache_wasm.js',
     'js/generated/wasm-web/brcache_wasm_bg.wasm',
@@ -69,25 +78,42 @@ const notFound = () => new HttpError(404, 'not found')
  * A server (not yet listening) for the restore view of a repository.
  *
  * @param {string | object} dir the repository: a folder or a handler, as `openRepository` takes
- * @param {{ repair?: boolean, immutable?: boolean, index?: boolean }} [options]
+ * @param {{ repair?: boolean, immutable?: boolean, index?: boolean, encryptionKey?: string }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
  *   repair) before serving it, so the bytes are true to the folder;
  *   `immutable`: never write a cache (implies no repair, and no index, as
  *   for listings); `index`: offer the repository index, when there is one,
  *   so the page loads every VM's restore view in a few requests (the VMs
- *   the index does not know still come from their caches)
+ *   the index does not know still come from their caches); `encryptionKey`: on an
+ *   encrypted repository, what lets the server check caches (the page asks
+ *   for the key itself)
  */
-export function createServer(dir, { repair = true, immutable = false, index = true } = {}) {
-  const repository = openRepository(dir, { immutable })
-  const checkFirst = repair && !immutable
+export function createServer(dir, { repair = true, immutable = false, index = true, encryptionKey } = {}) {
+  const repository = openRepository(dir, { immutable, encryptionKey })
+  const share = repository.handler
   const offerIndex = index && repository.usesIndex
+  // Checks need to read the caches: not on an encrypted repository whose
+  // key the server was not given (it serves them as they lie). Decided
+  // once; an I/O failure is asked again.
+  let readable
+  const canCheck = async () => {
+    if (!repair || immutable) return false
+    readable ??= repository.encryption().then(
+      (state) => state.readable,
+      (error) => {
+        readable = undefined
+        throw error
+      },
+    )
+    return readable
+  }
 
   /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
   async function indexFiles() {
     if (!offerIndex) throw new HttpError(404, 'no repository index')
     let names
     try {
-      names = await repository.handler.list(INDEX_DIR)
+      names = await share.list(INDEX_DIR)
     } catch (error) {
       if (error.code === 'ENOENT') throw new HttpError(404, 'no repository index')
       throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
@@ -101,8 +127,8 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
     try {
       // The date first: should a writer replace the file in between, the
       // date is the older one, and If-Modified-Since errs towards a 200.
-      const info = await repository.handler.stat(file)
-      return { info, bytes: await repository.handler.readFile(file) }
+      const info = await share.stat(file)
+      return { info, bytes: await share.readFile(file) }
     } catch (error) {
       if (error.code === 'ENOENT') throw new HttpError(404, missing)
       throw new HttpError(500, `cannot read ${file}: ${error.message}`)
@@ -120,8 +146,8 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
 
   async function vmCache(vm, request, response) {
     // Only a VM the repository lists: the name is compared, never resolved.
-    if (!(await repository.listAllVms()).includes(vm)) throw notFound()
-    if (checkFirst) {
+    if (!(await listVmFolders(share)).includes(vm)) throw notFound()
+    if (await canCheck()) {
       try {
         await repository.checkVm(vm, { repair: true })
       } catch (error) {
@@ -156,7 +182,15 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
     const path = (request.url ?? '').split('?')[0]
     const file = ASSETS.get(path)
     if (file) return asset(file, request, response)
-    if (path === '/api/vms') return json(request, response, 200, await repository.listAllVms())
+    if (path === '/api/vms') return json(request, response, 200, await listVmFolders(share))
+    // The page reads an encrypted repository's two root files to know the
+    // algorithm and to check the key it is given: both as they lie (the
+    // second is encrypted). A 404 for a plaintext repository.
+    if (path === `/api/${DESCRIPTOR_FILE}` || path === `/api/${KEY_CHECK_FILE}`) {
+      const file = path.slice('/api/'.length)
+      const { info, bytes } = await readShared(file, `no ${file}: the repository is not encrypted`)
+      return send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
+    }
     if (path === '/api/index') return json(request, response, 200, await indexFiles())
     const indexMatch = /^\/api\/index\/([^/]+)$/.exec(path)
     if (indexMatch) return indexFile(indexMatch[1], request, response)

@@ -18,6 +18,7 @@ import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
 import { describeVm, formatBytes, formatDate } from '../js/web/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
 import { listen } from './helpers/serve.mjs'
+import { KEY, OTHER_KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
 const root = join(import.meta.dirname, '..')
 const screenshots = join(root, 'test-output')
@@ -336,11 +337,71 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
     const files = api.filter((url) => url.startsWith('/api/index/'))
     assert.deepStrictEqual(
       api.filter((url) => !url.startsWith('/api/index/')).sort(),
-      ['/api/index', '/api/vms', `/api/vms/${added}/cache`],
+      // encryption.json: a 404, so the repository is plaintext.
+      ['/api/encryption.json', '/api/index', '/api/vms', `/api/vms/${added}/cache`],
     )
     assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
     assert.deepStrictEqual(errors, [])
     await page.screenshot({ path: join(screenshots, 'restore-view-index.png'), fullPage: true })
   })
+})
+
+describe('an encrypted repository: the page asks for the key and decrypts, and the key never leaves it', () => {
+  const cases = [
+    // The server without the key serves the files as they lie; the page reads the index.
+    { algorithm: 'chacha20-poly1305', index: true, serverKey: undefined },
+    // The server with the key checks each cache first; the page reads the caches.
+    { algorithm: 'aes-256-gcm', index: false, serverKey: KEY },
+  ]
+  for (const { algorithm, index, serverKey } of cases) {
+    test(`${algorithm}, ${index ? 'with' : 'without'} an index, a server ${serverKey ? 'given' : 'without'} the key`, async () => {
+      const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-encrypted-'))
+      cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+      cpSync(dir, copy, { recursive: true })
+      encryptAsXo(copy, { algorithm, caches: 'keep' })
+      if (index) await openRepository(copy, { encryptionKey: KEY }).buildIndex()
+      const server = await listen(copy, { encryptionKey: serverKey, index })
+      cleanups.push(server.close)
+      const seen = []
+      server.server.on('request', (request) => seen.push(`${request.method} ${request.url} ${JSON.stringify(request.rawHeaders)}`))
+      const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
+      const errors = []
+      page.on('pageerror', (error) => errors.push(error.message))
+      page.on('request', (request) => seen.push(`${request.url()} ${JSON.stringify(request.headers())} ${request.postData() ?? ''}`))
+      await page.goto(server.url)
+      await page.waitForSelector('#unlock:not([hidden])', { timeout: 15_000 })
+      assert.equal(await page.textContent('#algorithm'), algorithm)
+      assert.match(await page.textContent('#status'), /^Encrypted repository: enter its key$/)
+      assert.equal((await rowsOf(page)).length, 0, 'nothing shown before the key')
+      if (index) await page.screenshot({ path: join(screenshots, 'restore-view-encrypted.png'), fullPage: true })
+
+      // Another key: said, and asked again.
+      await page.fill('#key', OTHER_KEY)
+      await page.click('#unlock button')
+      await page.waitForSelector('#unlock-error:not([hidden])')
+      assert.match(await page.textContent('#unlock-error'), /metadata\.json: does not decrypt/)
+      assert.equal(await page.isVisible('#unlock'), true)
+
+      await page.fill('#key', KEY)
+      await page.click('#unlock button')
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+      assert.equal(await page.isVisible('#unlock'), false)
+      assert.equal(await page.getAttribute('body', 'data-source'), index ? 'index' : 'caches')
+      const rows = await rowsOf(page)
+      assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
+      for (const row of rows) {
+        assert.equal(row.state, 'ok', row.error)
+        assert.equal(row.count, view[row.vm].length)
+        assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
+        assert.equal(row.name, view[row.vm].at(-1).vm.name_label)
+      }
+      assert.deepStrictEqual(errors, [])
+      // Neither key, in any spelling, in any request the page made or the server received.
+      const spellings = [KEY, OTHER_KEY].flatMap((k) => [k, encodeURIComponent(k), Buffer.from(k).toString('base64'), Buffer.from(k).toString('hex')])
+      assert.ok(seen.length > 10)
+      for (const line of seen) for (const spelling of spellings) assert.ok(!line.includes(spelling), `a key in ${line}`)
+      await page.close()
+    })
+  }
 })

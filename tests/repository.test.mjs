@@ -455,6 +455,7 @@ describe('checkVm and checkAll', () => {
     assert.deepStrictEqual(report.missing, [3, 4].map((i) => keyOf(VM, A.backups[i])))
     assert.equal(report.repaired, true)
     assert.deepStrictEqual(of('readFile').sort(), [
+      'encryption.json', // once per repository: is it encrypted?
       `xo-vm-backups/${VM}/${A.backups[3].filename}`,
       `xo-vm-backups/${VM}/${A.backups[4].filename}`,
       `xo-vm-backups/${VM}/cache.json.gz`,
@@ -552,7 +553,7 @@ describe('Xen Orchestra compatibility', () => {
     const repository = openRepository(handler)
     assert.deepStrictEqual(await repository.listVmBackups(VM), expected)
     assert.deepStrictEqual(await repository.listAllVmBackups(), { [VM]: expected })
-    assert.deepStrictEqual(of('readFile').filter((file) => file.endsWith('.json')), [], 'the cache was used, no metadata read')
+    assert.deepStrictEqual(of('readFile').filter((file) => file.endsWith('Z.json')), [], 'the cache was used, no metadata read')
     await repository.settle()
   })
 
@@ -720,7 +721,9 @@ describe('drift XO does not see', () => {
     assert.deepStrictEqual(names(VM, await reader.listVmBackups(VM)), filenames([0, 2]))
     assert.deepStrictEqual(Object.keys(await reader.listSummaries()), [VM])
     assert.deepStrictEqual((await reader.listSummaries())[VM].map((s) => s.id), [0, 2].map((i) => keyOf(VM, A.backups[i])))
-    assert.deepStrictEqual(of('readFile'), Array(3).fill(`xo-vm-backups/${VM}/cache.json.gz`), 'nothing to read but the cache')
+    const [encryption, caches] = [of('readFile').filter((f) => f === 'encryption.json'), of('readFile').filter((f) => f !== 'encryption.json')]
+    assert.deepStrictEqual(caches, Array(3).fill(`xo-vm-backups/${VM}/cache.json.gz`), 'nothing to read but the cache')
+    assert.equal(encryption.length, 1, 'encryption.json, once for the repository')
     assert.deepStrictEqual(names(VM, await repository.listVmBackups(VM)), filenames([0, 2]))
   })
 })

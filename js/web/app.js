@@ -5,8 +5,12 @@
 // fetches the VM's cache.json.gz as it lies on the share and decodes that,
 // straight to the restore view's summaries (never full records). A VM whose
 // payload fails shows its error on its own row; the others go on.
+//
+// An encrypted repository is read through the same EncryptedShare as on
+// the server: the page asks for the key, checks it against metadata.json,
+// and decrypts every file here. The key stays in this page's memory.
 
-import { IndexStore, indexApi, init, summariesOf } from '../browser.js'
+import { EncryptedShare, IndexStore, encryptionApi, indexApi, init, summariesOf } from '../browser.js'
 import { mapLimit } from '../concurrency.js'
 import { CACHE_FILE, vmFile } from '../layout.js'
 import { showDetails } from './details.js'
@@ -32,24 +36,62 @@ const api = (path) => new URL(path, document.baseURI)
  * The repository index, or undefined when there is none or it cannot be
  * used: then every VM comes from its cache, as the server's listings do.
  */
-async function readIndex() {
+async function readIndex(share) {
   const log = { warn: (message, details) => console.warn(message, details), debug() {} }
   try {
-    const index = await new IndexStore(httpShare(document.baseURI), indexApi, log).read()
+    const index = await new IndexStore(share, indexApi, log).read()
     // Segments without a snapshot are not the whole view.
     return index?.plan.snapshot ? index : undefined
   } catch (error) {
+    // The repository's encryption is no reason to skip the index: say it.
+    if (error.code === 'ENCRYPTED') throw error
     console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
     return undefined
   }
 }
 
-async function loadVm(vm) {
-  const response = await fetch(api(`api/vms/${encodeURIComponent(vm)}/cache`))
-  if (!response.ok) throw await httpError(response)
-  const bytes = new Uint8Array(await response.arrayBuffer())
-  // Named as on the share, so the error reads as `brcache check` would say it.
-  return summariesOf(vm, bytes, undefined, { name: vmFile(vm, CACHE_FILE) })
+async function loadVm(share, vm) {
+  // Named as on the share, so an error reads as `brcache check` would say it.
+  const file = vmFile(vm, CACHE_FILE)
+  return summariesOf(vm, await share.readFile(file), undefined, { name: file })
+}
+
+/** The key the user types, checked against metadata.json: the share that decrypts. */
+async function unlock(share) {
+  const form = $('unlock')
+  const input = $('key')
+  const error = $('unlock-error')
+  const { algorithm } = await new EncryptedShare(share, encryptionApi).describe()
+  $('algorithm').textContent = algorithm
+  status.textContent = 'Encrypted repository: enter its key'
+  progress.hidden = true
+  form.hidden = false
+  input.focus()
+  for (;;) {
+    const key = await new Promise((resolve) => {
+      form.addEventListener(
+        'submit',
+        (event) => {
+          event.preventDefault()
+          resolve(input.value)
+        },
+        { once: true },
+      )
+    })
+    const decrypting = new EncryptedShare(share, encryptionApi, key)
+    try {
+      await decrypting.cipher()
+      form.hidden = true
+      input.value = ''
+      progress.hidden = false
+      return decrypting
+    } catch (failure) {
+      if (failure.code !== 'WRONG_ENCRYPTION_KEY' && failure.code !== 'INVALID_ENCRYPTION_KEY') throw failure
+      error.textContent = failure.message
+      error.hidden = false
+      input.select()
+    }
+  }
 }
 
 function showProgress(done, total) {
@@ -74,13 +116,29 @@ function showTotals(source) {
 
 async function main() {
   await init()
-  const [vms, index] = await Promise.all([
+  const http = httpShare(document.baseURI)
+  // Read as plaintext while encryption.json is read (its answer holds the
+  // others back): an encrypted repository then asks for its key.
+  let share = new EncryptedShare(http, encryptionApi)
+  const indexing = readIndex(share)
+  indexing.catch(() => {})
+  const [vms, locked] = await Promise.all([
     fetch(api('api/vms')).then(async (response) => {
       if (!response.ok) throw await httpError(response)
       return response.json()
     }),
-    readIndex(),
+    share.cipher().then(
+      () => false,
+      (error) => (error.code === 'ENCRYPTED' ? true : Promise.reject(error)),
+    ),
   ])
+  let index
+  if (locked) {
+    share = await unlock(http)
+    index = await readIndex(share)
+  } else {
+    index = await indexing
+  }
   vms.forEach((vm) => table.add(vm))
   // The index has every VM it knows, those left without restore points
   // included; a VM folder it does not know is read from its cache, and a
@@ -103,7 +161,7 @@ async function main() {
   showProgress(done, vms.length)
   await mapLimit(pending, CONCURRENCY, async (vm) => {
     try {
-      const summaries = await loadVm(vm)
+      const summaries = await loadVm(share, vm)
       table.update(vm, { summaries, info: describeVm(summaries) })
     } catch (error) {
       table.update(vm, { error: { message: error.message, code: error.code } })

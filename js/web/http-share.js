@@ -1,10 +1,15 @@
-// The index folder as `brcache serve` offers it, in the shape of a share
-// handler, so that the page reads the repository index with the very code
-// the server side uses (js/index-store.js): same read plan, same retries
-// when a compaction removes a file mid-read, same checks. A 404 is ENOENT,
-// as on a share: no index, or a file compacted away since the listing.
+// The repository as `brcache serve` offers it, in the shape of a share
+// handler, so that the page reads it with the very code the server side
+// uses: the repository index through js/index-store.js (same read plan,
+// same retries when a compaction removes a file mid-read, same checks),
+// and an encrypted repository through js/handlers/encrypted.js (the same
+// verdicts, the same decryption). A 404 is ENOENT, as on a share: no
+// index, no cache, a plaintext repository's missing encryption.json, or a
+// file compacted away since the listing.
 
+import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../encryption.js'
 import { INDEX_DIR } from '../index-store.js'
+import { CACHE_FILE } from '../layout.js'
 
 /** An Error carrying the server's `{ error }` if it sent one, else the status line. */
 export async function httpError(response) {
@@ -16,6 +21,15 @@ export async function httpError(response) {
     // Not JSON: the status line says enough.
   }
   return Object.assign(new Error(`HTTP ${message}`), response.status === 404 ? { code: 'ENOENT' } : {})
+}
+
+/** The API path of a repository file the server offers, or undefined. */
+function apiPath(file) {
+  if (file === DESCRIPTOR_FILE || file === KEY_CHECK_FILE) return `api/${file}`
+  if (file.startsWith(`${INDEX_DIR}/`)) return `api/index/${encodeURIComponent(file.slice(INDEX_DIR.length + 1))}`
+  const cache = /^xo-vm-backups\/([^/]+)\/(.+)$/.exec(file)
+  if (cache && cache[2] === CACHE_FILE) return `api/vms/${encodeURIComponent(cache[1])}/cache`
+  return undefined
 }
 
 export function httpShare(base) {
@@ -31,9 +45,9 @@ export function httpShare(base) {
       return (await get('api/index')).json()
     },
     async readFile(file) {
-      if (!file.startsWith(`${INDEX_DIR}/`)) throw new Error(`only ${INDEX_DIR} is served, not ${file}`)
-      const name = file.slice(INDEX_DIR.length + 1)
-      return new Uint8Array(await (await get(`api/index/${encodeURIComponent(name)}`)).arrayBuffer())
+      const path = apiPath(file)
+      if (path === undefined) throw new Error(`${file} is not served`)
+      return new Uint8Array(await (await get(path)).arrayBuffer())
     },
   }
 }
