@@ -1,7 +1,7 @@
 // brcache/browser: the same functions as the Node entries, on the wasm build
 // for web pages, after `init()`.
 import { VmCache } from './types.js'
-import type { Summary, SummaryFilter } from './types.js'
+import type { Cipher, EncryptionAlgorithm, EncryptionApi, Summary, SummaryFilter } from './types.js'
 import type { checkKeys, decodeCache, encodeCache, fastPath, readCacheHeader, summariesOf } from './core.js'
 
 export * from './core.js'
@@ -48,4 +48,13 @@ export declare class IndexStore {
   constructor(files: IndexFiles, api: typeof indexApi, log: { warn(message: string, data?: unknown): void })
   /** The index, or undefined when there is none; throws a BrcacheError when its snapshot does not decode. */
   read(options?: { attempts?: number }): Promise<LoadedIndex | undefined>
+}
+
+/** A share that decrypts what it reads, as `brcache serve`'s page does for an encrypted repository. */
+export declare class EncryptedShare {
+  constructor(inner: IndexFiles, api: EncryptionApi, key?: string | Uint8Array)
+  cipher(): Promise<Cipher | null>
+  describe(): Promise<{ algorithm: EncryptionAlgorithm | null }>
+  list(dir: string): Promise<string[]>
+  readFile(file: string): Promise<Uint8Array>
 }

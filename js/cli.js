@@ -125,7 +125,8 @@ Scenarios (all on the simulated share, each a ratio measured in the same run):
   article    22 VMs x 45: no cache vs XO-style cache vs brcache
   update     add one backup and delete one, at retention 45 and 1,000
   large      1,000 VMs x 100: cold rebuild, warm listing, summaries (slow)
-  all        article and update (default)
+  encrypted  22 VMs x 45, encrypted as XO does (chacha20-poly1305) vs plaintext
+  all        article, update and encrypted (default)
 
 --vms and --retention change the size of the article and large scenarios.`,
 }

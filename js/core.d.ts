@@ -1,6 +1,6 @@
 // The functions every surface (napi, wasm on Node, wasm in a browser)
 // exports, with identical behaviour.
-import type { BytesInput, CacheHeader, DecodeOptions, EncodeOptions, MetadataCache, Summary, SummaryFilter } from './types.js'
+import type { BytesInput, CacheHeader, DecodeOptions, EncodeOptions, EncryptionApi, MetadataCache, Summary, SummaryFilter } from './types.js'
 
 export type * from './types.js'
 export { BrcacheError, VmCache } from './types.js'
@@ -17,3 +17,5 @@ export declare function summariesOf(vm: string, bytes: BytesInput, filter?: Summ
 export declare function fastPath(bytes: BytesInput, listing: Iterable<string>): boolean
 /** Throws a BrcacheError unless every key names a distinct metadata file of `vm`'s folder. */
 export declare function checkKeys(vm: string, keys: Iterable<string>, file?: string): void
+/** Encrypted repositories, as Xen Orchestra encrypts them. */
+export declare const encryptionApi: EncryptionApi

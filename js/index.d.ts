@@ -1,5 +1,5 @@
 // brcache: the codec and VM caches on the napi addon, and the repository API.
-import type { MetadataEntry, Summary, SummaryFilter } from './types.js'
+import type { Cipher, EncryptionAlgorithm, EncryptionApi, MetadataEntry, Summary, SummaryFilter } from './types.js'
 
 export * from './core.js'
 
@@ -77,6 +77,22 @@ export declare class S3Handler extends LocalHandler {
   destroy(): void
 }
 
+/**
+ * A handler that decrypts every read and encrypts every write, as Xen Orchestra's handler does
+ * on a remote with an encryption key; every call fails (ENCRYPTED, WRONG_ENCRYPTION_KEY, ...)
+ * when the repository cannot be read with the key given, and nothing is written then.
+ */
+export declare class EncryptedShare {
+  constructor(inner: Handler, api: EncryptionApi, key?: string | Uint8Array)
+  /** The share as it lies. */
+  readonly inner: Handler
+  /** The repository's cipher, null when plaintext; rejects when it cannot be read. */
+  cipher(): Promise<Cipher | null>
+  /** What encryption.json names, without a key. */
+  describe(): Promise<{ algorithm: EncryptionAlgorithm | null }>
+}
+export interface EncryptedShare extends Handler {}
+
 export declare function parseS3Url(url: string, options?: { http?: boolean }): S3Options & { prefix: string }
 export declare function openHandler(pathOrHandler: string | URL | Handler, options?: { s3?: { http?: boolean } }): Handler
 
@@ -124,9 +140,19 @@ export interface RepositoryOptions {
   core?: object
   index?: boolean | 'auto'
   s3?: { http?: boolean }
+  /** The key of a repository Xen Orchestra encrypts (its remote's 32-character `encryptionKey`). */
+  encryptionKey?: string | Uint8Array
+}
+
+/** The restore view with what it could not read. */
+export interface RestoreView {
+  vms: Record<string, Summary[]>
+  /** Metadata files found in the VM folders read that are not listed: not JSON, not a restore point, or not decrypting. */
+  unreadable: { file: string; reason: string }[]
 }
 
 export declare class Repository {
+  /** The share as it lies: on an encrypted repository, its bytes are encrypted. */
   readonly handler: Handler
   readonly immutable: boolean
   listAllVms(): Promise<string[]>
@@ -134,6 +160,9 @@ export declare class Repository {
   listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>
   listVmSummaries(vm: string, filter?: SummaryFilter): Promise<Summary[]>
   listSummaries(filter?: SummaryFilter): Promise<Record<string, Summary[]>>
+  restoreView(filter?: SummaryFilter): Promise<RestoreView>
+  /** What encryption.json names and whether this repository object can read it (`reason` when not). */
+  encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; reason?: string }>
   writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>
   deleteVmBackups(ids: Iterable<string>): Promise<void>
   checkVm(vm: string, options?: CheckOptions): Promise<CheckReport>
@@ -143,6 +172,9 @@ export declare class Repository {
   /** Waits for background repairs (tests, and a clean shutdown). */
   settle(): Promise<void>
 }
+
+/** The VM folders of a share, names only (they lie in clear on an encrypted repository too). */
+export declare function listVmFolders(handler: Handler): Promise<string[]>
 
 /** Opens a backup repository: a folder, an `s3://` URL or a handler. */
 export declare function openRepository(pathOrHandler: string | URL | Handler, options?: RepositoryOptions): Repository

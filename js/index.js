@@ -2,6 +2,6 @@
 // repository API a backup server calls.
 
 export { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, indexApi, encryptionApi } from './native.js'
-export { openRepository } from './repository.js'
+export { listVmFolders, openRepository } from './repository.js'
 export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './handlers/index.js'
 export { BrcacheError } from './errors.js'

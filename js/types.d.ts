@@ -49,8 +49,14 @@ export type BrcacheErrorCode =
   | 'INVALID_KEY'
   | 'INVALID_METADATA'
   | 'INVALID_ARGUMENT'
+  | 'ENCRYPTED'
+  | 'NOT_ENCRYPTED'
+  | 'UNSUPPORTED_ENCRYPTION'
+  | 'INVALID_ENCRYPTION_KEY'
+  | 'WRONG_ENCRYPTION_KEY'
+  | 'DECRYPTION_FAILED'
 
-/** Thrown for bytes that are not a valid cache. */
+/** Thrown for bytes that are not a valid cache, and for a repository whose encryption forbids reading it. */
 export declare class BrcacheError extends Error {
   name: 'BrcacheError'
   code: BrcacheErrorCode | (string & {})
@@ -148,4 +154,27 @@ export declare class VmCache {
   merge(other: VmCache): VmCache
   replay(newer: VmCache): VmCache
   copy(): VmCache
+}
+
+/** The algorithms Xen Orchestra encrypts a remote with. */
+export type EncryptionAlgorithm = 'chacha20-poly1305' | 'aes-256-gcm'
+
+/** A repository's key and algorithm: seals and opens files as Xen Orchestra does (IV | ciphertext | tag). */
+export interface Cipher {
+  readonly algorithm: EncryptionAlgorithm
+  /** Encrypted with a fresh IV. */
+  seal(plaintext: BytesInput | string): Uint8Array
+  /** The plaintext; a BrcacheError (DECRYPTION_FAILED) naming `file` when it does not authenticate. */
+  open(sealed: BytesInput, file?: string): Uint8Array
+  /** Throws WRONG_ENCRYPTION_KEY unless `metadata.json`'s bytes open with this key. */
+  verifyKey(metadata: BytesInput | undefined): void
+}
+
+/** The core's encryption (`encryptionApi` of every entry). */
+export interface EncryptionApi {
+  /** null for a plaintext repository; throws ENCRYPTED, NOT_ENCRYPTED, UNSUPPORTED_ENCRYPTION or INVALID_ENCRYPTION_KEY. */
+  openEncryption(descriptor: BytesInput | undefined, key: string | Uint8Array | undefined): Cipher | null
+  /** What `encryption.json` names (null: plaintext). */
+  encryptionAlgorithm(descriptor: BytesInput | undefined): EncryptionAlgorithm | null
+  newCipher(algorithm: EncryptionAlgorithm, key: string | Uint8Array): Cipher
 }

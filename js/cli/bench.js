@@ -66,6 +66,65 @@ async function article({ runs, vms = 22, retention = 45 }) {
   })
 }
 
+const BENCH_KEY = 'brcache-bench-key-32-characters!'
+
+/**
+ * The article's listing on an encrypted repository (XO's default
+ * algorithm) against the same repository in plaintext, same seed, same
+ * share. Warm: one repository object for every run, as a backup server
+ * keeps it; fresh: a new one each run, which first reads encryption.json
+ * (and, with a key, checks it against metadata.json) before anything else.
+ */
+async function encrypted({ runs, vms = 22, retention = 45 }) {
+  return withTempDir(async (dir) => {
+    const [plainDir, sealedDir] = [join(dir, 'plain'), join(dir, 'encrypted')]
+    await generateRepository(plainDir, { vms, retention, seed: 'article' })
+    await generateRepository(sealedDir, { vms, retention, seed: 'article', encryptionKey: BENCH_KEY })
+    await openRepository(plainDir).buildIndex()
+    await openRepository(sealedDir, { encryptionKey: BENCH_KEY }).buildIndex()
+    const plain = new SimulatedShare(new LocalHandler(plainDir), SHARE)
+    const sealed = new SimulatedShare(new LocalHandler(sealedDir), SHARE)
+    const open = (share, options) => openRepository(share, share === sealed ? { ...options, encryptionKey: BENCH_KEY } : options)
+    // Runs alternate between the two repositories, path by path, so that
+    // a busy machine weighs on both alike.
+    const paths = {
+      'restore view (caches)': (share) => {
+        const repository = open(share, { index: false })
+        return [() => repository.listSummaries(), () => repository.settle()]
+      },
+      'restore view (index)': (share) => {
+        const repository = open(share, { index: true })
+        return [() => repository.listSummaries()]
+      },
+      'full records (caches)': (share) => {
+        const repository = open(share, { index: false })
+        return [() => repository.listAllVmBackups(), () => repository.settle()]
+      },
+      'restore view (index), fresh repository': (share) => [() => open(share, { index: true }).listSummaries()],
+    }
+    const results = {}
+    for (const [path, make] of Object.entries(paths)) {
+      const sides = [
+        ['plaintext', plain],
+        ['encrypted', sealed],
+      ].map(([label, share]) => ({ label, share, calls: make(share), samples: [] }))
+      for (let i = 0; i < runs; i++) {
+        for (const side of sides) side.samples.push(await measure(side.share, side.calls[0], 1, side.calls[1]))
+      }
+      for (const { label, samples } of sides) {
+        results[`${label}, ${path}`] = { ...samples.at(-1), ms: median(samples.map((sample) => sample.ms)), runs }
+      }
+    }
+    return {
+      title: `encrypted: ${vms} VMs x ${retention} restore points, chacha20-poly1305 against plaintext (interleaved runs)`,
+      baseline: 'plaintext, restore view (caches)',
+      // Each encrypted path against the same path in plaintext.
+      pairedWith: (name) => (name.startsWith('encrypted, ') ? name.replace('encrypted, ', 'plaintext, ') : undefined),
+      results,
+    }
+  })
+}
+
 /** Xen Orchestra's cache update: read, gunzip, parse, change, rewrite whole, no lock. */
 async function xoStyleUpdate(handler, vm, change) {
   const path = vmFile(vm, CACHE_FILE)
@@ -164,11 +223,11 @@ async function large({ runs, vms = 1000, retention = 100 }) {
   })
 }
 
-const SCENARIOS = { article, update, large }
+const SCENARIOS = { article, update, large, encrypted }
 
 export async function runBench({ scenario, json, runs, vms, retention }) {
-  const names = scenario === 'all' ? ['article', 'update'] : [scenario]
-  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, large, all)`)
+  const names = scenario === 'all' ? ['article', 'update', 'encrypted'] : [scenario]
+  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, large, encrypted, all)`)
   const reports = []
   for (const name of names) {
     const options = { runs }
@@ -181,19 +240,22 @@ export async function runBench({ scenario, json, runs, vms, retention }) {
     return 0
   }
   console.log(`simulated share: ${SHARE.rttMs} ms round trip, ${SHARE.maxInFlight} calls in flight, 1 Gbit/s; median of ${runs} runs\n`)
-  for (const { title, baseline, results } of reports) {
+  for (const { title, baseline, results, pairedWith } of reports) {
     console.log(title)
     const base = baseline ? results[baseline] : undefined
+    const ratio = (of, to) => (to ? `${(to.ms / of.ms).toFixed(2)}x` : '')
     const rows = Object.entries(results).map(([name, r]) => [
       name,
       `${r.ms.toFixed(0)} ms`,
       base ? `${(base.ms / r.ms).toFixed(1)}x` : '',
+      ...(pairedWith ? [ratio(r, results[pairedWith(name)])] : []),
       r.calls,
       formatBytes(r.bytesRead),
       formatBytes(r.bytesWritten),
       formatBytes(r.peakRss),
     ])
-    console.log(table(['path', 'time', base ? `vs ${baseline}` : '', 'calls', 'read', 'written', 'peak RSS'], rows))
+    const columns = ['path', 'time', base ? `vs ${baseline}` : '', ...(pairedWith ? ['vs the same path in plaintext'] : []), 'calls', 'read', 'written', 'peak RSS']
+    console.log(table(columns, rows))
     console.log('')
   }
   return 0

@@ -93,9 +93,14 @@ export class EncryptedShare {
   }
 
   async #open() {
-    const descriptor = await readOptional(this.#inner, DESCRIPTOR_FILE)
+    // With a key, the file that proves it is read beside the descriptor:
+    // one round trip for the verdict, as without a key.
+    const [descriptor, check] = await Promise.all([
+      readOptional(this.#inner, DESCRIPTOR_FILE),
+      this.#key === undefined ? undefined : readOptional(this.#inner, KEY_CHECK_FILE),
+    ])
     const cipher = this.#api.openEncryption(descriptor, this.#key)
-    if (cipher) cipher.verifyKey(await readOptional(this.#inner, KEY_CHECK_FILE))
+    cipher?.verifyKey(check)
     return cipher
   }
 

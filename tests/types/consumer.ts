@@ -88,3 +88,30 @@ async function pageIndex(base: URL): Promise<number> {
   return points + (known ?? 0) + index.unfolded + index.unreadable().length
 }
 void pageIndex
+
+// Encrypted repositories, on Node and in a page.
+import { EncryptedShare, encryptionApi } from 'brcache'
+import type { RestoreView } from 'brcache'
+
+async function encrypted(key: string): Promise<number> {
+  const repository = openRepository('/mnt/backups', { encryptionKey: key })
+  const state = await repository.encryption()
+  if (!state.readable) console.log(state.algorithm, state.reason)
+  const view: RestoreView = await repository.restoreView()
+  for (const { file, reason } of view.unreadable) console.log(file, reason)
+  const cipher = encryptionApi.newCipher('aes-256-gcm', key)
+  const sealed: Uint8Array = cipher.seal('{}')
+  cipher.verifyKey(sealed)
+  const share = new EncryptedShare(new LocalHandler('/mnt/backups'), encryptionApi, key)
+  console.log((await share.cipher())?.algorithm, (await share.describe()).algorithm, share.inner)
+  return Object.keys(view.vms).length + cipher.open(sealed, 'metadata.json').length
+}
+void encrypted
+
+async function pageEncrypted(files: browser.IndexFiles, key: string): Promise<void> {
+  await browser.init()
+  const share = new browser.EncryptedShare(files, browser.encryptionApi, key)
+  const index = await new browser.IndexStore(share, browser.indexApi, console).read()
+  console.log(index?.generation, (await share.cipher())?.algorithm)
+}
+void pageEncrypted
