@@ -74,6 +74,9 @@ class HttpError extends Error {
 
 const notFound = () => new HttpError(404, 'not found')
 
+/** On a checked cache: the VM's metadata files that could not be read, `[{ id, reason }]`. */
+export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
+
 /**
  * A server (not yet listening) for the restore view of a repository.
  *
@@ -147,16 +150,22 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
   async function vmCache(vm, request, response) {
     // Only a VM the repository lists: the name is compared, never resolved.
     if (!(await listVmFolders(share)).includes(vm)) throw notFound()
+    const headers = {}
     if (await canCheck()) {
+      let report
       try {
-        await repository.checkVm(vm, { repair: true })
+        report = await repository.checkVm(vm, { repair: true })
       } catch (error) {
         throw new HttpError(503, `cannot check the cache of VM ${vm}: ${error.message}`)
       }
+      // Metadata files the cache leaves out because they cannot be read:
+      // the page says so on the VM's row, rather than show a shorter list
+      // as if it were whole. (URI-encoded: a header is Latin-1.)
+      if (report.unreadable.length > 0) headers[UNREADABLE_HEADER] = encodeURIComponent(JSON.stringify(report.unreadable))
     }
     const { info, bytes } = await readShared(vmFile(vm, CACHE_FILE), `VM ${vm} has no cache`)
     // No Content-Encoding: the page must get the gzip bytes themselves.
-    send(request, response, bytes, { type: 'application/gzip', mtimeMs: info.mtimeMs })
+    send(request, response, bytes, { type: 'application/gzip', mtimeMs: info.mtimeMs, headers })
   }
 
   async function asset(file, request, response) {

@@ -347,6 +347,33 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
   })
 })
 
+describe('metadata files the server cannot read: said on their VM row, never a silently shorter list', () => {
+  test('the row counts them, the details name them, the status line adds them up', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-unreadable-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    const vm = Object.keys(view)[2]
+    // A restore point XO was writing when the share filled up: cut short.
+    const bad = vmFile(vm, '20300101T000000Z.json')
+    writeFileSync(join(copy, bad), '{"mode": "full", "timest')
+    const server = await listen(copy, { index: false })
+    cleanups.push(server.close)
+    const { page, errors } = await open(server.url)
+    const row = (await rowsOf(page)).find((r) => r.vm === vm)
+    assert.equal(row.state, 'ok')
+    assert.equal(row.count, view[vm].length)
+    assert.equal(await page.getAttribute(`#vms tr[data-vm="${vm}"]`, 'data-unreadable'), '1')
+    assert.match(await page.textContent(`#vms tr[data-vm="${vm}"] .unreadable`), /^1 unreadable$/)
+    assert.match(await page.textContent('#status'), /· 1 metadata file could not be read$/)
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] p.error`)
+    assert.match(await page.textContent('#details p.error'), new RegExp(`^Not listed, unreadable: /${bad.replaceAll('.', '\\.')}: `))
+    assert.equal((await rowsOf(page)).filter((r) => r.vm !== vm).every((r) => !r.name.includes('unreadable')), true)
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
 describe('an encrypted repository: the page asks for the key and decrypts, and the key never leaves it', () => {
   const cases = [
     // The server without the key serves the files as they lie; the page reads the index.

@@ -50,10 +50,11 @@ async function readIndex(share) {
   }
 }
 
-async function loadVm(share, vm) {
+async function loadVm(http, share, vm) {
   // Named as on the share, so an error reads as `brcache check` would say it.
   const file = vmFile(vm, CACHE_FILE)
-  return summariesOf(vm, await share.readFile(file), undefined, { name: file })
+  const summaries = summariesOf(vm, await share.readFile(file), undefined, { name: file })
+  return { summaries, info: describeVm(summaries), unreadable: http.unreadable(file) }
 }
 
 /** The key the user types, checked against metadata.json: the share that decrypts. */
@@ -106,11 +107,13 @@ function showTotals(source) {
   const points = ok.reduce((n, row) => n + row.info.count, 0)
   const size = ok.reduce((n, row) => n + row.info.size, 0)
   const failed = rows.length - ok.length
+  const unreadable = ok.reduce((n, row) => n + (row.unreadable?.length ?? 0), 0)
   status.textContent =
     `${rows.length} VM${rows.length === 1 ? '' : 's'}, ${points} restore points, ${formatBytes(size)}` +
     (failed ? ` · ${failed} VM${failed === 1 ? '' : 's'} could not be read` : '') +
+    (unreadable ? ` · ${unreadable} metadata file${unreadable === 1 ? '' : 's'} could not be read` : '') +
     (source === 'index' ? ' · from the repository index' : '')
-  status.classList.toggle('has-errors', failed > 0)
+  status.classList.toggle('has-errors', failed + unreadable > 0)
   progress.hidden = true
 }
 
@@ -161,8 +164,7 @@ async function main() {
   showProgress(done, vms.length)
   await mapLimit(pending, CONCURRENCY, async (vm) => {
     try {
-      const summaries = await loadVm(share, vm)
-      table.update(vm, { summaries, info: describeVm(summaries) })
+      table.update(vm, await loadVm(http, share, vm))
     } catch (error) {
       table.update(vm, { error: { message: error.message, code: error.code } })
     }

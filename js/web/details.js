@@ -57,5 +57,6 @@ export function showDetails(pane, row) {
   const table = element('table', undefined, 'points')
   table.append(thead, body)
   const line = element('p', `${count} restore point${count === 1 ? '' : 's'}, ${formatBytes(size)}`, 'summary')
-  pane.replaceChildren(title, uuid, line, table)
+  const unreadable = (row.unreadable ?? []).map(({ id, reason }) => element('p', `Not listed, unreadable: ${id}: ${reason}`, 'error'))
+  pane.replaceChildren(title, uuid, line, ...unreadable, table)
 }

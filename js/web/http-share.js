@@ -34,6 +34,8 @@ function apiPath(file) {
 
 export function httpShare(base) {
   const url = (path) => new URL(path, base)
+  // What the server's check of a cache found unreadable, by cache file.
+  const unreadable = new Map()
   async function get(path) {
     const response = await fetch(url(path))
     if (!response.ok) throw await httpError(response)
@@ -47,7 +49,15 @@ export function httpShare(base) {
     async readFile(file) {
       const path = apiPath(file)
       if (path === undefined) throw new Error(`${file} is not served`)
-      return new Uint8Array(await (await get(path)).arrayBuffer())
+      const response = await get(path)
+      const found = response.headers.get('X-Brcache-Unreadable')
+      if (found) unreadable.set(file, JSON.parse(decodeURIComponent(found)))
+      else unreadable.delete(file)
+      return new Uint8Array(await response.arrayBuffer())
+    },
+    /** The metadata files the server's check of a cache could not read: `[{ id, reason }]`. */
+    unreadable(file) {
+      return unreadable.get(file) ?? []
     },
   }
 }

@@ -49,8 +49,22 @@ function renderRow(row) {
   uuid.title = vm
   if (state === 'ok') {
     tr.dataset.count = String(info.count)
+    const name = cell(info.name || '(unnamed)', 'name')
+    // Restore points left out because their metadata files cannot be read:
+    // the count is not the whole story, and the row says so.
+    const unreadable = row.unreadable?.length ?? 0
+    if (unreadable > 0) {
+      tr.dataset.unreadable = String(unreadable)
+      const note = document.createElement('span')
+      note.className = 'unreadable'
+      note.textContent = `${unreadable} unreadable`
+      note.title = row.unreadable.map(({ id, reason }) => `${id}: ${reason}`).join('\n')
+      name.append(' ', note)
+    } else {
+      delete tr.dataset.unreadable
+    }
     tr.replaceChildren(
-      cell(info.name || '(unnamed)', 'name'),
+      name,
       uuid,
       cell(String(info.count), 'count number'),
       modeBadges(info.modes),
