@@ -359,7 +359,7 @@ async function serve(args) {
     else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
     else state = check.repaired ? ', repository index repaired' : ', repository index in step'
   }
-  if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm} (the page asks for the key too)`
+  if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
   const { createServer } = await import('./serve.js')
   const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'], encryptionKey: key })
   await new Promise((resolve, reject) => {

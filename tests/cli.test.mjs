@@ -156,8 +156,8 @@ describe('brcache check', () => {
 })
 
 /** `brcache serve <dir>` on a free port: the child and its first line of output (once it listens). */
-function serveCli(dir) {
-  const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+function serveCli(dir, env = {}) {
+  const child = spawn(process.execPath, [cli, 'serve', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   const line = new Promise((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (chunk) => {
@@ -205,6 +205,40 @@ describe('brcache serve', () => {
     } finally {
       child.kill()
     }
+  })
+
+  test('an encrypted repository: served as it lies without the key, checked with it, refused with another', async () => {
+    const dir = temp()
+    const keyed = { BRCACHE_ENCRYPTION_KEY: 'cli-serve-encryption-key-32-char' }
+    const made = spawnSync(process.execPath, [cli, 'gen', dir, '--vms', '2', '--retention', '2'], { encoding: 'utf8', env: { ...process.env, ...keyed } })
+    assert.equal(made.status, 0, made.stderr)
+    const [vm] = readdirSync(join(dir, 'xo-vm-backups'))
+    const cacheFile = join(dir, 'xo-vm-backups', vm, 'cache.json.gz')
+    for (const [env, expected] of [
+      [{ BRCACHE_ENCRYPTION_KEY: '' }, /encrypted with chacha20-poly1305: served as it lies, unchecked; the page asks for the key\) at http:/],
+      [keyed, /encrypted with chacha20-poly1305: checked with the server's key; the page asks for it too\) at http:/],
+    ]) {
+      const { child, line } = serveCli(dir, env)
+      try {
+        const first = await line
+        assert.match(first, expected)
+        const url = /http:\/\/127\.0\.0\.1:\d+\//.exec(first)[0]
+        const cache = await fetch(new URL(`api/vms/${vm}/cache`, url))
+        assert.equal(cache.status, 200)
+        assert.deepStrictEqual(Buffer.from(await cache.arrayBuffer()), readFileSync(cacheFile), 'the bytes as they lie, encrypted')
+        const descriptor = await fetch(new URL('api/encryption.json', url))
+        assert.deepStrictEqual(await descriptor.json(), { algorithm: 'chacha20-poly1305' })
+        assert.equal((await fetch(new URL('api/metadata.json', url))).status, 200)
+      } finally {
+        child.kill()
+      }
+    }
+    const refused = spawnSync(process.execPath, [cli, 'serve', dir, '--port', '0'], {
+      encoding: 'utf8',
+      env: { ...process.env, BRCACHE_ENCRYPTION_KEY: 'not-the-key-of-this-repository!!' },
+    })
+    assert.equal(refused.status, 2)
+    assert.match(refused.stderr, /metadata\.json: does not decrypt/)
   })
 
   test('a missing repository or a bad port is an error before listening', () => {
