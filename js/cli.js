@@ -74,7 +74,8 @@ missing ones (file not cached), unreadable metadata.
 ${KEY_HELP}
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
-  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--no-repair] [--immutable] [--no-index]
+  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--auth | --auth-file FILE]
+                     [--tls-cert FILE --tls-key FILE] [--no-repair] [--immutable] [--no-index]
 
 Serves the restore view as a web page: the browser fetches the repository
 index (see brcache index), or else each VM's cache.json.gz, as they lie on
@@ -84,7 +85,15 @@ assets, the list of VMs, the caches of listed VMs and the listed index
 files, nothing else.
 
   --port P        port to listen on (default 8080; 0 picks a free one)
-  --host H        address to listen on (default 127.0.0.1: this machine only)
+  --host H        address to listen on (default 127.0.0.1: this machine only);
+                  any other address needs --auth or --auth-file
+  --auth          generate a token, print it, and require it: scripts send
+                  \`Authorization: Bearer <token>\`, the page asks for it once
+                  and keeps a session cookie
+  --auth-file FILE
+                  the same with the token in FILE (one line, 16+ characters)
+  --tls-cert FILE, --tls-key FILE
+                  serve HTTPS with this certificate and key (PEM)
   --no-repair     serve caches as they are, without checking them against
                   their folders first
   --immutable     never write a cache (an immutable repository); caches are
@@ -133,6 +142,19 @@ Scenarios (all on the simulated share, each a ratio measured in the same run):
 
 class UsageError extends Error {}
 
+function readFileOption(file, what = 'file') {
+  try {
+    return readFileSync(file)
+  } catch (error) {
+    throw new UsageError(`cannot read the ${what} ${file}: ${error.message}`)
+  }
+}
+
+/** A secret kept in a file: its one line (a final line break is not part of it). */
+function readLine(file, what) {
+  return readFileOption(file, `${what} file`).toString('utf8').replace(/\r?\n$/, '')
+}
+
 const KEY_OPTION = { 'encryption-key-file': { type: 'string' } }
 
 /**
@@ -142,15 +164,7 @@ const KEY_OPTION = { 'encryption-key-file': { type: 'string' } }
  */
 function encryptionKey(values) {
   const file = values['encryption-key-file']
-  if (file !== undefined) {
-    let text
-    try {
-      text = readFileSync(file, 'utf8')
-    } catch (error) {
-      throw new UsageError(`cannot read the encryption key file ${file}: ${error.message}`)
-    }
-    return text.replace(/\r?\n$/, '')
-  }
+  if (file !== undefined) return readLine(file, 'encryption key')
   const fromEnv = process.env.BRCACHE_ENCRYPTION_KEY
   return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv
 }
@@ -333,11 +347,28 @@ async function serve(args) {
     'no-repair': { type: 'boolean' },
     immutable: { type: 'boolean' },
     'no-index': { type: 'boolean' },
+    auth: { type: 'boolean' },
+    'auth-file': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
     ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.serve)
   const dir = requireDir(positionals, 'serve')
   const port = number(values.port, 'port')
+  const { generateToken, isLoopback } = await import('./auth.js')
+  if (values.auth && values['auth-file'] !== undefined) throw new UsageError('--auth generates a token, --auth-file reads one: give one of them')
+  let token
+  if (values['auth-file'] !== undefined) token = readLine(values['auth-file'], 'token')
+  else if (values.auth) token = generateToken()
+  if (token !== undefined && token.length < 16) throw new UsageError('the token in --auth-file needs at least 16 characters')
+  if (token === undefined && !isLoopback(values.host)) {
+    throw new UsageError(
+      `--host ${values.host} would serve every VM's backup history to anyone who can reach the port: add --auth (a token is generated and printed) or --auth-file FILE`,
+    )
+  }
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
+  const tls = values['tls-cert'] === undefined ? undefined : { cert: readFileOption(values['tls-cert']), key: readFileOption(values['tls-key']) }
   const key = encryptionKey(values)
   const repository = openRepository(dir, { encryptionKey: key })
   // Fail now on a missing or unmounted repository, or on a wrong key, not
@@ -361,14 +392,23 @@ async function serve(args) {
   }
   if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
   const { createServer } = await import('./serve.js')
-  const server = createServer(dir, { repair: !values['no-repair'], immutable: values.immutable, index: !values['no-index'], encryptionKey: key })
+  const server = createServer(dir, {
+    repair: !values['no-repair'],
+    immutable: values.immutable,
+    index: !values['no-index'],
+    encryptionKey: key,
+    auth: token,
+    tls,
+  })
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, values.host, resolve)
   })
   const { address, port: bound } = server.address()
   const host = address.includes(':') ? `[${address}]` : address
-  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${state}) at http://${host}:${bound}/ (Ctrl-C to stop)`)
+  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${state}) at ${tls ? 'https' : 'http'}://${host}:${bound}/ (Ctrl-C to stop)`)
+  if (values.auth) console.log(`brcache: the token (sign in with it, or send "Authorization: Bearer <token>"): ${token}`)
+  else if (token !== undefined) console.log(`brcache: sign in with the token in ${values['auth-file']}`)
 }
 
 // --- demo --------------------------------------------------------------------

@@ -10,6 +10,10 @@
 // no spelling of `..` or of an encoded slash can reach a file outside the
 // repository or the package.
 //
+// With a token (`auth`), every /api/ URL but the sign-in answers 401 to a
+// request without the token or a session cookie; the page and its assets
+// (public code) load, and the page asks for the token.
+//
 // On an encrypted repository every file goes out as it lies, encrypted:
 // the page asks for the key and decrypts in the browser, and the key never
 // travels. A server given the key can still check and repair caches before
@@ -18,6 +22,8 @@
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { Auth } from './auth.js'
 import { join } from 'node:path'
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
 import { INDEX_DIR } from './index-store.js'
@@ -63,7 +69,7 @@ const ASSETS = new Map(
 ASSETS.set('/', 'js/web/index.html')
 
 // The wasm module is compiled from the page's own origin; nothing else runs.
-const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 class HttpError extends Error {
   constructor(status, message) {
@@ -81,7 +87,8 @@ export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
  * A server (not yet listening) for the restore view of a repository.
  *
  * @param {string | object} dir the repository: a folder or a handler, as `openRepository` takes
- * @param {{ repair?: boolean, immutable?: boolean, index?: boolean, encryptionKey?: string }} [options]
+ * @param {{ repair?: boolean, immutable?: boolean, index?: boolean, encryptionKey?: string,
+ *   auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
  *   repair) before serving it, so the bytes are true to the folder;
  *   `immutable`: never write a cache (implies no repair, and no index, as
@@ -89,9 +96,11 @@ export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
  *   so the page loads every VM's restore view in a few requests (the VMs
  *   the index does not know still come from their caches); `encryptionKey`: on an
  *   encrypted repository, what lets the server check caches (the page asks
- *   for the key itself)
+ *   for the key itself); `auth`: the token (or an Auth) every /api/ request must carry,
+ *   itself or through the session cookie a sign-in gives; `tls`: serve HTTPS
  */
-export function createServer(dir, { repair = true, immutable = false, index = true, encryptionKey } = {}) {
+export function createServer(dir, { repair = true, immutable = false, index = true, encryptionKey, auth, tls } = {}) {
+  const gate = typeof auth === 'string' ? new Auth(auth, { secure: Boolean(tls) }) : auth
   const repository = openRepository(dir, { immutable, encryptionKey })
   const share = repository.handler
   const offerIndex = index && repository.usesIndex
@@ -183,14 +192,38 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
     send(request, response, bytes, { type: TYPES[file.slice(file.lastIndexOf('.') + 1)], mtimeMs: info.mtimeMs, headers })
   }
 
+  async function signIn(request, response) {
+    if (!gate) throw new HttpError(404, 'this server has no sign-in: it needs none')
+    const client = request.socket.remoteAddress ?? ''
+    const wait = gate.limited(client)
+    if (wait) return tooMany(request, response, wait.retryAfter)
+    const token = new URLSearchParams(await readBody(request)).get('token')
+    const result = gate.signIn(client, token)
+    if (result.retryAfter) return tooMany(request, response, result.retryAfter)
+    if (!result.cookie) throw new HttpError(401, 'wrong token')
+    response.setHeader('Set-Cookie', result.cookie)
+    return json(request, response, 200, { signedIn: true })
+  }
+
   async function route(request, response) {
+    const path = (request.url ?? '').split('?')[0]
+    if (path === '/api/sign-in') {
+      if (request.method !== 'POST') {
+        response.setHeader('Allow', 'POST')
+        throw new HttpError(405, `${request.method} is not allowed`)
+      }
+      return signIn(request, response)
+    }
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.setHeader('Allow', 'GET, HEAD')
       throw new HttpError(405, `${request.method} is not allowed`)
     }
-    const path = (request.url ?? '').split('?')[0]
     const file = ASSETS.get(path)
     if (file) return asset(file, request, response)
+    if (gate && !gate.authorized(request)) {
+      response.setHeader('WWW-Authenticate', 'Bearer realm="brcache"')
+      throw new HttpError(401, 'sign in first: this restore view needs its token')
+    }
     if (path === '/api/vms') return json(request, response, 200, await listVmFolders(share))
     // The page reads an encrypted repository's two root files to know the
     // algorithm and to check the key it is given: both as they lie (the
@@ -208,14 +241,39 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
     throw notFound()
   }
 
-  return createHttpServer((request, response) => {
+  const handle = (request, response) => {
     route(request, response).catch((error) => {
       // A message, never a stack: the page shows it to whoever looks.
       const status = error instanceof HttpError ? error.status : 500
       if (!response.headersSent) json(request, response, status, { error: error.message })
       else response.destroy()
     })
+  }
+  return tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handle) : createHttpServer(handle)
+}
+
+const MAX_BODY = 4096
+
+/** A small request body as text; a larger one is refused. */
+function readBody(request) {
+  return new Promise((resolve, reject) => {
+    let size = 0
+    const chunks = []
+    request.on('data', (chunk) => {
+      size += chunk.length
+      if (size > MAX_BODY) {
+        reject(new HttpError(413, `a sign-in is at most ${MAX_BODY} bytes`))
+        request.destroy()
+      } else chunks.push(chunk)
+    })
+    request.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    request.on('error', reject)
   })
+}
+
+function tooMany(request, response, retryAfter) {
+  response.setHeader('Retry-After', String(retryAfter))
+  json(request, response, 429, { error: `too many failed sign-ins: try again in ${retryAfter} s`, retryAfter })
 }
 
 function etagOf(bytes) {

@@ -347,6 +347,39 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
   })
 })
 
+describe('a server with a token: the page signs in first', () => {
+  test('the sign-in form, a wrong token refused, the right one shows the view, a reload keeps the session', async () => {
+    const token = 'browser-test-token-for-the-restore-view'
+    const server = await listen(dir, { auth: token })
+    cleanups.push(server.close)
+    const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
+    const errors = []
+    page.on('pageerror', (error) => errors.push(error.message))
+    await page.goto(server.url)
+    await page.waitForSelector('#sign-in:not([hidden])', { timeout: 15_000 })
+    assert.equal(await page.textContent('#status'), 'Sign in to see the restore view')
+    assert.equal((await rowsOf(page)).length, 0)
+    await page.fill('#token', 'not-the-token-at-all')
+    await page.click('#sign-in button')
+    await page.waitForSelector('#sign-in-error:not([hidden])')
+    assert.equal(await page.textContent('#sign-in-error'), 'Wrong token')
+    await page.fill('#token', token)
+    await page.click('#sign-in button')
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    assert.equal(await page.isVisible('#sign-in'), false)
+    assert.deepStrictEqual((await rowsOf(page)).map((r) => r.vm).sort(), Object.keys(view).sort())
+    const cookies = await page.context().cookies()
+    assert.deepStrictEqual(cookies.map((c) => [c.name, c.httpOnly, c.sameSite]), [['brcache_session', true, 'Strict']])
+    assert.equal(await page.evaluate(() => document.cookie), '', 'the session is out of the page scripts\' reach')
+    await page.reload()
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    assert.equal(await page.isVisible('#sign-in'), false, 'no second sign-in')
+    assert.equal((await rowsOf(page)).length, 8)
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
 describe('metadata files the server cannot read: said on their VM row, never a silently shorter list', () => {
   test('the row counts them, the details name them, the status line adds them up', async () => {
     const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-unreadable-'))

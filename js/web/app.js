@@ -43,8 +43,9 @@ async function readIndex(share) {
     // Segments without a snapshot are not the whole view.
     return index?.plan.snapshot ? index : undefined
   } catch (error) {
-    // The repository's encryption is no reason to skip the index: say it.
-    if (error.code === 'ENCRYPTED') throw error
+    // Neither the repository's encryption nor a sign-in to come is a
+    // reason to do without the index: say them.
+    if (error.code === 'ENCRYPTED' || error.status === 401) throw error
     console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
     return undefined
   }
@@ -55,6 +56,53 @@ async function loadVm(http, share, vm) {
   const file = vmFile(vm, CACHE_FILE)
   const summaries = summariesOf(vm, await share.readFile(file), undefined, { name: file })
   return { summaries, info: describeVm(summaries), unreadable: http.unreadable(file) }
+}
+
+/** A form's next submission: its input's value. */
+function submitted(form, input) {
+  return new Promise((resolve) => {
+    form.addEventListener(
+      'submit',
+      (event) => {
+        event.preventDefault()
+        resolve(input.value)
+      },
+      { once: true },
+    )
+  })
+}
+
+/**
+ * On a server with a token, once it answered 401: the sign-in, until the
+ * server sets the session cookie every later request carries.
+ */
+async function signIn() {
+  const form = $('sign-in')
+  const input = $('token')
+  const error = $('sign-in-error')
+  status.textContent = 'Sign in to see the restore view'
+  progress.hidden = true
+  form.hidden = false
+  input.focus()
+  for (;;) {
+    const token = await submitted(form, input)
+    const answer = await fetch(api('api/sign-in'), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    })
+    if (answer.ok) {
+      form.hidden = true
+      input.value = ''
+      progress.hidden = false
+      status.textContent = 'Loading…'
+      return
+    }
+    if (answer.status !== 401 && answer.status !== 429) throw await httpError(answer)
+    error.textContent = answer.status === 429 ? (await answer.json()).error : 'Wrong token'
+    error.hidden = false
+    input.select()
+  }
 }
 
 /** The key the user types, checked against metadata.json: the share that decrypts. */
@@ -69,16 +117,7 @@ async function unlock(share) {
   form.hidden = false
   input.focus()
   for (;;) {
-    const key = await new Promise((resolve) => {
-      form.addEventListener(
-        'submit',
-        (event) => {
-          event.preventDefault()
-          resolve(input.value)
-        },
-        { once: true },
-      )
-    })
+    const key = await submitted(form, input)
     const decrypting = new EncryptedShare(share, encryptionApi, key)
     try {
       await decrypting.cipher()
@@ -117,8 +156,19 @@ function showTotals(source) {
   progress.hidden = true
 }
 
+/** The page's work; a 401 (a server with a token) signs in, then starts again. */
 async function main() {
   await init()
+  try {
+    await load()
+  } catch (error) {
+    if (error.status !== 401) throw error
+    await signIn()
+    await load()
+  }
+}
+
+async function load() {
   const http = httpShare(document.baseURI)
   // Read as plaintext while encryption.json is read (its answer holds the
   // others back): an encrypted repository then asks for its key.

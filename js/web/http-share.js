@@ -20,7 +20,7 @@ export async function httpError(response) {
   } catch {
     // Not JSON: the status line says enough.
   }
-  return Object.assign(new Error(`HTTP ${message}`), response.status === 404 ? { code: 'ENOENT' } : {})
+  return Object.assign(new Error(`HTTP ${message}`), { status: response.status }, response.status === 404 ? { code: 'ENOENT' } : {})
 }
 
 /** The API path of a repository file the server offers, or undefined. */
