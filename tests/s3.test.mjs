@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import zlib from 'node:zlib'
 import { openRepository, S3Handler, VmCache } from 'brcache'
 import { killGarageNode, startGarage, stopGarage } from './helpers/garage.mjs'
+import { KEY, OTHER_KEY, xoDecrypt, xoEncrypt } from './helpers/xo-encryption.mjs'
 
 let garage
 const handlers = []
@@ -105,6 +106,25 @@ describe('the repository API on S3', () => {
     const cache = JSON.parse(zlib.gunzipSync(await h.readFile(`xo-vm-backups/${VM}/cache.json.gz`)))
     assert.deepStrictEqual(Object.keys(cache), [key(VM, '20240103T000000Z.json'), key(VM, '20240104T000000Z.json'), key(VM, '20240109T000000Z.json')])
     for (const [k, v] of Object.entries(cache)) assert.equal(v.id, k)
+  })
+
+  test('an encrypted repository, as XO lays it out in a bucket: read and written encrypted; refused without its key', async () => {
+    const h = s3()
+    const algorithm = 'aes-256-gcm'
+    await h.writeFile('encryption.json', JSON.stringify({ algorithm }))
+    await h.writeFile('metadata.json', xoEncrypt(algorithm, KEY, JSON.stringify({ random: 'r' })))
+    await h.writeFile(`xo-vm-backups/${VM}/20240101T000000Z.json`, xoEncrypt(algorithm, KEY, JSON.stringify(record(Date.UTC(2024, 0, 1)))))
+    const repository = openRepository(h, { encryptionKey: KEY })
+    const id = await repository.writeVmBackupMetadata(VM, record(Date.UTC(2024, 0, 2)))
+    assert.deepStrictEqual((await repository.listVmBackups(VM)).map((b) => b.id), [key(VM, '20240101T000000Z.json'), id])
+    await repository.checkVm(VM, { repair: true })
+    const cache = JSON.parse(zlib.gunzipSync(xoDecrypt(algorithm, KEY, await h.readFile(`xo-vm-backups/${VM}/cache.json.gz`))))
+    assert.deepStrictEqual(Object.keys(cache), [key(VM, '20240101T000000Z.json'), id])
+    assert.equal(JSON.parse(xoDecrypt(algorithm, KEY, await h.readFile(id.slice(1)))).timestamp, Date.UTC(2024, 0, 2))
+    const before = await h.list(`xo-vm-backups/${VM}`)
+    await assert.rejects(openRepository(h).listSummaries(), { code: 'ENCRYPTED' })
+    await assert.rejects(openRepository(h, { encryptionKey: OTHER_KEY }).writeVmBackupMetadata(VM, record(Date.UTC(2024, 0, 3))), { code: 'WRONG_ENCRYPTION_KEY' })
+    assert.deepStrictEqual(await h.list(`xo-vm-backups/${VM}`), before)
   })
 
   test('an immutable repository gets no cache object, and lists the truth', async () => {
