@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util'
 import { listWithoutCache, listXoStyle, restoreView } from './baselines.js'
 import { generateRepository } from './generate.js'
 import { LocalHandler, SimulatedShare } from './handlers/index.js'
-import { listVmFolders, openRepository } from './repository.js'
+import { openRepository } from './repository.js'
 import { formatBytes, progress, table } from './cli/format.js'
 
 const KEY_HELP = `  --encryption-key-file FILE
@@ -74,10 +74,11 @@ missing ones (file not cached), unreadable metadata.
 ${KEY_HELP}
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
-  serve: `Usage: brcache serve <dir> [--port P] [--host H] [--auth | --auth-file FILE]
+  serve: `Usage: brcache serve <dir|s3://…> [<dir|s3://…>…] [--port P] [--host H] [--auth | --auth-file FILE]
                      [--tls-cert FILE --tls-key FILE] [--no-repair] [--immutable] [--no-index]
 
-Serves the restore view as a web page: the browser fetches the repository
+Serves the restore view of one or more repositories as a web page (a
+repository that fails shows its error; the others load): the browser fetches the repository
 index (see brcache index), or else each VM's cache.json.gz, as they lie on
 the share and decodes them with brcache's WebAssembly build. A VM folder the
 index does not know is read from its cache. Requests reach the page, its
@@ -354,7 +355,8 @@ async function serve(args) {
     ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.serve)
-  const dir = requireDir(positionals, 'serve')
+  if (positionals.length === 0) throw new UsageError('serve expects one or more repositories (see brcache serve --help)')
+  const dirs = positionals
   const port = number(values.port, 'port')
   const { generateToken, isLoopback } = await import('./auth.js')
   if (values.auth && values['auth-file'] !== undefined) throw new UsageError('--auth generates a token, --auth-file reads one: give one of them')
@@ -370,29 +372,8 @@ async function serve(args) {
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
   const tls = values['tls-cert'] === undefined ? undefined : { cert: readFileOption(values['tls-cert']), key: readFileOption(values['tls-key']) }
   const key = encryptionKey(values)
-  const repository = openRepository(dir, { encryptionKey: key })
-  // Fail now on a missing or unmounted repository, or on a wrong key, not
-  // at the first page load. Without a key, an encrypted repository is
-  // served as it lies: the page asks for the key.
-  const encryption = await repository.encryption()
-  if (!encryption.readable && key !== undefined) throw new Error(encryption.reason)
-  const vms = await listVmFolders(repository.handler)
-  // The page trusts the index as listings do; catch it up once with what
-  // Xen Orchestra (or a crash) changed behind it, before the first page.
-  let state = ''
-  if (!encryption.readable) {
-    state = `, encrypted with ${encryption.algorithm}: served as it lies, unchecked; the page asks for the key`
-  } else if (!values['no-index'] && !values.immutable && !values['no-repair']) {
-    const check = await repository.checkIndex({ repair: true })
-    const behind = Object.keys(check.drift).length
-    if (!check.exists) state = ''
-    else if (check.vms !== undefined) state = ', repository index rebuilt'
-    else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
-    else state = check.repaired ? ', repository index repaired' : ', repository index in step'
-  }
-  if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
   const { createServer } = await import('./serve.js')
-  const server = createServer(dir, {
+  const server = createServer(dirs, {
     repair: !values['no-repair'],
     immutable: values.immutable,
     index: !values['no-index'],
@@ -400,13 +381,43 @@ async function serve(args) {
     auth: token,
     tls,
   })
+  // Fail now on a missing or unmounted repository, or on a wrong key, not
+  // at the first page load: alone, it is an error; among others, it is
+  // said, and the page shows its error on its own.
+  const started = await Promise.all(server.repositories.map((served) => served.start().then((s) => ({ ...s, served }), (error) => ({ error, served }))))
+  const failed = started.filter(({ error }) => error)
+  if (failed.length === started.length) throw failed[0].error
+  const states = []
+  for (const { served, vms, encryption, repository, error } of started) {
+    if (error) {
+      states.push(`${served.name}: ${error.message}`)
+      continue
+    }
+    let state = ''
+    if (!encryption.readable) {
+      state = `, encrypted with ${encryption.algorithm}: served as it lies, unchecked; the page asks for the key`
+    } else if (!values['no-index'] && !values.immutable && !values['no-repair']) {
+      // The page trusts the index as listings do; catch it up once with what
+      // Xen Orchestra (or a crash) changed behind it, before the first page.
+      const check = await repository.checkIndex({ repair: true })
+      const behind = Object.keys(check.drift).length
+      if (!check.exists) state = ''
+      else if (check.vms !== undefined) state = ', repository index rebuilt'
+      else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
+      else state = check.repaired ? ', repository index repaired' : ', repository index in step'
+    }
+    if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
+    states.push(`${served.name} (${vms.length} VMs${state})`)
+  }
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, values.host, resolve)
   })
   const { address, port: bound } = server.address()
   const host = address.includes(':') ? `[${address}]` : address
-  console.log(`brcache: the restore view of ${dir} (${vms.length} VMs${state}) at ${tls ? 'https' : 'http'}://${host}:${bound}/ (Ctrl-C to stop)`)
+  const what = states.length === 1 ? states[0] : `${states.length} repositories`
+  console.log(`brcache: the restore view of ${what} at ${tls ? 'https' : 'http'}://${host}:${bound}/ (Ctrl-C to stop)`)
+  if (states.length > 1) for (const state of states) console.log(`  ${state}`)
   if (values.auth) console.log(`brcache: the token (sign in with it, or send "Authorization: Bearer <token>"): ${token}`)
   else if (token !== undefined) console.log(`brcache: sign in with the token in ${values['auth-file']}`)
 }

@@ -162,7 +162,7 @@ export declare class Repository {
   listSummaries(filter?: SummaryFilter): Promise<Record<string, Summary[]>>
   restoreView(filter?: SummaryFilter): Promise<RestoreView>
   /** What encryption.json names and whether this repository object can read it (`reason` when not). */
-  encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; reason?: string }>
+  encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; code?: string; reason?: string }>
   writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>
   deleteVmBackups(ids: Iterable<string>): Promise<void>
   checkVm(vm: string, options?: CheckOptions): Promise<CheckReport>

@@ -166,7 +166,7 @@ export class Repository {
       return { algorithm, readable: true }
     } catch (error) {
       if (!REPOSITORY_ERRORS.has(error.code)) throw error
-      return { algorithm, readable: false, reason: error.message }
+      return { algorithm, readable: false, code: error.code, reason: error.message }
     }
   }
 

@@ -1,35 +1,30 @@
-// `brcache serve`: the web restore view. The browser receives the
-// repository index's files, or each VM's cache.json.gz, as they lie on the
-// share and decodes them with the wasm build, so the server never
-// inflates, parses or re-serialises a record.
+// `brcache serve`: the web restore view of one or more repositories. The
+// browser receives the repository index's files, or each VM's
+// cache.json.gz, as they lie on the share and decodes them with the wasm
+// build, so the server never inflates, parses or re-serialises a record.
 //
 // What a request can reach is closed: an explicit list of assets, the list
-// of VM folders, the cache of a VM that list names, the index files a
-// listing of the index folder names, and an encrypted repository's two
-// root files. Nothing in a URL is ever joined onto a file system path, so
-// no spelling of `..` or of an encoded slash can reach a file outside the
-// repository or the package.
+// of repositories, and per repository what js/served-repository.js
+// offers under `/api/r/<id>/` (the first repository's also under `/api/`,
+// the URLs of a one-repository server). Nothing in a URL is ever joined
+// onto a file system path.
 //
 // With a token (`auth`), every /api/ URL but the sign-in answers 401 to a
 // request without the token or a session cookie; the page and its assets
 // (public code) load, and the page asks for the token.
 //
-// On an encrypted repository every file goes out as it lies, encrypted:
-// the page asks for the key and decrypts in the browser, and the key never
-// travels. A server given the key can still check and repair caches before
-// serving them; one without it serves them unchecked.
+// A repository that fails (unreachable, encrypted without its key, a
+// damaged index) answers its own errors; the others are not held back.
 
-import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
-import { Auth } from './auth.js'
 import { join } from 'node:path'
-import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
-import { INDEX_DIR } from './index-store.js'
-import { CACHE_FILE, vmFile } from './layout.js'
-import { indexApi } from './native.js'
-import { listVmFolders, openRepository } from './repository.js'
+import { Auth } from './auth.js'
+import { HttpError, json, notFound, send } from './http.js'
+import { servedRepository } from './served-repository.js'
+
+export { UNREADABLE_HEADER } from './served-repository.js'
 
 const packageDir = join(import.meta.dirname, '..')
 
@@ -71,22 +66,11 @@ ASSETS.set('/', 'js/web/index.html')
 // The wasm module is compiled from the page's own origin; nothing else runs.
 const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-class HttpError extends Error {
-  constructor(status, message) {
-    super(message)
-    this.status = status
-  }
-}
-
-const notFound = () => new HttpError(404, 'not found')
-
-/** On a checked cache: the VM's metadata files that could not be read, `[{ id, reason }]`. */
-export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
-
 /**
- * A server (not yet listening) for the restore view of a repository.
+ * A server (not yet listening) for the restore view of repositories.
  *
- * @param {string | object} dir the repository: a folder or a handler, as `openRepository` takes
+ * @param {string | object | Array<string | object>} sources the repositories: folders, s3:// URLs
+ *   or handlers, as `openRepository` takes them
  * @param {{ repair?: boolean, immutable?: boolean, index?: boolean, encryptionKey?: string,
  *   auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
@@ -96,86 +80,14 @@ export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
  *   so the page loads every VM's restore view in a few requests (the VMs
  *   the index does not know still come from their caches); `encryptionKey`: on an
  *   encrypted repository, what lets the server check caches (the page asks
- *   for the key itself); `auth`: the token (or an Auth) every /api/ request must carry,
- *   itself or through the session cookie a sign-in gives; `tls`: serve HTTPS
+ *   for the key itself; a plaintext repository ignores it); `auth`: the token (or an
+ *   Auth) every /api/ request must carry, itself or through the session cookie a
+ *   sign-in gives; `tls`: serve HTTPS
+ * @returns the node:http (or https) server, with `repositories`: what each source became
  */
-export function createServer(dir, { repair = true, immutable = false, index = true, encryptionKey, auth, tls } = {}) {
+export function createServer(sources, { repair = true, immutable = false, index = true, encryptionKey, auth, tls } = {}) {
   const gate = typeof auth === 'string' ? new Auth(auth, { secure: Boolean(tls) }) : auth
-  const repository = openRepository(dir, { immutable, encryptionKey })
-  const share = repository.handler
-  const offerIndex = index && repository.usesIndex
-  // Checks need to read the caches: not on an encrypted repository whose
-  // key the server was not given (it serves them as they lie). Decided
-  // once; an I/O failure is asked again.
-  let readable
-  const canCheck = async () => {
-    if (!repair || immutable) return false
-    readable ??= repository.encryption().then(
-      (state) => state.readable,
-      (error) => {
-        readable = undefined
-        throw error
-      },
-    )
-    return readable
-  }
-
-  /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
-  async function indexFiles() {
-    if (!offerIndex) throw new HttpError(404, 'no repository index')
-    let names
-    try {
-      names = await share.list(INDEX_DIR)
-    } catch (error) {
-      if (error.code === 'ENOENT') throw new HttpError(404, 'no repository index')
-      throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
-    }
-    const plan = indexApi.readPlan(names)
-    return [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean)
-  }
-
-  /** A file of the share with its date; `missing` is the 404's message. */
-  async function readShared(file, missing) {
-    try {
-      // The date first: should a writer replace the file in between, the
-      // date is the older one, and If-Modified-Since errs towards a 200.
-      const info = await share.stat(file)
-      return { info, bytes: await share.readFile(file) }
-    } catch (error) {
-      if (error.code === 'ENOENT') throw new HttpError(404, missing)
-      throw new HttpError(500, `cannot read ${file}: ${error.message}`)
-    }
-  }
-
-  async function indexFile(name, request, response) {
-    // Only a name the listing gives: compared, never resolved.
-    if (!(await indexFiles()).includes(name)) throw new HttpError(404, `${INDEX_DIR}/${name} is not an index file`)
-    const file = `${INDEX_DIR}/${name}`
-    // A 404 if compacted away since the listing: the page reads the index again.
-    const { info, bytes } = await readShared(file, `${file} is gone`)
-    send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
-  }
-
-  async function vmCache(vm, request, response) {
-    // Only a VM the repository lists: the name is compared, never resolved.
-    if (!(await listVmFolders(share)).includes(vm)) throw notFound()
-    const headers = {}
-    if (await canCheck()) {
-      let report
-      try {
-        report = await repository.checkVm(vm, { repair: true })
-      } catch (error) {
-        throw new HttpError(503, `cannot check the cache of VM ${vm}: ${error.message}`)
-      }
-      // Metadata files the cache leaves out because they cannot be read:
-      // the page says so on the VM's row, rather than show a shorter list
-      // as if it were whole. (URI-encoded: a header is Latin-1.)
-      if (report.unreadable.length > 0) headers[UNREADABLE_HEADER] = encodeURIComponent(JSON.stringify(report.unreadable))
-    }
-    const { info, bytes } = await readShared(vmFile(vm, CACHE_FILE), `VM ${vm} has no cache`)
-    // No Content-Encoding: the page must get the gzip bytes themselves.
-    send(request, response, bytes, { type: 'application/gzip', mtimeMs: info.mtimeMs, headers })
-  }
+  const repositories = (Array.isArray(sources) ? sources : [sources]).map((source) => servedRepository(source, { repair, immutable, index, encryptionKey }))
 
   async function asset(file, request, response) {
     const path = join(packageDir, file)
@@ -224,20 +136,14 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
       response.setHeader('WWW-Authenticate', 'Bearer realm="brcache"')
       throw new HttpError(401, 'sign in first: this restore view needs its token')
     }
-    if (path === '/api/vms') return json(request, response, 200, await listVmFolders(share))
-    // The page reads an encrypted repository's two root files to know the
-    // algorithm and to check the key it is given: both as they lie (the
-    // second is encrypted). A 404 for a plaintext repository.
-    if (path === `/api/${DESCRIPTOR_FILE}` || path === `/api/${KEY_CHECK_FILE}`) {
-      const file = path.slice('/api/'.length)
-      const { info, bytes } = await readShared(file, `no ${file}: the repository is not encrypted`)
-      return send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
+    if (path === '/api/repositories') return json(request, response, 200, repositories.map(({ name }, id) => ({ id, name })))
+    const one = /^\/api\/r\/(0|[1-9]\d{0,3})\/(.+)$/.exec(path)
+    if (one) {
+      const repository = repositories[Number(one[1])]
+      if (!repository) throw notFound()
+      return repository.route(one[2], request, response)
     }
-    if (path === '/api/index') return json(request, response, 200, await indexFiles())
-    const indexMatch = /^\/api\/index\/([^/]+)$/.exec(path)
-    if (indexMatch) return indexFile(indexMatch[1], request, response)
-    const match = /^\/api\/vms\/([^/]+)\/cache$/.exec(path)
-    if (match) return vmCache(match[1], request, response)
+    if (path.startsWith('/api/')) return repositories[0].route(path.slice('/api/'.length), request, response)
     throw notFound()
   }
 
@@ -249,7 +155,8 @@ export function createServer(dir, { repair = true, immutable = false, index = tr
       else response.destroy()
     })
   }
-  return tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handle) : createHttpServer(handle)
+  const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handle) : createHttpServer(handle)
+  return Object.assign(server, { repositories })
 }
 
 const MAX_BODY = 4096
@@ -276,48 +183,3 @@ function tooMany(request, response, retryAfter) {
   json(request, response, 429, { error: `too many failed sign-ins: try again in ${retryAfter} s`, retryAfter })
 }
 
-function etagOf(bytes) {
-  return `"${createHash('sha256').update(bytes).digest('base64url').slice(0, 32)}"`
-}
-
-/** Whether the client's copy is current (RFC 9110 §13.1.2 and §13.1.3). */
-function notModified(request, etag, mtimeMs) {
-  const ifNoneMatch = request.headers['if-none-match']
-  if (ifNoneMatch !== undefined) {
-    // Weak comparison, as If-None-Match uses.
-    return ifNoneMatch.split(',').some((tag) => {
-      const t = tag.trim()
-      return t === '*' || t.replace(/^W\//, '') === etag
-    })
-  }
-  const since = Date.parse(request.headers['if-modified-since'] ?? '')
-  // HTTP dates have whole seconds.
-  return Number.isFinite(since) && Math.floor(mtimeMs / 1000) * 1000 <= since
-}
-
-function send(request, response, bytes, { type, mtimeMs, headers = {} }) {
-  const etag = etagOf(bytes)
-  response.setHeader('ETag', etag)
-  response.setHeader('Last-Modified', new Date(mtimeMs).toUTCString())
-  // Always revalidate: a cache changes with every backup.
-  response.setHeader('Cache-Control', 'no-cache')
-  response.setHeader('X-Content-Type-Options', 'nosniff')
-  for (const [name, value] of Object.entries(headers)) response.setHeader(name, value)
-  if (notModified(request, etag, mtimeMs)) {
-    response.writeHead(304).end()
-    return
-  }
-  response.writeHead(200, { 'Content-Type': type, 'Content-Length': bytes.length })
-  response.end(request.method === 'HEAD' ? undefined : bytes)
-}
-
-function json(request, response, status, value) {
-  const body = Buffer.from(JSON.stringify(value))
-  response.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': body.length,
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-  })
-  response.end(request.method === 'HEAD' ? undefined : body)
-}

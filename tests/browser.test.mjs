@@ -334,11 +334,11 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
       assert.equal(row.last, formatDate(truth[row.vm].at(-1).timestamp, { seconds: false }))
     }
     const api = requests.filter((url) => url.startsWith('/api/'))
-    const files = api.filter((url) => url.startsWith('/api/index/'))
+    const files = api.filter((url) => url.startsWith('/api/r/0/index/'))
     assert.deepStrictEqual(
-      api.filter((url) => !url.startsWith('/api/index/')).sort(),
+      api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),
       // encryption.json: a 404, so the repository is plaintext.
-      ['/api/encryption.json', '/api/index', '/api/vms', `/api/vms/${added}/cache`],
+      ['/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', `/api/r/0/vms/${added}/cache`, '/api/repositories'],
     )
     assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
@@ -464,4 +464,92 @@ describe('an encrypted repository: the page asks for the key and decrypts, and t
       await page.close()
     })
   }
+})
+
+describe('several repositories in one page, live', () => {
+  test('each repository its rows and its line; a broken one and a skipped encrypted one hold no other back', async () => {
+    const second = mkdtempSync(join(tmpdir(), 'brcache-browser-second-'))
+    const locked = mkdtempSync(join(tmpdir(), 'brcache-browser-locked-'))
+    cleanups.push(() => rmSync(second, { recursive: true, force: true }), () => rmSync(locked, { recursive: true, force: true }))
+    // The second repository holds copies of two of the first's VMs (a backup copy job does that).
+    await generateRepository(second, { vms: 2, retention: 3, seed: 'browser-second' })
+    const copied = Object.keys(view).slice(0, 2)
+    for (const vm of copied) cpSync(join(dir, 'xo-vm-backups', vm), join(second, 'xo-vm-backups', vm), { recursive: true })
+    cpSync(dir, locked, { recursive: true })
+    encryptAsXo(locked, { algorithm: 'chacha20-poly1305', caches: 'keep' })
+    const missing = join(tmpdir(), 'brcache-browser-no-such-repository')
+    const server = await listen([dir, second, missing, locked])
+    cleanups.push(server.close)
+    const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 900 } })
+    const errors = []
+    page.on('pageerror', (error) => errors.push(error.message))
+    await page.goto(server.url)
+    await page.waitForSelector('#unlock:not([hidden])', { timeout: 15_000 })
+    assert.equal(await page.textContent('#unlock-repository'), locked)
+    await page.click('#unlock-skip')
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    const secondView = await openRepository(second).listSummaries()
+    const rows = await page.$$eval('#vms tbody tr', (trs) => trs.map((tr) => [tr.dataset.repository, tr.dataset.vm, tr.dataset.state, Number(tr.dataset.count)]))
+    const expected = [...Object.entries(view).map(([vm, list]) => [dir, vm, 'ok', list.length]), ...Object.entries(secondView).map(([vm, list]) => [second, vm, 'ok', list.length])]
+    assert.deepStrictEqual(rows.sort(), expected.sort())
+    assert.equal(await page.isVisible('th.repository'), true, 'a repository column with several repositories')
+    const lines = await page.$$eval('#repositories li', (lis) => lis.map((li) => [li.dataset.repository, li.className, li.textContent]))
+    assert.deepStrictEqual(lines.map(([name]) => name), [dir, second, missing, locked])
+    assert.match(lines[0][2], /: 8 VMs, \d+ restore points$/)
+    assert.match(lines[1][2], /: 4 VMs, \d+ restore points$/)
+    assert.equal(lines[2][1], 'failed')
+    assert.match(lines[2][2], /cannot list the repository root|ENOENT/)
+    assert.equal(lines[3][1], 'failed')
+    assert.match(lines[3][2], /encrypted, and no key was given/)
+    assert.match(await page.textContent('#status'), /^12 VMs, .* · 2 repositories could not be read$/)
+    await page.screenshot({ path: join(screenshots, 'restore-view-repositories.png'), fullPage: true })
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+
+  test('a new backup and a deleted VM folder show without a reload; Refresh reads at once; a metadata file downloads, decrypted', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-live-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    encryptAsXo(copy, { algorithm: 'aes-256-gcm', caches: 'keep' })
+    const repository = openRepository(copy, { encryptionKey: KEY })
+    await repository.buildIndex()
+    const server = await listen(copy)
+    cleanups.push(server.close)
+    const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 }, acceptDownloads: true })
+    const errors = []
+    page.on('pageerror', (error) => errors.push(error.message))
+    await page.goto(server.url)
+    await page.waitForSelector('#unlock:not([hidden])', { timeout: 15_000 })
+    await page.fill('#key', KEY)
+    await page.click('#unlock button[type="submit"]')
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    const [vm, doomed] = Object.keys(view)
+    const count = () => page.getAttribute(`#vms tr[data-vm="${vm}"]`, 'data-count').then(Number)
+    assert.equal(await count(), view[vm].length)
+
+    // A backup written while the page is open: the poll of the index folder sees it.
+    const rng = createRandom('browser-live')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2031, 0, 1) })
+    await repository.writeVmBackupMetadata(vm, metadata)
+    await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm, count: view[vm].length + 1 }, { timeout: 15_000 })
+
+    // A VM folder deleted behind the page's back: gone at the next Refresh, at once.
+    rmSync(join(copy, 'xo-vm-backups', doomed), { recursive: true })
+    const refreshed = Number(await page.getAttribute('body', 'data-refreshed'))
+    await page.click('#refresh')
+    await page.waitForFunction((n) => Number(document.body.dataset.refreshed) > n, refreshed, { timeout: 15_000 })
+    assert.equal(await page.$(`#vms tr[data-vm="${doomed}"]`), null)
+
+    // The newest restore point's metadata file, decrypted in the page.
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] button.download`)
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#details tbody tr:first-child button.download')])
+    const saved = join(copy, 'downloaded.json')
+    await download.saveAs(saved)
+    assert.deepStrictEqual(JSON.parse(readFileSync(saved, 'utf8')), metadata)
+    assert.match(download.suggestedFilename(), new RegExp(`^${vm}-\\d{8}T\\d{6}Z\\.json$`))
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
 })

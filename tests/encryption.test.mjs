@@ -227,7 +227,9 @@ for (const algorithm of ALGORITHMS) {
         assert.match(result.stderr, new RegExp(`encryption\\.json: the repository is encrypted with ${algorithm}`))
         assert.doesNotMatch(result.stdout, /no restore point/)
       }
-      assert.deepStrictEqual(await repository.encryption(), { algorithm, readable: false, reason: (await repository.encryption()).reason })
+      const state = await repository.encryption()
+      assert.deepStrictEqual(state, { algorithm, readable: false, code: 'ENCRYPTED', reason: state.reason })
+      assert.match(state.reason, /^encryption\.json: the repository is encrypted/)
       assert.deepStrictEqual(fingerprintTree(encrypted), before)
       assert.deepStrictEqual(fs.readdirSync(encrypted, { recursive: true }).sort(), dirsBefore, 'no file, folder, lock or temp created')
     })

@@ -358,3 +358,66 @@ describe('brcache serve: the repository index', () => {
     }
   })
 })
+
+describe('brcache serve: several repositories', () => {
+  test('/api/repositories names them (an s3:// URL without its credentials); each answers under /api/r/<id>/', async () => {
+    const [a, b] = [await repositoryDir('several-a'), await repositoryDir('several-b')]
+    const served = await listenOn([a, b, 's3://key:secret@127.0.0.1:1/bucket/prefix'], { index: false })
+    cleanups.push(served.close)
+    const { port } = served
+    assert.deepStrictEqual(JSON.parse((await get(port, '/api/repositories')).body), [
+      { id: 0, name: a },
+      { id: 1, name: b },
+      { id: 2, name: 's3://127.0.0.1:1/bucket/prefix' },
+    ])
+    for (const [id, dir] of [
+      [0, a],
+      [1, b],
+    ]) {
+      const vms = JSON.parse((await get(port, `/api/r/${id}/vms`)).body)
+      assert.deepStrictEqual(vms, await openRepository(dir).listAllVms())
+      const cache = await get(port, `/api/r/${id}/vms/${vms[0]}/cache`)
+      assert.deepStrictEqual(cache.body, cacheBytes(dir, vms[0]))
+    }
+    // The first repository keeps the URLs of a one-repository server.
+    assert.deepStrictEqual(JSON.parse((await get(port, '/api/vms')).body), JSON.parse((await get(port, '/api/r/0/vms')).body))
+    for (const path of ['/api/r/3/vms', '/api/r/-1/vms', '/api/r/01/vms', '/api/r/1/../0/vms', '/api/r/99999/vms', '/api/r//vms']) {
+      assert.equal((await get(port, path)).status, 404, path)
+    }
+    // One that fails answers its own error; the others are untouched.
+    const broken = await get(port, '/api/r/2/vms')
+    assert.ok(broken.status >= 500, String(broken.status))
+    assert.equal((await get(port, '/api/r/1/vms')).status, 200)
+  })
+
+  test("a restore point's metadata file downloads as it lies; nothing else of the folder does", async () => {
+    const dir = await repositoryDir('download')
+    const port = await listen(dir)
+    const [vm] = await openRepository(dir).listAllVms()
+    const [name] = readdirSync(join(dir, 'xo-vm-backups', vm)).filter((n) => n.endsWith('Z.json'))
+    const file = await get(port, `/api/r/0/vms/${vm}/backups/${name}`)
+    assert.equal(file.status, 200)
+    assert.deepStrictEqual(file.body, readFileSync(join(dir, 'xo-vm-backups', vm, name)))
+    assert.equal(file.headers['content-disposition'], `attachment; filename="${vm}-${name}"`)
+    const xva = readdirSync(join(dir, 'xo-vm-backups', vm)).find((n) => n.endsWith('.xva'))
+    for (const other of ['cache.json.gz', xva, '20200101T000000Z.json', `..%2f${vm}%2f${name}`, `${name}/x`, '.brcache-index']) {
+      assert.equal((await get(port, `/api/r/0/vms/${vm}/backups/${other}`)).status, 404, other)
+    }
+  })
+
+  test('the VM list and the index listing answer 304 while they do not change', async () => {
+    const dir = await repositoryDir('poll')
+    await openRepository(dir).buildIndex()
+    const port = await listen(dir)
+    for (const path of ['/api/r/0/vms', '/api/r/0/index']) {
+      const first = await get(port, path)
+      assert.equal(first.status, 200)
+      assert.ok(first.headers.etag, path)
+      assert.equal((await get(port, path, { headers: { 'If-None-Match': first.headers.etag } })).status, 304, path)
+    }
+    const [vm] = await openRepository(dir).listAllVms()
+    const before = (await get(port, '/api/r/0/index')).headers.etag
+    await openRepository(dir).writeVmBackupMetadata(vm, { mode: 'full', timestamp: Date.UTC(2030, 0, 1), xva: './x.xva' })
+    assert.equal((await get(port, '/api/r/0/index', { headers: { 'If-None-Match': before } })).status, 200, 'a new segment: a new listing')
+  })
+})

@@ -1,18 +1,26 @@
-// The restore view page: lists the repository's VMs and reads the
-// repository index (a snapshot and a few segments, whatever the VM count),
-// decoding it here with the wasm build. Without an index, or for a VM the
-// index does not know (a VM Xen Orchestra backed up behind its back), it
-// fetches the VM's cache.json.gz as it lies on the share and decodes that,
-// straight to the restore view's summaries (never full records). A VM whose
-// payload fails shows its error on its own row; the others go on.
+// The restore view page. For each repository the server offers, it lists
+// the VM folders and reads the repository index (a snapshot and a few
+// segments, whatever the VM count), decoding it here with the wasm build.
+// Without an index, or for a VM the index does not know (a VM Xen
+// Orchestra backed up behind its back), it fetches the VM's cache.json.gz
+// as it lies on the share and decodes that, straight to the restore view's
+// summaries (never full records). A VM whose payload fails shows its error
+// on its own row, and a repository that fails shows its error on its own
+// line: the others go on.
 //
 // An encrypted repository is read through the same EncryptedShare as on
-// the server: the page asks for the key, checks it against metadata.json,
+// the server: the page asks for its key, checks it against metadata.json,
 // and decrypts every file here. The key stays in this page's memory.
+//
+// Once loaded, the page watches for changes on its own: the index folder's
+// listing every few seconds (one small request, a 304 while nothing
+// changed), or without an index the VM caches now and then (304s too), and
+// the Refresh button does the same at once.
 
 import { EncryptedShare, IndexStore, encryptionApi, indexApi, init, summariesOf } from '../browser.js'
 import { mapLimit } from '../concurrency.js'
-import { CACHE_FILE, vmFile } from '../layout.js'
+import { INDEX_DIR } from '../index-store.js'
+import { BACKUP_DIR, CACHE_FILE, vmFile } from '../layout.js'
 import { showDetails } from './details.js'
 import { describeVm, formatBytes } from './format.js'
 import { httpError, httpShare } from './http-share.js'
@@ -21,54 +29,39 @@ import { createVmTable } from './table.js'
 // Browsers open about six connections per host over HTTP/1.1: more in
 // flight would only queue, and decoding keeps up with six.
 const CONCURRENCY = 6
+const POLL_INDEX_MS = 5_000
+const POLL_CACHES_MS = 30_000
 
 const $ = (id) => document.getElementById(id)
 const status = $('status')
 const progress = $('progress')
 const details = $('details')
+const list = $('repositories')
 
-const table = createVmTable($('vms'), { empty: $('empty'), onSelect: (row) => showDetails(details, row) })
+const repositories = []
+const table = createVmTable($('vms'), {
+  empty: $('empty'),
+  onSelect: (row) => showDetails(details, row, { download: (summary) => download(row, summary) }),
+})
 $('filter').addEventListener('input', (event) => table.setFilter(event.target.value))
 
 const api = (path) => new URL(path, document.baseURI)
 
-/**
- * The repository index, or undefined when there is none or it cannot be
- * used: then every VM comes from its cache, as the server's listings do.
- */
-async function readIndex(share) {
-  const log = { warn: (message, details) => console.warn(message, details), debug() {} }
-  try {
-    const index = await new IndexStore(share, indexApi, log).read()
-    // Segments without a snapshot are not the whole view.
-    return index?.plan.snapshot ? index : undefined
-  } catch (error) {
-    // Neither the repository's encryption nor a sign-in to come is a
-    // reason to do without the index: say them.
-    if (error.code === 'ENCRYPTED' || error.status === 401) throw error
-    console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
-    return undefined
-  }
-}
-
-async function loadVm(http, share, vm) {
-  // Named as on the share, so an error reads as `brcache check` would say it.
-  const file = vmFile(vm, CACHE_FILE)
-  const summaries = summariesOf(vm, await share.readFile(file), undefined, { name: file })
-  return { summaries, info: describeVm(summaries), unreadable: http.unreadable(file) }
-}
-
-/** A form's next submission: its input's value. */
-function submitted(form, input) {
+/** A form's next submission (its input's value), or null when `skip` is clicked. */
+function submitted(form, input, skip) {
   return new Promise((resolve) => {
-    form.addEventListener(
-      'submit',
-      (event) => {
-        event.preventDefault()
-        resolve(input.value)
-      },
-      { once: true },
-    )
+    const done = (value) => {
+      form.removeEventListener('submit', onSubmit)
+      skip?.removeEventListener('click', onSkip)
+      resolve(value)
+    }
+    const onSubmit = (event) => {
+      event.preventDefault()
+      done(input.value)
+    }
+    const onSkip = () => done(null)
+    form.addEventListener('submit', onSubmit)
+    skip?.addEventListener('click', onSkip)
   })
 }
 
@@ -105,33 +98,199 @@ async function signIn() {
   }
 }
 
-/** The key the user types, checked against metadata.json: the share that decrypts. */
-async function unlock(share) {
-  const form = $('unlock')
-  const input = $('key')
-  const error = $('unlock-error')
-  const { algorithm } = await new EncryptedShare(share, encryptionApi).describe()
-  $('algorithm').textContent = algorithm
-  status.textContent = 'Encrypted repository: enter its key'
-  progress.hidden = true
-  form.hidden = false
-  input.focus()
-  for (;;) {
-    const key = await submitted(form, input)
-    const decrypting = new EncryptedShare(share, encryptionApi, key)
+// One key prompt at a time, however many repositories are encrypted.
+let unlocking = Promise.resolve()
+
+/** The key the user types for `repository`, checked against metadata.json: the share that decrypts, or null (skipped). */
+function unlock(repository) {
+  const turn = unlocking.then(async () => {
+    const form = $('unlock')
+    const input = $('key')
+    const error = $('unlock-error')
+    const { algorithm } = await new EncryptedShare(repository.http, encryptionApi).describe()
+    $('algorithm').textContent = algorithm
+    $('unlock-repository').textContent = repository.name
+    error.hidden = true
+    status.textContent = 'Encrypted repository: enter its key'
+    progress.hidden = true
+    form.hidden = false
+    input.focus()
     try {
-      await decrypting.cipher()
+      for (;;) {
+        const key = await submitted(form, input, $('unlock-skip'))
+        if (key === null) return null
+        const decrypting = new EncryptedShare(repository.http, encryptionApi, key)
+        try {
+          await decrypting.cipher()
+          return decrypting
+        } catch (failure) {
+          if (failure.code !== 'WRONG_ENCRYPTION_KEY' && failure.code !== 'INVALID_ENCRYPTION_KEY') throw failure
+          error.textContent = failure.message
+          error.hidden = false
+          input.select()
+        }
+      }
+    } finally {
       form.hidden = true
       input.value = ''
       progress.hidden = false
-      return decrypting
-    } catch (failure) {
-      if (failure.code !== 'WRONG_ENCRYPTION_KEY' && failure.code !== 'INVALID_ENCRYPTION_KEY') throw failure
-      error.textContent = failure.message
-      error.hidden = false
-      input.select()
+    }
+  })
+  unlocking = turn.catch(() => {})
+  return turn
+}
+
+/**
+ * The repository index, or undefined when there is none or it cannot be
+ * used: then every VM comes from its cache, as the server's listings do.
+ */
+async function readIndex(share) {
+  const log = { warn: (message, data) => console.warn(message, data), debug() {} }
+  try {
+    const index = await new IndexStore(share, indexApi, log).read()
+    // Segments without a snapshot are not the whole view.
+    return index?.plan.snapshot ? index : undefined
+  } catch (error) {
+    // Neither the repository's encryption nor a sign-in to come is a
+    // reason to do without the index: say them.
+    if (error.code === 'ENCRYPTED' || error.status === 401) throw error
+    console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
+    return undefined
+  }
+}
+
+const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i])
+
+/** One repository of the server, as this page reads and watches it. */
+class RepositoryView {
+  constructor({ id, name }) {
+    this.id = id
+    this.name = name
+    this.http = httpShare(new URL(`api/r/${id}/`, document.baseURI))
+    this.share = undefined
+    this.vms = []
+    this.listed = undefined
+    this.source = undefined
+    this.error = undefined
+  }
+
+  key(vm) {
+    return `${this.id}/${vm}`
+  }
+
+  /** Reads the repository through its encryption: plaintext, or the key the user gives. */
+  async open() {
+    // Read as plaintext while encryption.json is read (its answer holds the
+    // others back): an encrypted repository then asks for its key.
+    let share = new EncryptedShare(this.http, encryptionApi)
+    const indexing = readIndex(share)
+    indexing.catch(() => {})
+    const [vms, locked] = await Promise.all([
+      // Folder names lie in clear: listed without waiting for a key.
+      this.http.list(BACKUP_DIR),
+      share.cipher().then(
+        () => false,
+        (error) => (error.code === 'ENCRYPTED' ? true : Promise.reject(error)),
+      ),
+    ])
+    let index
+    if (locked) {
+      share = await unlock(this)
+      if (!share) throw Object.assign(new Error('encrypted, and no key was given: Refresh to enter it'), { code: 'LOCKED' })
+      index = await readIndex(share)
+    } else {
+      index = await indexing
+    }
+    this.share = share
+    return { vms, index }
+  }
+
+  /** What the page shows of the repository: every VM's row, from the index or the caches. */
+  async load(onProgress) {
+    const { vms, index } = await this.open()
+    await this.show(vms, index, onProgress)
+  }
+
+  async show(vms, index, onProgress = () => {}) {
+    const gone = this.vms.filter((vm) => !vms.includes(vm))
+    for (const vm of gone) table.remove(this.key(vm))
+    for (const vm of vms) if (!table.has(this.key(vm))) table.add(this.key(vm), { vm, repository: this.name })
+    this.vms = vms
+    this.source = index ? 'index' : 'caches'
+    // The index folder's listing as the server gives it, to see a change.
+    this.listed = index ? [index.plan.snapshot, ...index.plan.oldSnapshots, ...index.plan.segments] : undefined
+    // The index has every VM it knows, those left without restore points
+    // included; a VM folder it does not know is read from its cache, and a
+    // VM it knows whose folder is gone is not shown.
+    let pending = vms
+    if (index) {
+      const view = index.view()
+      pending = []
+      for (const vm of vms) {
+        if (index.vmGeneration(vm) === null) {
+          pending.push(vm)
+          continue
+        }
+        const summaries = view[vm] ?? []
+        table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: [] })
+      }
+    }
+    let done = vms.length - pending.length
+    onProgress(done, vms.length)
+    await mapLimit(pending, CONCURRENCY, async (vm) => {
+      await this.loadVm(vm)
+      onProgress(++done, vms.length)
+    })
+  }
+
+  /** A VM's row from its cache; `ifChanged`: not decoded again when the server says it is the same. */
+  async loadVm(vm, { ifChanged = false } = {}) {
+    // Named as on the share, so an error reads as `brcache check` would say it.
+    const file = vmFile(vm, CACHE_FILE)
+    const before = this.http.etag(file)
+    try {
+      const bytes = await this.share.readFile(file)
+      if (ifChanged && before !== undefined && this.http.etag(file) === before) return
+      const summaries = summariesOf(vm, bytes, undefined, { name: file })
+      table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: this.http.unreadable(file) })
+    } catch (error) {
+      table.update(this.key(vm), { error: { message: error.message, code: error.code } })
     }
   }
+
+  /**
+   * What changed since the last look: with an index, its folder's listing
+   * says whether anything did (the index is read again only then); without
+   * one, every cache is asked for again (a 304 when unchanged).
+   */
+  async refresh({ force = false } = {}) {
+    // A repository that failed to open is tried again at a click only (it
+    // may ask for a key).
+    if (!this.share) return force ? this.load() : undefined
+    const vms = await this.http.list(BACKUP_DIR)
+    if (this.source === 'index') {
+      const names = await this.share.list(INDEX_DIR).catch((error) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))
+      if (!force && same(vms, this.vms) && same([...names].sort(), [...this.listed].sort())) return
+      return this.show(vms, await readIndex(this.share))
+    }
+    for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
+    for (const vm of vms.filter((v) => !this.vms.includes(v))) table.add(this.key(vm), { vm, repository: this.name })
+    const fresh = new Set(vms.filter((v) => !this.vms.includes(v)))
+    this.vms = vms
+    await mapLimit(vms, CONCURRENCY, (vm) => this.loadVm(vm, { ifChanged: !force && !fresh.has(vm) }))
+  }
+}
+
+async function download(row, summary) {
+  const repository = repositories.find((r) => r.key(row.vm) === row.key)
+  const name = summary.id.split('/').at(-1)
+  // Through the repository's share: decrypted here on an encrypted repository.
+  const bytes = await repository.share.readFile(vmFile(row.vm, name))
+  const link = document.createElement('a')
+  link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/json' }))
+  link.download = `${row.vm}-${name}`
+  link.click()
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000)
 }
 
 function showProgress(done, total) {
@@ -140,88 +299,113 @@ function showProgress(done, total) {
   status.textContent = `${done} / ${total} VMs`
 }
 
-function showTotals(source) {
+function showTotals() {
   const rows = table.rows
   const ok = rows.filter((row) => row.state === 'ok')
   const points = ok.reduce((n, row) => n + row.info.count, 0)
   const size = ok.reduce((n, row) => n + row.info.size, 0)
   const failed = rows.length - ok.length
   const unreadable = ok.reduce((n, row) => n + (row.unreadable?.length ?? 0), 0)
+  const broken = repositories.filter((r) => r.error).length
+  const sources = new Set(repositories.filter((r) => !r.error).map((r) => r.source))
   status.textContent =
     `${rows.length} VM${rows.length === 1 ? '' : 's'}, ${points} restore points, ${formatBytes(size)}` +
     (failed ? ` · ${failed} VM${failed === 1 ? '' : 's'} could not be read` : '') +
     (unreadable ? ` · ${unreadable} metadata file${unreadable === 1 ? '' : 's'} could not be read` : '') +
-    (source === 'index' ? ' · from the repository index' : '')
-  status.classList.toggle('has-errors', failed + unreadable > 0)
+    (broken ? ` · ${broken} repositor${broken === 1 ? 'y' : 'ies'} could not be read` : '') +
+    (sources.size === 1 && sources.has('index') ? ' · from the repository index' : '')
+  status.classList.toggle('has-errors', failed + unreadable + broken > 0)
   progress.hidden = true
+  // One line per repository when there are several: its counts, or its error.
+  list.hidden = repositories.length < 2
+  list.replaceChildren(
+    ...repositories.map((repository) => {
+      const li = document.createElement('li')
+      li.dataset.repository = repository.name
+      if (repository.error) {
+        li.className = 'failed'
+        li.textContent = `${repository.name}: ${repository.error.message}`
+      } else {
+        const mine = ok.filter((row) => row.repository === repository.name && row.key.startsWith(`${repository.id}/`))
+        li.textContent = `${repository.name}: ${repository.vms.length} VMs, ${mine.reduce((n, row) => n + row.info.count, 0)} restore points`
+      }
+      return li
+    }),
+  )
+}
+
+/** Loads every repository; one that fails says so and holds no other back. */
+async function loadAll() {
+  const response = await fetch(api('api/repositories'))
+  if (!response.ok) throw await httpError(response)
+  for (const served of await response.json()) repositories.push(new RepositoryView(served))
+  $('vms').dataset.repositories = repositories.length > 1 ? 'many' : 'one'
+  const counts = new Map()
+  const onProgress = (repository) => (done, total) => {
+    counts.set(repository, [done, total])
+    const all = [...counts.values()].reduce(([d, t], [dd, tt]) => [d + dd, t + tt], [0, 0])
+    showProgress(...all)
+  }
+  await Promise.all(
+    repositories.map((repository) =>
+      repository.load(onProgress(repository)).catch((error) => {
+        if (error.status === 401) throw error
+        repository.error = error
+      }),
+    ),
+  )
+  table.flush()
+  const sources = new Set(repositories.map((r) => r.source).filter(Boolean))
+  document.body.dataset.source = sources.size === 1 ? [...sources][0] : 'mixed'
+  showTotals()
+}
+
+async function refreshAll(options) {
+  await Promise.all(
+    repositories.map(async (repository) => {
+      try {
+        await repository.refresh(options)
+        repository.error = undefined
+      } catch (error) {
+        if (error.status === 401) return
+        repository.error = error
+      }
+    }),
+  )
+  table.flush()
+  showTotals()
+}
+
+/** Polls each repository at its pace, never two refreshes of one at once. */
+function watch() {
+  let running = false
+  const tick = async (options) => {
+    if (running) return
+    running = true
+    try {
+      await refreshAll(options)
+    } finally {
+      running = false
+      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed ?? 0) + 1)
+    }
+  }
+  const fast = repositories.some((r) => r.source === 'index')
+  setInterval(tick, fast ? POLL_INDEX_MS : POLL_CACHES_MS)
+  $('refresh').addEventListener('click', () => tick({ force: true }))
 }
 
 /** The page's work; a 401 (a server with a token) signs in, then starts again. */
 async function main() {
   await init()
   try {
-    await load()
+    await loadAll()
   } catch (error) {
     if (error.status !== 401) throw error
+    repositories.length = 0
     await signIn()
-    await load()
+    await loadAll()
   }
-}
-
-async function load() {
-  const http = httpShare(document.baseURI)
-  // Read as plaintext while encryption.json is read (its answer holds the
-  // others back): an encrypted repository then asks for its key.
-  let share = new EncryptedShare(http, encryptionApi)
-  const indexing = readIndex(share)
-  indexing.catch(() => {})
-  const [vms, locked] = await Promise.all([
-    fetch(api('api/vms')).then(async (response) => {
-      if (!response.ok) throw await httpError(response)
-      return response.json()
-    }),
-    share.cipher().then(
-      () => false,
-      (error) => (error.code === 'ENCRYPTED' ? true : Promise.reject(error)),
-    ),
-  ])
-  let index
-  if (locked) {
-    share = await unlock(http)
-    index = await readIndex(share)
-  } else {
-    index = await indexing
-  }
-  vms.forEach((vm) => table.add(vm))
-  // The index has every VM it knows, those left without restore points
-  // included; a VM folder it does not know is read from its cache, and a
-  // VM it knows whose folder is gone is not shown.
-  let pending = vms
-  if (index) {
-    const view = index.view()
-    pending = []
-    for (const vm of vms) {
-      if (index.vmGeneration(vm) === null) {
-        pending.push(vm)
-        continue
-      }
-      const summaries = view[vm] ?? []
-      table.update(vm, { summaries, info: describeVm(summaries) })
-    }
-  }
-  document.body.dataset.source = index ? 'index' : 'caches'
-  let done = vms.length - pending.length
-  showProgress(done, vms.length)
-  await mapLimit(pending, CONCURRENCY, async (vm) => {
-    try {
-      table.update(vm, await loadVm(http, share, vm))
-    } catch (error) {
-      table.update(vm, { error: { message: error.message, code: error.code } })
-    }
-    showProgress(++done, vms.length)
-  })
-  table.flush()
-  showTotals(index ? 'index' : 'caches')
+  watch()
 }
 
 main()

@@ -10,7 +10,7 @@ function element(tag, text, className) {
   return node
 }
 
-function pointRow(summary) {
+function pointRow(summary, download) {
   const tr = element('tr')
   tr.dataset.id = summary.id
   const mode = element('span', String(summary.mode ?? ''), `mode mode-${String(summary.mode ?? '').replace(/[^a-z0-9-]/gi, '')}`)
@@ -27,11 +27,29 @@ function pointRow(summary) {
     diskCell,
     element('td', summary.withMemory ? 'yes' : '', 'memory'),
   )
+  if (download) {
+    const button = element('button', 'Metadata', 'download')
+    button.type = 'button'
+    button.title = 'Download this restore point\'s metadata file, as it lies (decrypted here on an encrypted repository)'
+    button.addEventListener('click', (event) => {
+      event.stopPropagation()
+      download(summary).catch((error) => {
+        button.textContent = 'failed'
+        button.title = error.message
+      })
+    })
+    const td = element('td')
+    td.append(button)
+    tr.append(td)
+  }
   return tr
 }
 
-/** Shows `row` (a VM of the table, loaded or in error) in `pane`. */
-export function showDetails(pane, row) {
+/**
+ * Shows `row` (a VM of the table, loaded or in error) in `pane`;
+ * `download(summary)`, when given, fetches a restore point's metadata file.
+ */
+export function showDetails(pane, row, { download } = {}) {
   pane.dataset.vm = row.vm
   const title = element('h2', row.info?.name || row.vm)
   const uuid = element('p', row.vm, 'uuid')
@@ -45,7 +63,7 @@ export function showDetails(pane, row) {
   }
   const { count, size } = describeVm(row.summaries)
   const head = element('tr')
-  for (const [label, className] of [['Date (UTC)'], ['Mode'], ['Size', 'number'], ['Disks', 'number'], ['Memory']]) {
+  for (const [label, className] of [['Date (UTC)'], ['Mode'], ['Size', 'number'], ['Disks', 'number'], ['Memory'], ...(download ? [['File']] : [])]) {
     const th = element('th', label, className)
     th.scope = 'col'
     head.append(th)
@@ -53,7 +71,7 @@ export function showDetails(pane, row) {
   const thead = element('thead')
   thead.append(head)
   const body = element('tbody')
-  body.append(...row.summaries.toReversed().map(pointRow))
+  body.append(...row.summaries.toReversed().map((summary) => pointRow(summary, download)))
   const table = element('table', undefined, 'points')
   table.append(thead, body)
   const line = element('p', `${count} restore point${count === 1 ? '' : 's'}, ${formatBytes(size)}`, 'summary')

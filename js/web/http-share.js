@@ -9,7 +9,7 @@
 
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../encryption.js'
 import { INDEX_DIR } from '../index-store.js'
-import { CACHE_FILE } from '../layout.js'
+import { BACKUP_DIR, CACHE_FILE } from '../layout.js'
 
 /** An Error carrying the server's `{ error }` if it sent one, else the status line. */
 export async function httpError(response) {
@@ -23,19 +23,27 @@ export async function httpError(response) {
   return Object.assign(new Error(`HTTP ${message}`), { status: response.status }, response.status === 404 ? { code: 'ENOENT' } : {})
 }
 
-/** The API path of a repository file the server offers, or undefined. */
+/** The URL (relative to a repository's API) of a file the server offers, or undefined. */
 function apiPath(file) {
-  if (file === DESCRIPTOR_FILE || file === KEY_CHECK_FILE) return `api/${file}`
-  if (file.startsWith(`${INDEX_DIR}/`)) return `api/index/${encodeURIComponent(file.slice(INDEX_DIR.length + 1))}`
-  const cache = /^xo-vm-backups\/([^/]+)\/(.+)$/.exec(file)
-  if (cache && cache[2] === CACHE_FILE) return `api/vms/${encodeURIComponent(cache[1])}/cache`
+  if (file === DESCRIPTOR_FILE || file === KEY_CHECK_FILE) return file
+  if (file.startsWith(`${INDEX_DIR}/`)) return `index/${encodeURIComponent(file.slice(INDEX_DIR.length + 1))}`
+  const inVm = /^xo-vm-backups\/([^/]+)\/([^/]+)$/.exec(file)
+  if (!inVm) return undefined
+  const vm = encodeURIComponent(inVm[1])
+  if (inVm[2] === CACHE_FILE) return `vms/${vm}/cache`
+  if (/^\d{8}T\d{6}Z\.json$/.test(inVm[2])) return `vms/${vm}/backups/${inVm[2]}`
   return undefined
 }
 
+/**
+ * One repository of the server, `base` its API URL (`…/api/r/<id>/`).
+ * Besides a share's `list` and `readFile`, it remembers what the server
+ * said of each file read: its ETag (a poll skips what did not change) and
+ * what the server's check found unreadable.
+ */
 export function httpShare(base) {
   const url = (path) => new URL(path, base)
-  // What the server's check of a cache found unreadable, by cache file.
-  const unreadable = new Map()
+  const seen = new Map()
   async function get(path) {
     const response = await fetch(url(path))
     if (!response.ok) throw await httpError(response)
@@ -43,21 +51,25 @@ export function httpShare(base) {
   }
   return {
     async list(dir) {
-      if (dir !== INDEX_DIR) throw new Error(`only ${INDEX_DIR} is served, not ${dir}`)
-      return (await get('api/index')).json()
+      if (dir === INDEX_DIR) return (await get('index')).json()
+      if (dir === BACKUP_DIR) return (await get('vms')).json()
+      throw new Error(`only ${BACKUP_DIR} and ${INDEX_DIR} are listed, not ${dir}`)
     },
     async readFile(file) {
       const path = apiPath(file)
       if (path === undefined) throw new Error(`${file} is not served`)
       const response = await get(path)
       const found = response.headers.get('X-Brcache-Unreadable')
-      if (found) unreadable.set(file, JSON.parse(decodeURIComponent(found)))
-      else unreadable.delete(file)
+      seen.set(file, { etag: response.headers.get('ETag'), unreadable: found ? JSON.parse(decodeURIComponent(found)) : [] })
       return new Uint8Array(await response.arrayBuffer())
+    },
+    /** The ETag of the last answer for `file`, or undefined. */
+    etag(file) {
+      return seen.get(file)?.etag ?? undefined
     },
     /** The metadata files the server's check of a cache could not read: `[{ id, reason }]`. */
     unreadable(file) {
-      return unreadable.get(file) ?? []
+      return seen.get(file)?.unreadable ?? []
     },
   }
 }

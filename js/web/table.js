@@ -1,4 +1,5 @@
-// The VM table. One row per VM, made when the VM is listed and updated in
+// The VM table. One row per VM of a repository (the same VM backed up to
+// two repositories is two rows), made when the VM is listed and updated in
 // place when its payload arrives; sorting and filtering only move or hide
 // rows, so a thousand VMs loading one by one cost a thousand small updates,
 // not a thousand redraws.
@@ -9,6 +10,7 @@ const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' })
 
 // Each compares two loaded rows; rows still loading or in error go last.
 const ORDERS = {
+  repository: (a, b) => collator.compare(a.repository, b.repository),
   name: (a, b) => collator.compare(a.info.name, b.info.name),
   uuid: () => 0,
   count: (a, b) => a.info.count - b.info.count,
@@ -44,6 +46,8 @@ function modeBadges(modes) {
 function renderRow(row) {
   const { tr, vm, state, info, error } = row
   tr.dataset.state = state
+  // Shown only when the page has several repositories (see style.css).
+  const repository = cell(row.repository, 'repository')
   // The uuid's first group tells VMs apart at a glance; all of it on hover.
   const uuid = cell(`${vm.slice(0, 8)}…`, 'uuid')
   uuid.title = vm
@@ -64,6 +68,7 @@ function renderRow(row) {
       delete tr.dataset.unreadable
     }
     tr.replaceChildren(
+      repository,
       name,
       uuid,
       cell(String(info.count), 'count number'),
@@ -78,7 +83,7 @@ function renderRow(row) {
     if (state === 'error' && error.code) message.dataset.code = error.code
     // The name is in the payload that failed: the code stands in for it.
     const name = cell(state === 'error' ? (error.code ?? 'unavailable') : '', state === 'error' ? 'name failed' : 'name')
-    tr.replaceChildren(name, uuid, message)
+    tr.replaceChildren(repository, name, uuid, message)
   }
 }
 
@@ -102,7 +107,7 @@ export function createVmTable(table, { onSelect, empty }) {
     const loaded = (a.state === 'ok') - (b.state === 'ok')
     if (loaded !== 0) return -loaded
     const order = a.state === 'ok' ? ORDERS[sort.key](a, b) * sort.direction : 0
-    return order || collator.compare(a.vm, b.vm) * (sort.key === 'uuid' ? sort.direction : 1)
+    return order || collator.compare(a.vm, b.vm) * (sort.key === 'uuid' ? sort.direction : 1) || collator.compare(a.repository, b.repository)
   }
 
   /** Puts rows in order and applies the filter (now). */
@@ -135,11 +140,13 @@ export function createVmTable(table, { onSelect, empty }) {
     onSelect(row)
   }
 
-  function add(vm) {
+  /** A row for `vm` of `repository` (its name), under `key`, until its payload arrives. */
+  function add(key, { vm, repository = '' }) {
     const tr = document.createElement('tr')
     tr.dataset.vm = vm
+    tr.dataset.repository = repository
     tr.tabIndex = 0
-    const row = { vm, tr, state: 'loading' }
+    const row = { key, vm, repository, tr, state: 'loading' }
     tr.addEventListener('click', () => select(row))
     tr.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' || event.key === ' ') {
@@ -147,14 +154,23 @@ export function createVmTable(table, { onSelect, empty }) {
         select(row)
       }
     })
-    rows.set(vm, row)
+    rows.set(key, row)
     renderRow(row)
     schedule()
   }
 
+  /** A VM folder gone from its repository. */
+  function remove(key) {
+    const row = rows.get(key)
+    if (!row) return
+    row.tr.remove()
+    rows.delete(key)
+    schedule()
+  }
+
   /** `{ summaries, info }` once decoded, or `{ error }`. */
-  function update(vm, result) {
-    const row = rows.get(vm)
+  function update(key, result) {
+    const row = rows.get(key)
     Object.assign(row, result, { state: result.error ? 'error' : 'ok' })
     renderRow(row)
     if (row.tr.getAttribute('aria-selected') === 'true') onSelect(row)
@@ -165,13 +181,15 @@ export function createVmTable(table, { onSelect, empty }) {
     th.querySelector('button').addEventListener('click', () => {
       const key = th.dataset.sort
       // Sizes, counts and dates read best largest or newest first.
-      sort = sort.key === key ? { key, direction: -sort.direction } : { key, direction: key === 'name' || key === 'uuid' ? 1 : -1 }
+      sort = sort.key === key ? { key, direction: -sort.direction } : { key, direction: ['name', 'uuid', 'repository'].includes(key) ? 1 : -1 }
       flush()
     })
   }
 
   return {
     add,
+    remove,
+    has: (key) => rows.has(key),
     update,
     flush,
     setFilter(text) {
