@@ -99,13 +99,44 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     if (!(await listVmFolders(share)).includes(vm)) throw notFound()
   }
 
+  // Checks by VM, coalesced: requests for a cache that is being checked
+  // share the next check rather than queue for the VM's lock one after the
+  // other (200 pages polling one VM would otherwise take turns for many
+  // seconds). The next, not the running one: that one may have listed the
+  // folder before the request came, and every answer must be checked after
+  // its request arrived. So at most two checks of a VM at a time.
+  const checks = new Map()
+  const ignore = () => {}
+  function startCheck(vm, state) {
+    const running = repository.checkVm(vm, { repair: true })
+    state.running = running
+    running
+      .finally(() => {
+        if (state.running !== running) return
+        state.running = undefined
+        if (!state.next) checks.delete(vm)
+      })
+      .catch(ignore)
+    return running
+  }
+  function check(vm) {
+    let state = checks.get(vm)
+    if (!state) checks.set(vm, (state = {}))
+    if (!state.running) return startCheck(vm, state)
+    state.next ??= state.running.then(ignore, ignore).then(() => {
+      state.next = undefined
+      return startCheck(vm, state)
+    })
+    return state.next
+  }
+
   async function vmCache(vm, request, response) {
     await listedVm(vm)
     const headers = {}
     if (await canCheck()) {
       let report
       try {
-        report = await repository.checkVm(vm, { repair: true })
+        report = await check(vm)
       } catch (error) {
         throw new HttpError(503, `cannot check the cache of VM ${vm}: ${error.message}`)
       }

@@ -421,3 +421,73 @@ describe('brcache serve: several repositories', () => {
     assert.equal((await get(port, '/api/r/0/index', { headers: { 'If-None-Match': before } })).status, 200, 'a new segment: a new listing')
   })
 })
+
+describe('brcache serve under load', () => {
+  test('requests for one cache while it is checked share the next check: 50 at once cost two', async () => {
+    const dir = await repositoryDir('coalesce')
+    const handler = new LocalHandler(dir)
+    // The first check waits until every request has reached the server:
+    // they all come while it runs, so they all share the one after it.
+    let arrived = 0
+    let allArrived
+    let checks = 0
+    const gate = new Promise((resolve) => (allArrived = resolve))
+    const lock = handler.lock.bind(handler)
+    handler.lock = async (...args) => {
+      checks++
+      await gate
+      return lock(...args)
+    }
+    const served = await listenOn(handler)
+    cleanups.push(served.close)
+    served.server.on('request', () => ++arrived === 50 && allArrived())
+    const [vm] = await openRepository(dir).listAllVms()
+    const answers = await Promise.all(Array.from({ length: 50 }, () => get(served.port, cacheUrl(vm))))
+    assert.deepStrictEqual(new Set(answers.map((a) => a.status)), new Set([200]))
+    for (const answer of answers) assert.deepStrictEqual(answer.body, cacheBytes(dir, vm))
+    assert.equal(checks, 2, 'the running check and the one all the others shared')
+  })
+
+  test('a check always starts after its request: a restore point deleted behind the cache is never served', async () => {
+    const dir = await repositoryDir('coalesce-order')
+    const port = await listen(dir)
+    const [vm] = await openRepository(dir).listAllVms()
+    const names = readdirSync(join(dir, 'xo-vm-backups', vm)).filter((n) => n.endsWith('Z.json'))
+    for (const name of names.slice(0, 3)) {
+      const during = Array.from({ length: 10 }, () => get(port, cacheUrl(vm)))
+      unlinkSync(join(dir, 'xo-vm-backups', vm, name))
+      const after = await get(port, cacheUrl(vm))
+      await Promise.all(during)
+      const ids = summariesOf(vm, after.body).map((s) => s.id)
+      assert.ok(!ids.includes(`/xo-vm-backups/${vm}/${name}`), `${name} was deleted before the request`)
+    }
+  })
+
+  test('200 pages polling at once, on the index and on the caches: every answer a 200 or a 304', async () => {
+    const dir = await repositoryDir('load')
+    await openRepository(dir).buildIndex()
+    for (const options of [{}, { index: false }]) {
+      const served = await listenOn(dir, options)
+      cleanups.push(served.close)
+      const statuses = new Map()
+      const seen = (status) => statuses.set(status, (statuses.get(status) ?? 0) + 1)
+      await Promise.all(
+        Array.from({ length: 200 }, async () => {
+          const etags = new Map()
+          const fetchOne = async (path) => {
+            const r = await get(served.port, path, { headers: etags.has(path) ? { 'If-None-Match': etags.get(path) } : {} })
+            if (r.headers.etag) etags.set(path, r.headers.etag)
+            seen(r.status)
+            return r
+          }
+          const vms = JSON.parse((await fetchOne('/api/r/0/vms')).body)
+          for (let round = 0; round < 3; round++) {
+            if (options.index === false) await Promise.all(vms.map((vm) => fetchOne(`/api/r/0/vms/${vm}/cache`)))
+            else await Promise.all([fetchOne('/api/r/0/vms'), fetchOne('/api/r/0/index')])
+          }
+        }),
+      )
+      assert.deepStrictEqual([...statuses.keys()].sort(), [200, 304], JSON.stringify([...statuses]))
+    }
+  })
+})
