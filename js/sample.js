@@ -7,7 +7,7 @@
 //   - realism of *shape and size*: the cache's cost is dominated by the bulky
 //     XAPI records (`vm`, `vmSnapshot`, `last_booted_record`, UEFI NVRAM), so
 //     those are generated at full size, in the order XO writes them
-//     (see /work/shared/notes/xo-reference.md, sections 1.1 and 1.2).
+//     (see ../shared/notes/xo-reference.md, sections 1.1 and 1.2).
 //
 // Pure ESM, no dependencies, no I/O: it also runs in a browser.
 

@@ -3,7 +3,7 @@
 // Orchestra sees (the cache files, read with plain gunzip + JSON.parse),
 // and what happens when things go wrong (stale, corrupt and truncated
 // caches, failing shares, crashes, immutable repositories, concurrent
-// processes). See /work/shared/notes/xo-reference.md, sections 3 and 5.
+// processes). See ../shared/notes/xo-reference.md, sections 3 and 5.
 
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
