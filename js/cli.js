@@ -246,9 +246,7 @@ async function list(args) {
   })
   if (values.help) return console.log(HELP.list)
   const repository = openRepository(requireDir(positionals, 'list'), { immutable: values.immutable, encryptionKey: encryptionKey(values) })
-  let { vms: view, unreadable } = await repository.restoreView()
-  if (values.vm) view = view[values.vm] ? { [values.vm]: view[values.vm] } : {}
-  if (values.vm) unreadable = unreadable.filter(({ file }) => file.startsWith(`xo-vm-backups/${values.vm}/`))
+  const { vms: view, unreadable } = await repository.restoreView(undefined, { vm: values.vm })
   await repository.settle()
   // What could not be read is said whatever the format, and in the exit
   // status: a listing without it would pass for complete.

@@ -160,7 +160,7 @@ export declare class Repository {
   listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>
   listVmSummaries(vm: string, filter?: SummaryFilter): Promise<Summary[]>
   listSummaries(filter?: SummaryFilter): Promise<Record<string, Summary[]>>
-  restoreView(filter?: SummaryFilter): Promise<RestoreView>
+  restoreView(filter?: SummaryFilter, options?: { vm?: string }): Promise<RestoreView>
   /** What encryption.json names and whether this repository object can read it (`reason` when not). */
   encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; code?: string; reason?: string }>
   writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>

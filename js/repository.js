@@ -218,10 +218,16 @@ export class Repository {
    * found in the VM folders read that are not in it (`[{ file, reason }]`,
    * sorted): not JSON, not a restore point, or not decrypting. A listing
    * from the index reads no VM folder the index knows; `check` finds those.
+   * With `vm`, that VM's alone (from its cache, as listVmSummaries).
    */
-  async restoreView(filter) {
+  async restoreView(filter, { vm } = {}) {
     const unreadable = []
-    const vms = await this.#restoreView(filter, unreadable)
+    let vms
+    if (vm === undefined) vms = await this.#restoreView(filter, unreadable)
+    else {
+      const summaries = await this.#vmSummaries(vm, filter, unreadable)
+      vms = summaries.length > 0 ? { [vm]: summaries } : {}
+    }
     unreadable.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0))
     return { vms, unreadable }
   }

@@ -284,6 +284,12 @@ for (const algorithm of ALGORITHMS) {
       assert.equal(result.status, 1, result.stderr)
       assert.match(result.stderr, new RegExp(`unreadable, not listed: xo-vm-backups/${vm}/${name}: .*does not authenticate`))
       assert.match(result.stdout, /14 restore points; 1 metadata file could not be read/)
+      const one = run(['list', encrypted, '--vm', vm], { BRCACHE_ENCRYPTION_KEY: KEY })
+      assert.equal(one.status, 1, one.stderr)
+      assert.match(one.stderr, new RegExp(`unreadable, not listed: xo-vm-backups/${vm}/${name}`))
+      assert.match(one.stdout, /1 metadata file could not be read/)
+      const other = fs.readdirSync(path.join(encrypted, 'xo-vm-backups')).find((v) => v !== vm)
+      assert.equal(run(['list', encrypted, '--vm', other], { BRCACHE_ENCRYPTION_KEY: KEY }).status, 0)
     })
 
     test('a tampered cache is rebuilt from the metadata files and written encrypted', async (t) => {
