@@ -39,7 +39,7 @@ export async function init(input) {
   }
 }
 
-export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf } = api
+export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf } = api
 
 /** The codec and VM cache API as one object (the same functions as the named exports). */
 export function vmCacheApi() {

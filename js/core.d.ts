@@ -13,6 +13,20 @@ export declare function encodeCache(cache: MetadataCache, options?: EncodeOption
 export declare function readCacheHeader(bytes: BytesInput, options?: Pick<DecodeOptions, 'name'>): CacheHeader | null
 /** A VM cache's restore-view summaries straight from its `cache.json.gz` bytes, sorted by timestamp. */
 export declare function summariesOf(vm: string, bytes: BytesInput, filter?: SummaryFilter, options?: DecodeOptions): Summary[]
+/**
+ * A cache's next bytes after a writer created `added` (`[name, bytes or record]`) and deleted
+ * `removed` (names), `listing` the folder's entries after: spliced from `bytes` without decoding
+ * them when their header proves the cache true to the folder as it was, else null.
+ */
+export declare function spliceCache(
+  vm: string,
+  bytes: BytesInput,
+  listing: Iterable<string>,
+  added?: [string, BytesInput | object][],
+  removed?: Iterable<string>,
+): Uint8Array | null
+/** The index segment a writer publishes for a cache it just wrote, from the cache's bytes. */
+export declare function indexSegmentOf(vm: string, bytes: BytesInput, options?: DecodeOptions): Uint8Array
 /** Whether the header alone proves the cache covers exactly the listed metadata files. */
 export declare function fastPath(bytes: BytesInput, listing: Iterable<string>): boolean
 /** Throws a BrcacheError unless every key names a distinct metadata file of `vm`'s folder. */

@@ -21,6 +21,6 @@ function loadAddon() {
 const addon = loadAddon()
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(addon)
-export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(addon)
+export const { VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf } = makeVmCacheApi(addon)
 export const indexApi = makeIndexApi(addon)
 export const encryptionApi = makeEncryptionApi(addon)

@@ -324,7 +324,7 @@ export class Repository {
         }
         throw annotate(error, `cannot write ${vmFile(vm, name)}`)
       }
-      if (release) await this.#updateCache(vm, 'write', (cache) => cache.add(key, bytes), { locked: true })
+      if (release) await this.#updateCache(vm, 'write', (cache) => cache.add(key, bytes), { locked: true, edit: { added: [[name, bytes]] } })
     } finally {
       await release?.()
     }
@@ -382,7 +382,8 @@ export class Repository {
       try {
         await mapLimit(points, this.#concurrency, ({ name }) => this.#deleteFiles(vm, name))
         const keys = points.map(({ key }) => key)
-        if (release) await this.#updateCache(vm, 'delete', (cache) => cache.remove(keys), { locked: true })
+        const edit = { removed: points.map(({ name }) => name) }
+        if (release) await this.#updateCache(vm, 'delete', (cache) => cache.remove(keys), { locked: true, edit })
       } finally {
         await release?.()
       }
@@ -510,6 +511,11 @@ export class Repository {
     }
   }
 
+  /** `[cache, listing]`: the VM's cache (as #readCache gives it) and its folder, read at once. */
+  #read(vm) {
+    return Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
+  }
+
   async #listVmFolder(vm) {
     try {
       return await this.#handler.list(vmDir(vm))
@@ -552,11 +558,11 @@ export class Repository {
    * core), 'summaries' (the core's one-pass projection, with `filter`) or
    * 'cache' (a VmCache, for checks and writes).
    */
-  async #load(vm, want = 'cache', filter = undefined) {
+  async #load(vm, want = 'cache', filter = undefined, read = undefined) {
     const { VmCache, fastPath, readCacheHeader, decodeCache, checkKeys, summariesOf } = this.#core
     const file = vmFile(vm, CACHE_FILE)
     const options = { ...this.#limits, name: file }
-    const [{ bytes, error: unreadableCache }, listing] = await Promise.all([this.#readCache(vm), this.#listVmFolder(vm)])
+    const [{ bytes, error: unreadableCache }, listing] = read ?? (await this.#read(vm))
     const coherent = { stale: [], missing: [], coherent: true }
     let cacheError = unreadableCache
     if (cacheError) this.#log.warn('brcache: unusable cache, rebuilding it from the metadata files', { file, reason: cacheError })
@@ -642,8 +648,30 @@ export class Repository {
 
   async #writeCache(vm, cache, previousGeneration) {
     cache.continueAfter(previousGeneration)
+    await this.#writeCacheBytes(vm, cache.commit())
+  }
+
+  /**
+   * The write path's fast way, under the VM's lock: when the cache's
+   * header proves it true to the folder as it was before this writer's
+   * change (`edit`: `{ added: [[name, bytes]], removed: [names] }`), the
+   * core splices the change into its compressed bytes, recompressing only
+   * what changed, and the index segment comes from those bytes in one
+   * pass. False when it cannot (no header, another writer's change in the
+   * folder, a cache written otherwise): the caller writes it whole.
+   */
+  async #spliced(vm, [{ bytes }, listing], { added = [], removed = [] }) {
+    if (!bytes) return false
+    const next = this.#core.spliceCache(vm, bytes, listing, added, removed)
+    if (!next) return false
+    await this.#writeCacheBytes(vm, next)
+    await this.#publish(vm, () => this.#core.indexSegmentOf(vm, next, { ...this.#limits, name: vmFile(vm, CACHE_FILE) }))
+    return true
+  }
+
+  async #writeCacheBytes(vm, bytes) {
     const path = vmFile(vm, CACHE_FILE)
-    await this.#handler.writeFile(path, cache.commit())
+    await this.#handler.writeFile(path, bytes)
     // Under the lock, a temp file of the cache is a dead writer's; other
     // temps (metadata being written, without this lock) only when old.
     try {
@@ -660,11 +688,13 @@ export class Repository {
    * notices the difference and repairs it. `locked`: the caller holds the
    * lock already.
    */
-  async #updateCache(vm, reason, mutate, { locked = false } = {}) {
+  async #updateCache(vm, reason, mutate, { locked = false, edit } = {}) {
     let release
     try {
       if (!locked) release = await this.#lock(vm)
-      const loaded = await this.#load(vm)
+      const read = await this.#read(vm)
+      if (edit && (await this.#spliced(vm, read, edit))) return
+      const loaded = await this.#load(vm, 'cache', undefined, read)
       mutate(loaded.cache)
       // A cache without a generation of its own (none yet, unusable, or
       // rewritten by XO) starts again from 0: its segments would then lose
@@ -674,7 +704,7 @@ export class Repository {
       await this.#writeCache(vm, loaded.cache, loaded.previousGeneration)
       // Published under the VM's lock: the VM's segments then follow its
       // cache generations in order.
-      await this.#publish(vm, loaded.cache)
+      await this.#publish(vm, () => loaded.cache.indexSegment())
     } catch (error) {
       if (error instanceof BrcacheError && error.code === 'INVALID_KEY') throw error
       this.#log.warn('brcache: the cache was not updated; the next check will repair it', {
@@ -710,10 +740,10 @@ export class Repository {
    * compacts when segments pile up. A failure is logged: the index only
    * lags, and the next check catches it up.
    */
-  async #publish(vm, cache) {
+  async #publish(vm, segment) {
     try {
       if (!(await this.#indexActive())) return
-      await this.#index.publish(cache.indexSegment())
+      await this.#index.publish(segment())
       if (await this.#index.shouldCompact()) await this.#index.compact()
     } catch (error) {
       this.#log.warn('brcache: the repository index was not updated; the next check will catch up', { vm, reason: error.message })

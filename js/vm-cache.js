@@ -172,5 +172,32 @@ export function makeVmCacheApi(native) {
     return JSON.parse(text)
   }
 
-  return { VmCache, fastPath, checkKeys, summariesOf }
+  /**
+   * The next bytes of `vm`'s cache after this writer created `added`
+   * (`[[name, bytes | record], …]`) and deleted `removed` (names), with
+   * `listing` the folder listed after: spliced from `bytes`, never decoded,
+   * when their header proves the cache true to the folder as it was; null
+   * otherwise (then decode, reconcile and write it whole).
+   */
+  function spliceCache(vm, bytes, listing, added = [], removed = []) {
+    const spliced = call(() =>
+      native.spliceCache(
+        vm,
+        toBytes(bytes),
+        [...listing],
+        added.map(([name]) => name),
+        added.map(([, content]) => metadataBytes(content)),
+        [...removed],
+      ),
+    )
+    return spliced ?? null
+  }
+
+  /** The index segment of a cache just written, from its bytes (one pass, no decode). */
+  function indexSegmentOf(vm, bytes, options = {}) {
+    const { maxInflatedSize, maxDepth, name } = options
+    return call(() => native.indexSegmentOfBytes(vm, toBytes(bytes), maxInflatedSize, maxDepth), name)
+  }
+
+  return { VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf }
 }

@@ -10,7 +10,7 @@ const require = createRequire(import.meta.url)
 const wasm = require('./generated/wasm-node/brcache_wasm.js')
 
 export const { decodeCache, encodeCache, readCacheHeader } = makeCodec(wasm)
-export const { VmCache, fastPath, checkKeys, summariesOf } = makeVmCacheApi(wasm)
+export const { VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf } = makeVmCacheApi(wasm)
 export const indexApi = makeIndexApi(wasm)
 export const encryptionApi = makeEncryptionApi(wasm)
 export { BrcacheError } from './errors.js'

@@ -108,10 +108,11 @@ pub fn encode(document: &CacheDocument) -> Vec<u8> {
     encode_with_level(document, DEFAULT_LEVEL)
 }
 
+/// The body is written in chunks (see [`crate::chunked`]) so that later
+/// writes can splice it; any gunzip reads it as one JSON object.
 pub fn encode_with_level(document: &CacheDocument, level: u8) -> Vec<u8> {
-    let body = document.to_json();
-    let extra = document.header().map(|h| h.to_extra());
-    gzip::write_member(body.as_bytes(), extra.as_deref(), level)
+    let entries = document.entries().iter().map(|(k, v)| (k.as_str(), &**v));
+    crate::chunked::encode(document.header(), entries, level)
 }
 
 /// Reads only brcache's header, without inflating the body: enough to

@@ -277,6 +277,29 @@ fn too_large(max_inflated: usize, body_offset: usize) -> Error {
     .at(body_offset as u64)
 }
 
+/// Writes one gzip member from deflate stream parts (concatenated as they
+/// are: every part but the last ends on a byte boundary, the last holds
+/// the final block) with an optional FEXTRA payload, and the trailer's
+/// CRC-32 and size (modulo 2^32) of the whole plain text.
+pub fn write_member_parts(parts: &[&[u8]], extra: Option<&[u8]>, crc: u32, size: u32) -> Vec<u8> {
+    let extra_len = extra.map_or(0, |e| 2 + e.len());
+    let deflated: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(10 + extra_len + deflated + TRAILER_LEN);
+    let flags = if extra.is_some() { FEXTRA } else { 0 };
+    out.extend_from_slice(&[ID1, ID2, CM_DEFLATE, flags, 0, 0, 0, 0, 0, OS_UNKNOWN]);
+    if let Some(extra) = extra {
+        let xlen = u16::try_from(extra.len()).expect("FEXTRA payload over 65535 bytes");
+        out.extend_from_slice(&xlen.to_le_bytes());
+        out.extend_from_slice(extra);
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out
+}
+
 /// Writes `data` as one gzip member with an optional FEXTRA payload, at a
 /// deflate `level` from 0 to 10 (6 is zlib's and Node's default).
 pub fn write_member(data: &[u8], extra: Option<&[u8]>, level: u8) -> Vec<u8> {

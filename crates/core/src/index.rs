@@ -383,6 +383,28 @@ pub fn entry_of(cache: &VmCache) -> Result<VmEntry> {
     })
 }
 
+/// A VM's entry from its cache's bytes as just written: the same entry as
+/// [`entry_of`] gives for the decoded cache, in one pass over the body
+/// (the write path splices caches without decoding them).
+pub fn entry_of_bytes(vm: &VmId, bytes: &[u8], limits: &DecodeLimits) -> Result<VmEntry> {
+    let header = codec::read_header(bytes)?;
+    Ok(VmEntry {
+        generation: header.map_or(0, |h| h.generation),
+        fingerprint: header.and_then(|h| h.fingerprint).map(|f| f.to_hex()),
+        summaries: summary::summaries_of_bytes(vm, bytes, limits, &Filter::default())?
+            .iter()
+            .map(RawSummary::of)
+            .collect(),
+    })
+}
+
+/// The segment a writer publishes after writing `vm`'s cache, from the
+/// cache's bytes.
+pub fn segment_of_bytes(vm: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
+    let id = VmId::new(vm)?;
+    Ok(Segment::new(vm, entry_of_bytes(&id, bytes, limits)?).encode())
+}
+
 /// An index as read from the share: the newest snapshot and the segments
 /// listed beside it.
 #[derive(Debug, Clone, PartialEq)]

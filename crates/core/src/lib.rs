@@ -10,6 +10,7 @@
 //!
 //! - [`codec`]: `cache.json.gz` bytes to a [`CacheDocument`] and back.
 //! - [`gzip`]: the single-member gzip framing underneath.
+//! - [`chunked`]: the body as independent deflate chunks, so writes change only what changed.
 //! - [`header`]: brcache's header in the gzip FEXTRA field.
 //! - [`json`]: the body's shape and limits.
 //! - [`fingerprint`]: a hash of the set of metadata names a cache covers.
@@ -18,9 +19,11 @@
 //! - [`vm_cache`]: a VM's cache; add, remove, merge and replay.
 //! - [`coherency`]: cache against folder listing; reconcile, apply, rebuild.
 //! - [`summary`]: the restore view's projection of a cache.
+//! - [`splice`]: a write that changes a true cache without decoding it.
 //! - [`index`]: the repository-wide index (journal segments and snapshots).
 //! - [`encryption`]: repositories Xen Orchestra encrypts; opening, sealing.
 
+pub mod chunked;
 pub mod codec;
 pub mod coherency;
 pub mod document;
@@ -33,6 +36,7 @@ pub mod header;
 pub mod index;
 pub mod json;
 pub mod key;
+pub mod splice;
 pub mod summary;
 pub mod vm_cache;
 

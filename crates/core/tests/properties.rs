@@ -935,3 +935,89 @@ fn cache_key() -> impl Strategy<Value = String> {
         1 => any::<String>(),
     ]
 }
+
+// ---------------------------------------------------------------------------
+// Writes that splice the compressed cache
+
+/// A folder of `count` restore points named in order, each record padded to
+/// `size` bytes so that caches span several chunks.
+fn padded_folder(count: usize, sizes: &[usize]) -> Vec<(MetadataName, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let name = MetadataName::new(&format!(
+                "2024{:02}{:02}T{:02}0000Z.json",
+                1 + i / 600,
+                1 + (i / 24) % 25,
+                i % 24
+            ))
+            .unwrap();
+            let pad = "é·x".repeat(sizes[i % sizes.len()] / 4);
+            (
+                name,
+                format!("{{\"timestamp\":{i},\"mode\":\"delta\",\"pad\":\"{pad}\"}}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn listing_names<'a>(names: impl IntoIterator<Item = &'a MetadataName>) -> Listing {
+    let owned: Vec<String> = names.into_iter().map(|n| n.as_str().to_string()).collect();
+    Listing::from_entries(owned.iter().map(String::as_str))
+}
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// Any sequence of adds (each the newest) and deletes, spliced write
+    /// after write, reads exactly as the cache a full write gives, and a
+    /// plain gunzip reads it too.
+    #[test]
+    fn spliced_writes_read_as_full_writes(
+        start in 0usize..40,
+        sizes in proptest::collection::vec(0usize..12_000, 1..5),
+        steps in proptest::collection::vec((0usize..4, proptest::collection::vec(0usize..64, 0..4)), 1..8),
+    ) {
+        let folder = padded_folder(start + 4 * steps.len(), &sizes);
+        let mut cache = VmCache::new(vm());
+        let mut present: BTreeSet<usize> = BTreeSet::new();
+        for (name, bytes) in &folder[..start] {
+            cache.add_name(name.clone(), bytes).unwrap();
+        }
+        present.extend(0..start);
+        // Small chunks, so that a few records span many.
+        const TARGET: usize = 8 << 10;
+        let committed = cache.commit();
+        let document = codec::decode(&committed, &DecodeLimits::default()).unwrap();
+        let mut bytes = brcache_core::chunked::encode_with_target(
+            document.header(),
+            document.entries().iter().map(|(k, v)| (k.as_str(), &**v)),
+            6,
+            TARGET,
+        );
+        let mut next = start;
+        let limits = DecodeLimits::default();
+        for (adds, deletes) in steps {
+            let added: Vec<(MetadataName, &[u8])> = folder[next..next + adds].iter().map(|(n, b)| (n.clone(), &b[..])).collect();
+            next += adds;
+            let mut removed = Vec::new();
+            for pick in deletes {
+                if present.is_empty() { break; }
+                let victim = *present.iter().nth(pick % present.len()).unwrap();
+                if present.remove(&victim) { removed.push(folder[victim].0.clone()); }
+            }
+            present.extend(next - adds..next);
+            let listing = listing_names(present.iter().map(|&i| &folder[i].0));
+            let spliced = brcache_core::splice::splice_cache_with_target(&vm(), &bytes, &listing, &added, &removed, TARGET).unwrap();
+            for (name, content) in &added { cache.add_name(name.clone(), content).unwrap(); }
+            for name in &removed { cache.remove_name(name.clone()); }
+            let full = cache.commit();
+            let spliced = spliced.expect("a true cache and newest adds always splice");
+            prop_assert_eq!(codec::decode(&spliced, &limits).unwrap(), codec::decode(&full, &limits).unwrap());
+            let plain = gzip::read_member(&spliced, 1 << 30).unwrap().data;
+            let parsed: Value = serde_json::from_slice(&plain).unwrap();
+            prop_assert_eq!(parsed.as_object().unwrap().len(), present.len());
+            prop_assert!(brcache_core::chunked::table_matches(&spliced).unwrap());
+            bytes = spliced;
+        }
+    }
+}

@@ -261,3 +261,44 @@ impl NativeVmCache {
         }
     }
 }
+
+/// `vm`'s cache after this writer created `added` (names and contents)
+/// and deleted `removed`, spliced from its bytes when their header proves
+/// them true to the folder as `entries` lists it now; `null` otherwise
+/// (see the core's `splice`).
+#[napi]
+pub fn splice_cache(
+    vm: String,
+    bytes: Uint8Array,
+    entries: Vec<String>,
+    added_names: Vec<String>,
+    added_contents: Vec<Uint8Array>,
+    removed: Vec<String>,
+) -> Either<Option<Buffer>, ErrorInfo> {
+    match brcache_core::splice::splice_request(
+        &vm,
+        &bytes,
+        &entries,
+        &added_names,
+        &contents(added_contents),
+        &removed,
+    ) {
+        Ok(spliced) => Either::A(spliced.map(Buffer::from)),
+        Err(error) => Either::B(error.into()),
+    }
+}
+
+/// The index segment of `vm`'s cache from its bytes (one pass, no decode).
+#[napi]
+pub fn index_segment_of_bytes(
+    vm: String,
+    bytes: Uint8Array,
+    max_inflated_size: Option<f64>,
+    max_depth: Option<u32>,
+) -> Either<Buffer, ErrorInfo> {
+    let limits = crate::limits(max_inflated_size, max_depth);
+    match brcache_core::index::segment_of_bytes(&vm, &bytes, &limits) {
+        Ok(segment) => Either::A(segment.into()),
+        Err(error) => Either::B(error.into()),
+    }
+}

@@ -199,3 +199,34 @@ impl NativeVmCache {
         }
     }
 }
+
+#[wasm_bindgen(js_name = spliceCache)]
+pub fn splice_cache(
+    vm: &str,
+    bytes: &[u8],
+    entries: Vec<String>,
+    added_names: Vec<String>,
+    added_contents: Vec<js_sys::Uint8Array>,
+    removed: Vec<String>,
+) -> Result<Option<Vec<u8>>, JsValue> {
+    brcache_core::splice::splice_request(
+        vm,
+        bytes,
+        &entries,
+        &added_names,
+        &contents(added_contents),
+        &removed,
+    )
+    .map_err(throw)
+}
+
+#[wasm_bindgen(js_name = indexSegmentOfBytes)]
+pub fn index_segment_of_bytes(
+    vm: &str,
+    bytes: &[u8],
+    max_inflated_size: Option<f64>,
+    max_depth: Option<u32>,
+) -> Result<Vec<u8>, JsValue> {
+    let limits = crate::limits(max_inflated_size, max_depth);
+    brcache_core::index::segment_of_bytes(vm, bytes, &limits).map_err(throw)
+}
