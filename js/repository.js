@@ -27,6 +27,11 @@ import * as napiCore from './native.js'
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
 
+// A metadata file younger than this that does not parse is being written
+// (the age rule of temp files, plus 2 s for shares whose timestamps have
+// whole or even two-second steps).
+const BEING_WRITTEN_MS = 62_000
+
 
 /** An error that names what was being done, keeping the original code. */
 function annotate(error, what) {
@@ -362,17 +367,19 @@ export class Repository {
     return Object.fromEntries(vms.map((vm, i) => [vm, reports[i]]))
   }
 
-  #report(vm, { cache, plan, unreadable, cacheError, fastPath }) {
+  #report(vm, { cache, plan, unreadable, cacheError, fastPath, writing = [] }) {
     const key = (name) => metadataKey(vm, name)
+    const missing = plan.missing.filter((name) => !writing.includes(name))
     return {
       vm,
       entries: cache.size,
       fastPath,
       cacheError,
       stale: plan.stale.map(key),
-      missing: plan.missing.map(key),
+      missing: missing.map(key),
       unreadable: unreadable.map(({ name, reason }) => ({ id: key(name), reason })),
-      coherent: plan.coherent && unreadable.length === 0 && !cacheError,
+      writing: writing.map(key).sort(),
+      coherent: plan.stale.length === 0 && missing.length === 0 && unreadable.length === 0 && !cacheError,
       repaired: false,
     }
   }
@@ -501,6 +508,7 @@ export class Repository {
     const repaired = cache ?? VmCache.empty(vm)
     const plan = repaired.reconcile(listing)
     const loaded = {
+      writing: [],
       cache: repaired,
       records: () => repaired.records(),
       summaries: (f) => repaired.summaries(f),
@@ -518,12 +526,36 @@ export class Repository {
       return loaded
     }
     const { files, failed } = await this.#readMetadata(vm, plan.missing)
-    loaded.unreadable = [...repaired.apply(plan, files).filter(({ name }) => files.has(name)), ...failed]
+    const unparsed = repaired.apply(plan, files).filter(({ name }) => files.has(name))
+    loaded.writing = await this.#beingWritten(vm, unparsed)
+    loaded.unreadable = [...unparsed.filter(({ name }) => !loaded.writing.includes(name)), ...failed]
     for (const { name, reason } of loaded.unreadable) {
       this.#log.warn('brcache: unreadable metadata left out of the cache', { file: vmFile(vm, name), reason })
     }
     loaded.changed = true
     return loaded
+  }
+
+  /**
+   * The names of `unparsed` (metadata files read that do not parse) that
+   * are young enough to be a write in progress: Xen Orchestra writes
+   * metadata in place, and so does any writer on a share without atomic
+   * create. They are left out of the cache and of the reports, as temp
+   * files are, until they parse or grow old (then they are unreadable).
+   */
+  async #beingWritten(vm, unparsed) {
+    const writing = []
+    await mapLimit(unparsed, this.#concurrency, async ({ name }) => {
+      try {
+        const { mtimeMs } = await this.#handler.stat(vmFile(vm, name))
+        if (Date.now() - mtimeMs < BEING_WRITTEN_MS) writing.push(name)
+      } catch (error) {
+        if (error.code === 'ENOENT') writing.push(name) // gone since: not a restore point either
+        else throw annotate(error, `cannot stat ${vmFile(vm, name)}`)
+      }
+    })
+    if (writing.length > 0) this.#log.debug('brcache: metadata being written, not listed yet', { vm, files: writing.sort() })
+    return writing
   }
 
   #fastPath(fastPath, bytes, listing) {
@@ -730,7 +762,7 @@ export class Repository {
         // (Unreadable metadata files stay out of the cache, as in checkVm.)
         const repaired = loaded.cache.copy()
         const plan = repaired.reconcile(await this.#listVmFolder(vm))
-        const unreadable = new Set(loaded.unreadable.map(({ name }) => name))
+        const unreadable = new Set([...loaded.unreadable.map(({ name }) => name), ...loaded.writing])
         if (plan.stale.length > 0 || plan.missing.some((name) => !unreadable.has(name))) return
         await this.#writeCache(vm, repaired, loaded.previousGeneration)
       } catch (error) {
