@@ -644,12 +644,28 @@ export class Repository {
    * lags, and the next check catches it up.
    */
   async #publish(vm, cache) {
+    let published = false
     try {
       if (!(await this.#indexActive())) return
       await this.#index.publish(cache.indexSegment())
+      published = true
       if (await this.#index.shouldCompact()) await this.#index.compact()
     } catch (error) {
-      this.#log.warn('brcache: the repository index was not updated; the next check will catch up', { vm, reason: error.message })
+      if (published) {
+        // The index is right, with one more segment to read: only the
+        // compaction failed (the next writer or check --repair retries it).
+        this.#log.warn('brcache: the index segment was published, but the index compaction failed; the next write or check --repair retries it', {
+          vm,
+          step: 'compaction',
+          reason: error.message,
+        })
+      } else {
+        this.#log.warn('brcache: the repository index was not updated (its segment was not published); the next check will catch up', {
+          vm,
+          step: error.step ?? 'publish',
+          reason: error.message,
+        })
+      }
     }
   }
 
@@ -674,6 +690,15 @@ export class Repository {
       return { exists: true, unusable: error.message, drift: {}, repaired: false }
     }
     if (index === undefined) return { exists: false, drift: {}, repaired: false }
+    if (!index.plan.snapshot) {
+      // Listings do not use an index without a snapshot (see
+      // #indexForListing): a build or compaction that failed, or segments
+      // published before any. A repair completes it.
+      const unusable = `${INDEX_DIR} has no snapshot (a build or compaction failed, or none was made yet)`
+      this.#log.warn('brcache: repository index without a snapshot', { dir: INDEX_DIR })
+      if (repair && !dryRun && !this.#immutable) return { exists: true, noSnapshot: true, drift: {}, repaired: true, ...(await this.buildIndex()) }
+      return { exists: true, noSnapshot: true, unusable, drift: {}, repaired: false }
+    }
     const { drift, repaired } = await this.#reconcileIndex(index, repair && !dryRun && !this.#immutable)
     const damaged = index.unreadable().map(({ name }) => `${INDEX_DIR}/${name}`)
     return { exists: true, drift, repaired, ...(damaged.length > 0 && { damaged }) }
@@ -695,7 +720,9 @@ export class Repository {
     })
     const drift = index.drift(states)
     const damaged = index.unreadable().length > 0
-    const write = repair && (Object.keys(drift).length > 0 || damaged)
+    // Segments piled past the compaction point (writers' compactions
+    // failed) are compacted too.
+    const write = repair && (Object.keys(drift).length > 0 || damaged || index.plan.shouldCompact)
     if (write) {
       await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {
         if (kind === 'gone') return this.#index.publish(index.goneSegment(vm))
