@@ -89,6 +89,19 @@ describe('create-only writes without hard links', () => {
     assert.equal(fs.statSync(path.join(dir, 'a/x.json')).nlink, 1)
   })
 
+  test('without exclusive create or rename over a file: create-only by check and rename, replace by unlink and rename', async () => {
+    const dir = temp()
+    const handler = new LocalHandler(dir, { capabilities: { hardLinks: false, exclusiveCreate: false, renameOver: false } })
+    assert.equal((await handler.capabilities()).createStrategy, 'check-then-rename')
+    await handler.writeFile('v/1.json', '{"a":1}', { exclusive: true })
+    await assert.rejects(handler.writeFile('v/1.json', '{"a":2}', { exclusive: true }), { code: 'EEXIST' })
+    await handler.writeFile('v/cache', 'one')
+    await handler.writeFile('v/cache', 'two')
+    assert.equal(fs.readFileSync(path.join(dir, 'v/cache'), 'utf8'), 'two')
+    assert.equal(fs.readFileSync(path.join(dir, 'v/1.json'), 'utf8'), '{"a":1}')
+    assert.deepStrictEqual(fs.readdirSync(path.join(dir, 'v')).sort(), ['1.json', 'cache'])
+  })
+
   test('of many writers racing for one name, exactly one wins and its bytes are whole', async () => {
     const dir = temp()
     const handlers = Array.from({ length: 8 }, () => new LocalHandler(dir, { capabilities: NO_LINKS }))
