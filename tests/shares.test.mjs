@@ -200,18 +200,29 @@ describe('faults users hit', () => {
     assert.match(r.out, /no restore point in this repository/)
   })
 
-  test('permission denied on one VM folder: an error naming it, never a shorter list', async () => {
+  test('permission denied on one VM folder: an error naming it, never a shorter list', async (t) => {
     const dir = temp()
-    fs.chmodSync(dir, 0o755)
-    const { vms } = await generateRepository(dir, { vms: 3, retention: 2, seed: 'perm', caches: false })
+    const { vms } = await generateRepository(dir, { vms: 3, retention: 2, seed: 'perm' })
     assert.equal(vms, 3)
+    await openRepository(dir).buildIndex()
     const [, denied] = fs.readdirSync(path.join(dir, 'xo-vm-backups')).sort()
-    fs.chmodSync(path.join(dir, 'xo-vm-backups', denied), 0o700)
-    // As an unprivileged user (root reads everything): nobody.
-    const r = spawnSync(process.execPath, [cli, 'list', dir, '--immutable'], { encoding: 'utf8', uid: 65534, gid: 65534 })
+    fs.chmodSync(path.join(dir, 'xo-vm-backups', denied), 0o000)
+    t.after(() => fs.chmodSync(path.join(dir, 'xo-vm-backups', denied), 0o755))
+    // Root reads everything: run as root without the capabilities that
+    // override permission bits (util-linux's setpriv), so that the folder's
+    // mode applies and the checkout stays readable wherever it is.
+    const drop = ['--inh-caps=-dac_override,-dac_read_search', '--bounding-set=-dac_override,-dac_read_search']
+    const r = spawnSync('setpriv', [...drop, process.execPath, cli, 'list', dir, '--immutable'], { encoding: 'utf8' })
     assert.equal(r.status, 2, r.stderr + r.stdout)
     assert.equal(r.stdout, '')
     assert.match(r.stderr, new RegExp(`cannot list xo-vm-backups/${denied}: EACCES`))
+    // Through the repository index, which holds that VM's restore view,
+    // the listing is whole.
+    const indexed = spawnSync('setpriv', [...drop, process.execPath, cli, 'list', dir, '--json'], { encoding: 'utf8' })
+    assert.equal(indexed.status, 0, indexed.stderr)
+    const view = JSON.parse(indexed.stdout)
+    assert.equal(Object.keys(view).length, 3)
+    assert.equal(view[denied].length, 2)
   })
 
   test('a full share (a 1 MiB tmpfs): a failed write leaves the old cache, no partial file, and a clear error', async (t) => {
