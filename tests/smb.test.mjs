@@ -128,6 +128,19 @@ describe('an SMB share through a FUSE client', () => {
     assert.match(check.out, /repository index {2}coherent/)
   })
 
+  test('what a failed build left on SMB (an index folder, no snapshot): check reports it, --repair builds it', () => {
+    const dir = onShare('nosnapshot')
+    assert.equal(brcache('gen', dir, '--vms', '2', '--retention', '2', '--seed', 'smb').code, 0)
+    fs.mkdirSync(path.join(dir, INDEX_DIR))
+    const check = brcache('check', dir)
+    assert.equal(check.code, 1)
+    assert.match(check.out, /repository index {2}unusable \(.*has no snapshot/)
+    const repair = brcache('check', dir, '--repair')
+    assert.equal(repair.code, 0, repair.out + repair.err)
+    assert.match(repair.out, /had no snapshot .*: rebuilt/)
+    assert.match(brcache('check', dir).out, /repository index {2}coherent/)
+  })
+
   test('two writer processes on one VM and a reader: no reader fails, no update is lost', { timeout: 180_000 }, async (t) => {
     const dir = onShare('writers')
     const COUNT = 10
