@@ -56,6 +56,20 @@ describe('the capability probe', () => {
     assert.equal(await handler.capabilities(), found)
   })
 
+  test("a probe removes the folder of a probe killed more than a minute ago, not a running one's", async () => {
+    const dir = temp()
+    const dead = path.join(dir, '.brcache-probe-1-0123456789ab')
+    const running = path.join(dir, '.brcache-probe-2-0123456789ab')
+    for (const folder of [dead, running]) {
+      fs.mkdirSync(folder)
+      fs.writeFileSync(path.join(folder, 'a'), 'a')
+    }
+    const old = new Date(Date.now() - 120_000)
+    fs.utimesSync(dead, old, old)
+    await new LocalHandler(dir).capabilities()
+    assert.deepStrictEqual(fs.readdirSync(dir), ['.brcache-probe-2-0123456789ab'])
+  })
+
   test('capabilities can be given instead of probed, and pick the create-only strategy', async () => {
     const handler = new LocalHandler(temp(), { capabilities: NO_LINKS })
     const found = await handler.capabilities()

@@ -24,6 +24,7 @@ const UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'
 export async function probeCapabilities(root) {
   const dir = path.join(root, `${PROBE_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`)
   await fs.mkdir(root, { recursive: true })
+  await removeDeadProbes(root)
   await fs.mkdir(dir)
   const file = (name) => path.join(dir, name)
   try {
@@ -48,6 +49,20 @@ export async function probeCapabilities(root) {
     return result
   } finally {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => {})
+  }
+}
+
+// A probe takes milliseconds: one folder older than this was left by a
+// process killed in the middle of its probe.
+const DEAD_PROBE_MS = 60_000
+
+async function removeDeadProbes(root) {
+  const names = await fs.readdir(root)
+  for (const name of names) {
+    if (!name.startsWith(PROBE_PREFIX)) continue
+    const folder = path.join(root, name)
+    const stats = await fs.stat(folder).catch(() => undefined)
+    if (stats?.isDirectory() && Date.now() - stats.mtimeMs > DEAD_PROBE_MS) await fs.rm(folder, { recursive: true, force: true }).catch(() => {})
   }
 }
 

@@ -213,7 +213,8 @@ export class S3Handler {
   async capabilities() {
     return {
       hardLinks: false,
-      renameOver: true,
+      // rename is a copy then a delete: not one atomic step
+      renameOver: false,
       exclusiveCreate: false,
       directoryFsync: false,
       mtimeResolutionMs: 1000,
