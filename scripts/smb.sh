@@ -25,12 +25,16 @@ ensure_packages() {
   if command -v smbd > /dev/null && command -v smbnetfs > /dev/null && command -v smbpasswd > /dev/null; then return; fi
   echo "smb: installing Debian's samba and smbnetfs (once per machine)" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # Another install may hold dpkg's lock for a while: wait and retry.
+  # Package lists are fetched when there are none, or when an install with
+  # the lists there failed (they may be stale). Another install may hold
+  # dpkg's lock for a while: wait and retry.
+  local update=0
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2> /dev/null)" ] || update=1
   for attempt in $(seq 1 30); do
-    if { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ] || apt-get update -qq >&2; } &&
-      apt-get install -y -qq --no-install-recommends samba smbnetfs >&2; then
+    if { [ "$update" = 0 ] || apt-get update -qq >&2; } && apt-get install -y -qq --no-install-recommends samba smbnetfs >&2; then
       return
     fi
+    update=1
     echo "smb: apt-get failed (attempt $attempt), retrying in 10 s" >&2
     sleep 10
   done
