@@ -278,9 +278,9 @@ async function check(args) {
     }
     if (index.exists) {
       const drift = [...Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`), ...(index.damaged ?? []).map((file) => `${file} damaged`)]
-      let state = index.unusable ? `unusable (${index.unusable})` : drift.length === 0 ? 'coherent' : drift.join(', ')
-      if (index.noSnapshot && index.repaired) state = 'had no snapshot (a build or compaction failed): rebuilt'
-      console.log(`repository index  ${state}${index.repaired ? ': repaired' : ''}`)
+      const state = index.unusable ? `unusable (${index.unusable})` : drift.length === 0 ? 'coherent' : drift.join(', ')
+      const rebuilt = index.noSnapshot && index.repaired
+      console.log(`repository index  ${rebuilt ? 'had no snapshot (a build or compaction failed): rebuilt' : `${state}${index.repaired ? ': repaired' : ''}`}`)
     }
     console.log(`\n${Object.keys(reports).length} VMs, ${incoherent} incoherent${values.repair && !values['dry-run'] ? ' after repair' : ''}`)
   }

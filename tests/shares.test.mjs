@@ -328,7 +328,7 @@ describe("the index's failure modes", () => {
     assert.match(check.out, /repository index {2}unusable \(xo-vm-backups\/\.brcache-index has no snapshot/)
     const repair = brcache('check', dir, '--repair')
     assert.equal(repair.code, 0, repair.out + repair.err)
-    assert.match(repair.out, /repository index {2}had no snapshot \(a build or compaction failed\): rebuilt/)
+    assert.match(repair.out, /repository index {2}had no snapshot \(a build or compaction failed\): rebuilt\n/)
     const after = brcache('check', dir)
     assert.equal(after.code, 0)
     assert.match(after.out, /repository index {2}coherent/)
