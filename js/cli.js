@@ -285,11 +285,18 @@ async function check(args) {
     console.log(`\n${Object.keys(reports).length} VMs, ${incoherent} incoherent${values.repair && !values['dry-run'] ? ' after repair' : ''}`)
   }
   if (values.verbose) {
-    const share = await repository.handler.capabilities?.()
+    // On stderr with --json, so that stdout stays one JSON document.
+    const say = values.json ? (line) => process.stderr.write(`${line}\n`) : console.log
+    // The probe writes (a hidden folder, removed after): never on an
+    // immutable repository, and a share that refuses it is said, not fatal.
+    const share = values.immutable
+      ? undefined
+      : await repository.handler.capabilities?.().catch((error) => {
+          say(`share: not probed (${error.message})`)
+        })
+    if (values.immutable) say('share: not probed (an immutable repository gets nothing written)')
     if (share) {
       const yes = (b) => (b ? 'yes' : 'no')
-      // On stderr with --json, so that stdout stays one JSON document.
-      const say = values.json ? (line) => process.stderr.write(`${line}\n`) : console.log
       say(
         `share: hard links ${yes(share.hardLinks)}, rename over a file ${yes(share.renameOver)}, exclusive create ${yes(share.exclusiveCreate)}, ` +
           `folder fsync ${yes(share.directoryFsync)}, timestamps to ${share.mtimeResolutionMs} ms${share.probed ? '' : ' (not probed)'}; ` +

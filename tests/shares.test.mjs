@@ -88,6 +88,19 @@ describe('the capability probe', () => {
     assert.equal(r.code, 0, r.err)
     assert.match(r.out, /share: hard links yes, rename over a file yes, exclusive create yes, folder fsync yes, timestamps to 1 ms; create-only writes by link/)
     assert.ok(!fs.readdirSync(dir).some((name) => name.startsWith('.brcache-probe-')))
+    // Never probed on an immutable repository; a root it may not write to is said, not fatal.
+    const immutable = brcache('check', dir, '--verbose', '--immutable')
+    assert.equal(immutable.code, 0)
+    assert.match(immutable.out, /share: not probed \(an immutable repository gets nothing written\)/)
+    fs.chmodSync(dir, 0o555)
+    try {
+      const drop = ['--inh-caps=-dac_override,-dac_read_search', '--bounding-set=-dac_override,-dac_read_search']
+      const readOnly = spawnSync('setpriv', [...drop, process.execPath, cli, 'check', dir, '--verbose'], { encoding: 'utf8' })
+      assert.equal(readOnly.status, 0, readOnly.stderr)
+      assert.match(readOnly.stdout, /share: not probed \(EACCES: permission denied, mkdir /)
+    } finally {
+      fs.chmodSync(dir, 0o755)
+    }
   })
 })
 
