@@ -2,7 +2,8 @@
 // The brcache command line: gen, list, check, serve, demo, bench.
 // Exit status: 0 fine, 1 something incoherent left as it is (check) or
 // metadata that could not be read (list), 2 usage, I/O or encryption
-// errors. Errors are one line on stderr.
+// errors, 3 no backup folder (list: is the share mounted?). Errors are one
+// line on stderr.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -59,8 +60,10 @@ ${KEY_HELP}
 
 Exit status: 0 listed, 1 listed without metadata files that could not be
 read (each named on stderr), 2 error (an encrypted repository without its
-key, or with another key, is an error: never an empty list).`,
-  check: `Usage: brcache check <dir> [--repair] [--dry-run] [--deep] [--json] [--immutable]
+key, or with another key, is an error: never an empty list), 3 no backup
+folder at <dir>/xo-vm-backups (an empty or unmounted mount point: is the
+share mounted?).`,
+  check: `Usage: brcache check <dir> [--repair] [--dry-run] [--deep] [--json] [--immutable] [--verbose]
 
 Reconciles every VM's cache with its folder: stale entries (file gone),
 missing ones (file not cached), unreadable metadata.
@@ -71,6 +74,9 @@ missing ones (file not cached), unreadable metadata.
                   (incomplete ones are reported, never deleted)
   --json          one report per VM on stdout
   --immutable     never write a cache
+  --verbose       also say what the share can do (hard links, rename over a
+                  file, exclusive create, folder fsync, timestamp step) and
+                  how create-only writes go there (probed in a hidden folder)
 ${KEY_HELP}
 
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
@@ -170,6 +176,25 @@ function encryptionKey(values) {
   return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv
 }
 
+/** No backup folder where one was expected: exit status 3. */
+class NoBackupFolderError extends Error {}
+
+/**
+ * A folder without xo-vm-backups/ is an unmounted or wrong share (an empty
+ * mount point) far more often than an empty repository.
+ */
+async function requireBackupFolder(repository, dir) {
+  try {
+    const { isDirectory } = await repository.handler.stat('xo-vm-backups')
+    if (isDirectory) return
+  } catch (error) {
+    if (error.code !== 'ENOENT' && error.code !== 'ENOTDIR') throw error
+    // No folder at all is the listing's error (exit 2), not this one.
+    if (!(await repository.handler.stat('').then(() => true, () => false))) return
+  }
+  throw new NoBackupFolderError(`no backup folder at ${join(dir, 'xo-vm-backups')}: is the share mounted?`)
+}
+
 function parse(args, options) {
   try {
     return parseArgs({ args, options: { help: { type: 'boolean' }, ...options }, allowPositionals: true })
@@ -245,7 +270,9 @@ async function list(args) {
     ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.list)
-  const repository = openRepository(requireDir(positionals, 'list'), { immutable: values.immutable, encryptionKey: encryptionKey(values) })
+  const dir = requireDir(positionals, 'list')
+  const repository = openRepository(dir, { immutable: values.immutable, encryptionKey: encryptionKey(values) })
+  if (typeof dir === 'string' && !dir.startsWith('s3://')) await requireBackupFolder(repository, dir)
   const { vms: view, unreadable } = await repository.restoreView(undefined, { vm: values.vm })
   await repository.settle()
   // What could not be read is said whatever the format, and in the exit
@@ -287,6 +314,7 @@ async function check(args) {
     deep: { type: 'boolean' },
     json: { type: 'boolean' },
     immutable: { type: 'boolean' },
+    verbose: { type: 'boolean' },
     ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.check)
@@ -303,6 +331,7 @@ async function check(args) {
     const out = {}
     for (const [vm, r] of Object.entries(reports)) {
       out[vm] = { stale: r.stale, missing: r.missing, unreadable: r.unreadable, repaired: r.repaired }
+      if (r.writing?.length) out[vm].writing = r.writing
       if (r.cacheError) out[vm].cacheError = r.cacheError
       if (r.incomplete) out[vm].incomplete = r.incomplete
     }
@@ -315,7 +344,8 @@ async function check(args) {
       if (r.missing.length) notes.push(`${r.missing.length} missing`)
       if (r.unreadable.length) notes.push(`${r.unreadable.length} unreadable`)
       if (r.incomplete?.length) notes.push(`${r.incomplete.length} incomplete`)
-      const state = notes.length === 0 ? 'coherent' : `${notes.join(', ')}${r.repaired ? ': repaired' : ''}`
+      let state = notes.length === 0 ? 'coherent' : `${notes.join(', ')}${r.repaired ? ': repaired' : ''}`
+      if (r.writing?.length) state += `, ${r.writing.length} being written (not listed yet)`
       console.log(`${vm}  ${r.entries} restore points  ${state}`)
       for (const { id, reason } of r.unreadable) console.log(`  unreadable ${id}: ${reason}`)
       for (const { id, missing } of r.incomplete ?? []) console.log(`  incomplete ${id}: missing ${missing.join(', ')}`)
@@ -323,9 +353,30 @@ async function check(args) {
     if (index.exists) {
       const drift = [...Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`), ...(index.damaged ?? []).map((file) => `${file} damaged`)]
       const state = index.unusable ? `unusable (${index.unusable})` : drift.length === 0 ? 'coherent' : drift.join(', ')
-      console.log(`repository index  ${state}${index.repaired ? ': repaired' : ''}`)
+      const rebuilt = index.noSnapshot && index.repaired
+      console.log(`repository index  ${rebuilt ? 'had no snapshot (a build or compaction failed): rebuilt' : `${state}${index.repaired ? ': repaired' : ''}`}`)
     }
     console.log(`\n${Object.keys(reports).length} VMs, ${incoherent} incoherent${values.repair && !values['dry-run'] ? ' after repair' : ''}`)
+  }
+  if (values.verbose) {
+    // On stderr with --json, so that stdout stays one JSON document.
+    const say = values.json ? (line) => process.stderr.write(`${line}\n`) : console.log
+    // The probe writes (a hidden folder, removed after): never on an
+    // immutable repository, and a share that refuses it is said, not fatal.
+    const share = values.immutable
+      ? undefined
+      : await repository.handler.capabilities?.().catch((error) => {
+          say(`share: not probed (${error.message})`)
+        })
+    if (values.immutable) say('share: not probed (an immutable repository gets nothing written)')
+    if (share) {
+      const yes = (b) => (b ? 'yes' : 'no')
+      say(
+        `share: hard links ${yes(share.hardLinks)}, rename over a file ${yes(share.renameOver)}, exclusive create ${yes(share.exclusiveCreate)}, ` +
+          `folder fsync ${yes(share.directoryFsync)}, timestamps to ${share.mtimeResolutionMs} ms${share.probed ? '' : ' (not probed)'}; ` +
+          `create-only writes by ${share.createStrategy}`,
+      )
+    }
   }
   return incoherent > 0 ? 1 : 0
 }
@@ -525,8 +576,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (error) => {
-    const message = error instanceof UsageError ? error.message : `error: ${error.message}`
+    const message = error instanceof UsageError || error instanceof NoBackupFolderError ? error.message : `error: ${error.message}`
     process.stderr.write(`brcache: ${message}\n`)
-    process.exitCode = 2
+    process.exitCode = error instanceof NoBackupFolderError ? 3 : 2
   },
 )

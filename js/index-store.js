@@ -53,6 +53,17 @@ export function makeIndexApi(native) {
   }
 }
 
+/**
+ * An error of one step of the index's upkeep, named in the message and in
+ * `step` ('publish', 'compaction', 'snapshot'), keeping the original code.
+ */
+export function indexStepError(error, step, what) {
+  const wrapped = new Error(`${what}: ${error.message}`, { cause: error })
+  wrapped.code = error.code
+  wrapped.step = step
+  return wrapped
+}
+
 export class IndexStore {
   #handler
   #api
@@ -131,7 +142,11 @@ export class IndexStore {
    */
   async publish(bytes) {
     const name = this.#api.segmentName()
-    await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes)
+    try {
+      await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes)
+    } catch (error) {
+      throw indexStepError(error, 'publish', `cannot publish the index segment ${INDEX_DIR}/${name}`)
+    }
     return name
   }
 
@@ -143,8 +158,11 @@ export class IndexStore {
    * take its generation first, the rebuild starts again from a new listing.
    */
   async rebuild(fromCaches, { attempts = 5 } = {}) {
+    let existed
     for (let attempt = 1; ; attempt++) {
-      const names = (await this.#list()) ?? []
+      const listed = await this.#list()
+      existed ??= listed !== undefined
+      const names = listed ?? []
       const plan = this.#api.readPlan(names)
       const segments = await Promise.all(
         plan.segments.map((name) =>
@@ -157,7 +175,21 @@ export class IndexStore {
       // A vanished segment was folded by a compaction: it only matters that
       // the rebuild outranks that compaction's snapshot, which it does.
       const rebuilt = this.#api.rebuild(names, fromCaches, segments.filter(Boolean))
-      if (await this.#create(rebuilt.name, rebuilt.bytes)) {
+      let created
+      try {
+        created = await this.#create(rebuilt.name, rebuilt.bytes)
+      } catch (error) {
+        // A build that made the index folder and failed takes it away
+        // again: an index folder without a snapshot would make every
+        // writer publish segments that no listing reads.
+        const removed = !existed && (await this.#handler.rmdir(INDEX_DIR).then(() => true, () => false))
+        throw indexStepError(
+          error,
+          'snapshot',
+          `cannot write the index snapshot ${INDEX_DIR}/${rebuilt.name}, the index was not built${removed ? ' (its empty folder was removed)' : ''}`,
+        )
+      }
+      if (created) {
         await this.#unlinkAll([...rebuilt.segmentsToDelete, plan.snapshot, ...plan.oldSnapshots].filter(Boolean))
         return { generation: rebuilt.generation, folded: rebuilt.segmentsToDelete.length }
       }
@@ -197,7 +229,13 @@ export class IndexStore {
     const index = await this.read()
     if (index === undefined) return undefined
     const compaction = index.compaction()
-    if (!(await this.#create(compaction.name, compaction.bytes))) return undefined
+    let created
+    try {
+      created = await this.#create(compaction.name, compaction.bytes)
+    } catch (error) {
+      throw indexStepError(error, 'compaction', `cannot write the index snapshot ${INDEX_DIR}/${compaction.name} (compaction; the segments stay and are still read)`)
+    }
+    if (!created) return undefined
     const unreadable = dropUnreadable ? index.unreadable().map(({ name }) => name) : []
     await this.#unlinkAll([...compaction.segmentsToDelete, ...index.plan.oldSnapshots, ...unreadable])
     return { generation: compaction.generation, folded: compaction.segmentsToDelete.length }

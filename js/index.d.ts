@@ -24,10 +24,25 @@ export interface Handler {
   stat(path: string): Promise<{ size: number; mtimeMs: number; isDirectory: boolean }>
   lock(path: string, options?: { stale?: number; retries?: number | object }): Promise<() => Promise<void>>
   cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
+  /** What the share can do (probed once by LocalHandler; see js/handlers/interface.md). */
+  capabilities?(): Promise<ShareCapabilities | undefined>
+}
+
+export interface ShareCapabilities {
+  hardLinks: boolean
+  renameOver: boolean
+  exclusiveCreate: boolean
+  directoryFsync: boolean
+  /** 1 (milliseconds or finer), 10, 1000 (whole seconds) or 2000 */
+  mtimeResolutionMs: number
+  /** false when given to the constructor rather than found by trying */
+  probed: boolean
+  /** how create-only writes go there */
+  createStrategy: 'link' | 'claim' | 'check-then-rename' | 'conditional-put'
 }
 
 export declare class LocalHandler {
-  constructor(rootDir: string)
+  constructor(rootDir: string, options?: { capabilities?: Partial<ShareCapabilities> })
   readonly root: string
   readonly supportsLocks: boolean
 }
@@ -111,6 +126,8 @@ export interface CheckReport {
   stale: string[]
   missing: string[]
   unreadable: { id: string; reason: string }[]
+  /** metadata files that do not parse yet, young enough to be being written (not listed, not cached) */
+  writing: string[]
   incomplete?: { id: string; missing: string[] }[]
   coherent: boolean
   repaired: boolean
@@ -125,6 +142,8 @@ export interface CheckOptions {
 export interface IndexCheck {
   exists: boolean
   unusable?: string
+  /** the index folder holds no snapshot (a build or compaction failed): listings do not use it; a repair rebuilds it */
+  noSnapshot?: boolean
   drift: Record<string, 'unknown' | 'behind' | 'gone'>
   repaired: boolean
   /** Index segments that did not decode (cut short, or damaged); a repair removes them. */

@@ -34,6 +34,11 @@ const REPOSITORY_ERRORS = new Set(['ENCRYPTED', 'NOT_ENCRYPTED', 'WRONG_ENCRYPTI
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
 
+// A metadata file younger than this that does not parse is being written
+// (the age rule of temp files, plus 2 s for shares whose timestamps have
+// whole or even two-second steps).
+const BEING_WRITTEN_MS = 62_000
+
 
 /**
  * An error that names what was being done, keeping the original code. A
@@ -454,17 +459,19 @@ export class Repository {
     return Object.fromEntries(vms.map((vm, i) => [vm, reports[i]]))
   }
 
-  #report(vm, { cache, plan, unreadable, cacheError, fastPath }) {
+  #report(vm, { cache, plan, unreadable, cacheError, fastPath, writing = [] }) {
     const key = (name) => metadataKey(vm, name)
+    const missing = plan.missing.filter((name) => !writing.includes(name))
     return {
       vm,
       entries: cache.size,
       fastPath,
       cacheError,
       stale: plan.stale.map(key),
-      missing: plan.missing.map(key),
+      missing: missing.map(key),
       unreadable: unreadable.map(({ name, reason }) => ({ id: key(name), reason })),
-      coherent: plan.coherent && unreadable.length === 0 && !cacheError,
+      writing: writing.map(key).sort(),
+      coherent: plan.stale.length === 0 && missing.length === 0 && unreadable.length === 0 && !cacheError,
       repaired: false,
     }
   }
@@ -541,7 +548,7 @@ export class Repository {
         files.set(name, await this.#handler.readFile(vmFile(vm, name)))
       } catch (error) {
         if (error.code === 'EISDIR') failed.push({ name, reason: `${vmFile(vm, name)} is a folder, not a file` })
-        else if (isUndecryptable(error)) failed.push({ name, reason: error.message })
+        else if (isUndecryptable(error)) failed.push({ name, reason: error.message, undecryptable: true })
         else if (error.code !== 'ENOENT') throw annotate(error, `cannot read ${vmFile(vm, name)}`)
       }
     })
@@ -606,6 +613,7 @@ export class Repository {
     const repaired = cache ?? VmCache.empty(vm)
     const plan = repaired.reconcile(listing)
     const loaded = {
+      writing: [],
       cache: repaired,
       records: () => repaired.records(),
       summaries: (f) => repaired.summaries(f),
@@ -623,12 +631,40 @@ export class Repository {
       return loaded
     }
     const { files, failed } = await this.#readMetadata(vm, plan.missing)
-    loaded.unreadable = [...repaired.apply(plan, files).filter(({ name }) => files.has(name)), ...failed]
+    // A file that does not decrypt may be one being written too (XO
+    // writes in place on encrypted repositories as well): cut short.
+    const unparsed = [...repaired.apply(plan, files).filter(({ name }) => files.has(name)), ...failed.filter((f) => f.undecryptable)]
+    loaded.writing = await this.#beingWritten(vm, unparsed)
+    loaded.unreadable = [...unparsed, ...failed.filter((f) => !f.undecryptable)]
+      .filter(({ name }) => !loaded.writing.includes(name))
+      .map(({ name, reason }) => ({ name, reason }))
     for (const { name, reason } of loaded.unreadable) {
       this.#log.warn('brcache: unreadable metadata left out of the cache', { file: vmFile(vm, name), reason })
     }
     loaded.changed = true
     return loaded
+  }
+
+  /**
+   * The names of `unparsed` (metadata files read that do not parse) that
+   * are young enough to be a write in progress: Xen Orchestra writes
+   * metadata in place, and so does any writer on a share without atomic
+   * create. They are left out of the cache and of the reports, as temp
+   * files are, until they parse or grow old (then they are unreadable).
+   */
+  async #beingWritten(vm, unparsed) {
+    const writing = []
+    await mapLimit(unparsed, this.#concurrency, async ({ name }) => {
+      try {
+        const { mtimeMs } = await this.#handler.stat(vmFile(vm, name))
+        if (Date.now() - mtimeMs < BEING_WRITTEN_MS) writing.push(name)
+      } catch (error) {
+        if (error.code === 'ENOENT') writing.push(name) // gone since: not a restore point either
+        else throw annotate(error, `cannot stat ${vmFile(vm, name)}`)
+      }
+    })
+    if (writing.length > 0) this.#log.debug('brcache: metadata being written, not listed yet', { vm, files: writing.sort() })
+    return writing
   }
 
   #fastPath(fastPath, bytes, listing) {
@@ -741,12 +777,28 @@ export class Repository {
    * lags, and the next check catches it up.
    */
   async #publish(vm, segment) {
+    let published = false
     try {
       if (!(await this.#indexActive())) return
       await this.#index.publish(segment())
+      published = true
       if (await this.#index.shouldCompact()) await this.#index.compact()
     } catch (error) {
-      this.#log.warn('brcache: the repository index was not updated; the next check will catch up', { vm, reason: error.message })
+      if (published) {
+        // The index is right, with one more segment to read: only the
+        // compaction failed (the next writer or check --repair retries it).
+        this.#log.warn('brcache: the index segment was published, but the index compaction failed; the next write or check --repair retries it', {
+          vm,
+          step: 'compaction',
+          reason: error.message,
+        })
+      } else {
+        this.#log.warn('brcache: the repository index was not updated (its segment was not published); the next check will catch up', {
+          vm,
+          step: error.step ?? 'publish',
+          reason: error.message,
+        })
+      }
     }
   }
 
@@ -771,6 +823,15 @@ export class Repository {
       return { exists: true, unusable: error.message, drift: {}, repaired: false }
     }
     if (index === undefined) return { exists: false, drift: {}, repaired: false }
+    if (!index.plan.snapshot) {
+      // Listings do not use an index without a snapshot (see
+      // #indexForListing): a build or compaction that failed, or segments
+      // published before any. A repair completes it.
+      const unusable = `${INDEX_DIR} has no snapshot (a build or compaction failed, or none was made yet)`
+      this.#log.warn('brcache: repository index without a snapshot', { dir: INDEX_DIR })
+      if (repair && !dryRun && !this.#immutable) return { exists: true, noSnapshot: true, drift: {}, repaired: true, ...(await this.buildIndex()) }
+      return { exists: true, noSnapshot: true, unusable, drift: {}, repaired: false }
+    }
     const { drift, repaired } = await this.#reconcileIndex(index, repair && !dryRun && !this.#immutable)
     const damaged = index.unreadable().map(({ name }) => `${INDEX_DIR}/${name}`)
     return { exists: true, drift, repaired, ...(damaged.length > 0 && { damaged }) }
@@ -792,7 +853,9 @@ export class Repository {
     })
     const drift = index.drift(states)
     const damaged = index.unreadable().length > 0
-    const write = repair && (Object.keys(drift).length > 0 || damaged)
+    // Segments piled past the compaction point (writers' compactions
+    // failed) are compacted too.
+    const write = repair && (Object.keys(drift).length > 0 || damaged || index.plan.shouldCompact)
     if (write) {
       await mapLimit(Object.entries(drift), this.#concurrency, async ([vm, kind]) => {
         if (kind === 'gone') return this.#index.publish(index.goneSegment(vm))
@@ -859,7 +922,7 @@ export class Repository {
         // (Unreadable metadata files stay out of the cache, as in checkVm.)
         const repaired = loaded.cache.copy()
         const plan = repaired.reconcile(await this.#listVmFolder(vm))
-        const unreadable = new Set(loaded.unreadable.map(({ name }) => name))
+        const unreadable = new Set([...loaded.unreadable.map(({ name }) => name), ...loaded.writing])
         if (plan.stale.length > 0 || plan.missing.some((name) => !unreadable.has(name))) return
         await this.#writeCache(vm, repaired, loaded.previousGeneration)
       } catch (error) {

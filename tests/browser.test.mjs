@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -389,6 +389,9 @@ describe('metadata files the server cannot read: said on their VM row, never a s
     // A restore point XO was writing when the share filled up: cut short.
     const bad = vmFile(vm, '20300101T000000Z.json')
     writeFileSync(join(copy, bad), '{"mode": "full", "timest')
+    // Old enough not to be a write in progress (those are not reported).
+    const past = new Date(Date.now() - 120_000)
+    utimesSync(join(copy, bad), past, past)
     const server = await listen(copy, { index: false })
     cleanups.push(server.close)
     const { page, errors } = await open(server.url)

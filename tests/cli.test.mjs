@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -132,6 +132,9 @@ describe('brcache check', () => {
     const [vm, summaries] = Object.entries(JSON.parse(brcache('list', dir, '--json').out))[0]
     const broken = `/xo-vm-backups/${vm}/20300101T000000Z.json`
     writeFileSync(join(dir, broken), '{"mode":')
+    // Older than the minute a metadata file may take to be written.
+    const old = new Date(Date.now() - 120_000)
+    utimesSync(join(dir, broken), old, old)
     const r = brcache('check', dir, '--json')
     assert.equal(r.code, 1)
     const [unreadable] = JSON.parse(r.out)[vm].unreadable

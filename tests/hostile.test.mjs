@@ -5,7 +5,7 @@
 // cases too (tests/vectors/manifest.json, crates/core/tests/).
 
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -167,6 +167,8 @@ describe('every bad cache on disk is rebuilt, and nothing outside the VM folder 
   })
 })
 
+const OLD = new Date(Date.now() - 120_000)
+
 describe('bad metadata files are reported and left out, never fatal', () => {
   const metadata = {
     empty: '',
@@ -189,6 +191,8 @@ describe('bad metadata files are reported and left out, never fatal', () => {
       for (const [name, bytes] of Object.entries(metadata)) {
         const { dir, folder, names } = repositoryWith()
         writeFileSync(join(folder, '20240109T000000Z.json'), bytes)
+        // Older than a write in progress can be: for good, not being written.
+        utimesSync(join(folder, '20240109T000000Z.json'), OLD, OLD)
         const repository = napi.openRepository(dir, { core })
         assert.deepStrictEqual((await repository.listVmBackups(VM)).map((b) => b.id), names.map((n) => key(n)), name)
         const report = await repository.checkVm(VM, { repair: true })

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import lockfile from 'proper-lockfile'
+import { createStrategy, FULL_CAPABILITIES, probeCapabilities } from './capabilities.js'
 
 /**
  * Temp files are `.<basename>.tmp-<pid>-<hex>`: the leading dot keeps them
@@ -16,13 +17,21 @@ import lockfile from 'proper-lockfile'
 export const TEMP_PREFIX = '.'
 const TEMP_MARKER = '.tmp-'
 const TEMP_NAME = /^\..+\.tmp-\d+-[0-9a-f]+$/
+// A create-only write without hard links claims its name with the hidden
+// file `.<basename>.claim`, created exclusively (see createByClaim).
+const CLAIM_SUFFIX = '.claim'
+const CLAIM_NAME = /^\..+\.claim$/
 
 /** The lock of `<path>` is the directory `<path>.lock`, next to it. */
 export const LOCK_SUFFIX = '.lock'
 
-/** Whether a directory entry name is one of our in-progress/abandoned temp files. */
+/** Whether a directory entry name is one of our in-progress/abandoned temp files (or claims). */
 export function isTempName(name) {
-  return typeof name === 'string' && TEMP_NAME.test(name)
+  return typeof name === 'string' && (TEMP_NAME.test(name) || CLAIM_NAME.test(name))
+}
+
+function claimName(base) {
+  return `${TEMP_PREFIX}${base}${CLAIM_SUFFIX}`
 }
 
 function tempName(base) {
@@ -62,13 +71,40 @@ function lockRetries(retries) {
 
 export class LocalHandler {
   #root
+  #capabilities
 
-  /** @param {string} rootDir the repository root; resolved to an absolute path */
-  constructor(rootDir) {
+  /**
+   * @param {string} rootDir the repository root; resolved to an absolute path
+   * @param {{ capabilities?: object }} [options] `capabilities`: what the
+   *   file system can do, instead of probing it (missing ones: it can)
+   */
+  constructor(rootDir, { capabilities } = {}) {
     if (typeof rootDir !== 'string' || rootDir === '') {
       throw codedError('EINVAL', 'LocalHandler needs a root directory path', rootDir)
     }
     this.#root = path.resolve(rootDir)
+    if (capabilities) this.#capabilities = Promise.resolve(Object.freeze({ ...FULL_CAPABILITIES, ...capabilities, probed: false }))
+  }
+
+  /**
+   * What the file system under the root can do: `{ hardLinks, renameOver,
+   * exclusiveCreate, directoryFsync, mtimeResolutionMs, probed }`, probed
+   * once (in a hidden folder of the root, removed after) and remembered; a
+   * failed probe is not remembered. `createStrategy` says how create-only
+   * writes go with it.
+   */
+  capabilities() {
+    if (!this.#capabilities) {
+      const probing = probeCapabilities(this.#root).then(
+        (found) => Object.freeze({ ...found, probed: true, createStrategy: createStrategy(found) }),
+        (error) => {
+          this.#capabilities = undefined
+          throw relabel(error, '')
+        },
+      )
+      this.#capabilities = probing
+    }
+    return this.#capabilities.then((c) => (c.createStrategy ? c : Object.freeze({ ...c, createStrategy: createStrategy(c) })))
   }
 
   get root() {
@@ -134,25 +170,28 @@ export class LocalHandler {
 
   /**
    * `exclusive`: create-only (EEXIST if present), for metadata, which is
-   * never rewritten. Otherwise an atomic replace through a temp file and a
+   * never rewritten, in the strongest way the share allows (see
+   * capabilities()). Otherwise an atomic replace through a temp file and a
    * rename, so readers on any client see the old or the new bytes, whole.
    */
   async writeFile(file, data, { exclusive = false } = {}) {
     const absolute = this.#resolve(file)
     const dir = path.dirname(absolute)
+    const capabilities = await this.capabilities()
     await this.#run(file, () => fs.mkdir(dir, { recursive: true }))
-    return exclusive ? this.#run(file, () => createOnly(absolute, data)) : this.#run(file, () => replaceAtomically(absolute, data))
+    if (!exclusive) return this.#run(file, () => replaceAtomically(absolute, data, capabilities))
+    return this.#run(file, () => createOnly(absolute, data, capabilities))
   }
 
   async rename(from, to) {
     const source = this.#resolve(from)
     const target = this.#resolve(to)
-    await this.#run(from, () => fs.rename(source, target), to)
+    await this.#run(from, () => retryBusy(() => fs.rename(source, target)), to)
   }
 
   async unlink(file) {
     const absolute = this.#resolve(file)
-    await this.#run(file, () => fs.unlink(absolute))
+    await this.#run(file, () => retryBusy(() => fs.unlink(absolute)))
   }
 
   /** Removes an empty directory (ENOTEMPTY otherwise): never a tree. */
@@ -269,39 +308,134 @@ export async function cleanTempsWith(handler, dir, { olderThanMs = 60_000, anyAg
   return removed.sort()
 }
 
-/**
- * Create-only and all or nothing: the data goes to a temp file, fsynced,
- * then is hard-linked to its name, which fails with EEXIST if the name is
- * taken (the link is atomic, on NFS too). A crash, even SIGKILL, leaves at
- * worst a temp file (skipped by listings, removed by cleanTemps), never a
- * half-written metadata file under its real name.
- */
-async function createOnly(absolute, data) {
-  // A taken name is refused before anything is written (the link below
-  // still settles a race).
-  const taken = await fs.lstat(absolute).then(
+function alreadyExists(absolute) {
+  return Object.assign(new Error(`EEXIST: file already exists, '${absolute}'`), { code: 'EEXIST', errno: -17 })
+}
+
+async function exists(absolute) {
+  return fs.lstat(absolute).then(
     () => true,
     (error) => (error.code === 'ENOENT' ? false : Promise.reject(error)),
   )
-  if (taken) throw Object.assign(new Error(`EEXIST: file already exists, '${absolute}'`), { code: 'EEXIST', errno: -17 })
+}
+
+/**
+ * Create-only, in the strongest way the share allows (`createStrategy` in
+ * capabilities.js): never a half-written file under its name.
+ */
+async function createOnly(absolute, data, capabilities) {
+  // A taken name is refused before anything is written (what follows
+  // still settles a race).
+  if (await exists(absolute)) throw alreadyExists(absolute)
+  if (capabilities.createStrategy === 'link') await createByLink(absolute, data)
+  else await createByClaim(absolute, data, capabilities)
+  if (capabilities.directoryFsync) await syncDirectory(path.dirname(absolute))
+}
+
+/**
+ * The data goes to a temp file, fsynced, then is hard-linked to its name,
+ * which fails with EEXIST if the name is taken (the link is atomic, on NFS
+ * too). A crash, even SIGKILL, leaves at worst a temp file (skipped by
+ * listings, removed by cleanTemps), never a half-written file under its
+ * real name.
+ */
+async function createByLink(absolute, data) {
   const temp = await writeTemp(absolute, data)
   try {
     await fs.link(temp, absolute)
   } finally {
     await fs.unlink(temp).catch(() => {})
   }
-  await syncDirectory(path.dirname(absolute))
 }
 
-async function replaceAtomically(absolute, data) {
+/**
+ * Without hard links: the name is claimed by creating `.<basename>.claim`
+ * exclusively (O_EXCL, which SMB and NFSv3+ honour), then, the name being
+ * still free, the data goes to a temp file, fsynced, renamed to its name,
+ * and the claim is removed. Of two writers of one name, one gets the claim
+ * and the other EEXIST, either from the claim or, once the claim is gone,
+ * from the name (checked after the claim is had). Readers see no file or the
+ * whole one; a crash leaves at worst the claim and a temp file, both hidden
+ * and skipped by listings: a claim older than a minute whose name is still
+ * free is a dead writer's, taken over by the next writer of that name and
+ * removed by cleanTemps. Without exclusive create ('check-then-rename'),
+ * the claim excludes nobody: the name is only checked before the rename,
+ * create-only among writers that hold a lock of their own (brcache's
+ * metadata writers hold the VM's).
+ */
+async function createByClaim(absolute, data, capabilities) {
+  const claim = path.join(path.dirname(absolute), claimName(path.basename(absolute)))
+  await takeClaim(claim, capabilities)
+  try {
+    if (await exists(absolute)) throw alreadyExists(absolute)
+    const temp = await writeTemp(absolute, data)
+    try {
+      await fs.rename(temp, absolute)
+    } catch (error) {
+      await fs.unlink(temp).catch(() => {})
+      throw error
+    }
+  } finally {
+    await fs.unlink(claim).catch(() => {})
+  }
+}
+
+const DEAD_CLAIM_MS = 60_000
+
+async function takeClaim(claim, capabilities) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const handle = await fs.open(claim, capabilities.exclusiveCreate ? 'wx' : 'w')
+      await handle.close()
+      return
+    } catch (error) {
+      if (error.code !== 'EEXIST' || attempt > 1) {
+        if (error.code === 'EEXIST') throw alreadyExists(claim.replace(/\.claim$/, ''))
+        throw error
+      }
+      // A claim left by a writer killed before its rename: take it over
+      // once it is older than a minute (plus the share's timestamp step).
+      const stats = await fs.stat(claim).catch(() => undefined)
+      if (stats && Date.now() - stats.mtimeMs < DEAD_CLAIM_MS + capabilities.mtimeResolutionMs) {
+        throw alreadyExists(claim.replace(/\.claim$/, ''))
+      }
+      await fs.unlink(claim).catch(() => {})
+    }
+  }
+}
+
+// An SMB server refuses to replace or delete a file another client has
+// open (a sharing violation, EBUSY through the FUSE client): a reader of the
+// cache holds it for one read, so the rename or unlink is retried, with a
+// growing pause, for up to about 5 s before the error is surfaced.
+const BUSY_PAUSES_MS = [10, 20, 40, 80, 120, 160, 200, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250, 250]
+
+export async function retryBusy(fn) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn()
+    } catch (error) {
+      if (error?.code !== 'EBUSY' || attempt >= BUSY_PAUSES_MS.length) throw error
+      await new Promise((resolve) => setTimeout(resolve, BUSY_PAUSES_MS[attempt]))
+    }
+  }
+}
+
+/**
+ * On a share that cannot rename over a file, the old one is removed first:
+ * for a moment there is no file (a cache then reads as absent, and is
+ * rebuilt), never a torn one.
+ */
+async function replaceAtomically(absolute, data, capabilities) {
   const temp = await writeTemp(absolute, data)
   try {
-    await fs.rename(temp, absolute)
+    if (!capabilities.renameOver) await retryBusy(() => fs.unlink(absolute)).catch((error) => (error.code === 'ENOENT' ? undefined : Promise.reject(error)))
+    await retryBusy(() => fs.rename(temp, absolute))
   } catch (error) {
     await fs.unlink(temp).catch(() => {})
     throw error
   }
-  await syncDirectory(path.dirname(absolute))
+  if (capabilities.directoryFsync) await syncDirectory(path.dirname(absolute))
 }
 
 /**

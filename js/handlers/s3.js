@@ -209,6 +209,20 @@ export class S3Handler {
     return { size: head.ContentLength ?? 0, mtimeMs: head.LastModified?.getTime() ?? 0, isDirectory: false }
   }
 
+  /** An object store is no file system: nothing to probe (see the top of this file). */
+  async capabilities() {
+    return {
+      hardLinks: false,
+      // rename is a copy then a delete: not one atomic step
+      renameOver: false,
+      exclusiveCreate: false,
+      directoryFsync: false,
+      mtimeResolutionMs: 1000,
+      probed: false,
+      createStrategy: 'conditional-put',
+    }
+  }
+
   /** No locks on S3: correctness comes from the design (see the top of this file). */
   async lock(path) {
     this.#key(path)

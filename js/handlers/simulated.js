@@ -211,6 +211,11 @@ export class SimulatedShare {
     return () => this.#call('release', file, () => release())
   }
 
+  /** The inner handler's (probed there, without round trips of its own). */
+  async capabilities() {
+    return this.#inner.capabilities?.()
+  }
+
   /** Built from list/stat/unlink so each costs its own round trip, as on a real share. */
   cleanTemps(dir, options) {
     return cleanTempsWith(this, dir, options)

@@ -35,13 +35,15 @@ import {
 } from './common.mjs'
 
 const USAGE = `usage: node scripts/campaigns/crash.mjs [--kills N=300] [--seed S=1] [--min-delay MS=5] [--max-delay MS=150]
-       [--lock-stale-ms MS=2000] [--json]
+       [--lock-stale-ms MS=2000] [--dir DIR] [--json]
+
+--dir DIR: run in a fresh folder under DIR (a mounted share, e.g. SMB) instead of a temp folder.
 
 Kills a backup writer with SIGKILL N times at random moments (seeded) and checks the
 repository after each kill. Exits 1 if a torn cache or metadata file, a phantom or lost
 restore point, or a cache a repair could not make equal to a rebuild of its folder was found.`
 
-const args = options(USAGE, { kills: 300, seed: '1', 'min-delay': 5, 'max-delay': 150, 'lock-stale-ms': 2000, json: false })
+const args = options(USAGE, { kills: 300, seed: '1', 'min-delay': 5, 'max-delay': 150, 'lock-stale-ms': 2000, dir: '', json: false })
 const WRITER = path.join(import.meta.dirname, 'crash-writer.mjs')
 // The writer prints `ready` before it touches the repository; a writer that
 // is not even up after this long means the machine is wedged, not a finding.
@@ -100,7 +102,7 @@ const problem = (kill, what) => {
 }
 
 const started = performance.now()
-const { dir, remove } = tempFolder('brcache-crash-')
+const { dir, remove } = args.dir ? folderUnder(args.dir) : tempFolder('brcache-crash-')
 const children = new Children()
 const rng = createRandom(`crash:${args.seed}:kills`)
 const vms = crashVms(args.seed)
@@ -225,6 +227,12 @@ async function check(kill) {
     for (const name of newlyTorn) problem(kill, `a metadata file that does not parse was left: ${vm}/${name}`)
     if (drifted(drift)) figures.killedBeforeCacheUpdate++
   }
+}
+
+/** A fresh folder under `parent` (a share's mount), removed at the end like a temp folder. */
+function folderUnder(parent) {
+  const dir = fs.mkdtempSync(path.join(parent, 'brcache-crash-'))
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) }
 }
 
 const isCacheTemp = (name) => name.startsWith(`.${CACHE_FILE}.tmp-`)
