@@ -31,6 +31,8 @@ const FRAME_BUDGET_MS = 12
 
 function cell(text, className) {
   const td = document.createElement('td')
+  // The rows are laid out as grids (style.css): the roles keep them a table.
+  td.setAttribute('role', 'cell')
   td.textContent = text
   if (className) td.className = className
   return td
@@ -249,6 +251,7 @@ export function createVmTable(table, { onSelect, empty }) {
   /** A row for `vm` of `repository` (its name), under `key`, until its payload arrives. */
   function add(key, { vm, repository = '' }) {
     const tr = document.createElement('tr')
+    tr.setAttribute('role', 'row')
     tr.dataset.vm = vm
     tr.dataset.repository = repository
     tr.tabIndex = 0
@@ -308,6 +311,11 @@ export function createVmTable(table, { onSelect, empty }) {
     })
   }
   showSort()
+  // CSS lays the table out as grids, which takes its implicit roles away.
+  table.setAttribute('role', 'table')
+  for (const group of [table.tHead, body]) group.setAttribute('role', 'rowgroup')
+  for (const tr of table.tHead.rows) tr.setAttribute('role', 'row')
+  for (const th of table.tHead.querySelectorAll('th')) th.setAttribute('role', 'columnheader')
 
   return {
     add,
