@@ -28,6 +28,10 @@ const ORDERS = {
 
 // Drawing rows stops for the frame past this much script time.
 const FRAME_BUDGET_MS = 12
+// Payloads arriving one by one are drawn together, at this pace at most:
+// each time the table changes, the browser lays it out again, and a
+// layout per frame would leave the page no time to fetch and decode.
+const INTERVAL_MS = 150
 
 function cell(text, className) {
   const td = document.createElement('td')
@@ -117,6 +121,8 @@ export function createVmTable(table, { onSelect, empty }) {
   let filter = ''
   let visible = 0
   let frame = 0
+  let timer = 0
+  let lastTick = -Infinity
   let hovered = false
   let waiting = []
 
@@ -209,20 +215,32 @@ export function createVmTable(table, { onSelect, empty }) {
 
   function tick() {
     frame = 0
+    lastTick = performance.now()
     // A table that waited under the pointer is sorted once the pointer left,
     // in slices when large: a sort of a thousand rows is one short task.
     if (!hovered && unsorted) resort()
     work(FRAME_BUDGET_MS)
     showEmpty()
-    if (marked.size > 0 || (unsorted && !hovered)) schedule()
+    // A backlog goes on at the next frame; what arrives later waits its turn.
+    if (marked.size > 0 || (unsorted && !hovered)) frame = requestAnimationFrame(tick)
     else {
       for (const resolve of waiting) resolve()
       waiting = []
     }
   }
 
-  function schedule() {
-    if (!frame) frame = requestAnimationFrame(tick)
+  function schedule({ now = false } = {}) {
+    if (frame) return
+    if (timer && !now) return
+    clearTimeout(timer)
+    timer = 0
+    const wait = now ? 0 : lastTick + INTERVAL_MS - performance.now()
+    if (wait <= 0) frame = requestAnimationFrame(tick)
+    else
+      timer = setTimeout(() => {
+        timer = 0
+        if (!frame) frame = requestAnimationFrame(tick)
+      }, wait)
   }
 
   function mark(row) {
@@ -233,7 +251,9 @@ export function createVmTable(table, { onSelect, empty }) {
   /** Draws and places every marked row now, sorting if needed. */
   function flush() {
     if (frame) cancelAnimationFrame(frame)
+    clearTimeout(timer)
     frame = 0
+    timer = 0
     if (!hovered && unsorted) resort()
     work()
     showEmpty()
@@ -329,7 +349,8 @@ export function createVmTable(table, { onSelect, empty }) {
         showEmpty()
         return Promise.resolve()
       }
-      schedule()
+      // Asked for: no waiting for the pace.
+      schedule({ now: true })
       return new Promise((resolve) => waiting.push(resolve))
     },
     setFilter(text) {
