@@ -216,8 +216,8 @@ export function createVmTable(table, { onSelect, empty }) {
   function tick() {
     frame = 0
     lastTick = performance.now()
-    // A table that waited under the pointer is sorted once the pointer left,
-    // in slices when large: a sort of a thousand rows is one short task.
+    // A table that waited under the pointer is sorted once the pointer has
+    // left: one sort and one replaceChildren (a thousand rows: tens of ms).
     if (!hovered && unsorted) resort()
     work(FRAME_BUDGET_MS)
     showEmpty()
