@@ -65,6 +65,7 @@ function renderRow(row) {
   tr.dataset.state = state
   // Shown only when the page has several repositories (see style.css).
   const repository = cell(row.repository, 'repository')
+  repository.title = row.repository
   // The uuid's first group tells VMs apart at a glance; all of it on hover.
   const uuid = cell(`${vm.slice(0, 8)}…`, 'uuid')
   uuid.title = vm
