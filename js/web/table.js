@@ -28,6 +28,9 @@ const ORDERS = {
 
 // Drawing rows stops for the frame past this much script time.
 const FRAME_BUDGET_MS = 12
+// A batch larger than this is drawn in its sorted order: the rows on
+// screen first, each going after the one before, so none of them moves.
+const BATCH = 64
 // Payloads arriving one by one are drawn together, at this pace at most:
 // each time the table changes, the browser lays it out again, and a
 // layout per frame would leave the page no time to fetch and decode.
@@ -126,6 +129,10 @@ export function createVmTable(table, { onSelect, empty }) {
   let lastTick = -Infinity
   let hovered = false
   let waiting = []
+  // The marked rows sorted, while no row is marked or removed and the sort stays.
+  let queue = null
+  let marks = 0
+  let queued = -1
 
   function matches(row) {
     if (!filter) return true
@@ -167,6 +174,7 @@ export function createVmTable(table, { onSelect, empty }) {
 
   /** The rows in the tbody sorted, and put back at once; marked rows not yet in wait for work(). */
   function resort() {
+    queue = null
     order.sort(compare)
     body.replaceChildren(...order.map((row) => row.tr))
     unsorted = false
@@ -188,7 +196,16 @@ export function createVmTable(table, { onSelect, empty }) {
   /** Draws and places marked rows, for `budget` ms at most (all of them without one). */
   function work(budget = Infinity) {
     const start = performance.now()
-    for (const row of marked) {
+    let list = marked
+    if (!hovered && !unsorted && marked.size > BATCH) {
+      if (queue === null || queued !== marks) {
+        queue = [...marked].sort(compare)
+        queued = marks
+      }
+      list = queue
+    }
+    for (const row of list) {
+      if (!marked.has(row)) continue
       draw(row)
       applyFilter(row)
       if (hovered) {
@@ -246,6 +263,7 @@ export function createVmTable(table, { onSelect, empty }) {
 
   function mark(row) {
     marked.add(row)
+    marks++
     schedule()
   }
 
@@ -294,6 +312,7 @@ export function createVmTable(table, { onSelect, empty }) {
     if (!row) return
     rows.delete(key)
     marked.delete(row)
+    marks++
     if (row.placed) {
       order.splice(order.indexOf(row), 1)
       if (!row.tr.hidden) visible--
