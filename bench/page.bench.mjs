@@ -29,7 +29,7 @@ const BASELINE = '1061b1f'
 
 const args = process.argv.slice(2)
 const option = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback)
-const runs = Number(option('--runs', 2))
+const runs = Number(option('--runs', 3))
 const vmCount = Number(option('--vms', 1000))
 const retention = 20
 const root = join(import.meta.dirname, '..')
