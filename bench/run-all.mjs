@@ -11,6 +11,7 @@ const benches = [
   ['bench/codec.bench.mjs'],
   ['bench/semantics.bench.mjs'],
   ['bench/browser.bench.mjs'],
+  ['bench/page.bench.mjs'],
   ['js/cli.js', 'bench', '--scenario', 'all'],
   ['bench/serve-load.bench.mjs'],
   ['bench/s3.bench.mjs'],

@@ -139,7 +139,8 @@ describe('the restore view of a healthy repository', () => {
       assert.equal(date, formatDate(expected[i].timestamp))
       assert.equal(mode, expected[i].mode)
       assert.equal(size, formatBytes(expected[i].size))
-      assert.equal(Number(disks), expected[i].disks.length)
+      // A full backup is one XVA: no disk count, rather than a false 0.
+      assert.equal(disks, expected[i].mode === 'full' && expected[i].disks.length === 0 ? '—' : String(expected[i].disks.length))
     })
     assert.equal(await page.getAttribute(`#vms tr[data-vm="${vm}"]`, 'aria-selected'), 'true')
     assert.equal(await page.textContent('#details h2'), view[vm].at(-1).vm.name_label)
@@ -552,6 +553,172 @@ describe('several repositories in one page, live', () => {
     await download.saveAs(saved)
     assert.deepStrictEqual(JSON.parse(readFileSync(saved, 'utf8')), metadata)
     assert.match(download.suggestedFilename(), new RegExp(`^${vm}-\\d{8}T\\d{6}Z\\.json$`))
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
+describe('200 VMs without an index, their caches held back: rows that arrive, sorting, filtering, headers', () => {
+  let server
+  let truth
+  let big
+  before(async () => {
+    big = mkdtempSync(join(tmpdir(), 'brcache-browser-big-'))
+    cleanups.push(() => rmSync(big, { recursive: true, force: true }))
+    await generateRepository(big, { vms: 200, retention: 3, seed: 'browser-big' })
+    truth = await openRepository(big, { index: false }).listSummaries()
+    server = await listen(big, { index: false })
+    cleanups.push(server.close)
+  })
+
+  /** A page whose first `pass` cache requests go through; `release()` lets the others go. */
+  async function held(pass) {
+    const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
+    const errors = []
+    page.on('pageerror', (error) => errors.push(error.message))
+    const waiting = []
+    let passed = 0
+    let released = false
+    await page.route(
+      (url) => url.pathname.endsWith('/cache'),
+      (route) => {
+        if (released || passed < pass) {
+          passed++
+          route.continue()
+        } else waiting.push(route)
+      },
+    )
+    await page.goto(server.url)
+    await page.waitForFunction((n) => document.querySelectorAll('#vms tbody tr[data-state="ok"]').length >= n, pass, { timeout: 15_000 })
+    return {
+      page,
+      errors,
+      release() {
+        released = true
+        for (const route of waiting.splice(0)) route.continue()
+      },
+    }
+  }
+
+  const nameOf = (vm) => truth[vm].at(-1).vm.name_label
+  const order = (page) => page.$$eval('#vms tbody tr', (trs) => trs.map((tr) => tr.dataset.vm))
+  const shown = (page) => page.$$eval('#vms tbody tr', (trs) => trs.filter((tr) => !tr.hidden).map((tr) => tr.dataset.vm))
+
+  test('rows arriving while the pointer rests on a row never move it; once it leaves, the rows are in order', async () => {
+    const { page, errors, release } = await held(60)
+    const target = await page.$('#vms tbody tr[data-state="ok"]:nth-child(3)')
+    const vm = await target.getAttribute('data-vm')
+    const box = await target.boundingBox()
+    const point = { x: box.x + box.width / 2, y: box.y + box.height / 2 }
+    await page.mouse.move(point.x, point.y)
+    // Every frame while the other 140 arrive: where the row is, and what is under the pointer.
+    await page.evaluate(({ vm, point }) => {
+      const tr = document.querySelector(`#vms tr[data-vm="${vm}"]`)
+      window.hoverLog = []
+      const look = () => {
+        window.hoverLog.push([tr.getBoundingClientRect().top, document.elementFromPoint(point.x, point.y)?.closest('tr')?.dataset.vm])
+        if (!document.body.dataset.ready) window.requestAnimationFrame(look)
+      }
+      look()
+    }, { vm, point })
+    release()
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 })
+    const log = await page.evaluate(() => window.hoverLog)
+    assert.ok(log.length > 3, `${log.length} frames looked at`)
+    for (const [top, under] of log) {
+      assert.equal(top, box.y, 'the row under the pointer stays put')
+      assert.equal(under, vm, 'the pointer stays on its row')
+    }
+    assert.equal(await page.$$eval('#vms tbody tr[data-state="ok"]', (trs) => trs.length), 200)
+    // The pointer leaves: the rows that came in go to their places.
+    await page.mouse.move(5, 5)
+    const byName = Object.keys(truth).sort((a, b) => collator.compare(nameOf(a), nameOf(b)) || collator.compare(a, b))
+    await page.waitForFunction((expected) => [...document.querySelectorAll('#vms tbody tr')].every((tr, i) => tr.dataset.vm === expected[i]), byName, { timeout: 5_000 })
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+
+  test('sorting and filtering 200 rows, each right; the headers stay in view when the rows scroll', async () => {
+    const { page, errors, release } = await held(0)
+    release()
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 })
+    const sizeOf = (vm) => describeVm(truth[vm]).size
+    const lastOf = (vm) => truth[vm].at(-1).timestamp
+    const sorted = (vms, compare) => vms.every((vm, i) => i === 0 || compare(vms[i - 1], vm) <= 0)
+    await page.click('th[data-sort="size"] button')
+    const bySize = await order(page)
+    assert.equal(bySize.length, 200)
+    assert.ok(sorted(bySize, (a, b) => sizeOf(b) - sizeOf(a)), 'largest first')
+    await page.click('th[data-sort="last"] button')
+    assert.ok(sorted(await order(page), (a, b) => lastOf(b) - lastOf(a)), 'newest first')
+    await page.click('th[data-sort="name"] button')
+    assert.ok(sorted(await order(page), (a, b) => collator.compare(nameOf(a), nameOf(b))), 'by name')
+    await page.click('th[data-sort="name"] button')
+    assert.ok(sorted(await order(page), (a, b) => collator.compare(nameOf(b), nameOf(a))), 'by name, reversed')
+
+    for (const text of ['prod', 'PROD-1', 'web', Object.keys(truth)[7].slice(0, 6)]) {
+      await page.fill('#filter', text)
+      const needle = text.toLowerCase()
+      const expected = Object.keys(truth).filter((vm) => nameOf(vm).toLowerCase().includes(needle) || vm.includes(needle))
+      assert.ok(expected.length > 0 && expected.length < 200, text)
+      assert.deepStrictEqual((await shown(page)).sort(), expected.sort(), text)
+      // Filtering hides rows, never reorders them.
+      assert.ok(sorted(await shown(page), (a, b) => collator.compare(nameOf(b), nameOf(a))), `${text}: still in order`)
+    }
+    await page.fill('#filter', 'no-such-vm')
+    assert.deepStrictEqual(await shown(page), [])
+    assert.equal(await page.isVisible('#empty'), true)
+    await page.fill('#filter', '')
+    assert.equal((await shown(page)).length, 200)
+
+    // Scrolled as a user scrolls, then the page to its end: the headers are still on screen, on top.
+    const table = await page.$('#vms tbody')
+    const box = await table.boundingBox()
+    await page.mouse.move(box.x + 100, box.y + 100)
+    await page.mouse.wheel(0, 3000)
+    await page.waitForFunction(() => document.querySelector('#vms').closest('.scroll').scrollTop > 1000)
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight))
+    await page.evaluate(() => new Promise((resolve) => window.requestAnimationFrame(() => setTimeout(resolve))))
+    const headers = await page.$$eval('#vms th', (ths) =>
+      ths
+        .filter((th) => th.offsetParent !== null)
+        .map((th) => {
+          const rect = th.getBoundingClientRect()
+          const on = document.elementFromPoint(rect.left + rect.width / 2, rect.top + rect.height / 2)
+          return { text: th.textContent, top: rect.top, bottom: rect.bottom, on: th.contains(on) }
+        }),
+    )
+    assert.equal(headers.length, 6)
+    const height = await page.evaluate(() => window.innerHeight)
+    for (const th of headers) {
+      assert.ok(th.top >= 0 && th.bottom <= height, `${th.text} in view: ${th.top}`)
+      assert.ok(th.on, `${th.text} on top of the rows`)
+    }
+    assert.deepStrictEqual(errors, [])
+    await page.screenshot({ path: join(screenshots, 'restore-view-scrolled.png') })
+    await page.close()
+  })
+
+  test('a full backup shows no disk count ("—", one XVA), never "0"', async () => {
+    const { page, errors, release } = await held(0)
+    release()
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 })
+    const vm = Object.keys(truth)[11]
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] table.points`)
+    const cells = await page.$$eval('#details tbody tr', (trs) => trs.map((tr) => [tr.cells[1].textContent, tr.cells[3].textContent, tr.cells[3].title]))
+    const expected = truth[vm].toReversed()
+    assert.ok(expected.some((s) => s.mode === 'full') && expected.some((s) => s.mode === 'delta'))
+    cells.forEach(([mode, disks, title], i) => {
+      assert.equal(mode, expected[i].mode)
+      if (mode === 'full') {
+        assert.equal(disks, '—')
+        assert.match(title, /XVA/)
+      } else {
+        assert.equal(disks, String(expected[i].disks.length))
+        assert.notEqual(disks, '0')
+      }
+    })
     assert.deepStrictEqual(errors, [])
     await page.close()
   })

@@ -354,7 +354,7 @@ async function loadAll() {
       }),
     ),
   )
-  table.flush()
+  await table.settle()
   const sources = new Set(repositories.map((r) => r.source).filter(Boolean))
   document.body.dataset.source = sources.size === 1 ? [...sources][0] : 'mixed'
   showTotals()
@@ -372,7 +372,7 @@ async function refreshAll(options) {
       }
     }),
   )
-  table.flush()
+  await table.settle()
   showTotals()
 }
 

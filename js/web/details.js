@@ -17,9 +17,18 @@ function pointRow(summary, download) {
   const modeCell = element('td')
   modeCell.append(mode)
   const disks = summary.disks ?? []
-  const diskCell = element('td', String(disks.length), 'number')
-  // The disk names are there on hover: most VMs have one or two.
-  diskCell.title = disks.map((d) => d.name ?? d.uuid ?? d.id).join('\n')
+  const diskCell = element('td', String(disks.length), 'number disks')
+  if (disks.length === 0 && summary.mode === 'full') {
+    // A full backup is one XVA holding every disk: its metadata names no
+    // VHD, so the summary has no disk to count, and "0" would be untrue.
+    diskCell.textContent = '—'
+    diskCell.dataset.disks = 'xva'
+    diskCell.title = 'A full backup holds the whole VM, every disk included, in one XVA file'
+  } else {
+    diskCell.dataset.disks = String(disks.length)
+    // The disk names are there on hover: most VMs have one or two.
+    diskCell.title = disks.map((d) => d.name ?? d.uuid ?? d.id).join('\n')
+  }
   tr.append(
     element('td', formatDate(summary.timestamp), 'date'),
     modeCell,
