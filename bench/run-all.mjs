@@ -7,7 +7,7 @@ import { join } from 'node:path'
 
 const root = join(import.meta.dirname, '..')
 const extra = process.argv.slice(2)
-for (const args of [['bench/codec.bench.mjs'], ['bench/semantics.bench.mjs'], ['bench/browser.bench.mjs'], ['js/cli.js', 'bench', '--scenario', 'all'], ['bench/s3.bench.mjs']]) {
+for (const args of [['bench/codec.bench.mjs'], ['bench/core.bench.mjs'], ['bench/semantics.bench.mjs'], ['bench/browser.bench.mjs'], ['js/cli.js', 'bench', '--scenario', 'all'], ['bench/s3.bench.mjs']]) {
   console.log(`\n$ node ${args.join(' ')}`)
   execFileSync(process.execPath, [...args, ...extra], { cwd: root, stdio: 'inherit' })
 }
