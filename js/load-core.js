@@ -14,8 +14,10 @@ import { makeCodec } from './codec.js'
 import { makeEncryptionApi } from './encryption.js'
 import { makeIndexApi } from './index-store.js'
 import { makeVmCacheApi } from './vm-cache.js'
+import * as wasmGlue from './generated/wasm-web/brcache_wasm.js'
 
 const require = createRequire(import.meta.url)
+let wasmReady = false
 
 /**
  * glibc or musl, as napi-rs names them (`gnu`, `musl`): from the text of
@@ -69,13 +71,24 @@ export function loadNativeAddon(triple = platformTriple()) {
   throw new Error(`brcache: no native addon loads on ${triple} (${failures.join('; ')})`)
 }
 
-/** The wasm-bindgen module for Node; throws if it is missing. */
+/**
+ * The wasm-bindgen module, ready; throws if the module is missing. Node
+ * runs the same files as web pages (js/generated/wasm-web/: the glue, an
+ * ES module, and the .wasm), compiled synchronously from the file here,
+ * so the package holds the module once.
+ */
 export function loadWasmModule() {
-  try {
-    return require('./generated/wasm-node/brcache_wasm.js')
-  } catch (error) {
-    throw new Error(`brcache: the WebAssembly core is missing (${error.message.split('\n')[0]})`, { cause: error })
+  if (!wasmReady) {
+    let bytes
+    try {
+      bytes = readFileSync(new URL('./generated/wasm-web/brcache_wasm_bg.wasm', import.meta.url))
+    } catch (error) {
+      throw new Error(`brcache: the WebAssembly core is missing (${error.message.split('\n')[0]})`, { cause: error })
+    }
+    wasmGlue.initSync({ module: bytes })
+    wasmReady = true
   }
+  return wasmGlue
 }
 
 const apis = new WeakMap()

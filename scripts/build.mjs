@@ -7,7 +7,7 @@
 //   - on x64 Linux, the linux-arm64-gnu addon too, cross-built with
 //     Debian's gcc-aarch64-linux-gnu (apt-get, as root, with qemu-user
 //     to run it)                       -> npm/linux-arm64-gnu/
-//   - the wasm module for Node and web -> js/generated/wasm-{node,web}/
+//   - the wasm module for Node and web -> js/generated/wasm-web/
 //   - Debian's Chromium (/usr/bin/chromium), which the browser test drives
 //     through playwright-core: a test tool's own browser download cannot
 //     work on these machines, the distribution's package does.
@@ -15,7 +15,7 @@
 // it before each test run costs about a second.
 
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -107,14 +107,15 @@ function buildWasm() {
   log('cargo build -p brcache-wasm (release, wasm32)')
   run('cargo', ['build', '--release', '--quiet', '--target', 'wasm32-unknown-unknown', '-p', 'brcache-wasm'])
   const wasm = join(root, 'target', 'wasm32-unknown-unknown', 'release', 'brcache_wasm.wasm')
-  for (const [target, dir] of [['nodejs', 'wasm-node'], ['web', 'wasm-web']]) {
-    const outDir = join(generated, dir)
-    if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) > mtime(wasm)) continue
-    log(`wasm-bindgen --target ${target}`)
-    run(wasmBindgen(), ['--target', target, '--out-dir', outDir, wasm])
+  // One build for web pages and Node alike (js/load-core.js compiles it
+  // from the file on Node), so the package holds the module once.
+  const outDir = join(generated, 'wasm-web')
+  if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) <= mtime(wasm)) {
+    log('wasm-bindgen --target web')
+    run(wasmBindgen(), ['--target', 'web', '--out-dir', outDir, wasm])
   }
-  // The nodejs glue is CommonJS, but this package is "type": "module".
-  writeFileSync(join(generated, 'wasm-node', 'package.json'), '{ "type": "commonjs" }\n')
+  // The nodejs glue of earlier builds is no longer used.
+  rmSync(join(generated, 'wasm-node'), { recursive: true, force: true })
 }
 
 const CHROMIUM = '/usr/bin/chromium'

@@ -132,12 +132,12 @@ describe('the packed package, installed as a consumer installs it', () => {
       'js/wasm.d.ts',
       'js/browser.d.ts',
       'js/bin.js',
-      'js/generated/wasm-node/brcache_wasm_bg.wasm',
       'js/generated/wasm-web/brcache_wasm_bg.wasm',
     ]) {
       assert.ok(paths.includes(needed), `${needed} is missing`)
     }
-    assert.ok(main.size < 1024 * 1024, `the tarball grew to ${main.size} bytes`)
+    assert.ok(main.size < 512 * 1024, `the tarball grew to ${main.size} bytes`)
+    assert.ok(!paths.some((path) => path.startsWith('js/generated/wasm-node/')), 'one wasm build, not two')
   })
 
   test(`the ${triple} tarball holds its addon and its manifest`, () => {
