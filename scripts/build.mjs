@@ -50,8 +50,11 @@ function ensureNpmPackages() {
   const lock = join(root, 'package-lock.json')
   const installed = join(root, 'node_modules', '.package-lock.json')
   if (mtime(installed) >= mtime(lock)) return
+  // --omit=optional: the only optional dependencies are brcache's own
+  // platform packages, which a clone builds (npm/<triple>/) and must never
+  // take from the registry.
   log('installing npm packages (npm ci)')
-  run('npm', ['ci', '--no-audit', '--no-fund'])
+  run('npm', ['ci', '--omit=optional', '--no-audit', '--no-fund'])
 }
 
 function pinnedWasmBindgenVersion() {
@@ -101,6 +104,8 @@ function buildAddon() {
   run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
   const library = { darwin: 'libbrcache_node.dylib', win32: 'brcache_node.dll' }[process.platform] ?? 'libbrcache_node.so'
   installAddon(join(root, 'target', 'release', library), triple)
+  // Where earlier builds put it: nothing loads it any more.
+  rmSync(join(generated, 'brcache.node'), { force: true })
 }
 
 function buildWasm() {
