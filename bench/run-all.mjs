@@ -9,6 +9,7 @@ const root = join(import.meta.dirname, '..')
 const extra = process.argv.slice(2)
 const benches = [
   ['bench/codec.bench.mjs'],
+  ['bench/core.bench.mjs'],
   ['bench/semantics.bench.mjs'],
   ['bench/browser.bench.mjs'],
   ['bench/page.bench.mjs'],

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { LocalHandler, initializeEncryption } from './handlers/index.js'
 import { vmDir } from './layout.js'
-import { encryptionApi } from './native.js'
+import { encryptionApi } from './core.js'
 import { openRepository } from './repository.js'
 import { createRandom, makeVm, makeVmBackups } from './sample.js'
 

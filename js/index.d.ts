@@ -3,6 +3,9 @@ import type { Cipher, EncryptionAlgorithm, EncryptionApi, MetadataEntry, Summary
 
 export * from './core.js'
 
+/** The core this process runs on: the napi addon ('native') or the WebAssembly build ('wasm'); see BRCACHE_CORE. */
+export declare const coreName: 'native' | 'wasm'
+
 export interface Logger {
   debug?(message: string, data?: object): void
   info?(message: string, data?: object): void

@@ -1,7 +1,9 @@
-// brcache for Node.js: the codec and VM caches on the napi addon, and the
-// repository API a backup server calls.
+// brcache for Node.js: the codec and VM caches on the napi addon (or on the
+// wasm core where no addon loads, see js/core.js), and the repository API a
+// backup server calls.
 
 export {
+  coreName,
   decodeCache,
   encodeCache,
   readCacheHeader,
@@ -13,7 +15,7 @@ export {
   indexSegmentOf,
   indexApi,
   encryptionApi,
-} from './native.js'
+} from './core.js'
 export { listVmFolders, openRepository } from './repository.js'
 export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './handlers/index.js'
 export { BrcacheError } from './errors.js'

@@ -4,7 +4,7 @@
 //
 // This file does I/O through a handler (see handlers/interface.md) and
 // nothing else: what to read, what a cache becomes and what is stale are
-// decided by the core (VmCache, through the napi addon by default).
+// decided by the core (VmCache, on js/core.js's choice by default).
 //
 // Promises kept here, where Xen Orchestra breaks them:
 // - a listing checks every cache against its folder (the fingerprint fast
@@ -26,7 +26,7 @@ import { mapLimit } from './concurrency.js'
 import { EncryptedShare, LOCK_SUFFIX, openHandler } from './handlers/index.js'
 import { INDEX_DIR, IndexStore } from './index-store.js'
 import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
-import * as napiCore from './native.js'
+import * as defaultCore from './core.js'
 
 // Verdicts on the whole repository (its encryption): never taken for one
 // unreadable file.
@@ -126,7 +126,7 @@ export class Repository {
       immutable = false,
       logger = silent,
       lockStaleMs = 10_000,
-      core = napiCore,
+      core = defaultCore,
       limits = {},
       index = 'auto',
       encryptionKey,

@@ -13,7 +13,7 @@ import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
 import { HttpError, jsonRevalidated, notFound, send } from './http.js'
 import { INDEX_DIR } from './index-store.js'
 import { CACHE_FILE, vmDir, vmFile } from './layout.js'
-import { indexApi } from './native.js'
+import { indexApi } from './core.js'
 import { listVmFolders, openRepository } from './repository.js'
 
 /** On a checked cache: the VM's metadata files that could not be read, `[{ id, reason }]`. */

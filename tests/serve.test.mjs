@@ -213,7 +213,7 @@ describe('brcache serve: nothing outside the repository and the asset list', () 
       '/js/web',
       '/js/',
       '/js/repository.js',
-      '/js/generated/brcache.node',
+      '/npm/linux-x64-gnu/brcache.linux-x64-gnu.node',
       '/package.json',
       '/xo-vm-backups',
       `/xo-vm-backups/${vm}/${CACHE_FILE}`,

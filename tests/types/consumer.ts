@@ -1,7 +1,7 @@
 // Compiled with `tsc --noEmit` by tests/types.test.mjs: uses every public
 // declaration the way an application would.
 
-import { BrcacheError, decodeCache, encodeCache, readCacheHeader } from 'brcache'
+import { BrcacheError, coreName, decodeCache, encodeCache, readCacheHeader } from 'brcache'
 import type { CacheHeader, DecodeOptions, MetadataCache } from 'brcache'
 import * as wasm from 'brcache/wasm'
 import * as browser from 'brcache/browser'
@@ -115,3 +115,7 @@ async function pageEncrypted(files: browser.IndexFiles, key: string): Promise<vo
   console.log(index?.generation, (await share.cipher())?.algorithm)
 }
 void pageEncrypted
+
+// Which core runs (the addon, or the wasm build where none loads).
+const core: 'native' | 'wasm' = coreName
+console.log(core)

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+// The `brcache` command. It loads the core first, so that a core that
+// cannot load (BRCACHE_CORE forcing one that is missing) is one line on
+// stderr and exit status 2, like every other error of the command line;
+// then it runs js/cli.js.
+
+try {
+  await import('./core.js')
+} catch (error) {
+  process.stderr.write(`${error.message}\n`)
+  process.exit(2)
+}
+await import('./cli.js')

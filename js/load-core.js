@@ -1,0 +1,156 @@
+// Finding and loading brcache's core on Node: the napi addon built for this
+// platform, or the WebAssembly build of the same Rust code.
+//
+// The addon follows napi-rs's conventions: it is named by its platform
+// triple (`brcache.linux-x64-gnu.node`) and ships in its own npm package
+// (`brcache-linux-x64-gnu`, under `npm/<triple>/` in the repository), one
+// of the main package's optionalDependencies; npm installs only the one
+// whose os/cpu/libc match. In a clone, `npm run build` puts the addon in
+// that same folder, which is looked at first.
+
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { makeCodec } from './codec.js'
+import { makeEncryptionApi } from './encryption.js'
+import { makeIndexApi } from './index-store.js'
+import { makeVmCacheApi } from './vm-cache.js'
+import * as wasmGlue from './generated/wasm-web/brcache_wasm.js'
+
+const require = createRequire(import.meta.url)
+let wasmReady = false
+
+/**
+ * glibc or musl, as napi-rs names them (`gnu`, `musl`): from the text of
+ * ldd (a shell script on glibc, musl's loader elsewhere), else from the
+ * process report, which names glibc's version when Node runs on it.
+ */
+function linuxLibc() {
+  try {
+    const ldd = readFileSync('/usr/bin/ldd', 'latin1')
+    if (ldd.includes('musl')) return 'musl'
+    if (ldd.includes('GNU C Library') || ldd.includes('glibc')) return 'gnu'
+  } catch {
+    // no ldd: ask the process report
+  }
+  const report = process.report?.getReport?.()
+  return report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'
+}
+
+/**
+ * The napi-rs platform triple of this process (`linux-x64-gnu`,
+ * `darwin-arm64`, `win32-x64-msvc`, …).
+ */
+export function platformTriple({ platform = process.platform, arch = process.arch, libc } = {}) {
+  if (platform === 'linux') {
+    const abi = libc ?? linuxLibc()
+    return arch === 'arm' ? `linux-arm-${abi}eabihf` : `linux-${arch}-${abi}`
+  }
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  return `${platform}-${arch}`
+}
+
+/** Where the addon for `triple` may be, most specific first. */
+export function addonCandidates(triple = platformTriple()) {
+  return [`../npm/${triple}/brcache.${triple}.node`, `brcache-${triple}`]
+}
+
+/**
+ * The napi addon for this platform; throws an Error saying what was tried
+ * and why each failed (not installed, or present but not loadable).
+ */
+export function loadNativeAddon(triple = platformTriple()) {
+  const failures = []
+  for (const candidate of addonCandidates(triple)) {
+    try {
+      return require(candidate)
+    } catch (error) {
+      const missing = error.code === 'MODULE_NOT_FOUND' && error.message.includes(candidate)
+      failures.push(missing ? `${candidate}: not installed` : `${candidate}: ${error.message.split('\n')[0]}`)
+    }
+  }
+  throw new Error(`brcache: no native addon loads on ${triple} (${failures.join('; ')})`)
+}
+
+/**
+ * The wasm-bindgen module, ready; throws if the module is missing. Node
+ * runs the same files as web pages (js/generated/wasm-web/: the glue, an
+ * ES module, and the .wasm), compiled synchronously from the file here,
+ * so the package holds the module once.
+ */
+export function loadWasmModule() {
+  if (!wasmReady) {
+    let bytes
+    try {
+      bytes = readFileSync(new URL('./generated/wasm-web/brcache_wasm_bg.wasm', import.meta.url))
+    } catch (error) {
+      throw new Error(`brcache: the WebAssembly core is missing (${error.message.split('\n')[0]})`, { cause: error })
+    }
+    wasmGlue.initSync({ module: bytes })
+    wasmReady = true
+  }
+  return wasmGlue
+}
+
+const apis = new WeakMap()
+
+/** The JS API over a backend (the addon or the wasm module), built once per backend. */
+export function makeCore(backend) {
+  let api = apis.get(backend)
+  if (!api) {
+    api = {
+      ...makeCodec(backend),
+      ...makeVmCacheApi(backend),
+      indexApi: makeIndexApi(backend),
+      encryptionApi: makeEncryptionApi(backend),
+    }
+    apis.set(backend, api)
+  }
+  return api
+}
+
+export const CORE_VARIABLE = 'BRCACHE_CORE'
+
+/**
+ * Picks the core: `BRCACHE_CORE=native` or `=wasm` forces one (and a
+ * missing one is an error); otherwise the addon, or the wasm core with one
+ * notice through `warn` when no addon loads. Returns `{ name, backend }`.
+ * `env` is where BRCACHE_CORE is read, the loaders and `warn` can be
+ * replaced (the tests do).
+ */
+export function chooseCore({
+  env = process.env,
+  loadNative = loadNativeAddon,
+  loadWasm = loadWasmModule,
+  warn = (message) => process.stderr.write(`${message}\n`),
+} = {}) {
+  const choice = env[CORE_VARIABLE] ?? ''
+  switch (choice) {
+    case 'native':
+      try {
+        return { name: 'native', backend: loadNative() }
+      } catch (error) {
+        throw new Error(`${error.message}, and ${CORE_VARIABLE}=native forbids the WebAssembly core`, { cause: error })
+      }
+    case 'wasm':
+      return { name: 'wasm', backend: loadWasm() }
+    case '':
+    case 'auto': {
+      let nativeError
+      try {
+        return { name: 'native', backend: loadNative() }
+      } catch (error) {
+        nativeError = error
+      }
+      let backend
+      try {
+        backend = loadWasm()
+      } catch (error) {
+        throw new Error(`${nativeError.message}; ${error.message}`, { cause: error })
+      }
+      warn(`${nativeError.message}: using the WebAssembly core (same results, slower). Set ${CORE_VARIABLE}=wasm to choose it without this notice.`)
+      return { name: 'wasm', backend }
+    }
+    default:
+      throw new Error(`brcache: ${CORE_VARIABLE} must be native, wasm or unset, not ${JSON.stringify(choice)}`)
+  }
+}
