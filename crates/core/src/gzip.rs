@@ -286,6 +286,7 @@ pub fn write_member_parts(parts: &[&[u8]], extra: Option<&[u8]>, crc: u32, size:
     let deflated: usize = parts.iter().map(|p| p.len()).sum();
     let mut out = Vec::with_capacity(10 + extra_len + deflated + TRAILER_LEN);
     let flags = if extra.is_some() { FEXTRA } else { 0 };
+    // MTIME 0: the same input always gives the same bytes.
     out.extend_from_slice(&[ID1, ID2, CM_DEFLATE, flags, 0, 0, 0, 0, 0, OS_UNKNOWN]);
     if let Some(extra) = extra {
         let xlen = u16::try_from(extra.len()).expect("FEXTRA payload over 65535 bytes");
@@ -304,20 +305,12 @@ pub fn write_member_parts(parts: &[&[u8]], extra: Option<&[u8]>, crc: u32, size:
 /// deflate `level` from 0 to 10 (6 is zlib's and Node's default).
 pub fn write_member(data: &[u8], extra: Option<&[u8]>, level: u8) -> Vec<u8> {
     let deflated = miniz_oxide::deflate::compress_to_vec(data, level);
-    let extra_len = extra.map_or(0, |e| 2 + e.len());
-    let mut out = Vec::with_capacity(10 + extra_len + deflated.len() + TRAILER_LEN);
-    let flags = if extra.is_some() { FEXTRA } else { 0 };
-    // MTIME 0: the same input always gives the same bytes.
-    out.extend_from_slice(&[ID1, ID2, CM_DEFLATE, flags, 0, 0, 0, 0, 0, OS_UNKNOWN]);
-    if let Some(extra) = extra {
-        let xlen = u16::try_from(extra.len()).expect("FEXTRA payload over 65535 bytes");
-        out.extend_from_slice(&xlen.to_le_bytes());
-        out.extend_from_slice(extra);
-    }
-    out.extend_from_slice(&deflated);
-    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out
+    write_member_parts(
+        &[&deflated],
+        extra,
+        crc32fast::hash(data),
+        data.len() as u32,
+    )
 }
 
 /// Splits an FEXTRA payload into its sub-fields `(id, data)`. A payload
