@@ -19,7 +19,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { platformTriple } from '../js/load-core.js'
+import { platformTriple } from '../js/platform.js'
 import { nodeBinary } from './node-binary.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
