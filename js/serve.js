@@ -56,6 +56,7 @@ const ASSETS = new Map(
     'js/encryption.js',
     'js/handlers/encrypted.js',
     'js/web/http-share.js',
+    'js/web/index-worker.js',
     'js/generated/wasm-web/brcache_wasm.js',
     'js/generated/wasm-web/brcache_wasm_bg.wasm',
   ].map((file) => [`/${file}`, file]),

@@ -51,6 +51,8 @@ async function open(url) {
   const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
   const errors = []
   page.on('pageerror', (error) => errors.push(error.message))
+  page.workersSeen = []
+  page.on('worker', (worker) => page.workersSeen.push(new URL(worker.url()).pathname))
   // Every text the status line shows, progress included.
   await page.addInitScript(() => {
     window.statusTexts = []
@@ -338,10 +340,13 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
     const files = api.filter((url) => url.startsWith('/api/r/0/index/'))
     assert.deepStrictEqual(
       api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),
-      // encryption.json: a 404, so the repository is plaintext.
-      ['/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', `/api/r/0/vms/${added}/cache`, '/api/repositories'],
+      // encryption.json: a 404, so the repository is plaintext; asked by
+      // the page and by the worker that decodes the index, at once.
+      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', `/api/r/0/vms/${added}/cache`, '/api/repositories'],
     )
     assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
+    // Decoded off the page's main thread.
+    assert.deepStrictEqual(page.workersSeen, ['/js/web/index-worker.js'])
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
     assert.deepStrictEqual(errors, [])
     await page.screenshot({ path: join(screenshots, 'restore-view-index.png'), fullPage: true })

@@ -122,7 +122,7 @@ function unlock(repository) {
         const decrypting = new EncryptedShare(repository.http, encryptionApi, key)
         try {
           await decrypting.cipher()
-          return decrypting
+          return { share: decrypting, key }
         } catch (failure) {
           if (failure.code !== 'WRONG_ENCRYPTION_KEY' && failure.code !== 'INVALID_ENCRYPTION_KEY') throw failure
           error.textContent = failure.message
@@ -140,16 +140,62 @@ function unlock(repository) {
   return turn
 }
 
+// The index is decoded in a worker (js/web/index-worker.js) where the page
+// can start one, so that no long task holds the page while it is; else
+// here, by the same code.
+let worker
+let requests = 0
+const answers = new Map()
+try {
+  worker = new Worker(new URL('./index-worker.js', import.meta.url), { type: 'module' })
+  worker.addEventListener('message', ({ data }) => {
+    answers.get(data.id)?.(data)
+    answers.delete(data.id)
+  })
+} catch {
+  worker = undefined
+}
+
+function ask(message) {
+  return new Promise((resolve) => {
+    answers.set(message.id, resolve)
+    worker.postMessage(message)
+  })
+}
+
+/** The worker's index, shaped as the page uses an index; `withGenerations(vms)` before `vmGeneration`. */
+async function readIndexInWorker({ base, key }) {
+  const id = ++requests
+  const answer = await ask({ id, base: String(base), key })
+  if (answer.error) throw Object.assign(new Error(answer.error.message), answer.error)
+  if (!answer.index) return undefined
+  const { plan, view } = answer.index
+  return {
+    plan,
+    view: () => view,
+    async withGenerations(vms) {
+      const { generations } = await ask({ id, vms })
+      return { plan, view: () => view, vmGeneration: (vm) => generations[vm] ?? null }
+    },
+  }
+}
+
+async function readIndexHere(share) {
+  const log = { warn: (message, data) => console.warn(message, data), debug() {} }
+  const index = await new IndexStore(share, indexApi, log).read()
+  // Segments without a snapshot are not the whole view.
+  if (!index?.plan.snapshot) return undefined
+  return Object.assign(index, { withGenerations: async () => index })
+}
+
 /**
  * The repository index, or undefined when there is none or it cannot be
  * used: then every VM comes from its cache, as the server's listings do.
+ * `withGenerations(vms)` gives the index with `vmGeneration(vm)` for them.
  */
-async function readIndex(share) {
-  const log = { warn: (message, data) => console.warn(message, data), debug() {} }
+async function readIndex(share, source) {
   try {
-    const index = await new IndexStore(share, indexApi, log).read()
-    // Segments without a snapshot are not the whole view.
-    return index?.plan.snapshot ? index : undefined
+    return worker ? await readIndexInWorker(source) : await readIndexHere(share)
   } catch (error) {
     // Neither the repository's encryption nor a sign-in to come is a
     // reason to do without the index: say them.
@@ -166,7 +212,9 @@ class RepositoryView {
   constructor({ id, name }) {
     this.id = id
     this.name = name
-    this.http = httpShare(new URL(`api/r/${id}/`, document.baseURI))
+    this.base = new URL(`api/r/${id}/`, document.baseURI)
+    this.http = httpShare(this.base)
+    this.encryptionKey = undefined
     this.share = undefined
     this.vms = []
     this.listed = undefined
@@ -183,7 +231,7 @@ class RepositoryView {
     // Read as plaintext while encryption.json is read (its answer holds the
     // others back): an encrypted repository then asks for its key.
     let share = new EncryptedShare(this.http, encryptionApi)
-    const indexing = readIndex(share)
+    const indexing = readIndex(share, { base: this.base })
     indexing.catch(() => {})
     const [vms, locked] = await Promise.all([
       // Folder names lie in clear: listed without waiting for a key.
@@ -195,14 +243,15 @@ class RepositoryView {
     ])
     let index
     if (locked) {
-      share = await unlock(this)
-      if (!share) throw Object.assign(new Error('encrypted, and no key was given: Refresh to enter it'), { code: 'LOCKED' })
-      index = await readIndex(share)
+      const unlocked = await unlock(this)
+      if (!unlocked) throw Object.assign(new Error('encrypted, and no key was given: Refresh to enter it'), { code: 'LOCKED' })
+      ;({ share, key: this.encryptionKey } = unlocked)
+      index = await readIndex(share, { base: this.base, key: this.encryptionKey })
     } else {
       index = await indexing
     }
     this.share = share
-    return { vms, index }
+    return { vms, index: await index?.withGenerations(vms) }
   }
 
   /** What the page shows of the repository: every VM's row, from the index or the caches. */
@@ -271,7 +320,8 @@ class RepositoryView {
     if (this.source === 'index') {
       const names = await this.share.list(INDEX_DIR).catch((error) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))
       if (!force && same(vms, this.vms) && same([...names].sort(), [...this.listed].sort())) return
-      return this.show(vms, await readIndex(this.share))
+      const index = await readIndex(this.share, { base: this.base, key: this.encryptionKey })
+      return this.show(vms, await index?.withGenerations(vms))
     }
     for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
     for (const vm of vms.filter((v) => !this.vms.includes(v))) table.add(this.key(vm), { vm, repository: this.name })
