@@ -1,21 +1,13 @@
 // The Garage cluster the S3 tests run against (scripts/garage.sh): started
 // (and, the first time on a machine, installed) by the project itself.
 
-import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { serviceScript } from './service.mjs'
 
-const script = join(import.meta.dirname, '..', '..', 'scripts', 'garage.sh')
+const garage = serviceScript('garage.sh')
 
 /** Starts the 3-node cluster (idempotent) and returns its settings. */
 export function startGarage() {
-  const envFile = execFileSync('bash', [script, 'start'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim()
-  const env = Object.fromEntries(
-    readFileSync(envFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => line.split(/=(.*)/s).slice(0, 2)),
-  )
+  const env = garage.start()
   return {
     endpoints: env.BRCACHE_S3_ENDPOINTS.split(','),
     bucket: env.BRCACHE_S3_BUCKET,
@@ -26,10 +18,10 @@ export function startGarage() {
 }
 
 export function stopGarage() {
-  execFileSync('bash', [script, 'stop'], { stdio: 'ignore' })
+  garage.run('stop')
 }
 
 /** SIGKILLs one node (1 to 3); `startGarage` brings it back. */
 export function killGarageNode(node) {
-  execFileSync('bash', [script, 'kill', String(node)], { stdio: 'ignore' })
+  garage.run('kill', String(node))
 }
