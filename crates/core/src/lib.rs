@@ -36,6 +36,7 @@ pub mod header;
 pub mod index;
 pub mod json;
 pub mod key;
+pub mod ops;
 pub mod splice;
 pub mod summary;
 pub mod vm_cache;

@@ -1,0 +1,342 @@
+//! The repository-wide index on the share: reading it, publishing a VM's
+//! segment, compacting, rebuilding (the format and its folding rules are
+//! [`crate::index`]'s). No repository-wide lock: segments have unique
+//! names, snapshots are created create-only at the next generation, and a
+//! compaction deletes only what its own snapshot folded.
+
+use super::exec::Io;
+use super::io::{Failure, IoError, Level, Request, Response, is_repository_error};
+use super::settings::{IndexMode, Settings};
+use super::share;
+use crate::index::{self, INDEX_DIR, Loaded, ReadPlan};
+use serde_json::json;
+
+fn path(name: &str) -> String {
+    format!("{INDEX_DIR}/{name}")
+}
+
+/// An error of one step of the index's upkeep (`publish`, `compaction`,
+/// `snapshot`), named in the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFailure {
+    pub step: &'static str,
+    pub failure: Failure,
+}
+
+/// The index folder's names, or `None` when there is no index.
+pub async fn list(io: &Io) -> Result<Option<Vec<String>>, Failure> {
+    match io.call(list_request()).await {
+        Response::Names(names) => Ok(Some(names)),
+        Response::Failed(error) if error.code == "ENOENT" => Ok(None),
+        Response::Failed(error) => {
+            Err(Failure::io(format_args!("cannot list {INDEX_DIR}"), &error))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub fn list_request() -> Request {
+    Request::List {
+        path: INDEX_DIR.to_string(),
+    }
+}
+
+/// What a listing of the index folder says, from its response.
+pub fn listed(response: Response) -> Result<Option<Vec<String>>, Failure> {
+    match response {
+        Response::Names(names) => Ok(Some(names)),
+        Response::Failed(error) if error.code == "ENOENT" => Ok(None),
+        Response::Failed(error) => {
+            Err(Failure::io(format_args!("cannot list {INDEX_DIR}"), &error))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether writers keep the index, given the folder's listing.
+pub fn active(settings: &Settings, listing: &Option<Vec<String>>) -> bool {
+    match settings.index {
+        IndexMode::Off => false,
+        IndexMode::On => true,
+        IndexMode::Auto => listing.is_some(),
+    }
+}
+
+/// The index as read: its plan and its decoded files.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub plan: ReadPlan,
+    pub loaded: Loaded,
+}
+
+/// The index as it is now, or `None` when there is none: the folder is
+/// listed, then the newest snapshot and every segment are read at once. A
+/// file that vanished meanwhile was compacted away: read again. A newest
+/// snapshot that does not decode is an error, never a reason to use an
+/// older one: the compaction that wrote it may have deleted segments only
+/// it holds.
+pub async fn read(
+    io: &Io,
+    settings: &Settings,
+    listing: Option<Vec<String>>,
+) -> Result<Option<Read>, Failure> {
+    const ATTEMPTS: usize = 5;
+    let mut listing = Some(listing);
+    for _ in 0..ATTEMPTS {
+        let names = match listing.take().flatten() {
+            Some(names) => Some(names),
+            None => list(io).await?,
+        };
+        let Some(names) = names else { return Ok(None) };
+        let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
+        let mut requests: Vec<Request> = plan
+            .snapshot
+            .iter()
+            .chain(&plan.segments)
+            .map(|name| Request::Read { path: path(name) })
+            .collect();
+        let files: Vec<Response> = io.all(std::mem::take(&mut requests)).await;
+        let mut contents = Vec::with_capacity(files.len());
+        let mut vanished = false;
+        for (name, response) in plan.snapshot.iter().chain(&plan.segments).zip(files) {
+            match response {
+                Response::Bytes(bytes) => contents.push(bytes),
+                Response::Failed(error) if error.code == "ENOENT" => vanished = true,
+                Response::Failed(error) if is_repository_error(&error.code) => {
+                    return Err(Failure::Io(error));
+                }
+                Response::Failed(error) => {
+                    return Err(Failure::io(
+                        format_args!("cannot read {}", path(name)),
+                        &error,
+                    ));
+                }
+                _ => vanished = true,
+            }
+        }
+        if vanished {
+            continue;
+        }
+        let mut contents = contents.into_iter();
+        let snapshot = plan
+            .snapshot
+            .as_ref()
+            .map(|_| contents.next().expect("read"));
+        let segments = plan.segments.iter().cloned().zip(contents).collect();
+        let file = plan.snapshot.as_deref().map_or(INDEX_DIR.to_string(), path);
+        let loaded = Loaded::decode(snapshot.as_deref(), segments, &settings.limits)
+            .map_err(|e| Failure::Core(e.in_file(file)))?;
+        for (name, reason) in &loaded.unreadable {
+            io.log(
+                Level::Warn,
+                "brcache: unreadable index segment skipped",
+                json!({ "file": path(name), "reason": reason }),
+            );
+        }
+        return Ok(Some(Read { plan, loaded }));
+    }
+    Err(Failure::refused(
+        "EAGAIN",
+        format!("{INDEX_DIR} keeps changing while it is read"),
+    ))
+}
+
+/// Publishes one segment under a name no one else picks, written
+/// atomically (a crash never leaves half a segment), then compacts when
+/// segments pile up. `listing` is the folder as listed before.
+pub async fn publish(
+    io: &Io,
+    settings: &Settings,
+    segment: Vec<u8>,
+    listing: &Option<Vec<String>>,
+) -> Result<(), StepFailure> {
+    let now = share::now(io).await;
+    let name = index::segment_name(now.max(0.0) as u64, settings.unique());
+    let response = io
+        .call(Request::Replace {
+            path: path(&name),
+            bytes: segment,
+        })
+        .await;
+    share::done(response, || {
+        format!("cannot publish the index segment {}", path(&name))
+    })
+    .map_err(|failure| StepFailure {
+        step: "publish",
+        failure,
+    })?;
+    let waiting = listing.as_ref().map_or(0, |names| {
+        ReadPlan::from_listing(names.iter().map(String::as_str))
+            .segments
+            .len()
+    });
+    if waiting + 1 > index::COMPACT_AFTER {
+        compact(io, settings, false).await?;
+    }
+    Ok(())
+}
+
+/// What a compaction or rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub generation: u64,
+    pub folded: usize,
+}
+
+/// Folds every segment into a new snapshot, created at the next generation
+/// (of two compactions of one snapshot, the second creates nothing and
+/// deletes nothing); `drop_unreadable` also deletes segments that do not
+/// decode (after a check republished every VM that disagreed).
+pub async fn compact(
+    io: &Io,
+    settings: &Settings,
+    drop_unreadable: bool,
+) -> Result<Option<Compacted>, StepFailure> {
+    let step = |failure| StepFailure {
+        step: "compaction",
+        failure,
+    };
+    let Some(read) = read(io, settings, None).await.map_err(step)? else {
+        return Ok(None);
+    };
+    let compaction = read.loaded.compact(read.plan.generation);
+    let created = create(io, &compaction.name, compaction.snapshot.encode())
+        .await
+        .map_err(|error| {
+            step(Failure::io(
+                format_args!(
+                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
+                    path(&compaction.name)
+                ),
+                &error,
+            ))
+        })?;
+    if !created {
+        return Ok(None);
+    }
+    let mut doomed = compaction.segments_to_delete.clone();
+    doomed.extend(read.plan.old_snapshots.iter().cloned());
+    if drop_unreadable {
+        doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
+    }
+    share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
+        .await
+        .map_err(step)?;
+    Ok(Some(Compacted {
+        generation: compaction.snapshot.generation,
+        folded: compaction.segments_to_delete.len(),
+    }))
+}
+
+/// Creates an index file; false if the name is taken.
+async fn create(io: &Io, name: &str, bytes: Vec<u8>) -> Result<bool, IoError> {
+    match io
+        .call(Request::Create {
+            path: path(name),
+            bytes,
+        })
+        .await
+    {
+        Response::Failed(error) if error.code == "EEXIST" => Ok(false),
+        Response::Failed(error) => Err(error),
+        _ => Ok(true),
+    }
+}
+
+/// Replaces the index with one built from `from_caches` (each VM cache's
+/// segment, read just now) and the segments listed, never reading the
+/// snapshot, which may be what is broken. The new snapshot outranks every
+/// one listed; should a compaction take its generation first, the rebuild
+/// starts again from a new listing.
+pub async fn rebuild(
+    io: &Io,
+    settings: &Settings,
+    from_caches: Vec<Vec<u8>>,
+) -> Result<Compacted, StepFailure> {
+    const ATTEMPTS: usize = 5;
+    let mut existed = None;
+    for _ in 0..ATTEMPTS {
+        let listed = list(io).await.map_err(|failure| StepFailure {
+            step: "snapshot",
+            failure,
+        })?;
+        let existed = *existed.get_or_insert(listed.is_some());
+        let names = listed.unwrap_or_default();
+        let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
+        let requests = plan
+            .segments
+            .iter()
+            .map(|n| Request::Read { path: path(n) })
+            .collect();
+        // A vanished segment was folded by a compaction: it only matters
+        // that the rebuild outranks that compaction's snapshot, which it does.
+        let segments: Vec<(String, Vec<u8>)> = plan
+            .segments
+            .iter()
+            .zip(io.all(requests).await)
+            .filter_map(|(name, response)| match response {
+                Response::Bytes(bytes) => Some((name.clone(), bytes)),
+                _ => None,
+            })
+            .collect();
+        let compaction =
+            index::rebuild_from_bytes(&plan, from_caches.clone(), segments, &settings.limits)
+                .map_err(|e| StepFailure {
+                    step: "snapshot",
+                    failure: e.into(),
+                })?;
+        match create(io, &compaction.name, compaction.snapshot.encode()).await {
+            Ok(true) => {
+                let mut doomed = compaction.segments_to_delete.clone();
+                doomed.extend(plan.snapshot.iter().cloned());
+                doomed.extend(plan.old_snapshots.iter().cloned());
+                share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
+                    .await
+                    .map_err(|failure| StepFailure {
+                        step: "snapshot",
+                        failure,
+                    })?;
+                return Ok(Compacted {
+                    generation: compaction.snapshot.generation,
+                    folded: compaction.segments_to_delete.len(),
+                });
+            }
+            Ok(false) => continue,
+            Err(error) => {
+                // A build that made the index folder and failed takes it
+                // away again: an index folder without a snapshot would make
+                // every writer publish segments that no listing reads.
+                let removed = !existed
+                    && !matches!(
+                        io.call(Request::RemoveFolder {
+                            path: INDEX_DIR.to_string()
+                        })
+                        .await,
+                        Response::Failed(_)
+                    );
+                return Err(StepFailure {
+                    step: "snapshot",
+                    failure: Failure::io(
+                        format_args!(
+                            "cannot write the index snapshot {}, the index was not built{}",
+                            path(&compaction.name),
+                            if removed {
+                                " (its empty folder was removed)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        &error,
+                    ),
+                });
+            }
+        }
+    }
+    Err(StepFailure {
+        step: "snapshot",
+        failure: Failure::refused(
+            "EAGAIN",
+            format!("{INDEX_DIR}: compactions kept taking the rebuilt snapshot's name"),
+        ),
+    })
+}

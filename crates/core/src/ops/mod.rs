@@ -1,0 +1,182 @@
+//! Repository operations, free of I/O.
+//!
+//! Each operation a backup server performs on a repository (list a VM's
+//! restore points, list them all, the restore view, write a backup, delete
+//! backups, check or repair a VM, check or build the repository index) is a
+//! value, an [`Operation`], that asks for one I/O at a time, or several
+//! independent ones at once, and is handed each result until it yields its
+//! answer. Every decision is made here: what to read, what a missing file
+//! means, when a cache is rewritten, when the index is published or
+//! compacted, what a failure leaves behind. The caller (the JS driver, the
+//! tests' simulated share) only performs the [`Request`]s.
+//!
+//! - [`io`]: requests, responses, failures, log messages.
+//! - [`exec`]: how an operation runs and asks.
+//! - [`settings`]: what an operation knows of its repository.
+//! - [`share`]: what each call's answer means.
+//! - [`load`]: a VM's cache made true to its folder (the read side).
+//! - [`listing`]: one VM's restore points, every VM's, the restore view.
+//! - [`mutate`]: the one door every cache write goes through.
+//! - [`write`]: recording a backup, deleting backups.
+//! - [`check`]: checking and repairing a VM's cache.
+//! - [`index_ops`], [`index_check`]: the repository index on the share.
+//! - [`wire`]: operations as the napi and wasm bindings carry them.
+
+pub mod check;
+pub mod exec;
+pub mod index_check;
+pub mod index_ops;
+pub mod io;
+pub mod listing;
+pub mod load;
+pub mod mutate;
+pub mod settings;
+pub mod share;
+pub mod wire;
+pub mod write;
+
+pub use check::{CheckOptions, Report};
+pub use exec::{Operation, RequestId, Status};
+pub use index_check::{Built, IndexReport};
+pub use io::{Failure, IoError, Level, Log, Request, Response};
+pub use listing::Listed;
+pub use load::{Loaded, Want};
+pub use settings::{IndexMode, Settings};
+
+use crate::key::VmId;
+use crate::summary::Filter;
+use std::collections::BTreeMap;
+
+/// What an operation answers.
+#[derive(Debug)]
+pub enum Output {
+    Listed(Listed),
+    /// A backup's key (XO's id).
+    Written(String),
+    Deleted,
+    Report(Report),
+    Reports(BTreeMap<String, Report>),
+    Index(IndexReport),
+    Built(Built),
+    /// How many background repairs wrote their cache.
+    Repaired(usize),
+}
+
+/// An operation of any kind.
+pub type Op = Operation<Output>;
+
+fn vm_id(vm: &str) -> Result<VmId, Failure> {
+    Ok(VmId::new(vm)?)
+}
+
+/// One VM's restore points (records or summaries).
+pub fn list_vm(settings: Settings, vm: &str, want: Want) -> Result<Op, Failure> {
+    let vm = vm_id(vm)?;
+    Ok(Op::new(|io| async move {
+        listing::list_vm(&io, &settings, &vm, want)
+            .await
+            .map(Output::Listed)
+    }))
+}
+
+/// Every VM's restore points from their checked caches.
+pub fn list_all(settings: Settings, want: Want) -> Op {
+    Op::new(|io| async move {
+        listing::list_all(&io, &settings, want)
+            .await
+            .map(Output::Listed)
+    })
+}
+
+/// The restore view, from the index when there is one.
+pub fn restore_view(settings: Settings, filter: Filter) -> Op {
+    Op::new(|io| async move {
+        listing::restore_view(&io, &settings, filter)
+            .await
+            .map(Output::Listed)
+    })
+}
+
+/// Records a backup: `metadata` is its metadata file's bytes (JSON with a
+/// `timestamp` in ms, which names the file).
+pub fn write_backup(settings: Settings, vm: &str, metadata: Vec<u8>) -> Result<Op, Failure> {
+    let vm = vm_id(vm)?;
+    let timestamp = serde_json::from_slice::<serde_json::Value>(&metadata)
+        .ok()
+        .and_then(|m| m.get("timestamp").and_then(serde_json::Value::as_f64))
+        .unwrap_or(f64::NAN);
+    let name = write::metadata_name(timestamp)?;
+    Ok(Op::new(|io| async move {
+        write::write_backup(&io, &settings, &vm, &name, metadata)
+            .await
+            .map(Output::Written)
+    }))
+}
+
+/// Deletes restore points by their metadata paths; every path is checked
+/// before anything is deleted.
+pub fn delete_backups(settings: Settings, paths: Vec<String>) -> Result<Op, Failure> {
+    for path in &paths {
+        write::split_key(path)?;
+    }
+    Ok(Op::new(|io| async move {
+        write::delete_backups(&io, &settings, &paths)
+            .await
+            .map(|()| Output::Deleted)
+    }))
+}
+
+/// Checks (and repairs) one VM's cache.
+pub fn check_vm(settings: Settings, vm: &str, options: CheckOptions) -> Result<Op, Failure> {
+    let vm = vm_id(vm)?;
+    Ok(Op::new(|io| async move {
+        check::check_vm(&io, &settings, &vm, options)
+            .await
+            .map(Output::Report)
+    }))
+}
+
+/// Checks (and repairs) every VM's cache.
+pub fn check_all(settings: Settings, options: CheckOptions) -> Op {
+    Op::new(|io| async move {
+        index_check::check_all(&io, &settings, options)
+            .await
+            .map(Output::Reports)
+    })
+}
+
+/// Checks (and repairs) the repository index against the caches.
+pub fn check_index(settings: Settings, repair: bool) -> Op {
+    Op::new(|io| async move {
+        index_check::check_index(&io, &settings, repair)
+            .await
+            .map(Output::Index)
+    })
+}
+
+/// Builds the repository index from the caches.
+pub fn build_index(settings: Settings) -> Op {
+    Op::new(|io| async move {
+        index_check::build_index(&io, &settings)
+            .await
+            .map(Output::Built)
+    })
+}
+
+/// The background repairs a listing found (see [`Listed::repairs`]).
+pub fn repair(settings: Settings, loaded: Vec<Loaded>) -> Op {
+    Op::new(|io| async move {
+        let written = exec::join_all(
+            loaded
+                .into_iter()
+                .map(|l| check::repair_in_background(&io, &settings, l)),
+        )
+        .await;
+        Ok(Output::Repaired(
+            written
+                .into_iter()
+                .filter(|w| matches!(w, Ok(true)))
+                .count(),
+        ))
+    })
+}

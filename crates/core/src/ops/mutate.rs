@@ -1,0 +1,209 @@
+//! The one door every cache write goes through, whoever makes it (a backup
+//! written or deleted, a check's repair, a listing's background repair, the
+//! index's catch-up): under the VM's lock, the cache is replaced atomically
+//! and, when the repository keeps an index, the VM's segment is published
+//! from the very bytes written. No other code writes a cache.
+
+use super::exec::{Io, join_all};
+use super::index_ops;
+use super::io::{Failure, IoError, Level, Request, Response};
+use super::load::{self, Want};
+use super::settings::Settings;
+use super::share::{self, CacheRead};
+use crate::coherency::Listing;
+use crate::index::{self, Segment};
+use crate::key::{CACHE_FILE, MetadataName, VmId};
+use crate::splice;
+use crate::vm_cache::VmCache;
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Takes the VM's lock (it lives beside the cache it guards).
+pub async fn lock(io: &Io, vm: &VmId, wait: bool) -> Result<(), IoError> {
+    match io
+        .call(Request::Lock {
+            path: share::cache_path(vm),
+            wait,
+        })
+        .await
+    {
+        Response::Failed(error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Releases it; a failure only delays the next writer (the lock goes stale).
+pub async fn unlock(io: &Io, vm: &VmId) {
+    if let Response::Failed(error) = io
+        .call(Request::Unlock {
+            path: share::cache_path(vm),
+        })
+        .await
+    {
+        io.log(
+            Level::Debug,
+            "brcache: could not release the cache lock",
+            json!({ "file": share::cache_path(vm), "reason": error.message }),
+        );
+    }
+}
+
+/// What a writer changed in the folder before updating the cache.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    /// Metadata files created, with their bytes.
+    pub added: Vec<(MetadataName, Vec<u8>)>,
+    /// Metadata files deleted.
+    pub removed: Vec<MetadataName>,
+}
+
+/// Brings the cache up to date after `edit`, under the VM's lock, from the
+/// cache as read and the folder as listed after the edit. When the header
+/// proves the cache was true before the edit, the change is spliced into
+/// its compressed bytes; otherwise the cache is made true as a listing
+/// makes it, then changed.
+pub async fn update(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    read: CacheRead,
+    entries: Vec<String>,
+    edit: &Edit,
+    index_listing: &Option<Vec<String>>,
+) -> Result<(), Failure> {
+    if let Some(bytes) = read.bytes() {
+        let listing = Listing::from_entries(entries.iter().map(String::as_str));
+        let added: Vec<(MetadataName, &[u8])> = edit
+            .added
+            .iter()
+            .map(|(n, b)| (n.clone(), &b[..]))
+            .collect();
+        if let Some(next) = splice::splice_cache(vm, bytes, &listing, &added, &edit.removed)? {
+            return commit(io, settings, vm, next, index_listing).await;
+        }
+    }
+    // The created files are the writer's own: no need to read them back.
+    let before: Vec<String> = entries
+        .into_iter()
+        .filter(|name| !edit.added.iter().any(|(n, _)| n.as_str() == name))
+        .collect();
+    let loaded = load::resolve(io, vm, &Want::Cache, &settings.limits, read, before).await?;
+    let mut cache = loaded.cache.expect("a load for writing decodes the cache");
+    for (name, bytes) in &edit.added {
+        cache.add_name(name.clone(), bytes)?;
+    }
+    for name in &edit.removed {
+        cache.remove_name(name.clone());
+    }
+    write(
+        io,
+        settings,
+        cache,
+        loaded.previous_generation,
+        index_listing,
+    )
+    .await
+}
+
+/// Writes a cache made in memory, its generation after `previous` (the
+/// generation of the file it replaces).
+pub async fn write(
+    io: &Io,
+    settings: &Settings,
+    mut cache: VmCache,
+    previous: u64,
+    index_listing: &Option<Vec<String>>,
+) -> Result<(), Failure> {
+    cache.continue_after(previous);
+    if previous == 0 && index_ops::active(settings, index_listing) {
+        // A cache without a generation of its own (none yet, unusable, or
+        // rewritten by XO) would start again from 0 and lose every fold to
+        // the entry the index still holds for the VM: continue after it.
+        if let Ok(Some(read)) = index_ops::read(io, settings, index_listing.clone()).await {
+            cache.continue_after(
+                read.loaded
+                    .current()
+                    .generation_of(cache.vm().as_str())
+                    .unwrap_or(0),
+            );
+        }
+    }
+    let vm = cache.vm().clone();
+    let bytes = cache.commit();
+    commit(io, settings, &vm, bytes, index_listing).await
+}
+
+/// Replaces the cache file with `bytes`, then cleans dead writers' temp
+/// files and publishes the segment of what was written, side by side.
+pub async fn commit(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    bytes: Vec<u8>,
+    index_listing: &Option<Vec<String>>,
+) -> Result<(), Failure> {
+    let path = share::cache_path(vm);
+    let segment = index_ops::active(settings, index_listing)
+        .then(|| index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits));
+    share::done(
+        io.call(Request::Replace {
+            path: path.clone(),
+            bytes,
+        })
+        .await,
+        || format!("cannot write {path}"),
+    )?;
+    let clean: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+        // Under the lock, a temp file of the cache is a dead writer's;
+        // other temps (metadata being written, without this lock) only
+        // when old.
+        let response = io
+            .call(Request::CleanTemps {
+                dir: vm.dir(),
+                any_age_for: vec![CACHE_FILE.to_string()],
+            })
+            .await;
+        if let Response::Failed(error) = response {
+            io.log(
+                Level::Debug,
+                "brcache: could not clean temp files",
+                json!({ "dir": vm.dir(), "reason": error.message }),
+            );
+        }
+    });
+    let publish: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+        match segment {
+            None => {}
+            Some(Err(error)) => warn_unpublished(io, vm, "publish", &error.to_string()),
+            Some(Ok(segment)) => {
+                if let Err(failure) = index_ops::publish(io, settings, segment, index_listing).await
+                {
+                    warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
+                }
+            }
+        }
+    });
+    join_all([clean, publish]).await;
+    Ok(())
+}
+
+/// The index only lags: the next check catches it up.
+fn warn_unpublished(io: &Io, vm: &VmId, step: &str, reason: &str) {
+    let message = if step == "compaction" {
+        "brcache: the index segment was published, but the index compaction failed; the next write or check --repair retries it"
+    } else {
+        "brcache: the repository index was not updated (its segment was not published); the next check will catch up"
+    };
+    io.log(
+        Level::Warn,
+        message,
+        json!({ "vm": vm.as_str(), "step": step, "reason": reason }),
+    );
+}
+
+/// A VM's entry for a segment, from a cache in memory (for a VM folder
+/// whose cache is gone, the gone entry).
+pub fn segment_of(cache: &VmCache) -> crate::Result<Vec<u8>> {
+    Ok(Segment::new(cache.vm().as_str(), index::entry_of(cache)?).encode())
+}

@@ -1,0 +1,63 @@
+//! What an operation is told about its repository before it starts.
+
+use crate::codec::DecodeLimits;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Whether writers keep the repository-wide index and listings use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Never.
+    Off,
+    /// When the repository has one (its folder exists).
+    Auto,
+    /// Always: a writer creates it.
+    On,
+}
+
+/// The repository's settings, shared by an operation and its parts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: DecodeLimits,
+    /// Never write, create or delete a cache or index file.
+    pub immutable: bool,
+    pub index: IndexMode,
+    /// Randomness from the caller (the core has none): segment names.
+    nonce: Rc<Cell<u64>>,
+}
+
+impl Settings {
+    pub fn new(limits: DecodeLimits, immutable: bool, index: IndexMode, nonce: u64) -> Settings {
+        Settings {
+            limits,
+            immutable,
+            // An immutable repository gets no index either: it is a cache too.
+            index: if immutable { IndexMode::Off } else { index },
+            nonce: Rc::new(Cell::new(nonce)),
+        }
+    }
+
+    /// The same repository with another index mode (a build makes the
+    /// index exist).
+    pub fn with_index(&self, index: IndexMode) -> Settings {
+        Settings {
+            index: if self.immutable {
+                IndexMode::Off
+            } else {
+                index
+            },
+            ..self.clone()
+        }
+    }
+
+    /// A fresh 64-bit value for a name no other writer picks
+    /// (splitmix64 over the caller's seed).
+    pub fn unique(&self) -> u64 {
+        let next = self.nonce.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.nonce.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,282 @@
+//! Operations as the bindings carry them: plain strings, numbers and bytes,
+//! so that the napi addon and the wasm module each wrap one type and make
+//! no decision of their own.
+//!
+//! - `start(kind, settings, args, bytes)`: `settings` is
+//!   `{ maxInflatedSize?, maxDepth?, immutable?, index?: "off"|"auto"|"on", nonce? }`
+//!   and `args` the operation's (see [`start`]).
+//! - `poll()`: `{"done":true}`, `{"waiting":true}` or
+//!   `{"requests":[{"id","kind","path", ...}]}`; a write's bytes come from
+//!   `payload(id)`.
+//! - `respond(id, error_code, bytes, text)`: a success carries the bytes
+//!   read, or as text the JSON array of names listed, the mtime stat gave
+//!   or the time; a failure carries the handler's code and message (text).
+//! - `logs()`: `[[level, message, fields], ...]` left since the last call.
+//! - `output()`: the answer as JSON text, or the failure.
+
+use super::check::CheckOptions;
+use super::exec::{RequestId, Status};
+use super::io::{Failure, IoError, Request, Response};
+use super::{IndexMode, Op, Output, Settings, Want};
+use crate::codec::DecodeLimits;
+use crate::summary::Filter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// An operation and the requests it has out, by id.
+pub struct WireOp {
+    op: Op,
+    outstanding: BTreeMap<RequestId, Request>,
+    settings: Settings,
+    repairs: Vec<super::Loaded>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct SettingsArgs {
+    max_inflated_size: Option<f64>,
+    max_depth: Option<f64>,
+    immutable: bool,
+    index: Option<String>,
+    nonce: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Args {
+    vm: Option<String>,
+    want: Option<String>,
+    filter: Option<Value>,
+    paths: Vec<String>,
+    repair: bool,
+    dry_run: bool,
+    deep: bool,
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure::Core(crate::Error::new(
+        crate::ErrorKind::InvalidArgument,
+        message,
+    ))
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, what: &str) -> Result<T, Failure> {
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(text).map_err(|e| invalid(format!("invalid {what}: {e}")))
+}
+
+pub fn settings(text: &str) -> Result<Settings, Failure> {
+    let args: SettingsArgs = parse(text, "settings")?;
+    let default = DecodeLimits::default();
+    let limits = DecodeLimits {
+        max_inflated_size: args
+            .max_inflated_size
+            .map_or(default.max_inflated_size, |v| v as usize),
+        max_depth: args.max_depth.map_or(default.max_depth, |v| v as usize),
+    };
+    let index = match args.index.as_deref() {
+        None | Some("auto") => IndexMode::Auto,
+        Some("on") => IndexMode::On,
+        Some("off") => IndexMode::Off,
+        Some(other) => return Err(invalid(format!("invalid index mode {other:?}"))),
+    };
+    Ok(Settings::new(
+        limits,
+        args.immutable,
+        index,
+        args.nonce.unwrap_or(0.0) as u64,
+    ))
+}
+
+/// Starts an operation. Kinds and their `args`: `listVm` `{vm, want:
+/// "records"|"summaries", filter?}`, `listAll` `{want, filter?}`,
+/// `restoreView` `{filter?}`, `writeBackup` `{vm}` with the metadata as
+/// `bytes`, `deleteBackups` `{paths}`, `checkVm` `{vm, repair?, dryRun?,
+/// deep?}`, `checkAll` (the same but `vm`), `checkIndex` `{repair?}`,
+/// `buildIndex`.
+pub fn start(
+    kind: &str,
+    settings_text: &str,
+    args_text: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<WireOp, Failure> {
+    let settings = settings(settings_text)?;
+    let args: Args = parse(args_text, "arguments")?;
+    let filter = || -> Result<Filter, Failure> {
+        match &args.filter {
+            None | Some(Value::Null) => Ok(Filter::default()),
+            Some(value) => Ok(Filter::from_json(Some(&value.to_string()))?),
+        }
+    };
+    let want = || -> Result<Want, Failure> {
+        match args.want.as_deref() {
+            Some("records") => Ok(Want::Records),
+            Some("summaries") | None => Ok(Want::Summaries(filter()?)),
+            Some(other) => Err(invalid(format!("invalid want {other:?}"))),
+        }
+    };
+    let vm = || {
+        args.vm
+            .clone()
+            .ok_or_else(|| invalid("a VM folder name is needed"))
+    };
+    let options = CheckOptions {
+        repair: args.repair,
+        dry_run: args.dry_run,
+        deep: args.deep,
+    };
+    let s = settings.clone();
+    let op = match kind {
+        "listVm" => super::list_vm(s, &vm()?, want()?)?,
+        "listAll" => super::list_all(s, want()?),
+        "restoreView" => super::restore_view(s, filter()?),
+        "writeBackup" => super::write_backup(
+            s,
+            &vm()?,
+            bytes.ok_or_else(|| invalid("the metadata bytes are needed"))?,
+        )?,
+        "deleteBackups" => super::delete_backups(s, args.paths.clone())?,
+        "checkVm" => super::check_vm(s, &vm()?, options)?,
+        "checkAll" => super::check_all(s, options),
+        "checkIndex" => super::check_index(s, args.repair && !args.dry_run),
+        "buildIndex" => super::build_index(s),
+        other => return Err(invalid(format!("no operation {other:?}"))),
+    };
+    Ok(WireOp::new(op, settings))
+}
+
+impl WireOp {
+    fn new(op: Op, settings: Settings) -> WireOp {
+        WireOp {
+            op,
+            outstanding: BTreeMap::new(),
+            settings,
+            repairs: Vec::new(),
+        }
+    }
+
+    pub fn poll(&mut self) -> String {
+        match self.op.poll() {
+            Status::Done => r#"{"done":true}"#.to_string(),
+            Status::Waiting => r#"{"waiting":true}"#.to_string(),
+            Status::Requests(requests) => {
+                let list: Vec<Value> = requests
+                    .iter()
+                    .map(|(id, request)| {
+                        let mut out =
+                            json!({ "id": id, "kind": request.kind(), "path": request.path() });
+                        match request {
+                            Request::Lock { wait, .. } => out["wait"] = json!(wait),
+                            Request::CleanTemps { any_age_for, .. } => {
+                                out["anyAgeFor"] = json!(any_age_for)
+                            }
+                            _ => {}
+                        }
+                        out
+                    })
+                    .collect();
+                self.outstanding.extend(requests);
+                json!({ "requests": list }).to_string()
+            }
+        }
+    }
+
+    pub fn payload(&self, id: RequestId) -> Option<&[u8]> {
+        self.outstanding.get(&id).and_then(Request::payload)
+    }
+
+    pub fn respond(
+        &mut self,
+        id: RequestId,
+        error_code: Option<String>,
+        bytes: Option<Vec<u8>>,
+        text: Option<String>,
+    ) -> Result<(), Failure> {
+        let request = self
+            .outstanding
+            .remove(&id)
+            .ok_or_else(|| invalid(format!("request {id} is not outstanding")))?;
+        let response = match error_code {
+            Some(code) => Response::Failed(IoError::new(code, text.unwrap_or_default())),
+            None => match request {
+                Request::Read { .. } => Response::Bytes(bytes.unwrap_or_default()),
+                Request::List { .. } | Request::ListFolders { .. } => {
+                    Response::Names(parse(text.as_deref().unwrap_or("[]"), "listing")?)
+                }
+                Request::Stat { .. } => Response::Modified(number(text)?),
+                Request::Now => Response::Time(number(text)?),
+                _ => Response::Done,
+            },
+        };
+        self.op.respond(id, response)
+    }
+
+    pub fn logs(&mut self) -> String {
+        let logs: Vec<Value> = self
+            .op
+            .take_logs()
+            .into_iter()
+            .map(|log| {
+                let fields: Value = serde_json::from_str(&log.fields).unwrap_or(Value::Null);
+                json!([log.level.as_str(), log.message, fields])
+            })
+            .collect();
+        Value::Array(logs).to_string()
+    }
+
+    /// The answer as JSON text; repairs a listing found stay here for
+    /// [`WireOp::repairs`].
+    pub fn output(&mut self) -> Result<String, Failure> {
+        let output = self
+            .op
+            .take_output()
+            .ok_or_else(|| invalid("the operation has not finished (or its output was taken)"))??;
+        Ok(match output {
+            Output::Listed(listed) => {
+                let repairs = listed.repairs.len();
+                let unreadable: Vec<Value> = listed
+                    .unreadable
+                    .iter()
+                    .map(|(file, reason)| json!({ "file": file, "reason": reason }))
+                    .collect();
+                self.repairs = listed.repairs;
+                format!(
+                    r#"{{"vms":{},"unreadable":{},"repairs":{repairs},"fromIndex":{}}}"#,
+                    listed.json,
+                    Value::Array(unreadable),
+                    listed.from_index
+                )
+            }
+            Output::Written(key) => json!({ "key": key }).to_string(),
+            Output::Deleted => "{}".to_string(),
+            Output::Report(report) => serde_json::to_string(&report).expect("serializes"),
+            Output::Reports(reports) => serde_json::to_string(&reports).expect("serializes"),
+            Output::Index(report) => report.to_json().to_string(),
+            Output::Built(built) => {
+                json!({ "vms": built.vms, "generation": built.generation }).to_string()
+            }
+            Output::Repaired(count) => json!({ "repaired": count }).to_string(),
+        })
+    }
+
+    /// The background repairs the listing's answer found, as one operation.
+    pub fn repairs(&mut self) -> Option<WireOp> {
+        let repairs = std::mem::take(&mut self.repairs);
+        (!repairs.is_empty()).then(|| {
+            WireOp::new(
+                super::repair(self.settings.clone(), repairs),
+                self.settings.clone(),
+            )
+        })
+    }
+}
+
+fn number(text: Option<String>) -> Result<f64, Failure> {
+    text.as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| invalid("a number was expected"))
+}

@@ -1,0 +1,347 @@
+//! Recording a backup and deleting backups.
+//!
+//! A writer takes the VM's lock before touching the folder: a reader that
+//! lists the folder while the cache is behind it then finds the lock held
+//! and leaves the repair to this writer. The backup itself never waits on
+//! the cache: without the lock, the metadata is written all the same and
+//! the next check repairs the cache.
+//!
+//! Round trips of a write, on a share with locks (the lock's own calls
+//! are the handler's):
+//! 1. lock;
+//! 2. the metadata file created, the cache read, the VM folder and the
+//!    index folder listed, all at once (the listing is the folder with the
+//!    new file, whether or not it shows it yet: the lock keeps other
+//!    brcache writers out);
+//! 3. the cache replaced;
+//! 4. the temp files cleaned and the index segment published, at once;
+//! 5. unlock.
+
+use super::exec::{Io, join_all};
+use super::index_ops;
+use super::io::{Failure, Level, Request, Response};
+use super::mutate::{self, Edit};
+use super::settings::{IndexMode, Settings};
+use super::share;
+use crate::ErrorKind;
+use crate::key::{MetadataName, VmId};
+use serde_json::json;
+
+/// `YYYYMMDDTHHmmssZ.json` in UTC: the name XO gives a restore point's
+/// metadata, from its timestamp (ms).
+pub fn metadata_name(timestamp_ms: f64) -> Result<MetadataName, Failure> {
+    if !timestamp_ms.is_finite() || !(0.0..=253_402_300_799_999.0).contains(&timestamp_ms) {
+        return Err(Failure::refused(
+            "INVALID_ARGUMENT",
+            "metadata.timestamp must be a number (ms)",
+        ));
+    }
+    let seconds = (timestamp_ms / 1000.0).floor() as i64;
+    let (days, second) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    let name = format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z.json",
+        second / 3600,
+        second / 60 % 60,
+        second % 60
+    );
+    Ok(MetadataName::new(&name)?)
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The VM's lock for a change, or `None` (logged) when it cannot be had:
+/// the cache update is then left to the next check. `create_folder`: a
+/// VM's first backup creates the folder the lock lives in; a delete never
+/// brings a vanished VM folder back.
+async fn lock_or_warn(
+    io: &Io,
+    vm: &VmId,
+    operation: &str,
+    create_folder: bool,
+) -> Result<bool, Failure> {
+    let mut result = mutate::lock(io, vm, true).await;
+    if create_folder && matches!(&result, Err(e) if e.code == "ENOENT") {
+        let made = io.call(Request::MakeFolder { path: vm.dir() }).await;
+        result = match made {
+            Response::Failed(error) => Err(error),
+            _ => mutate::lock(io, vm, true).await,
+        };
+    }
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if super::io::is_repository_error(&error.code) => Err(Failure::Io(error)),
+        Err(error) => {
+            io.log(
+                Level::Warn,
+                "brcache: the cache was not updated; the next check will repair it",
+                json!({ "file": share::cache_path(vm), "operation": operation, "reason": error.message }),
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// The index folder's listing, when writers keep the index; `None` when
+/// there is none or it does not count.
+fn index_request(settings: &Settings) -> Option<Request> {
+    (settings.index != IndexMode::Off).then(index_ops::list_request)
+}
+
+/// A cache update that failed leaves the old cache as it was: logged, the
+/// next listing or check notices and repairs it. A key outside the VM's
+/// folder is the caller's error.
+fn settle(io: &Io, vm: &VmId, operation: &str, result: Result<(), Failure>) -> Result<(), Failure> {
+    match result {
+        Err(Failure::Core(error)) if error.kind() == ErrorKind::InvalidKey => {
+            Err(Failure::Core(error))
+        }
+        Err(failure) => {
+            io.log(
+                Level::Warn,
+                "brcache: the cache was not updated; the next check will repair it",
+                json!({ "file": share::cache_path(vm), "operation": operation, "reason": failure.to_string() }),
+            );
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Writes a restore point's metadata, create-only (a second backup of the
+/// same VM in the same second is an error, never an overwrite), then
+/// records it in the VM's cache. Answers its key (XO's backup id).
+pub async fn write_backup(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    name: &MetadataName,
+    metadata: Vec<u8>,
+) -> Result<String, Failure> {
+    let key = vm.key(name);
+    let path = share::vm_file(vm, name.as_str());
+    let locked = !settings.immutable && lock_or_warn(io, vm, "write", true).await?;
+    let mut requests = vec![Request::Create {
+        path: path.clone(),
+        bytes: metadata.clone(),
+    }];
+    if locked {
+        requests.push(share::read_cache_request(vm));
+        requests.push(share::list_vm_request(vm));
+        requests.extend(index_request(settings));
+    }
+    let mut responses = io.all(requests).await.into_iter();
+    let created = match responses.next().expect("the create's response") {
+        Response::Failed(error) if error.code == "EEXIST" => Err(Failure::io(
+            format_args!(
+                "a restore point of VM {} already exists at {}",
+                vm.as_str(),
+                name.as_str()
+            ),
+            &error,
+        )),
+        Response::Failed(error) => Err(Failure::io(format_args!("cannot write {path}"), &error)),
+        _ => Ok(()),
+    };
+    if !locked {
+        return created.map(|()| key);
+    }
+    let result = match created {
+        Err(failure) => Err(failure),
+        Ok(()) => {
+            let update = async {
+                let read = share::cache_read(io, vm, responses.next().expect("read"))?;
+                let mut entries = share::vm_listing(vm, responses.next().expect("list"))?;
+                let index_listing = match responses.next() {
+                    Some(response) => index_ops::listed(response)?,
+                    None => None,
+                };
+                if !entries.iter().any(|e| e == name.as_str()) {
+                    entries.push(name.as_str().to_string());
+                }
+                let edit = Edit {
+                    added: vec![(name.clone(), metadata)],
+                    removed: Vec::new(),
+                };
+                mutate::update(io, settings, vm, read, entries, &edit, &index_listing).await
+            };
+            settle(io, vm, "write", update.await).map(|()| key)
+        }
+    };
+    mutate::unlock(io, vm).await;
+    result
+}
+
+/// Deletes restore points (metadata paths, any VMs): per VM under its lock,
+/// their metadata first (so nothing lists a half-deleted backup), then the
+/// data files they name (a full backup's `.xva` and its checksum; VHDs are
+/// left to a clean step) beside the cache read, then their cache entries.
+/// Every path is checked before anything is deleted.
+pub async fn delete_backups(io: &Io, settings: &Settings, paths: &[String]) -> Result<(), Failure> {
+    let mut by_vm: std::collections::BTreeMap<VmId, Vec<MetadataName>> = Default::default();
+    for path in paths {
+        let (vm, name) = split_key(path)?;
+        let names = by_vm.entry(vm).or_default();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let results = join_all(
+        by_vm
+            .iter()
+            .map(|(vm, names)| delete_vm_backups(io, settings, vm, names)),
+    )
+    .await;
+    results.into_iter().collect()
+}
+
+/// The VM and file a metadata key names (`/xo-vm-backups/<vm>/<name>`,
+/// leading slash optional); never a path outside the VM's folder.
+pub fn split_key(path: &str) -> Result<(VmId, MetadataName), Failure> {
+    let invalid = || {
+        Failure::Core(crate::Error::new(
+            ErrorKind::InvalidKey,
+            format!("{path:?} is not a restore point's metadata path"),
+        ))
+    };
+    let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let [dir, vm, _] = parts[..] else {
+        return Err(invalid());
+    };
+    if dir != crate::key::BACKUP_DIR {
+        return Err(invalid());
+    }
+    let vm = VmId::new(vm)?;
+    let name = vm.parse_key(path)?;
+    Ok((vm, name))
+}
+
+async fn delete_vm_backups(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    names: &[MetadataName],
+) -> Result<(), Failure> {
+    let locked = !settings.immutable && lock_or_warn(io, vm, "delete", false).await?;
+    let result = async {
+        // What the metadata names is needed before it goes.
+        let reads = io
+            .all(
+                names
+                    .iter()
+                    .map(|n| Request::Read {
+                        path: share::vm_file(vm, n.as_str()),
+                    })
+                    .collect(),
+            )
+            .await;
+        let mut data_files = Vec::new();
+        for (name, response) in names.iter().zip(reads) {
+            match response {
+                Response::Bytes(bytes) => {
+                    data_files.extend(full_backup_files(io, vm, name, &bytes))
+                }
+                // Already gone, or unreadable: the metadata goes anyway, and
+                // its data files are an orphan for the clean step to find.
+                Response::Failed(error)
+                    if error.code == "ENOENT"
+                        || error.code == "DECRYPTION_FAILED"
+                        || error.code == "EISDIR" => {}
+                Response::Failed(error) => {
+                    return Err(Failure::io(
+                        format_args!("cannot read {}", share::vm_file(vm, name.as_str())),
+                        &error,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        share::delete_if_present(
+            io,
+            names
+                .iter()
+                .map(|n| share::vm_file(vm, n.as_str()))
+                .collect(),
+        )
+        .await?;
+        if !locked {
+            return share::delete_if_present(io, data_files).await;
+        }
+        let data_count = data_files.len();
+        let mut requests: Vec<Request> = data_files
+            .into_iter()
+            .map(|path| Request::Delete { path })
+            .collect();
+        requests.push(share::read_cache_request(vm));
+        requests.push(share::list_vm_request(vm));
+        requests.extend(index_request(settings));
+        let paths: Vec<String> = requests.iter().map(|r| r.path().to_string()).collect();
+        let mut responses = io.all(requests).await.into_iter();
+        for path in paths.iter().take(data_count) {
+            if let Some(Response::Failed(error)) = responses.next() {
+                if error.code != "ENOENT" {
+                    return Err(Failure::io(format_args!("cannot delete {path}"), &error));
+                }
+            }
+        }
+        let update = async {
+            let read = share::cache_read(io, vm, responses.next().expect("read"))?;
+            let entries: Vec<String> = share::vm_listing(vm, responses.next().expect("list"))?
+                .into_iter()
+                .filter(|e| !names.iter().any(|n| n.as_str() == e))
+                .collect();
+            let index_listing = match responses.next() {
+                Some(response) => index_ops::listed(response)?,
+                None => None,
+            };
+            let edit = Edit {
+                added: Vec::new(),
+                removed: names.to_vec(),
+            };
+            mutate::update(io, settings, vm, read, entries, &edit, &index_listing).await
+        };
+        settle(io, vm, "delete", update.await)
+    }
+    .await;
+    if locked {
+        mutate::unlock(io, vm).await;
+    }
+    result
+}
+
+/// The data files of a full backup (`xva` and its checksum), relative to
+/// the repository root; a path that leaves the VM folder is never deleted.
+fn full_backup_files(io: &Io, vm: &VmId, name: &MetadataName, bytes: &[u8]) -> Vec<String> {
+    let Ok(metadata) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    let (Some("full"), Some(xva)) = (metadata["mode"].as_str(), metadata["xva"].as_str()) else {
+        return Vec::new();
+    };
+    let xva = xva.strip_prefix("./").unwrap_or(xva);
+    if xva.is_empty() || xva.contains('/') || xva.starts_with('.') || xva.contains('\\') {
+        io.log(
+            Level::Warn,
+            "brcache: not deleting a data file outside the VM folder",
+            json!({ "file": share::vm_file(vm, name.as_str()), "xva": metadata["xva"] }),
+        );
+        return Vec::new();
+    }
+    vec![
+        share::vm_file(vm, xva),
+        share::vm_file(vm, &format!("{xva}.checksum")),
+    ]
+}
