@@ -11,6 +11,7 @@ use napi_derive::napi;
 
 pub mod encryption;
 pub mod index;
+pub mod operation;
 pub mod vm_cache;
 
 #[napi(object)]

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 
 pub mod encryption;
 pub mod index;
+pub mod operation;
 pub mod vm_cache;
 
 #[derive(Serialize)]

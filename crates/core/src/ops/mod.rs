@@ -50,6 +50,8 @@ use std::collections::BTreeMap;
 /// What an operation answers.
 #[derive(Debug)]
 pub enum Output {
+    /// The VM folders' names.
+    Vms(Vec<String>),
     Listed(Listed),
     /// A backup's key (XO's id).
     Written(String),
@@ -67,6 +69,16 @@ pub type Op = Operation<Output>;
 
 fn vm_id(vm: &str) -> Result<VmId, Failure> {
     Ok(VmId::new(vm)?)
+}
+
+/// The VM folders: directories of `xo-vm-backups/`, not hidden, not locks.
+pub fn list_vms() -> Op {
+    Op::new(|io| async move {
+        let vms = share::list_vm_folders(&io).await?;
+        Ok(Output::Vms(
+            vms.iter().map(|vm| vm.as_str().to_string()).collect(),
+        ))
+    })
 }
 
 /// One VM's restore points (records or summaries).

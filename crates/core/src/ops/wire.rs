@@ -91,7 +91,7 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
     ))
 }
 
-/// Starts an operation. Kinds and their `args`: `listVm` `{vm, want:
+/// Starts an operation. Kinds and their `args`: `listVms`, `listVm` `{vm, want:
 /// "records"|"summaries", filter?}`, `listAll` `{want, filter?}`,
 /// `restoreView` `{filter?}`, `writeBackup` `{vm}` with the metadata as
 /// `bytes`, `deleteBackups` `{paths}`, `checkVm` `{vm, repair?, dryRun?,
@@ -130,6 +130,7 @@ pub fn start(
     };
     let s = settings.clone();
     let op = match kind {
+        "listVms" => super::list_vms(),
         "listVm" => super::list_vm(s, &vm()?, want()?)?,
         "listAll" => super::list_all(s, want()?),
         "restoreView" => super::restore_view(s, filter()?),
@@ -250,6 +251,7 @@ impl WireOp {
                     listed.from_index
                 )
             }
+            Output::Vms(vms) => json!(vms).to_string(),
             Output::Written(key) => json!({ "key": key }).to_string(),
             Output::Deleted => "{}".to_string(),
             Output::Report(report) => serde_json::to_string(&report).expect("serializes"),
