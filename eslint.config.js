@@ -19,7 +19,7 @@ export default [
     },
   },
   {
-    files: ['js/browser.js', 'js/codec.js', 'js/errors.js', 'js/sample.js', 'js/web/**', 'bench/browser/**'],
+    files: ['js/browser.js', 'js/codec.js', 'js/errors.js', 'js/sample/metadata.js', 'js/sample/restore-view.js', 'js/web/**', 'bench/browser/**'],
     languageOptions: { globals: { ...globals.browser } },
   },
 ]

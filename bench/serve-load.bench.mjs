@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateRepository } from '../js/generate.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { openRepository } from '../js/repository.js'
 
 const args = process.argv.slice(2)

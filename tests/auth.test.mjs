@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Auth, isLoopback } from '../js/auth.js'
-import { generateRepository } from '../js/generate.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { listen } from './helpers/serve.mjs'
 
 const cli = join(import.meta.dirname, '..', 'js', 'cli.js')

@@ -22,7 +22,7 @@ import { describe, test } from 'node:test'
 import { LocalHandler, SimulatedShare, VmCache, openRepository } from 'brcache'
 import { isTempName } from '../js/handlers/index.js'
 import { formatFilenameDate } from '../js/layout.js'
-import { createRandom, makeRepository } from '../js/sample.js'
+import { createRandom, makeRepository } from '../js/sample/metadata.js'
 
 // --- fixtures ----------------------------------------------------------------
 

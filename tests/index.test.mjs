@@ -18,11 +18,11 @@ import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
 import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
-import { generateRepository } from '../js/generate.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR, IndexStore } from '../js/index-store.js'
 import { formatFilenameDate } from '../js/layout.js'
 import { indexApi } from '../js/native.js'
-import { createRandom, makeMetadata, makeVm } from '../js/sample.js'
+import { createRandom, makeMetadata, makeVm } from '../js/sample/metadata.js'
 import {
   Children,
   KILLS_MUST_BE_ZERO,

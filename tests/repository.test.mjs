@@ -15,7 +15,7 @@ import zlib from 'node:zlib'
 import { BrcacheError, LocalHandler, SimulatedShare, VmCache, decodeCache, openRepository, readCacheHeader } from 'brcache'
 import { isTempName } from '../js/handlers/index.js'
 import { formatFilenameDate } from '../js/layout.js'
-import { makeRepository } from '../js/sample.js'
+import { makeRepository } from '../js/sample/metadata.js'
 import { Children } from '../scripts/campaigns/common.mjs'
 
 // --- fixtures ----------------------------------------------------------------

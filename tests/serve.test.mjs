@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
-import { generateRepository } from '../js/generate.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/index-store.js'
 import { CACHE_FILE, vmFile } from '../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
 
 const root = join(import.meta.dirname, '..')

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { after, describe, test } from 'node:test'
 import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
 import { isTempName } from '../js/handlers/index.js'
-import { generateRepository } from '../js/generate.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/index-store.js'
 
 const cli = path.join(import.meta.dirname, '..', 'js', 'cli.js')

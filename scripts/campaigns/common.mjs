@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util'
 import { LocalHandler, SimulatedShare, VmCache } from 'brcache'
 import { isTempName, LOCK_SUFFIX } from '../../js/handlers/index.js'
 import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
-import { createRandom, makeMetadata, makeVm } from '../../js/sample.js'
+import { createRandom, makeMetadata, makeVm } from '../../js/sample/metadata.js'
 
 export { sleep }
 

@@ -26,7 +26,7 @@ import { Children, vmFolders } from '../../scripts/campaigns/common.mjs'
 
 export { vmFolders }
 import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../../js/sample.js'
+import { createRandom, makeVm, makeVmBackups } from '../../js/sample/metadata.js'
 
 const HELPERS = import.meta.dirname
 const WRITER = path.join(HELPERS, 'index-writer.mjs')

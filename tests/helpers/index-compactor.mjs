@@ -16,7 +16,7 @@ import fs from 'node:fs'
 import { LocalHandler, openRepository } from 'brcache'
 import { IndexStore } from '../../js/index-store.js'
 import { indexApi } from '../../js/native.js'
-import { createRandom, makeMetadata } from '../../js/sample.js'
+import { createRandom, makeMetadata } from '../../js/sample/metadata.js'
 import { runVm } from './index-campaign.mjs'
 
 const [dir, seed, roundText] = process.argv.slice(2)

@@ -12,7 +12,7 @@
 // and exits 0, or prints the error and exits 1.
 
 import { openRepository } from 'brcache'
-import { createRandom, makeMetadata } from '../../js/sample.js'
+import { createRandom, makeMetadata } from '../../js/sample/metadata.js'
 import { runVm } from './index-campaign.mjs'
 
 const [dir, vm, seed, nText, countText] = process.argv.slice(2)
