@@ -13,9 +13,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { VmCache } from '../js/index.js'
-import { CACHE_FILE, vmDir, vmFile } from '../js/layout.js'
+import { CACHE_FILE, vmDir, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
-import { createServer } from '../js/serve.js'
+import { createServer } from '../js/node/serve.js'
 import { launchChromium } from '../tests/helpers/chromium.mjs'
 import { summarize } from './stats.mjs'
 

@@ -1,5 +1,5 @@
-// The repository-wide index (crates/core/src/index.rs, js/index-store.js,
-// js/repository.js) on real folders: built from the VM caches, followed by
+// The repository-wide index (crates/core/src/index.rs, js/common/repo-index.js,
+// js/node/repository.js) on real folders: built from the VM caches, followed by
 // every write and delete, compacted, reconciled with what Xen Orchestra
 // writes behind its back, rebuilt when lost or corrupt, never written on an
 // immutable repository, and right under concurrent writers and SIGKILL.
@@ -19,9 +19,9 @@ import { promisify } from 'node:util'
 import zlib from 'node:zlib'
 import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
-import { INDEX_DIR, IndexStore } from '../js/index-store.js'
-import { formatFilenameDate } from '../js/layout.js'
-import { indexApi } from '../js/native.js'
+import { INDEX_DIR, IndexStore } from '../js/common/repo-index.js'
+import { formatFilenameDate } from '../js/common/layout.js'
+import { indexApi } from '../js/node/native.js'
 import { createRandom, makeMetadata, makeVm } from '../js/sample/metadata.js'
 import {
   Children,
@@ -208,7 +208,7 @@ describe('buildIndex and listSummaries', () => {
     // and write the caches back; through the index, nothing is touched.
     for (const vm of vmFolders(dir)) fs.rmSync(vmPath(dir, vm, 'cache.json.gz'))
     const before = hashes(dir)
-    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '..', 'js', 'cli.js'), 'list', '--json', dir])
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js'), 'list', '--json', dir])
     assert.deepStrictEqual(JSON.parse(stdout), truth)
     assert.deepStrictEqual(hashes(dir), before)
   })

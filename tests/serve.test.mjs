@@ -10,8 +10,8 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
-import { INDEX_DIR } from '../js/index-store.js'
-import { CACHE_FILE, vmFile } from '../js/layout.js'
+import { INDEX_DIR } from '../js/common/repo-index.js'
+import { CACHE_FILE, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
 
@@ -167,7 +167,7 @@ describe('brcache serve: the API', () => {
       '/js/web/app.js': 'text/javascript; charset=utf-8',
       '/js/web/style.css': 'text/css; charset=utf-8',
       '/js/browser.js': 'text/javascript; charset=utf-8',
-      '/js/vm-cache.js': 'text/javascript; charset=utf-8',
+      '/js/common/vm-cache.js': 'text/javascript; charset=utf-8',
       '/js/generated/wasm-web/brcache_wasm.js': 'text/javascript; charset=utf-8',
       '/js/generated/wasm-web/brcache_wasm_bg.wasm': 'application/wasm',
     }
@@ -178,7 +178,7 @@ describe('brcache serve: the API', () => {
       assert.deepStrictEqual(r.body, readFileSync(join(root, path.slice(1))), path)
     }
     // Every relative import of the page's modules is an asset the server has.
-    for (const path of ['/js/web/app.js', '/js/web/table.js', '/js/web/details.js', '/js/browser.js', '/js/vm-cache.js', '/js/codec.js']) {
+    for (const path of ['/js/web/app.js', '/js/web/table.js', '/js/web/details.js', '/js/browser.js', '/js/common/vm-cache.js', '/js/common/codec.js']) {
       const source = (await get(port, path)).body.toString()
       for (const [, spec] of source.matchAll(/^import[^'"]*['"](\.[^'"]+)['"]/gm)) {
         const target = new URL(spec, `http://x${path}`).pathname
@@ -213,6 +213,13 @@ describe('brcache serve: nothing outside the repository and the asset list', () 
       '/js/web',
       '/js/',
       '/js/repository.js',
+      '/js/node/repository.js',
+      '/js/node/serve.js',
+      '/js/common/',
+      '/js/sample/metadata.js',
+      '/js/index.js',
+      '/js/generated/wasm-web/brcache_wasm.d.ts',
+      '/js/web/index.html/..',
       '/npm/linux-x64-gnu/brcache.linux-x64-gnu.node',
       '/package.json',
       '/xo-vm-backups',

@@ -5,10 +5,10 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { LocalHandler, initializeEncryption } from '../handlers/index.js'
-import { vmDir } from '../layout.js'
-import { encryptionApi } from '../core.js'
-import { openRepository } from '../repository.js'
+import { LocalHandler, initializeEncryption } from '../node/handlers/index.js'
+import { vmDir } from '../common/layout.js'
+import { encryptionApi } from '../node/core.js'
+import { openRepository } from '../node/repository.js'
 import { createRandom, makeVm, makeVmBackups } from './metadata.js'
 
 /**

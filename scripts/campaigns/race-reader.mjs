@@ -14,7 +14,7 @@
 
 import fs from 'node:fs'
 import { openRepository } from 'brcache'
-import { formatFilenameDate } from '../../js/layout.js'
+import { formatFilenameDate } from '../../js/common/layout.js'
 import { createRandom } from '../../js/sample/metadata.js'
 import { raceHandler, raceWriters } from './common.mjs'
 

@@ -20,12 +20,12 @@ import path from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openRepository, VmCache } from 'brcache'
-import { INDEX_DIR } from '../../js/index-store.js'
-import { LOCK_SUFFIX } from '../../js/handlers/index.js'
+import { INDEX_DIR } from '../../js/common/repo-index.js'
+import { LOCK_SUFFIX } from '../../js/node/handlers/index.js'
 import { Children, vmFolders } from '../../scripts/campaigns/common.mjs'
 
 export { vmFolders }
-import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
+import { BACKUP_DIR, CACHE_FILE } from '../../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../../js/sample/metadata.js'
 
 const HELPERS = import.meta.dirname

@@ -14,8 +14,8 @@
 
 import fs from 'node:fs'
 import { LocalHandler, openRepository } from 'brcache'
-import { IndexStore } from '../../js/index-store.js'
-import { indexApi } from '../../js/native.js'
+import { IndexStore } from '../../js/common/repo-index.js'
+import { indexApi } from '../../js/node/native.js'
 import { createRandom, makeMetadata } from '../../js/sample/metadata.js'
 import { runVm } from './index-campaign.mjs'
 
