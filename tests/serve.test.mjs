@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/common/repo-index.js'
+import { browserFiles } from '../js/node/browser-safe.js'
 import { CACHE_FILE, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
@@ -177,8 +178,12 @@ describe('brcache serve: the API', () => {
       assert.equal(r.headers['content-type'], type, path)
       assert.deepStrictEqual(r.body, readFileSync(join(root, path.slice(1))), path)
     }
-    // Every relative import of the page's modules is an asset the server has.
-    for (const path of ['/js/web/app.js', '/js/web/table.js', '/js/web/details.js', '/js/browser.js', '/js/common/vm-cache.js', '/js/common/codec.js']) {
+    // Every browser-safe file is served, and every relative import of its
+    // modules is an asset the server has.
+    const served = browserFiles(root).map((file) => `/${file}`)
+    for (const needed of ['/js/web/app.js', '/js/web/index-worker.js', '/js/browser.js', '/js/common/codec.js', '/js/common/encrypted-share.js']) assert.ok(served.includes(needed), needed)
+    for (const path of served) assert.equal((await get(port, path)).status, 200, path)
+    for (const path of served.filter((file) => file.endsWith('.js') && !file.startsWith('/js/generated/'))) {
       const source = (await get(port, path)).body.toString()
       for (const [, spec] of source.matchAll(/^import[^'"]*['"](\.[^'"]+)['"]/gm)) {
         const target = new URL(spec, `http://x${path}`).pathname
