@@ -5,7 +5,7 @@
 // immutable repository, and right under concurrent writers and SIGKILL.
 //
 // The truth a view is judged against is read from the disk
-// (tests/helpers/index-campaign.mjs, diskTruth: every metadata file that
+// (tests/helpers/repo-index-campaign.mjs, diskTruth: every metadata file that
 // parses), or the per-VM listing, which checks each cache against its folder.
 
 import assert from 'node:assert/strict'
@@ -34,7 +34,7 @@ import {
   runKills,
   runWriters,
   vmFolders,
-} from './helpers/index-campaign.mjs'
+} from './helpers/repo-index-campaign.mjs'
 
 // --- fixtures ----------------------------------------------------------------
 
