@@ -12,7 +12,7 @@ let initialized = false
 // The API is built once, over a view of the module that refuses every call
 // until init() has run: before that, wasm-bindgen's glue would fail with a
 // TypeError about its own internals instead of saying what is missing.
-const native = new Proxy(
+const backend = new Proxy(
   {},
   {
     get(_, name) {
@@ -22,11 +22,11 @@ const native = new Proxy(
   },
 )
 
-const api = { ...makeCodec(native), ...makeVmCacheApi(native) }
+const api = { ...makeCodec(backend), ...makeVmCacheApi(backend) }
 /** The repository index's decoding (see js/common/repo-index.js), for `new IndexStore(handler, indexApi, log)`. */
-export const indexApi = makeIndexApi(native)
+export const indexApi = makeIndexApi(backend)
 /** Encrypted repositories (see js/common/encryption.js), for `new EncryptedShare(share, encryptionApi, key)`. */
-export const encryptionApi = makeEncryptionApi(native)
+export const encryptionApi = makeEncryptionApi(backend)
 
 /**
  * Loads the wasm module. `input` is anything wasm-bindgen's init accepts
