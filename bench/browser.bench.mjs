@@ -13,9 +13,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { VmCache } from '../js/index.js'
-import { CACHE_FILE, vmDir, vmFile } from '../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
-import { createServer } from '../js/serve.js'
+import { CACHE_FILE, vmDir, vmFile } from '../js/common/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
+import { createServer } from '../js/node/serve.js'
 import { launchChromium } from '../tests/helpers/chromium.mjs'
 import { summarize } from './stats.mjs'
 
@@ -44,7 +44,7 @@ const server = createHttpServer((request, response) => {
   if (request.method === 'GET' && path === '/bench/') {
     response.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end(page)
   } else if (request.method === 'GET' && path === '/bench/restore-view.js') {
-    response.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' }).end(readFileSync(join(import.meta.dirname, '..', 'js', 'restore-view.js')))
+    response.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' }).end(readFileSync(join(import.meta.dirname, '..', 'js', 'sample', 'restore-view.js')))
   } else if (request.method === 'GET' && path === '/bench/page.js') {
     response.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' }).end(readFileSync(join(import.meta.dirname, 'browser', 'page.js')))
   } else if (request.method === 'POST' && path === '/bench/results') {

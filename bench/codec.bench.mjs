@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import zlib from 'node:zlib'
 import * as napi from '../js/index.js'
 import * as wasm from '../js/wasm.js'
-import { makeRepository } from '../js/sample.js'
+import { makeRepository } from '../js/sample/metadata.js'
 import { compare, ms, ratio } from './stats.mjs'
 
 const args = process.argv.slice(2)

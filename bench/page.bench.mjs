@@ -18,9 +18,9 @@ import { createServer as createHttpServer } from 'node:http'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateRepository } from '../js/generate.js'
-import { openRepository } from '../js/repository.js'
-import { createServer } from '../js/serve.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { openRepository } from '../js/node/repository.js'
+import { createServer } from '../js/node/serve.js'
 import { launchChromium } from '../tests/helpers/chromium.mjs'
 import { summarize } from './stats.mjs'
 
@@ -50,6 +50,14 @@ await generateRepository(dir, { vms: vmCount, retention, seed: 'page-bench' })
 await openRepository(dir).buildIndex()
 process.stderr.write(`${((performance.now() - started) / 1000).toFixed(0)} s\n`)
 
+// Shared modules the baseline page imports from js/, where they have moved since.
+const MOVED = {
+  '/js/concurrency.js': '/js/common/concurrency.js',
+  '/js/encryption.js': '/js/common/encryption.js',
+  '/js/index-store.js': '/js/common/repo-index.js',
+  '/js/layout.js': '/js/common/layout.js',
+}
+
 const TYPES = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' }
 
 /** `brcache serve` on `dir`, plus the baseline page under /base/ (its js/web/ from git, the rest shared). */
@@ -72,7 +80,8 @@ async function serve(options) {
         }
         return response.writeHead(200, { 'Content-Type': TYPES[file.split('.').pop()] ?? 'application/octet-stream' }).end(bytes)
       }
-      request.url = rest
+      // The baseline page imports the shared modules by their names of the time.
+      request.url = MOVED[rest] ?? rest
     }
     app.emit('request', request, response)
   })

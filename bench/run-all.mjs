@@ -13,7 +13,7 @@ const benches = [
   ['bench/semantics.bench.mjs'],
   ['bench/browser.bench.mjs'],
   ['bench/page.bench.mjs'],
-  ['js/cli.js', 'bench', '--scenario', 'all'],
+  ['js/node/cli.js', 'bench', '--scenario', 'all'],
   ['bench/serve-load.bench.mjs'],
   ['bench/s3.bench.mjs'],
   ['bench/smb.bench.mjs'],

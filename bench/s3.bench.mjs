@@ -9,12 +9,12 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { listWithoutCache, listXoStyle, restoreView } from '../js/baselines.js'
-import { mapLimit } from '../js/concurrency.js'
-import { generateRepository } from '../js/generate.js'
+import { listWithoutCache, listXoStyle, restoreView } from '../js/sample/baselines.js'
+import { mapLimit } from '../js/common/concurrency.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { openRepository, S3Handler, SimulatedShare } from '../js/index.js'
 import { startGarage, stopGarage } from '../tests/helpers/garage.mjs'
-import { formatBytes, table } from '../js/cli/format.js'
+import { formatBytes, table } from '../js/node/cli/format.js'
 
 const args = process.argv.slice(2)
 const runs = Number(args[args.indexOf('--runs') + 1]) || 3

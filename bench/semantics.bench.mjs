@@ -10,8 +10,8 @@ import assert from 'node:assert/strict'
 import zlib from 'node:zlib'
 import * as napi from '../js/index.js'
 import * as wasm from '../js/wasm.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
-import { restoreView } from '../js/baselines.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
+import { restoreView } from '../js/sample/baselines.js'
 import { compare, ms, ratio } from './stats.mjs'
 
 const args = process.argv.slice(2)

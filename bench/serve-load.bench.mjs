@@ -15,14 +15,14 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateRepository } from '../js/generate.js'
-import { openRepository } from '../js/repository.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { openRepository } from '../js/node/repository.js'
 
 const args = process.argv.slice(2)
 const option = (name, fallback) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback)
 const CLIENTS = option('--clients', 200)
 const SECONDS = option('--seconds', 10)
-const cli = join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 
 function rssOf(pid) {
   try {

@@ -11,9 +11,9 @@
 
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { listWithoutCache, listXoStyle, restoreView } from '../js/baselines.js'
-import { formatBytes, table } from '../js/cli/format.js'
-import { generateRepository } from '../js/generate.js'
+import { listWithoutCache, listXoStyle, restoreView } from '../js/sample/baselines.js'
+import { formatBytes, table } from '../js/node/cli/format.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { LocalHandler, openRepository, SimulatedShare } from '../js/index.js'
 import { startSmb, stopSmb } from '../tests/helpers/smb.mjs'
 

@@ -2,17 +2,17 @@
 // (it fetches and compiles the module) before decoding.
 
 import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
-import { makeCodec } from './codec.js'
-import { makeEncryptionApi } from './encryption.js'
-import { makeIndexApi } from './index-store.js'
-import { makeVmCacheApi } from './vm-cache.js'
+import { makeCodec } from './common/codec.js'
+import { makeEncryptionApi } from './common/encryption.js'
+import { makeIndexApi } from './common/repo-index.js'
+import { makeVmCacheApi } from './common/vm-cache.js'
 
 let initialized = false
 
 // The API is built once, over a view of the module that refuses every call
 // until init() has run: before that, wasm-bindgen's glue would fail with a
 // TypeError about its own internals instead of saying what is missing.
-const native = new Proxy(
+const backend = new Proxy(
   {},
   {
     get(_, name) {
@@ -22,11 +22,11 @@ const native = new Proxy(
   },
 )
 
-const api = { ...makeCodec(native), ...makeVmCacheApi(native) }
-/** The repository index's decoding (see js/index-store.js), for `new IndexStore(handler, indexApi, log)`. */
-export const indexApi = makeIndexApi(native)
-/** Encrypted repositories (see js/encryption.js), for `new EncryptedShare(share, encryptionApi, key)`. */
-export const encryptionApi = makeEncryptionApi(native)
+const api = { ...makeCodec(backend), ...makeVmCacheApi(backend) }
+/** The repository index's decoding (see js/common/repo-index.js), for `new IndexStore(handler, indexApi, log)`. */
+export const indexApi = makeIndexApi(backend)
+/** Encrypted repositories (see js/common/encryption.js), for `new EncryptedShare(share, encryptionApi, key)`. */
+export const encryptionApi = makeEncryptionApi(backend)
 
 /**
  * Loads the wasm module. `input` is anything wasm-bindgen's init accepts
@@ -47,6 +47,6 @@ export function vmCacheApi() {
   return api
 }
 
-export { BrcacheError } from './errors.js'
-export { IndexStore } from './index-store.js'
-export { EncryptedShare } from './handlers/encrypted.js'
+export { BrcacheError } from './common/errors.js'
+export { IndexStore } from './common/repo-index.js'
+export { EncryptedShare } from './common/encrypted-share.js'

@@ -13,7 +13,7 @@ export interface Logger {
   error?(message: string, data?: object): void
 }
 
-/** The I/O a repository does, all of it (see js/handlers/interface.md). */
+/** The I/O a repository does, all of it (see js/node/handlers/interface.md). */
 export interface Handler {
   readonly supportsLocks?: boolean
   list(dir: string): Promise<string[]>
@@ -27,7 +27,7 @@ export interface Handler {
   stat(path: string): Promise<{ size: number; mtimeMs: number; isDirectory: boolean }>
   lock(path: string, options?: { stale?: number; retries?: number | object }): Promise<() => Promise<void>>
   cleanTemps(dir: string, options?: { olderThanMs?: number }): Promise<string[]>
-  /** What the share can do (probed once by LocalHandler; see js/handlers/interface.md). */
+  /** What the share can do (probed once by LocalHandler; see js/node/handlers/interface.md). */
   capabilities?(): Promise<ShareCapabilities | undefined>
 }
 

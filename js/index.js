@@ -1,5 +1,5 @@
 // brcache for Node.js: the codec and VM caches on the napi addon (or on the
-// wasm core where no addon loads, see js/core.js), and the repository API a
+// wasm core where no addon loads, see js/node/core.js), and the repository API a
 // backup server calls.
 
 export {
@@ -15,7 +15,7 @@ export {
   indexSegmentOf,
   indexApi,
   encryptionApi,
-} from './core.js'
-export { listVmFolders, openRepository } from './repository.js'
-export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './handlers/index.js'
-export { BrcacheError } from './errors.js'
+} from './node/core.js'
+export { listVmFolders, openRepository } from './node/repository.js'
+export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './node/handlers/index.js'
+export { BrcacheError } from './common/errors.js'

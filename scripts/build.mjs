@@ -19,7 +19,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { platformTriple } from '../js/platform.js'
+import { platformTriple } from '../js/node/platform.js'
 import { nodeBinary } from './node-binary.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -83,7 +83,7 @@ function ensureWasmBindgenCli() {
 
 // The addon goes where napi-rs's conventions put it: named by its platform
 // triple, in that platform's package folder (npm/<triple>/), which the
-// loader (js/load-core.js) looks at first in a clone.
+// loader (js/node/load-core.js) looks at first in a clone.
 function installAddon(built, triple) {
   const dest = join(root, 'npm', triple, `brcache.${triple}.node`)
   if (mtime(built) > mtime(dest)) {
@@ -112,7 +112,7 @@ function buildWasm() {
   log('cargo build -p brcache-wasm (release, wasm32)')
   run('cargo', ['build', '--release', '--quiet', '--target', 'wasm32-unknown-unknown', '-p', 'brcache-wasm'])
   const wasm = join(root, 'target', 'wasm32-unknown-unknown', 'release', 'brcache_wasm.wasm')
-  // One build for web pages and Node alike (js/load-core.js compiles it
+  // One build for web pages and Node alike (js/node/load-core.js compiles it
   // from the file on Node), so the package holds the module once.
   const outDir = join(generated, 'wasm-web')
   if (mtime(join(outDir, 'brcache_wasm_bg.wasm')) <= mtime(wasm)) {

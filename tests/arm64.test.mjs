@@ -39,7 +39,7 @@ describe('the linux-arm64-gnu addon', () => {
   })
 
   test('loads in an arm64 Node under qemu and decodes what the x64 addon encodes', async () => {
-    const { encodeCache } = await import('../js/native.js')
+    const { encodeCache } = await import('../js/node/native.js')
     const cache = { '/xo-vm-backups/v/20240101T000000Z.json': { mode: 'delta', timestamp: 1_704_067_200_000, id: 'a' } }
     const bytes = Buffer.from(encodeCache(cache, { generation: 7 })).toString('base64')
     const script = `import { coreName, decodeCache, readCacheHeader, encodeCache } from 'brcache'

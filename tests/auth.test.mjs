@@ -12,11 +12,11 @@ import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { Auth, isLoopback } from '../js/auth.js'
-import { generateRepository } from '../js/generate.js'
+import { Auth, isLoopback } from '../js/node/auth.js'
+import { generateRepository } from '../js/sample/generate.js'
 import { listen } from './helpers/serve.mjs'
 
-const cli = join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 const TOKEN = 'the-restore-view-token-of-these-tests'
 const cleanups = []
 after(async () => {

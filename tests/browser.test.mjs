@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, openRepository, summariesOf } from 'brcache'
-import { generateRepository } from '../js/generate.js'
-import { CACHE_FILE, vmFile } from '../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
-import { describeVm, formatBytes, formatDate } from '../js/web/format.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { CACHE_FILE, vmFile } from '../js/common/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
+import { describeVm, formatBytes, formatDate } from '../js/common/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
 import { listen } from './helpers/serve.mjs'
 import { KEY, OTHER_KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
@@ -34,7 +34,7 @@ before(async () => {
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   await generateRepository(dir, { vms: 8, retention: 6, seed: 'browser' })
   // What the command line lists is what the page must show.
-  const list = spawnSync(process.execPath, [join(root, 'js/cli.js'), 'list', dir, '--json'], { encoding: 'utf8' })
+  const list = spawnSync(process.execPath, [join(root, 'js/node/cli.js'), 'list', dir, '--json'], { encoding: 'utf8' })
   assert.equal(list.status, 0, list.stderr)
   view = JSON.parse(list.stdout)
   assert.deepStrictEqual(view, await openRepository(dir).listSummaries())

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import { openRepository } from 'brcache'
 
-const cli = join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 const dirs = []
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 

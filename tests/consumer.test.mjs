@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { platformTriple } from '../js/load-core.js'
+import { platformTriple } from '../js/node/load-core.js'
 
 const root = join(import.meta.dirname, '..')
 const triple = platformTriple()

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import * as brcache from 'brcache'
 import * as wasm from 'brcache/wasm'
-import { addonCandidates, chooseCore, loadNativeAddon, platformTriple } from '../js/load-core.js'
+import { addonCandidates, chooseCore, loadNativeAddon, platformTriple } from '../js/node/load-core.js'
 
 const root = join(import.meta.dirname, '..')
 
@@ -97,7 +97,7 @@ describe('platform triples and where the addon is looked for', () => {
 
   test('this machine is glibc Linux on x64, whose addon this clone builds', () => {
     assert.equal(platformTriple(), `${process.platform}-${process.arch}-gnu`)
-    assert.deepEqual(addonCandidates('linux-x64-gnu'), ['../npm/linux-x64-gnu/brcache.linux-x64-gnu.node', 'brcache-linux-x64-gnu'])
+    assert.deepEqual(addonCandidates('linux-x64-gnu'), ['../../npm/linux-x64-gnu/brcache.linux-x64-gnu.node', 'brcache-linux-x64-gnu'])
   })
 
   test('a platform without an addon: the error names every place looked at', () => {
@@ -106,7 +106,7 @@ describe('platform triples and where the addon is looked for', () => {
       (error) => {
         assert.equal(
           error.message,
-          'brcache: no native addon loads on linux-riscv64-gnu (../npm/linux-riscv64-gnu/brcache.linux-riscv64-gnu.node: not installed; brcache-linux-riscv64-gnu: not installed)',
+          'brcache: no native addon loads on linux-riscv64-gnu (../../npm/linux-riscv64-gnu/brcache.linux-riscv64-gnu.node: not installed; brcache-linux-riscv64-gnu: not installed)',
         )
         return true
       },

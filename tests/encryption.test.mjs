@@ -14,10 +14,10 @@ import path from 'node:path'
 import { describe, test } from 'node:test'
 import zlib from 'node:zlib'
 import { LocalHandler, openRepository } from 'brcache'
-import { generateRepository } from '../js/generate.js'
-import { encryptionApi as napi } from '../js/native.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { encryptionApi as napi } from '../js/node/native.js'
 import { encryptionApi as wasm } from '../js/wasm.js'
-import { loadNativeAddon, loadWasmModule } from '../js/load-core.js'
+import { loadNativeAddon, loadWasmModule } from '../js/node/load-core.js'
 import * as wasmCore from '../js/wasm.js'
 import {
   ALGORITHMS,
@@ -34,7 +34,7 @@ import {
 
 const vectors = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, 'vectors', 'encryption.json'), 'utf8'))
 const b64 = (text) => (text === null ? undefined : Buffer.from(text, 'base64'))
-const cli = path.join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 
 const SURFACES = {
   napi: { api: napi, raw: loadNativeAddon() },

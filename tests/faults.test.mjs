@@ -20,9 +20,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { LocalHandler, SimulatedShare, VmCache, openRepository } from 'brcache'
-import { isTempName } from '../js/handlers/index.js'
-import { formatFilenameDate } from '../js/layout.js'
-import { createRandom, makeRepository } from '../js/sample.js'
+import { isTempName } from '../js/node/handlers/index.js'
+import { formatFilenameDate } from '../js/common/layout.js'
+import { createRandom, makeRepository } from '../js/sample/metadata.js'
 
 // --- fixtures ----------------------------------------------------------------
 

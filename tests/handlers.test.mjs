@@ -15,9 +15,9 @@ import { pathToFileURL } from 'node:url'
 // Internal but stable in v4: the only way to see that a holder noticed its
 // lock was compromised, without sleeping a guessed amount of time.
 import lockfile from 'proper-lockfile/lib/lockfile.js'
-import { LocalHandler, SimulatedShare, TEMP_PREFIX, isTempName, openHandler } from '../js/handlers/index.js'
+import { LocalHandler, SimulatedShare, TEMP_PREFIX, isTempName, openHandler } from '../js/node/handlers/index.js'
 
-const localModule = pathToFileURL(path.join(import.meta.dirname, '..', 'js', 'handlers', 'local.js')).href
+const localModule = pathToFileURL(path.join(import.meta.dirname, '..', 'js', 'node', 'handlers', 'local.js')).href
 
 /** A fresh `<tmp>/repo` root inside a scratch folder, removed after the test. */
 function tempRepo(t) {

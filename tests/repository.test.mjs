@@ -1,4 +1,4 @@
-// The repository API (js/repository.js) end to end, on real folders: what a
+// The repository API (js/node/repository.js) end to end, on real folders: what a
 // backup server sees (listings, writes, deletes, checks), what Xen
 // Orchestra sees (the cache files, read with plain gunzip + JSON.parse),
 // and what happens when things go wrong (stale, corrupt and truncated
@@ -13,9 +13,9 @@ import path from 'node:path'
 import { describe, test } from 'node:test'
 import zlib from 'node:zlib'
 import { BrcacheError, LocalHandler, SimulatedShare, VmCache, decodeCache, openRepository, readCacheHeader } from 'brcache'
-import { isTempName } from '../js/handlers/index.js'
-import { formatFilenameDate } from '../js/layout.js'
-import { makeRepository } from '../js/sample.js'
+import { isTempName } from '../js/node/handlers/index.js'
+import { formatFilenameDate } from '../js/common/layout.js'
+import { makeRepository } from '../js/sample/metadata.js'
 import { Children } from '../scripts/campaigns/common.mjs'
 
 // --- fixtures ----------------------------------------------------------------

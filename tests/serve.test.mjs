@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
-import { generateRepository } from '../js/generate.js'
-import { INDEX_DIR } from '../js/index-store.js'
-import { CACHE_FILE, vmFile } from '../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { INDEX_DIR } from '../js/common/repo-index.js'
+import { browserFiles } from '../js/node/browser-safe.js'
+import { CACHE_FILE, vmFile } from '../js/common/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
 
 const root = join(import.meta.dirname, '..')
@@ -167,7 +168,7 @@ describe('brcache serve: the API', () => {
       '/js/web/app.js': 'text/javascript; charset=utf-8',
       '/js/web/style.css': 'text/css; charset=utf-8',
       '/js/browser.js': 'text/javascript; charset=utf-8',
-      '/js/vm-cache.js': 'text/javascript; charset=utf-8',
+      '/js/common/vm-cache.js': 'text/javascript; charset=utf-8',
       '/js/generated/wasm-web/brcache_wasm.js': 'text/javascript; charset=utf-8',
       '/js/generated/wasm-web/brcache_wasm_bg.wasm': 'application/wasm',
     }
@@ -177,8 +178,12 @@ describe('brcache serve: the API', () => {
       assert.equal(r.headers['content-type'], type, path)
       assert.deepStrictEqual(r.body, readFileSync(join(root, path.slice(1))), path)
     }
-    // Every relative import of the page's modules is an asset the server has.
-    for (const path of ['/js/web/app.js', '/js/web/table.js', '/js/web/details.js', '/js/browser.js', '/js/vm-cache.js', '/js/codec.js']) {
+    // Every browser-safe file is served, and every relative import of its
+    // modules is an asset the server has.
+    const served = browserFiles(root).map((file) => `/${file}`)
+    for (const needed of ['/js/web/app.js', '/js/web/index-worker.js', '/js/browser.js', '/js/common/codec.js', '/js/common/encrypted-share.js']) assert.ok(served.includes(needed), needed)
+    for (const path of served) assert.equal((await get(port, path)).status, 200, path)
+    for (const path of served.filter((file) => file.endsWith('.js') && !file.startsWith('/js/generated/'))) {
       const source = (await get(port, path)).body.toString()
       for (const [, spec] of source.matchAll(/^import[^'"]*['"](\.[^'"]+)['"]/gm)) {
         const target = new URL(spec, `http://x${path}`).pathname
@@ -213,6 +218,13 @@ describe('brcache serve: nothing outside the repository and the asset list', () 
       '/js/web',
       '/js/',
       '/js/repository.js',
+      '/js/node/repository.js',
+      '/js/node/serve.js',
+      '/js/common/',
+      '/js/sample/metadata.js',
+      '/js/index.js',
+      '/js/generated/wasm-web/brcache_wasm.d.ts',
+      '/js/web/index.html/..',
       '/npm/linux-x64-gnu/brcache.linux-x64-gnu.node',
       '/package.json',
       '/xo-vm-backups',

@@ -13,11 +13,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
 import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
-import { isTempName } from '../js/handlers/index.js'
-import { generateRepository } from '../js/generate.js'
-import { INDEX_DIR } from '../js/index-store.js'
+import { isTempName } from '../js/node/handlers/index.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { INDEX_DIR } from '../js/common/repo-index.js'
 
-const cli = path.join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 const dirs = []
 after(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })))
 

@@ -10,12 +10,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { LocalHandler, openRepository, VmCache } from 'brcache'
-import { INDEX_DIR } from '../js/index-store.js'
-import { formatFilenameDate } from '../js/layout.js'
+import { INDEX_DIR } from '../js/common/repo-index.js'
+import { formatFilenameDate } from '../js/common/layout.js'
 import { Children } from '../scripts/campaigns/common.mjs'
 import { startSmb, stopSmb } from './helpers/smb.mjs'
 
-const cli = path.join(import.meta.dirname, '..', 'js', 'cli.js')
+const cli = path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js')
 let share
 const dirs = []
 before(() => {

@@ -12,9 +12,9 @@ import path from 'node:path'
 import { describe, test } from 'node:test'
 import zlib from 'node:zlib'
 import { VmCache, openRepository } from 'brcache'
-import * as napi from '../js/native.js'
+import * as napi from '../js/node/native.js'
 import * as wasm from '../js/wasm.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample.js'
+import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 
 function tempDir(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'brcache-write-path-'))

@@ -18,11 +18,11 @@
 // the Refresh button does the same at once.
 
 import { EncryptedShare, IndexStore, encryptionApi, indexApi, init, summariesOf } from '../browser.js'
-import { mapLimit } from '../concurrency.js'
-import { INDEX_DIR } from '../index-store.js'
-import { BACKUP_DIR, CACHE_FILE, vmFile } from '../layout.js'
+import { mapLimit } from '../common/concurrency.js'
+import { INDEX_DIR } from '../common/repo-index.js'
+import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
-import { describeVm, formatBytes } from './format.js'
+import { describeVm, formatBytes } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
 import { createVmTable } from './table.js'
 

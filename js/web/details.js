@@ -1,7 +1,7 @@
 // The details pane: one VM's restore points, newest first, as a user picks
 // one to restore.
 
-import { describeVm, formatBytes, formatDate } from './format.js'
+import { describeVm, formatBytes, formatDate } from '../common/format.js'
 
 function element(tag, text, className) {
   const node = document.createElement(tag)

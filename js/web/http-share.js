@@ -1,15 +1,15 @@
 // The repository as `brcache serve` offers it, in the shape of a share
 // handler, so that the page reads it with the very code the server side
-// uses: the repository index through js/index-store.js (same read plan,
+// uses: the repository index through js/common/repo-index.js (same read plan,
 // same retries when a compaction removes a file mid-read, same checks),
-// and an encrypted repository through js/handlers/encrypted.js (the same
+// and an encrypted repository through js/common/encrypted-share.js (the same
 // verdicts, the same decryption). A 404 is ENOENT, as on a share: no
 // index, no cache, a plaintext repository's missing encryption.json, or a
 // file compacted away since the listing.
 
-import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../encryption.js'
-import { INDEX_DIR } from '../index-store.js'
-import { BACKUP_DIR, CACHE_FILE } from '../layout.js'
+import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../common/encryption.js'
+import { INDEX_DIR } from '../common/repo-index.js'
+import { BACKUP_DIR, CACHE_FILE } from '../common/layout.js'
 
 /** An Error carrying the server's `{ error }` if it sent one, else the status line. */
 export async function httpError(response) {

@@ -12,7 +12,7 @@
 // puts the rows in with one `replaceChildren`; the filter hides or shows
 // only the rows whose match changed.
 
-import { formatBytes, formatDate } from './format.js'
+import { formatBytes, formatDate } from '../common/format.js'
 
 const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' })
 

@@ -9,9 +9,9 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { LocalHandler, SimulatedShare, VmCache } from 'brcache'
-import { isTempName, LOCK_SUFFIX } from '../../js/handlers/index.js'
-import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
-import { createRandom, makeMetadata, makeVm } from '../../js/sample.js'
+import { isTempName, LOCK_SUFFIX } from '../../js/node/handlers/index.js'
+import { BACKUP_DIR, CACHE_FILE } from '../../js/common/layout.js'
+import { createRandom, makeMetadata, makeVm } from '../../js/sample/metadata.js'
 
 export { sleep }
 

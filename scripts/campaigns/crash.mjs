@@ -16,8 +16,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { decodeCache, LocalHandler, openRepository } from 'brcache'
-import { CACHE_FILE } from '../../js/layout.js'
-import { createRandom } from '../../js/sample.js'
+import { CACHE_FILE } from '../../js/common/layout.js'
+import { createRandom } from '../../js/sample/metadata.js'
 import {
   Children,
   cacheFile,

@@ -14,8 +14,8 @@
 
 import fs from 'node:fs'
 import { openRepository } from 'brcache'
-import { formatFilenameDate } from '../../js/layout.js'
-import { createRandom } from '../../js/sample.js'
+import { formatFilenameDate } from '../../js/common/layout.js'
+import { createRandom } from '../../js/sample/metadata.js'
 import { raceHandler, raceWriters } from './common.mjs'
 
 const [dir, seed, writersText, indexText, share, rttText, stopFile, logFile, repairs] = process.argv.slice(2)

@@ -10,7 +10,7 @@
 // repository logged, and any op that threw.
 
 import { openRepository } from 'brcache'
-import { createRandom } from '../../js/sample.js'
+import { createRandom } from '../../js/sample/metadata.js'
 import { raceBackup, raceHandler, raceWriters } from './common.mjs'
 
 const [dir, seed, writersText, indexText, opsText, share, rttText] = process.argv.slice(2)

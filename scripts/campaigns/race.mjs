@@ -17,8 +17,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LocalHandler, openRepository } from 'brcache'
-import { isTempName, LOCK_SUFFIX } from '../../js/handlers/index.js'
-import { BACKUP_DIR } from '../../js/layout.js'
+import { isTempName, LOCK_SUFFIX } from '../../js/node/handlers/index.js'
+import { BACKUP_DIR } from '../../js/common/layout.js'
 import { Children, cacheNow, folderTruth, minus, options, raceWriters, sleep, table, tempFolder, vmFolder, vmFolders } from './common.mjs'
 
 const USAGE = `usage: node scripts/campaigns/race.mjs [--ops N=4000] [--writers 8] [--readers 4] [--share local|simulated|both]

@@ -1,6 +1,6 @@
 // A `brcache serve` server on a free loopback port, for tests.
 
-import { createServer } from '../../js/serve.js'
+import { createServer } from '../../js/node/serve.js'
 
 /** Resolves to `{ server, port, url, close() }`. */
 export async function listen(dirOrHandler, options) {

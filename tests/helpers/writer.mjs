@@ -11,7 +11,7 @@
 // and exits 0, or prints the error and exits 1.
 
 import { openRepository } from 'brcache'
-import { createRandom, makeVm, makeVmBackups } from '../../js/sample.js'
+import { createRandom, makeVm, makeVmBackups } from '../../js/sample/metadata.js'
 
 const [dir, vm, seedText, countText] = process.argv.slice(2)
 const seed = Number(seedText)

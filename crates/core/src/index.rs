@@ -549,7 +549,7 @@ pub struct ReadPlan {
     /// reading it (reading them in parallel with it saves a round trip).
     pub segments: Vec<String>,
     /// Older snapshots, newest first: a compaction deletes them. Readers
-    /// never use them (see js/index-store.js, `read`).
+    /// never use them (see js/common/repo-index.js, `read`).
     pub old_snapshots: Vec<String>,
     /// The newest snapshot's generation (0 without one): the next
     /// compaction or rebuild writes the one after, even if that snapshot is

@@ -1,5 +1,5 @@
 //! The shared repository-index scenarios (tests/vectors/index.json), run
-//! against the core; tests/index-vectors.test.mjs runs them through napi
+//! against the core; tests/repo-index-vectors.test.mjs runs them through napi
 //! and wasm. Each scenario's segments are fed twice: as plain JSON (the
 //! first release's segments) and gzip-compressed.
 

@@ -1,4 +1,4 @@
-//! The repository-wide index as a JS class; the I/O is js/index-store.js.
+//! The repository-wide index as a JS class; the I/O is js/common/repo-index.js.
 
 use crate::ErrorInfo;
 use brcache_core::index::{self, Loaded};

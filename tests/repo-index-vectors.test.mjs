@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import zlib from 'node:zlib'
-import { indexApi as napi } from '../js/native.js'
+import { indexApi as napi } from '../js/node/native.js'
 import { indexApi as wasm } from '../js/wasm.js'
 
 const { scenarios } = JSON.parse(readFileSync(join(import.meta.dirname, 'vectors', 'index.json'), 'utf8'))

@@ -1,7 +1,7 @@
-// The victim of the index kill campaign (index-campaign.mjs, runKills),
+// The victim of the index kill campaign (repo-index-campaign.mjs, runKills),
 // which kills it with SIGKILL at random moments:
 //
-//   node tests/helpers/index-compactor.mjs <dir> <seed> <round>
+//   node tests/helpers/repo-index-compactor.mjs <dir> <seed> <round>
 //
 // Over and over: writes a restore point of one of the campaign's VMs through
 // openRepository(dir, { index: true }) (a cache write and an index segment),
@@ -14,15 +14,15 @@
 
 import fs from 'node:fs'
 import { LocalHandler, openRepository } from 'brcache'
-import { IndexStore } from '../../js/index-store.js'
-import { indexApi } from '../../js/native.js'
-import { createRandom, makeMetadata } from '../../js/sample.js'
-import { runVm } from './index-campaign.mjs'
+import { IndexStore } from '../../js/common/repo-index.js'
+import { indexApi } from '../../js/node/native.js'
+import { createRandom, makeMetadata } from '../../js/sample/metadata.js'
+import { runVm } from './repo-index-campaign.mjs'
 
 const [dir, seed, roundText] = process.argv.slice(2)
 const round = Number(roundText)
 if (!dir || seed === undefined || !Number.isInteger(round)) {
-  console.error('usage: index-compactor.mjs <dir> <seed> <round>')
+  console.error('usage: repo-index-compactor.mjs <dir> <seed> <round>')
   process.exit(2)
 }
 

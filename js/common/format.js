@@ -1,5 +1,5 @@
 // How the restore view writes sizes, dates and modes. Shared with the
-// command line (js/cli/format.js), so a size reads the same in both.
+// command line (js/node/cli/format.js), so a size reads the same in both.
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
 

@@ -1,11 +1,11 @@
-// The repository-wide index (crates/core/src/index.rs, js/index-store.js,
-// js/repository.js) on real folders: built from the VM caches, followed by
+// The repository-wide index (crates/core/src/index.rs, js/common/repo-index.js,
+// js/node/repository.js) on real folders: built from the VM caches, followed by
 // every write and delete, compacted, reconciled with what Xen Orchestra
 // writes behind its back, rebuilt when lost or corrupt, never written on an
 // immutable repository, and right under concurrent writers and SIGKILL.
 //
 // The truth a view is judged against is read from the disk
-// (tests/helpers/index-campaign.mjs, diskTruth: every metadata file that
+// (tests/helpers/repo-index-campaign.mjs, diskTruth: every metadata file that
 // parses), or the per-VM listing, which checks each cache against its folder.
 
 import assert from 'node:assert/strict'
@@ -18,11 +18,11 @@ import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
 import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
-import { generateRepository } from '../js/generate.js'
-import { INDEX_DIR, IndexStore } from '../js/index-store.js'
-import { formatFilenameDate } from '../js/layout.js'
-import { indexApi } from '../js/native.js'
-import { createRandom, makeMetadata, makeVm } from '../js/sample.js'
+import { generateRepository } from '../js/sample/generate.js'
+import { INDEX_DIR, IndexStore } from '../js/common/repo-index.js'
+import { formatFilenameDate } from '../js/common/layout.js'
+import { indexApi } from '../js/node/native.js'
+import { createRandom, makeMetadata, makeVm } from '../js/sample/metadata.js'
 import {
   Children,
   KILLS_MUST_BE_ZERO,
@@ -34,7 +34,7 @@ import {
   runKills,
   runWriters,
   vmFolders,
-} from './helpers/index-campaign.mjs'
+} from './helpers/repo-index-campaign.mjs'
 
 // --- fixtures ----------------------------------------------------------------
 
@@ -208,7 +208,7 @@ describe('buildIndex and listSummaries', () => {
     // and write the caches back; through the index, nothing is touched.
     for (const vm of vmFolders(dir)) fs.rmSync(vmPath(dir, vm, 'cache.json.gz'))
     const before = hashes(dir)
-    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '..', 'js', 'cli.js'), 'list', '--json', dir])
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js'), 'list', '--json', dir])
     assert.deepStrictEqual(JSON.parse(stdout), truth)
     assert.deepStrictEqual(hashes(dir), before)
   })

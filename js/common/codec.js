@@ -1,4 +1,4 @@
-// decodeCache / encodeCache over a native backend (the napi addon or the
+// decodeCache / encodeCache over a backend (the napi addon or the
 // wasm module), with identical behaviour on both.
 //
 // Decoding splits the work where each side is fastest: Rust unwraps the
@@ -60,14 +60,14 @@ function isCacheShape(value) {
  *   explainDecode(bytes: Uint8Array, maxInflatedSize?: number, maxDepth?: number): object | null,
  *   readHeader(bytes: Uint8Array): object | null,
  *   encodeJson(text: string, generation?: number): Uint8Array | object,
- * }} native a backend whose failures are returned or thrown as
+ * }} backend the napi addon or the wasm module, whose failures are returned or thrown as
  *   `{ code, message, detail, offset }` objects
  */
-export function makeCodec(native) {
+export function makeCodec(backend) {
   function decodeCache(input, options = {}) {
     const bytes = toBytes(input)
     const { maxInflatedSize, maxDepth, name } = options
-    const text = call(() => native.decodeCacheText(bytes, maxInflatedSize, maxDepth), name)
+    const text = call(() => backend.decodeCacheText(bytes, maxInflatedSize, maxDepth), name)
     let value
     let parseError
     try {
@@ -78,7 +78,7 @@ export function makeCodec(native) {
     if (parseError === undefined && isCacheShape(value)) return value
     // The core names the problem precisely; JSON.parse's message is the
     // fallback should the two ever disagree on what is valid.
-    call(() => native.explainDecode(bytes, maxInflatedSize, maxDepth), name)
+    call(() => backend.explainDecode(bytes, maxInflatedSize, maxDepth), name)
     throw new BrcacheError(
       {
         code: 'INVALID_JSON',
@@ -91,11 +91,11 @@ export function makeCodec(native) {
   function encodeCache(object, options = {}) {
     const text = JSON.stringify(object)
     if (typeof text !== 'string') throw new TypeError('encodeCache expects an object')
-    return call(() => native.encodeJson(text, options.generation))
+    return call(() => backend.encodeJson(text, options.generation))
   }
 
   function readCacheHeader(input, options = {}) {
-    return call(() => native.readHeader(toBytes(input)), options.name) ?? null
+    return call(() => backend.readHeader(toBytes(input)), options.name) ?? null
   }
 
   return { decodeCache, encodeCache, readCacheHeader }

@@ -7,8 +7,8 @@ import { call } from './codec.js'
 
 export const INDEX_DIR = 'xo-vm-backups/.brcache-index'
 
-/** The index glue over a native backend (napi addon or wasm module). */
-export function makeIndexApi(native) {
+/** The index glue over a backend (napi addon or wasm module). */
+export function makeIndexApi(backend) {
   function wrap(handle, listedGeneration) {
     return {
       get generation() {
@@ -28,26 +28,26 @@ export function makeIndexApi(native) {
   }
   const unwrapCompaction = (compaction) => ({ ...JSON.parse(compaction.summaryJson()), bytes: compaction.snapshot() })
   return {
-    readPlan: (names) => JSON.parse(native.indexReadPlan([...names])),
+    readPlan: (names) => JSON.parse(backend.indexReadPlan([...names])),
     /** Segments past which a writer compacts. */
-    compactAfter: () => native.indexCompactAfter(),
+    compactAfter: () => backend.indexCompactAfter(),
     /** The rebuilt index (see `rebuild` in the core): `{ name, generation, segmentsToDelete, bytes }`. */
     rebuild(listing, fromCaches, segments) {
       const entries = [...segments]
       return unwrapCompaction(
-        call(() => native.rebuildIndex([...listing], fromCaches, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR),
+        call(() => backend.rebuildIndex([...listing], fromCaches, entries.map(([n]) => n), entries.map(([, b]) => b)), INDEX_DIR),
       )
     },
     segmentName() {
       const [high, low] = crypto.getRandomValues(new Uint32Array(2))
-      return native.indexSegmentName(Date.now(), high, low)
+      return backend.indexSegmentName(Date.now(), high, low)
     },
     /** `plan`: the read plan the bytes come from (its newest generation names the next compaction). */
     load(snapshot, segments, plan) {
       const entries = [...segments]
       // An error is the snapshot's (segments that fail are set aside): name it.
       const file = plan?.snapshot ? `${INDEX_DIR}/${plan.snapshot}` : INDEX_DIR
-      const handle = call(() => native.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), file)
+      const handle = call(() => backend.loadIndex(snapshot ?? undefined, entries.map(([n]) => n), entries.map(([, b]) => b)), file)
       return wrap(handle, plan?.generation ?? handle.generation)
     },
   }

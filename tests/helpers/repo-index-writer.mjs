@@ -1,6 +1,6 @@
-// A backup writer process for the index campaign (index-campaign.mjs):
+// A backup writer process for the index campaign (repo-index-campaign.mjs):
 //
-//   node tests/helpers/index-writer.mjs <dir> <vm> <seed> <n> <count>
+//   node tests/helpers/repo-index-writer.mjs <dir> <vm> <seed> <n> <count>
 //
 // Writes <count> restore points of VM <vm> through
 // openRepository(dir, { index: true }), each publishing an index segment
@@ -12,14 +12,14 @@
 // and exits 0, or prints the error and exits 1.
 
 import { openRepository } from 'brcache'
-import { createRandom, makeMetadata } from '../../js/sample.js'
-import { runVm } from './index-campaign.mjs'
+import { createRandom, makeMetadata } from '../../js/sample/metadata.js'
+import { runVm } from './repo-index-campaign.mjs'
 
 const [dir, vm, seed, nText, countText] = process.argv.slice(2)
 const n = Number(nText)
 const count = Number(countText)
 if (!dir || !vm || seed === undefined || !Number.isInteger(n) || !Number.isInteger(count) || count < 1) {
-  console.error('usage: index-writer.mjs <dir> <vm> <seed> <n> <count>')
+  console.error('usage: repo-index-writer.mjs <dir> <vm> <seed> <n> <count>')
   process.exit(2)
 }
 

@@ -9,10 +9,10 @@
 // the page decrypts; a server given the key still checks and repairs
 // caches first, one without it serves them unchecked.
 
-import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
+import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../common/encryption.js'
 import { HttpError, jsonRevalidated, notFound, send } from './http.js'
-import { INDEX_DIR } from './index-store.js'
-import { CACHE_FILE, vmDir, vmFile } from './layout.js'
+import { INDEX_DIR } from '../common/repo-index.js'
+import { CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { indexApi } from './core.js'
 import { listVmFolders, openRepository } from './repository.js'
 

@@ -1,9 +1,9 @@
 // How listings were done before brcache, measured against it in the same
 // run by the demo and the benchmarks.
 
-import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from './layout.js'
+import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { gunzipSync } from 'node:zlib'
-import { mapLimit } from './concurrency.js'
+import { mapLimit } from '../common/concurrency.js'
 import { projectRecord } from './restore-view.js'
 
 async function listVms(handler) {

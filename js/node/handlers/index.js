@@ -7,7 +7,7 @@ import { S3Handler } from './s3.js'
 
 export { LocalHandler, LOCK_SUFFIX, TEMP_PREFIX, cleanTempsWith, isTempName } from './local.js'
 export { SimulatedShare } from './simulated.js'
-export { EncryptedShare, initializeEncryption } from './encrypted.js'
+export { EncryptedShare, initializeEncryption } from '../../common/encrypted-share.js'
 export { S3Handler, parseS3Url } from './s3.js'
 
 /**

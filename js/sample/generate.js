@@ -1,15 +1,15 @@
 // Writes a sample repository to a folder: metadata shaped like Xen
-// Orchestra's (js/sample.js), empty placeholder data files, and, unless
+// Orchestra's (js/sample/metadata.js), empty placeholder data files, and, unless
 // told otherwise, brcache's caches; encrypted as Xen Orchestra encrypts a
 // remote when given a key.
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { LocalHandler, initializeEncryption } from './handlers/index.js'
-import { vmDir } from './layout.js'
-import { encryptionApi } from './core.js'
-import { openRepository } from './repository.js'
-import { createRandom, makeVm, makeVmBackups } from './sample.js'
+import { LocalHandler, initializeEncryption } from '../node/handlers/index.js'
+import { vmDir } from '../common/layout.js'
+import { encryptionApi } from '../node/core.js'
+import { openRepository } from '../node/repository.js'
+import { createRandom, makeVm, makeVmBackups } from './metadata.js'
 
 /**
  * @param {string} dir the repository root (created if needed)

@@ -11,11 +11,11 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { platformTriple } from './platform.js'
-import { makeCodec } from './codec.js'
-import { makeEncryptionApi } from './encryption.js'
-import { makeIndexApi } from './index-store.js'
-import { makeVmCacheApi } from './vm-cache.js'
-import * as wasmGlue from './generated/wasm-web/brcache_wasm.js'
+import { makeCodec } from '../common/codec.js'
+import { makeEncryptionApi } from '../common/encryption.js'
+import { makeIndexApi } from '../common/repo-index.js'
+import { makeVmCacheApi } from '../common/vm-cache.js'
+import * as wasmGlue from '../generated/wasm-web/brcache_wasm.js'
 
 export { platformTriple }
 
@@ -24,7 +24,7 @@ let wasmReady = false
 
 /** Where the addon for `triple` may be, most specific first. */
 export function addonCandidates(triple = platformTriple()) {
-  return [`../npm/${triple}/brcache.${triple}.node`, `brcache-${triple}`]
+  return [`../../npm/${triple}/brcache.${triple}.node`, `brcache-${triple}`]
 }
 
 /**
@@ -54,7 +54,7 @@ export function loadWasmModule() {
   if (!wasmReady) {
     let bytes
     try {
-      bytes = readFileSync(new URL('./generated/wasm-web/brcache_wasm_bg.wasm', import.meta.url))
+      bytes = readFileSync(new URL('../generated/wasm-web/brcache_wasm_bg.wasm', import.meta.url))
     } catch (error) {
       throw new Error(`brcache: the WebAssembly core is missing (${error.message.split('\n')[0]})`, { cause: error })
     }

@@ -1,7 +1,7 @@
 // Terminal output for the command line: tables, sizes, a progress bar that
 // shows on a terminal and stays quiet when piped.
 
-export { formatBytes } from '../web/format.js'
+export { formatBytes } from '../../common/format.js'
 
 /** A plain text table with aligned columns; '' when there are no rows. */
 export function table(headers, rows) {

@@ -19,7 +19,7 @@
 //
 // Free of Node-only imports: the page wraps its HTTP share with it.
 
-import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../encryption.js'
+import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from './encryption.js'
 
 const WRITES = ['rename', 'unlink', 'rmdir', 'mkdir', 'lock', 'cleanTemps']
 const LISTINGS = ['list', 'listWithTypes', 'stat']

@@ -21,11 +21,11 @@
 //   it (handlers/encrypted.js), and without its key it is an error, never
 //   an empty repository, and nothing is written to it.
 
-import { BrcacheError } from './errors.js'
-import { mapLimit } from './concurrency.js'
+import { BrcacheError } from '../common/errors.js'
+import { mapLimit } from '../common/concurrency.js'
 import { EncryptedShare, LOCK_SUFFIX, openHandler } from './handlers/index.js'
-import { INDEX_DIR, IndexStore } from './index-store.js'
-import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from './layout.js'
+import { INDEX_DIR, IndexStore } from '../common/repo-index.js'
+import { BACKUP_DIR, CACHE_FILE, formatFilenameDate, metadataKey, splitMetadataPath, vmDir, vmFile } from '../common/layout.js'
 import * as defaultCore from './core.js'
 
 // Verdicts on the whole repository (its encryption): never taken for one

@@ -11,7 +11,7 @@
 //
 // Pure ESM, no dependencies, no I/O: it also runs in a browser.
 
-import { formatFilenameDate } from './layout.js'
+import { formatFilenameDate } from '../common/layout.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB

@@ -3,8 +3,8 @@
 // cache.json.gz, as they lie on the share and decodes them with the wasm
 // build, so the server never inflates, parses or re-serialises a record.
 //
-// What a request can reach is closed: an explicit list of assets, the list
-// of repositories, and per repository what js/served-repository.js
+// What a request can reach is closed: the browser-safe files, the list
+// of repositories, and per repository what js/node/served-repository.js
 // offers under `/api/r/<id>/` (the first repository's also under `/api/`,
 // the URLs of a one-repository server). Nothing in a URL is ever joined
 // onto a file system path.
@@ -23,10 +23,11 @@ import { join } from 'node:path'
 import { Auth } from './auth.js'
 import { HttpError, json, notFound, send } from './http.js'
 import { servedRepository } from './served-repository.js'
+import { browserFiles } from './browser-safe.js'
 
 export { UNREADABLE_HEADER } from './served-repository.js'
 
-const packageDir = join(import.meta.dirname, '..')
+const packageDir = join(import.meta.dirname, '..', '..')
 
 const TYPES = {
   html: 'text/html; charset=utf-8',
@@ -35,32 +36,12 @@ const TYPES = {
   wasm: 'application/wasm',
 }
 
-// URL path -> file of the package. The page's ES module imports are
-// relative (`../browser.js`, `./generated/wasm-web/…`), so every asset is
-// served at its own path inside the package and the imports resolve as
-// they do on disk.
-const ASSETS = new Map(
-  [
-    'js/web/app.js',
-    'js/web/format.js',
-    'js/web/table.js',
-    'js/web/details.js',
-    'js/web/style.css',
-    'js/browser.js',
-    'js/codec.js',
-    'js/vm-cache.js',
-    'js/errors.js',
-    'js/layout.js',
-    'js/concurrency.js',
-    'js/index-store.js',
-    'js/encryption.js',
-    'js/handlers/encrypted.js',
-    'js/web/http-share.js',
-    'js/web/index-worker.js',
-    'js/generated/wasm-web/brcache_wasm.js',
-    'js/generated/wasm-web/brcache_wasm_bg.wasm',
-  ].map((file) => [`/${file}`, file]),
-)
+// URL path -> file of the package: the browser-safe files (see
+// js/node/browser-safe.js), listed once at start-up. The page's ES module
+// imports are relative (`../browser.js`, `../common/layout.js`), so every
+// asset is served at its own path inside the package and the imports
+// resolve as they do on disk. A URL is only ever a key of this map.
+const ASSETS = new Map(browserFiles(packageDir).map((file) => [`/${file}`, file]))
 // The page's relative URLs (`js/web/app.js`, `api/vms`) resolve from `/`.
 ASSETS.set('/', 'js/web/index.html')
 

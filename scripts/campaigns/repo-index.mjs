@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Index campaign: the repository-wide index under concurrent writers and
-// under SIGKILL, at a larger scale than tests/index.test.mjs runs it (the
-// same code: tests/helpers/index-campaign.mjs).
+// under SIGKILL, at a larger scale than tests/repo-index.test.mjs runs it (the
+// same code: tests/helpers/repo-index-campaign.mjs).
 //
 //   1. Writers: --writers processes on VMs of their own and --shared more
 //      on one VM they share add and delete backups through
@@ -24,9 +24,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { KILLS_MUST_BE_ZERO, WRITERS_MUST_BE_ZERO, runKills, runWriters } from '../../tests/helpers/index-campaign.mjs'
+import { KILLS_MUST_BE_ZERO, WRITERS_MUST_BE_ZERO, runKills, runWriters } from '../../tests/helpers/repo-index-campaign.mjs'
 
-const USAGE = `usage: node scripts/campaigns/index.mjs [--kills N=100] [--writers N=4] [--shared N=2] [--count N=60]
+const USAGE = `usage: node scripts/campaigns/repo-index.mjs [--kills N=100] [--writers N=4] [--shared N=2] [--count N=60]
        [--readers N=2] [--seed S=1] [--json]
 
 --writers processes on VMs of their own and --shared on one VM write --count backups each

@@ -1,4 +1,4 @@
-// A VM folder's cache (see crates/core/src/vm_cache.rs), over a native
+// A VM folder's cache (see crates/core/src/vm_cache.rs), over a
 // backend: the napi addon or the wasm module, with identical behaviour.
 // Every decision is the core's; this file converts arguments and results.
 // Free of Node-only imports: the browser uses it too.
@@ -24,22 +24,22 @@ function withCoherent(plan) {
   return { ...plan, coherent: plan.stale.length === 0 && plan.missing.length === 0 }
 }
 
-export function makeVmCacheApi(native) {
+export function makeVmCacheApi(backend) {
   class VmCache {
-    #native
+    #handle
 
     /** @private use VmCache.empty, VmCache.decode or VmCache.rebuild */
     constructor(handle) {
-      this.#native = handle
+      this.#handle = handle
     }
 
     static empty(vm) {
-      return new VmCache(call(() => native.newVmCache(vm)))
+      return new VmCache(call(() => backend.newVmCache(vm)))
     }
 
     static decode(vm, bytes, options = {}) {
       const { maxInflatedSize, maxDepth, name } = options
-      return new VmCache(call(() => native.decodeVmCache(vm, toBytes(bytes), maxInflatedSize, maxDepth), name))
+      return new VmCache(call(() => backend.decodeVmCache(vm, toBytes(bytes), maxInflatedSize, maxDepth), name))
     }
 
     /** A cache built from a folder listing and the files it names. */
@@ -50,27 +50,27 @@ export function makeVmCacheApi(native) {
     }
 
     get vm() {
-      return this.#native.vm
+      return this.#handle.vm
     }
 
     get generation() {
-      return this.#native.generation
+      return this.#handle.generation
     }
 
     get size() {
-      return this.#native.size
+      return this.#handle.size
     }
 
     keys() {
-      return this.#native.keys()
+      return this.#handle.keys()
     }
 
     fingerprint() {
-      return this.#native.fingerprint()
+      return this.#handle.fingerprint()
     }
 
     recordedFingerprint() {
-      return this.#native.recordedFingerprint() ?? null
+      return this.#handle.recordedFingerprint() ?? null
     }
 
     /**
@@ -80,7 +80,7 @@ export function makeVmCacheApi(native) {
      * file than the one its key, checked by the core, names.
      */
     records() {
-      return JSON.parse(this.#native.entriesJson()).map(([key, record]) => {
+      return JSON.parse(this.#handle.entriesJson()).map(([key, record]) => {
         record._filename = key
         record.id = key
         if (typeof record.isImmutable !== 'boolean') record.isImmutable = false
@@ -90,83 +90,83 @@ export function makeVmCacheApi(native) {
 
     /** The cache body as JSON text, exactly what XO reads. */
     body() {
-      return this.#native.toJson()
+      return this.#handle.toJson()
     }
 
     add(path, metadata) {
-      call(() => this.#native.add(path, metadataBytes(metadata)))
+      call(() => this.#handle.add(path, metadataBytes(metadata)))
       return this
     }
 
     remove(paths) {
-      call(() => this.#native.remove([...paths]))
+      call(() => this.#handle.remove([...paths]))
       return this
     }
 
     continueAfter(previousGeneration) {
-      this.#native.continueAfter(previousGeneration)
+      this.#handle.continueAfter(previousGeneration)
       return this
     }
 
     /** The bytes of the next write; the generation goes up by one. */
     commit() {
-      return this.#native.commit()
+      return this.#handle.commit()
     }
 
     summaries(filter) {
-      return JSON.parse(call(() => this.#native.summaries(filter ? JSON.stringify(filter) : undefined)))
+      return JSON.parse(call(() => this.#handle.summaries(filter ? JSON.stringify(filter) : undefined)))
     }
 
     /** `listing`: the names in the VM folder, as a directory listing gives them. */
     reconcile(listing) {
-      return withCoherent(JSON.parse(this.#native.reconcile([...listing])))
+      return withCoherent(JSON.parse(this.#handle.reconcile([...listing])))
     }
 
     /** Applies a plan with the missing files' contents; returns what could not be read. */
     apply(plan, files) {
       const [names, contents] = splitFiles(files)
       const { stale, missing } = plan
-      return JSON.parse(call(() => this.#native.apply(JSON.stringify({ stale, missing }), names, contents)))
+      return JSON.parse(call(() => this.#handle.apply(JSON.stringify({ stale, missing }), names, contents)))
     }
 
     rebuild(listing, files) {
       const [names, contents] = splitFiles(files)
-      return JSON.parse(call(() => this.#native.rebuild([...listing], names, contents)))
+      return JSON.parse(call(() => this.#handle.rebuild([...listing], names, contents)))
     }
 
     /** This cache's segment for the repository-wide index. */
     indexSegment() {
-      return call(() => this.#native.indexSegment())
+      return call(() => this.#handle.indexSegment())
     }
 
     merge(other) {
-      return new VmCache(this.#native.merge(other.#native))
+      return new VmCache(this.#handle.merge(other.#handle))
     }
 
     replay(newer) {
-      return new VmCache(this.#native.replay(newer.#native))
+      return new VmCache(this.#handle.replay(newer.#handle))
     }
 
     copy() {
-      return new VmCache(this.#native.copy())
+      return new VmCache(this.#handle.copy())
     }
   }
 
   /** Whether the header alone proves the cache covers exactly the listed metadata files. */
   function fastPath(bytes, listing) {
-    return call(() => native.fastPath(toBytes(bytes), [...listing]))
+    return call(() => backend.fastPath(toBytes(bytes), [...listing]))
   }
 
   /** Throws unless every key names a distinct metadata file of `vm`'s folder. */
   function checkKeys(vm, keys, file) {
-    call(() => native.checkKeys(vm, [...keys]), file)
+    call(() => backend.checkKeys(vm, [...keys]), file)
   }
 
   /** A VM cache's summaries straight from its bytes (one pass, no VmCache). */
   function summariesOf(vm, bytes, filter, options = {}) {
     const { maxInflatedSize, maxDepth, name } = options
     const text = call(
-      () => native.vmSummaries(vm, toBytes(bytes), filter ? JSON.stringify(filter) : undefined, maxInflatedSize, maxDepth),
+      () => backend.vmSummaries(vm, toBytes(bytes), filter ? JSON.stringify(filter) : undefined, maxInflatedSize, maxDepth),
       name,
     )
     return JSON.parse(text)
@@ -181,7 +181,7 @@ export function makeVmCacheApi(native) {
    */
   function spliceCache(vm, bytes, listing, added = [], removed = []) {
     const spliced = call(() =>
-      native.spliceCache(
+      backend.spliceCache(
         vm,
         toBytes(bytes),
         [...listing],
@@ -196,7 +196,7 @@ export function makeVmCacheApi(native) {
   /** The index segment of a cache just written, from its bytes (one pass, no decode). */
   function indexSegmentOf(vm, bytes, options = {}) {
     const { maxInflatedSize, maxDepth, name } = options
-    return call(() => native.indexSegmentOfBytes(vm, toBytes(bytes), maxInflatedSize, maxDepth), name)
+    return call(() => backend.indexSegmentOfBytes(vm, toBytes(bytes), maxInflatedSize, maxDepth), name)
   }
 
   return { VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf }

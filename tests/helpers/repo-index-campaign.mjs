@@ -1,14 +1,14 @@
 // The repository index under concurrent writers and under SIGKILL, shared by
-// tests/index.test.mjs (short runs) and scripts/campaigns/index.mjs (long
+// tests/repo-index.test.mjs (short runs) and scripts/campaigns/repo-index.mjs (long
 // runs, README figures). Both runs work on a folder the caller owns, and
 // judge the index against the truth read straight from the disk: every
 // metadata file that parses, whatever the caches or the index say.
 //
-// - runWriters: writer processes (tests/helpers/index-writer.mjs), each on
+// - runWriters: writer processes (tests/helpers/repo-index-writer.mjs), each on
 //   its own VM, plus some sharing one VM, add and delete backups through
 //   openRepository(dir, { index: true }) while this process lists through
 //   the index; at the end the index, unrepaired, must be the truth.
-// - runKills: a process (tests/helpers/index-compactor.mjs) that writes,
+// - runKills: a process (tests/helpers/repo-index-compactor.mjs) that writes,
 //   deletes and compacts the index over and over is killed with SIGKILL at
 //   seeded random moments; after every kill the index must be usable or
 //   unusable in a way listings fall back from, and check --repair must make
@@ -20,17 +20,17 @@ import path from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openRepository, VmCache } from 'brcache'
-import { INDEX_DIR } from '../../js/index-store.js'
-import { LOCK_SUFFIX } from '../../js/handlers/index.js'
+import { INDEX_DIR } from '../../js/common/repo-index.js'
+import { LOCK_SUFFIX } from '../../js/node/handlers/index.js'
 import { Children, vmFolders } from '../../scripts/campaigns/common.mjs'
 
 export { vmFolders }
-import { BACKUP_DIR, CACHE_FILE } from '../../js/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../../js/sample.js'
+import { BACKUP_DIR, CACHE_FILE } from '../../js/common/layout.js'
+import { createRandom, makeVm, makeVmBackups } from '../../js/sample/metadata.js'
 
 const HELPERS = import.meta.dirname
-const WRITER = path.join(HELPERS, 'index-writer.mjs')
-const COMPACTOR = path.join(HELPERS, 'index-compactor.mjs')
+const WRITER = path.join(HELPERS, 'repo-index-writer.mjs')
+const COMPACTOR = path.join(HELPERS, 'repo-index-compactor.mjs')
 
 // --- the truth, from the disk ---------------------------------------------------
 

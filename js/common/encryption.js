@@ -1,5 +1,5 @@
 // A repository's encryption (see crates/core/src/encryption.rs), over a
-// native backend: the napi addon or the wasm module, with identical
+// backend: the napi addon or the wasm module, with identical
 // behaviour. The core decides and seals; this file draws the IVs (the core
 // has no randomness) and converts arguments and results.
 // Free of Node-only imports: the browser uses it too.
@@ -22,37 +22,37 @@ function freshIv() {
   return globalThis.crypto.getRandomValues(new Uint8Array(IV_LENGTH))
 }
 
-export function makeEncryptionApi(native) {
+export function makeEncryptionApi(backend) {
   class Cipher {
-    #native
+    #handle
 
     /** @private use openEncryption or newCipher */
     constructor(handle) {
-      this.#native = handle
+      this.#handle = handle
     }
 
     get algorithm() {
-      return this.#native.algorithm
+      return this.#handle.algorithm
     }
 
     /** `IV ‖ ciphertext ‖ tag`, with a fresh IV. */
     seal(plaintext) {
-      return call(() => this.#native.seal(freshIv(), toBytes(typeof plaintext === 'string' ? encoder.encode(plaintext) : plaintext)))
+      return call(() => this.#handle.seal(freshIv(), toBytes(typeof plaintext === 'string' ? encoder.encode(plaintext) : plaintext)))
     }
 
     /** The plaintext, or a BrcacheError (DECRYPTION_FAILED) naming `file`. */
     open(sealed, file) {
-      return call(() => this.#native.open(toBytes(sealed)), file)
+      return call(() => this.#handle.open(toBytes(sealed)), file)
     }
 
     /** Throws WRONG_ENCRYPTION_KEY unless `metadata.json`'s bytes open with this key. */
     verifyKey(metadata) {
-      call(() => this.#native.verifyKey(metadata === undefined ? undefined : toBytes(metadata)))
+      call(() => this.#handle.verifyKey(metadata === undefined ? undefined : toBytes(metadata)))
     }
 
     /** `[encryption.json, metadata.json]` bytes for a new repository. */
     initialFiles() {
-      return call(() => this.#native.initialFiles(freshIv(), globalThis.crypto.randomUUID()))
+      return call(() => this.#handle.initialFiles(freshIv(), globalThis.crypto.randomUUID()))
     }
   }
 
@@ -64,15 +64,15 @@ export function makeEncryptionApi(native) {
      * ENCRYPTED, NOT_ENCRYPTED or UNSUPPORTED_ENCRYPTION.
      */
     openEncryption(descriptor, key) {
-      const handle = call(() => native.openEncryption(descriptor === undefined ? undefined : toBytes(descriptor), keyBytes(key)))
+      const handle = call(() => backend.openEncryption(descriptor === undefined ? undefined : toBytes(descriptor), keyBytes(key)))
       return handle ? new Cipher(handle) : null
     },
     /** What `encryption.json` names: an algorithm, or null for plaintext. */
     encryptionAlgorithm(descriptor) {
-      return call(() => native.encryptionAlgorithm(descriptor === undefined ? undefined : toBytes(descriptor)), DESCRIPTOR_FILE) ?? null
+      return call(() => backend.encryptionAlgorithm(descriptor === undefined ? undefined : toBytes(descriptor)), DESCRIPTOR_FILE) ?? null
     },
     newCipher(algorithm, key) {
-      return new Cipher(call(() => native.newCipher(algorithm, keyBytes(key))))
+      return new Cipher(call(() => backend.newCipher(algorithm, keyBytes(key))))
     },
   }
 }
