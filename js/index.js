@@ -15,6 +15,7 @@ export {
   indexSegmentOf,
   indexApi,
   encryptionApi,
+  operations,
 } from './node/core.js'
 export { listVmFolders, openRepository } from './node/repository.js'
 export { LocalHandler, SimulatedShare, S3Handler, parseS3Url, openHandler, EncryptedShare } from './node/handlers/index.js'

@@ -2,6 +2,6 @@
 
 import { loadWasmModule, makeCore } from './node/load-core.js'
 
-export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi } =
+export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi, operations } =
   makeCore(loadWasmModule())
 export { BrcacheError } from './common/errors.js'

@@ -136,7 +136,7 @@ describe('the packed package, installed as a consumer installs it', () => {
     ]) {
       assert.ok(paths.includes(needed), `${needed} is missing`)
     }
-    assert.ok(main.size < 512 * 1024, `the tarball grew to ${main.size} bytes`)
+    assert.ok(main.size < 640 * 1024, `the tarball grew to ${main.size} bytes`)
     assert.ok(!paths.some((path) => path.startsWith('js/generated/wasm-node/')), 'one wasm build, not two')
   })
 

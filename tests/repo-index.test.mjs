@@ -368,7 +368,9 @@ describe('Xen Orchestra writes behind the index', () => {
     )
     await repository.settle() // the new VM's cache, read through brcache, is repaired in the background
 
-    const expected = { [behind]: 'behind', [newVm.uuid]: 'unknown', [gone]: 'gone' }
+    // The new VM's cache, repaired in the background, published its
+    // segment as every cache write does: the index knows it now.
+    const expected = { [behind]: 'behind', [gone]: 'gone' }
     assert.deepStrictEqual(await repository.checkIndex(), { exists: true, drift: expected, repaired: false })
 
     const before = hashes(dir)

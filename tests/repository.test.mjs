@@ -408,7 +408,6 @@ describe('checkVm and checkAll', () => {
       vm: VM,
       entries: 3,
       fastPath: true,
-      cacheError: undefined,
       stale: [],
       missing: [],
       unreadable: [],

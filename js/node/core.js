@@ -10,5 +10,5 @@ const chosen = chooseCore()
 /** Which core this process runs on: 'native' (the napi addon) or 'wasm'. */
 export const coreName = chosen.name
 
-export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi } =
+export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi, operations } =
   makeCore(chosen.backend)

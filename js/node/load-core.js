@@ -14,6 +14,7 @@ import { platformTriple } from './platform.js'
 import { makeCodec } from '../common/codec.js'
 import { makeEncryptionApi } from '../common/encryption.js'
 import { makeIndexApi } from '../common/repo-index.js'
+import { makeOperationsApi } from '../common/operations.js'
 import { makeVmCacheApi } from '../common/vm-cache.js'
 import * as wasmGlue from '../generated/wasm-web/brcache_wasm.js'
 
@@ -75,6 +76,7 @@ export function makeCore(backend) {
       ...makeVmCacheApi(backend),
       indexApi: makeIndexApi(backend),
       encryptionApi: makeEncryptionApi(backend),
+      operations: makeOperationsApi(backend),
     }
     apis.set(backend, api)
   }

@@ -4,5 +4,5 @@
 
 import { loadNativeAddon, makeCore } from './load-core.js'
 
-export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi } =
+export const { decodeCache, encodeCache, readCacheHeader, VmCache, fastPath, checkKeys, summariesOf, spliceCache, indexSegmentOf, indexApi, encryptionApi, operations } =
   makeCore(loadNativeAddon())

@@ -382,3 +382,99 @@ fn an_unreadable_folder_is_an_error() {
         "{failure}"
     );
 }
+
+/// Through a share that serves checked caches (`brcache serve` to its
+/// page), a listing reads each cache as it is and lists no VM folder.
+#[test]
+fn a_trusted_share_is_read_without_listing_folders() {
+    let mut sim = Sim::new(4);
+    let vm = VMS[2];
+    sim.run_one(
+        ops::write_backup(settings(IndexMode::Off, 1), vm, metadata(vm, timestamp(0))).unwrap(),
+    )
+    .unwrap();
+    // A restore point the cache does not know: a checking listing finds it,
+    // a trusting one does not look.
+    sim.share.put(
+        &format!("xo-vm-backups/{vm}/{}", name(timestamp(1))),
+        metadata(vm, timestamp(1)),
+    );
+    let lists = |sim: &Sim| sim.share.calls.get("list").copied().unwrap_or(0);
+    let before = lists(&sim);
+    let trusting = settings(IndexMode::Off, 2).trusting();
+    let view = view_keys(
+        &sim.run_one(ops::list_vm(trusting, vm, Want::Summaries(Filter::default())).unwrap())
+            .unwrap(),
+    );
+    assert_eq!(lists(&sim), before, "no folder listed");
+    assert_eq!(view.len(), 1);
+    let checked = view_keys(
+        &sim.run_one(
+            ops::list_vm(
+                settings(IndexMode::Off, 3),
+                vm,
+                Want::Summaries(Filter::default()),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(checked.len(), 2);
+}
+
+/// The rounds of a delete of one restore point (a full backup with its
+/// `.xva`) from a VM whose cache is true.
+#[test]
+fn a_delete_takes_eight_rounds() {
+    let mut sim = Sim::new(5);
+    let vm = VMS[0];
+    sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+        .unwrap();
+    let mut full: Value = serde_json::from_slice(&metadata(vm, timestamp(0))).unwrap();
+    full["mode"] = "full".into();
+    full["xva"] = "./20231114T221320Z.xva".into();
+    sim.share.put(
+        &format!("xo-vm-backups/{vm}/20231114T221320Z.xva"),
+        vec![0; 16],
+    );
+    let Output::Written(key) = sim
+        .run_one(
+            ops::write_backup(
+                settings(IndexMode::Auto, 2),
+                vm,
+                full.to_string().into_bytes(),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut op = ops::delete_backups(settings(IndexMode::Auto, 3), vec![key]).unwrap();
+    let mut rounds: Vec<Vec<&'static str>> = Vec::new();
+    while let ops::Status::Requests(requests) = op.poll() {
+        rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
+        for (id, request) in requests {
+            let response = sim.share.perform(0, &request);
+            op.respond(id, response).unwrap();
+        }
+    }
+    assert!(matches!(op.take_output(), Some(Ok(Output::Deleted))));
+    assert_eq!(
+        rounds,
+        vec![
+            vec!["lock"],
+            vec!["read"],
+            vec!["delete"],
+            vec!["delete", "delete", "read", "list", "list"],
+            vec!["replace"],
+            vec!["cleanTemps", "now"],
+            vec!["replace"],
+            vec!["unlock"],
+        ]
+    );
+    assert!(
+        !sim.share.files.keys().any(|p| p.ends_with(".xva")),
+        "the data file went too"
+    );
+}

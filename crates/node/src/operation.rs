@@ -15,6 +15,7 @@ pub struct OperationError {
     pub detail: String,
     pub offset: Option<f64>,
     pub io: bool,
+    pub step: Option<String>,
 }
 
 impl From<Failure> for OperationError {
@@ -26,8 +27,10 @@ impl From<Failure> for OperationError {
                 detail: error.detail().to_string(),
                 offset: error.offset().map(|o| o as f64),
                 io: false,
+                step: None,
             },
             Failure::Io(error) => OperationError {
+                step: error.step.map(str::to_string),
                 code: error.code,
                 detail: error.message.clone(),
                 message: error.message,

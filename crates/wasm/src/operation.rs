@@ -13,6 +13,7 @@ struct OperationError {
     detail: String,
     offset: Option<f64>,
     io: bool,
+    step: Option<&'static str>,
 }
 
 fn throw(failure: Failure) -> JsValue {
@@ -23,8 +24,10 @@ fn throw(failure: Failure) -> JsValue {
             detail: error.detail().to_string(),
             offset: error.offset().map(|o| o as f64),
             io: false,
+            step: None,
         },
         Failure::Io(error) => OperationError {
+            step: error.step,
             code: error.code,
             detail: error.message.clone(),
             message: error.message,

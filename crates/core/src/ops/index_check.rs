@@ -220,7 +220,7 @@ async fn reconcile(
     // agrees with its cache, so a cut segment holds nothing needed.
     let compaction = index_ops::compact(io, settings, true)
         .await
-        .map_err(|f| f.failure)?;
+        .map_err(Failure::from)?;
     Ok((drift, Some(compaction)))
 }
 
@@ -228,7 +228,7 @@ async fn publish_plain(io: &Io, settings: &Settings, segment: Vec<u8>) -> Result
     // No compaction here: the check compacts once, after every catch-up.
     index_ops::publish(io, settings, segment, &None)
         .await
-        .map_err(|f| f.failure)
+        .map_err(Failure::from)
 }
 
 /// Rewrites a VM's cache under its lock, past `generation`, publishing it.
@@ -310,7 +310,7 @@ pub async fn build_index(io: &Io, settings: &Settings) -> Result<Built, Failure>
     let mut compaction = Some(
         index_ops::rebuild(io, &on, from_caches)
             .await
-            .map_err(|f| f.failure)?,
+            .map_err(Failure::from)?,
     );
     if let Some(read) = index_ops::read(io, &on, None).await? {
         if let (_, Some(caught_up)) = reconcile(io, &on, &read, true).await? {

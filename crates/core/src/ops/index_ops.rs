@@ -23,6 +23,12 @@ pub struct StepFailure {
     pub failure: Failure,
 }
 
+impl From<StepFailure> for Failure {
+    fn from(failure: StepFailure) -> Failure {
+        failure.failure.in_step(failure.step)
+    }
+}
+
 /// The index folder's names, or `None` when there is no index.
 pub async fn list(io: &Io) -> Result<Option<Vec<String>>, Failure> {
     match io.call(list_request()).await {

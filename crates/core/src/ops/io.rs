@@ -115,6 +115,9 @@ pub enum Response {
 pub struct IoError {
     pub code: String,
     pub message: String,
+    /// The step of the index's upkeep that failed (`publish`,
+    /// `compaction`, `snapshot`), when it was one.
+    pub step: Option<&'static str>,
 }
 
 impl IoError {
@@ -122,6 +125,7 @@ impl IoError {
         IoError {
             code: code.into(),
             message: message.into(),
+            step: None,
         }
     }
 }
@@ -135,12 +139,31 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// A failed call, annotated with what it was for; the code stays.
+    /// A failed call, annotated with what it was for; the code stays. A
+    /// verdict on the repository (its encryption) already says all there is.
     pub fn io(what: impl fmt::Display, error: &IoError) -> Failure {
-        Failure::Io(IoError::new(
-            error.code.clone(),
-            format!("{what}: {}", error.message),
-        ))
+        if is_repository_error(&error.code) {
+            return Failure::Io(error.clone());
+        }
+        Failure::Io(IoError {
+            message: format!("{what}: {}", error.message),
+            ..error.clone()
+        })
+    }
+
+    /// The same failure, as the failure of a step of the index's upkeep.
+    pub fn in_step(self, step: &'static str) -> Failure {
+        match self {
+            Failure::Io(error) => Failure::Io(IoError {
+                step: Some(step),
+                ..error
+            }),
+            Failure::Core(error) => Failure::Io(IoError {
+                code: error.code().to_string(),
+                message: error.to_string(),
+                step: Some(step),
+            }),
+        }
     }
 
     /// An operation's own refusal (a backup already there, a bad argument).

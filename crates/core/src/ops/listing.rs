@@ -74,7 +74,11 @@ pub async fn list_vm(
     vm: &VmId,
     want: Want,
 ) -> Result<Listed, Failure> {
-    let loaded = load::load(io, vm, &want, &settings.limits).await?;
+    let loaded = if settings.trusted {
+        load::load_trusted(io, vm, &want, &settings.limits).await?
+    } else {
+        load::load(io, vm, &want, &settings.limits).await?
+    };
     let mut listed = Listed::default();
     let text = listed.push(loaded, settings);
     Ok(listed.finish(vec![(vm.as_str().to_string(), text)]))

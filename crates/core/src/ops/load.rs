@@ -94,6 +94,41 @@ pub async fn load(
     resolve(io, vm, want, limits, read, entries).await
 }
 
+/// A VM's cache from a share that serves it checked (see
+/// [`super::Settings::trusted`]): read as it is, its folder never listed.
+/// No cache is no restore point; one that does not decode is an error.
+pub async fn load_trusted(
+    io: &Io,
+    vm: &VmId,
+    want: &Want,
+    limits: &DecodeLimits,
+) -> Result<Loaded, Failure> {
+    let file = share::cache_path(vm);
+    let read = share::cache_read(io, vm, io.call(share::read_cache_request(vm)).await)?;
+    let (answer, cache) = match &read {
+        CacheRead::Bytes(bytes) => fast(vm, want, limits, bytes, &file)
+            .map_err(|e| Failure::Core(e.in_file(file.clone())))?,
+        CacheRead::Absent => (Answer::None, Some(VmCache::new(vm.clone()))),
+        CacheRead::Undecryptable(reason) => {
+            return Err(Failure::refused("DECRYPTION_FAILED", reason.clone()));
+        }
+    };
+    Ok(Loaded {
+        vm: vm.clone(),
+        read,
+        entries: Vec::new(),
+        cache,
+        answer,
+        plan: Plan::default(),
+        unreadable: Vec::new(),
+        writing: Vec::new(),
+        fast_path: true,
+        cache_error: None,
+        previous_generation: 0,
+        changed: false,
+    })
+}
+
 /// [`load`] from a cache read and a listing already made.
 pub async fn resolve(
     io: &Io,

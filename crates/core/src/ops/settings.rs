@@ -22,6 +22,10 @@ pub struct Settings {
     /// Never write, create or delete a cache or index file.
     pub immutable: bool,
     pub index: IndexMode,
+    /// The share serves caches already checked against their folders
+    /// (`brcache serve`'s API to its page): listings read them as they are
+    /// and list no VM folder. Never for writing.
+    pub trusted: bool,
     /// Randomness from the caller (the core has none): segment names.
     nonce: Rc<Cell<u64>>,
 }
@@ -33,6 +37,7 @@ impl Settings {
             immutable,
             // An immutable repository gets no index either: it is a cache too.
             index: if immutable { IndexMode::Off } else { index },
+            trusted: false,
             nonce: Rc::new(Cell::new(nonce)),
         }
     }
@@ -46,6 +51,16 @@ impl Settings {
             } else {
                 index
             },
+            ..self.clone()
+        }
+    }
+
+    /// The same repository read through a share that serves checked
+    /// caches (see [`Settings::trusted`]): read only.
+    pub fn trusting(&self) -> Settings {
+        Settings {
+            trusted: true,
+            immutable: true,
             ..self.clone()
         }
     }

@@ -3,7 +3,7 @@
 //! no decision of their own.
 //!
 //! - `start(kind, settings, args, bytes)`: `settings` is
-//!   `{ maxInflatedSize?, maxDepth?, immutable?, index?: "off"|"auto"|"on", nonce? }`
+//!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce? }`
 //!   and `args` the operation's (see [`start`]).
 //! - `poll()`: `{"done":true}`, `{"waiting":true}` or
 //!   `{"requests":[{"id","kind","path", ...}]}`; a write's bytes come from
@@ -38,6 +38,7 @@ struct SettingsArgs {
     max_inflated_size: Option<f64>,
     max_depth: Option<f64>,
     immutable: bool,
+    trusted: bool,
     index: Option<String>,
     nonce: Option<f64>,
 }
@@ -83,12 +84,17 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
         Some("off") => IndexMode::Off,
         Some(other) => return Err(invalid(format!("invalid index mode {other:?}"))),
     };
-    Ok(Settings::new(
+    let settings = Settings::new(
         limits,
         args.immutable,
         index,
         args.nonce.unwrap_or(0.0) as u64,
-    ))
+    );
+    Ok(if args.trusted {
+        settings.trusting()
+    } else {
+        settings
+    })
 }
 
 /// Starts an operation. Kinds and their `args`: `listVms`, `listVm` `{vm, want:
