@@ -1,4 +1,4 @@
-// The repository-wide index (crates/core/src/index.rs, js/index-store.js,
+// The repository-wide index (crates/core/src/index/, js/index-store.js,
 // js/repository.js) on real folders: built from the VM caches, followed by
 // every write and delete, compacted, reconciled with what Xen Orchestra
 // writes behind its back, rebuilt when lost or corrupt, never written on an
