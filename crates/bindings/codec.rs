@@ -54,13 +54,13 @@ functions! {
     /// only the gzip header: no inflate.
     #[export(js_name = "readHeader")]
     pub fn read_header(bytes: Bytes) -> Throws<Plain<Option<HeaderInfo>>> {
-        Ok(Plain(brcache_core::codec::read_header(&bytes)?.map(HeaderInfo::from)))
+        Ok(Plain(brcache_core::read_header(&bytes)?.map(HeaderInfo::from)))
     }
 
     /// Gzips a JSON body (an object of objects) with a fresh header.
     #[export(js_name = "encodeJson")]
     pub fn encode_json(text: String, generation: Option<f64>) -> Throws<BytesOut> {
         let generation = generation.map_or(1, |g| g as u64);
-        Ok(wire::bytes_out(brcache_core::codec::encode_json(&text, generation)?))
+        Ok(wire::bytes_out(brcache_core::encode_json(&text, generation)?))
     }
 }

@@ -1,7 +1,7 @@
 //! A repository's cipher as a JS class (see the core's `encryption`).
 
 use crate::wire::{self, Bytes, BytesListOut, BytesOut, Throws};
-use brcache_core::encryption::{self, Cipher};
+use brcache_core::{Algorithm, Cipher};
 use brcache_core::{Error, ErrorKind};
 
 class! {
@@ -47,14 +47,14 @@ functions! {
         descriptor: Option<Bytes>,
         key: Option<Bytes>,
     ) -> Throws<Option<NativeCipher>> {
-        let cipher = encryption::open(descriptor.as_deref(), key.as_deref())?;
+        let cipher = brcache_core::open_encryption(descriptor.as_deref(), key.as_deref())?;
         Ok(cipher.map(|inner| NativeCipher { inner }))
     }
 
     /// A cipher for a new encrypted repository (its key checked for size).
     #[export(js_name = "newCipher")]
     pub fn new_cipher(algorithm: String, key: Bytes) -> Throws<NativeCipher> {
-        let algorithm = encryption::Algorithm::from_name(&algorithm)?
+        let algorithm = Algorithm::from_name(&algorithm)?
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "\"none\" is no cipher"))?;
         Ok(NativeCipher { inner: Cipher::new(algorithm, &key)? })
     }
@@ -62,7 +62,7 @@ functions! {
     /// What `encryption.json` names: an algorithm, or `null` for plaintext.
     #[export(js_name = "encryptionAlgorithm")]
     pub fn encryption_algorithm(descriptor: Option<Bytes>) -> Throws<Option<String>> {
-        let algorithm = encryption::read_descriptor(descriptor.as_deref())?;
+        let algorithm = brcache_core::read_encryption_descriptor(descriptor.as_deref())?;
         Ok(algorithm.map(|algorithm| algorithm.name().to_string()))
     }
 }

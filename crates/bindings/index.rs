@@ -2,7 +2,7 @@
 
 use super::json;
 use crate::wire::{self, BytesList, BytesOut, Throws};
-use brcache_core::index::{self, Loaded};
+use brcache_core::Loaded;
 use brcache_core::{DecodeLimits, Filter};
 
 class! {
@@ -27,7 +27,7 @@ class! {
         #[export(js_name = "goneSegment")]
         pub fn gone_segment(&self, vm: String) -> BytesOut {
             let entry = self.loaded.current().gone_entry(&vm);
-            wire::bytes_out(index::Segment::new(&vm, entry).encode())
+            wire::bytes_out(brcache_core::Segment::new(&vm, entry).encode())
         }
 
         #[export(js_name = "generation", getter)]
@@ -58,15 +58,15 @@ class! {
         /// (`null` generation: no cache).
         #[export(js_name = "driftJson")]
         pub fn drift_json(&self, caches: String) -> Throws<String> {
-            let caches = index::parse_caches(&caches)?;
-            Ok(json(&index::drift(self.loaded.current(), &caches)))
+            let caches = brcache_core::parse_caches(&caches)?;
+            Ok(json(&brcache_core::drift(self.loaded.current(), &caches)))
         }
     }
 }
 
 class! {
     /// A new snapshot to write create-only, and what to delete once it is.
-    pub struct NativeCompaction { compaction: index::Compaction }
+    pub struct NativeCompaction { compaction: brcache_core::Compaction }
     impl {
         /// Its name, generation and the segments to delete (JSON).
         #[export(js_name = "summaryJson")]
@@ -90,14 +90,14 @@ functions! {
         names: Vec<String>,
         segments: BytesList,
     ) -> Throws<NativeIndex> {
-        let segments = index::named(names, wire::owned(segments))?;
+        let segments = brcache_core::named_segments(names, wire::owned(segments))?;
         let loaded = Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())?;
         Ok(NativeIndex { loaded })
     }
 
     /// The index rebuilt from each VM cache's segment (`fromCaches`) and the
     /// segments read from a listing of the index folder (`names`), no
-    /// snapshot read: see `index::rebuild`.
+    /// snapshot read: see `brcache_core::rebuild_index`.
     #[export(js_name = "rebuildIndex")]
     pub fn rebuild_index(
         listing: Vec<String>,
@@ -105,9 +105,9 @@ functions! {
         names: Vec<String>,
         segments: BytesList,
     ) -> Throws<NativeCompaction> {
-        let plan = index::ReadPlan::from_listing(listing.iter().map(String::as_str));
-        let segments = index::named(names, wire::owned(segments))?;
-        let compaction = index::rebuild_from_bytes(
+        let plan = brcache_core::ReadPlan::from_listing(listing.iter().map(String::as_str));
+        let segments = brcache_core::named_segments(names, wire::owned(segments))?;
+        let compaction = brcache_core::rebuild_from_bytes(
             &plan,
             wire::owned(from_caches),
             segments,
@@ -119,19 +119,19 @@ functions! {
     /// What to read, from a listing of the index folder (JSON).
     #[export(js_name = "indexReadPlan")]
     pub fn index_read_plan(names: Vec<String>) -> String {
-        json(&index::ReadPlan::from_listing(names.iter().map(String::as_str)))
+        json(&brcache_core::ReadPlan::from_listing(names.iter().map(String::as_str)))
     }
 
     /// Segments past which a writer compacts.
     #[export(js_name = "indexCompactAfter")]
     pub fn index_compact_after() -> u32 {
-        index::COMPACT_AFTER as u32
+        brcache_core::COMPACT_AFTER as u32
     }
 
     /// A fresh segment name from the writer's clock and 64 random bits.
     #[export(js_name = "indexSegmentName")]
     pub fn index_segment_name(time_ms: f64, random_high: u32, random_low: u32) -> String {
         let random = (u64::from(random_high) << 32) | u64::from(random_low);
-        index::segment_name(time_ms as u64, random)
+        brcache_core::segment_name(time_ms as u64, random)
     }
 }

@@ -4,8 +4,8 @@
 
 use super::{json, limits};
 use crate::wire::{self, Bytes, BytesList, BytesOut, Throws};
-use brcache_core::coherency::{self, Listing, Plan};
 use brcache_core::{Filter, VmCache, VmId};
+use brcache_core::{Listing, Plan};
 
 class! {
     /// A VM's cache: its entries, generation and fingerprint.
@@ -90,7 +90,7 @@ class! {
         #[export(js_name = "reconcile")]
         pub fn reconcile(&self, entries: Vec<String>) -> String {
             let listing = Listing::from_entries(entries.iter().map(String::as_str));
-            json(&coherency::reconcile(&self.inner, &listing))
+            json(&brcache_core::reconcile(&self.inner, &listing))
         }
 
         /// Applies a plan (JSON, as `reconcile` gave it) with the missing
@@ -98,8 +98,8 @@ class! {
         #[export(js_name = "apply")]
         pub fn apply(&mut self, plan: String, names: Vec<String>, files: BytesList) -> Throws<String> {
             let plan = Plan::from_json(&plan)?;
-            let files = coherency::files_from(names, wire::owned(files))?;
-            let repaired = coherency::apply(&self.inner, &plan, &files);
+            let files = brcache_core::files_from(names, wire::owned(files))?;
+            let repaired = brcache_core::apply(&self.inner, &plan, &files);
             self.inner = repaired.cache;
             Ok(json(&repaired.unreadable))
         }
@@ -109,8 +109,8 @@ class! {
         #[export(js_name = "rebuild")]
         pub fn rebuild(&mut self, entries: Vec<String>, names: Vec<String>, files: BytesList) -> Throws<String> {
             let listing = Listing::from_entries(entries.iter().map(String::as_str));
-            let files = coherency::files_from(names, wire::owned(files))?;
-            let mut repaired = coherency::rebuild(self.inner.vm().clone(), &listing, &files);
+            let files = brcache_core::files_from(names, wire::owned(files))?;
+            let mut repaired = brcache_core::rebuild(self.inner.vm().clone(), &listing, &files);
             repaired.cache.continue_after(self.inner.generation());
             self.inner = repaired.cache;
             Ok(json(&repaired.unreadable))
@@ -119,8 +119,8 @@ class! {
         /// This cache's index segment (its restore view at its generation).
         #[export(js_name = "indexSegment")]
         pub fn index_segment(&self) -> Throws<BytesOut> {
-            let entry = brcache_core::index::entry_of(&self.inner)?;
-            let segment = brcache_core::index::Segment::new(self.inner.vm().as_str(), entry);
+            let entry = brcache_core::entry_of(&self.inner)?;
+            let segment = brcache_core::Segment::new(self.inner.vm().as_str(), entry);
             Ok(wire::bytes_out(segment.encode()))
         }
 
@@ -187,9 +187,9 @@ functions! {
     /// the metadata files among `entries` (no inflate).
     #[export(js_name = "fastPath")]
     pub fn fast_path(bytes: Bytes, entries: Vec<String>) -> Throws<bool> {
-        let header = brcache_core::codec::read_header(&bytes)?;
+        let header = brcache_core::read_header(&bytes)?;
         let listing = Listing::from_entries(entries.iter().map(String::as_str));
-        Ok(coherency::fast_path(header.as_ref(), &listing))
+        Ok(brcache_core::fast_path(header.as_ref(), &listing))
     }
 
     /// `vm`'s cache after this writer created `added` (names and contents)
@@ -205,7 +205,7 @@ functions! {
         added_contents: BytesList,
         removed: Vec<String>,
     ) -> Throws<Option<BytesOut>> {
-        let spliced = brcache_core::splice::splice_request(
+        let spliced = brcache_core::splice_request(
             &vm,
             &bytes,
             &entries,
@@ -226,6 +226,6 @@ functions! {
         max_depth: Option<u32>,
     ) -> Throws<BytesOut> {
         let limits = limits(max_inflated_size, max_depth);
-        Ok(wire::bytes_out(brcache_core::index::segment_of_bytes(&vm, &bytes, &limits)?))
+        Ok(wire::bytes_out(brcache_core::segment_of_bytes(&vm, &bytes, &limits)?))
     }
 }

@@ -133,7 +133,7 @@ thread_local! {
 
 pub fn decode_text(bytes: &[u8], limits: &brcache_core::DecodeLimits) -> Result<Text, Thrown> {
     SCRATCH.with_borrow_mut(|body| {
-        let decoded = brcache_core::codec::decode_body_into(bytes, limits, body);
+        let decoded = brcache_core::decode_body_into(bytes, limits, body);
         if decoded.is_err() && body.capacity() > SCRATCH_KEEP {
             *body = Vec::new();
         }
