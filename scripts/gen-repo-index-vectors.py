@@ -3,7 +3,7 @@
 expected outcomes, run by the Rust, napi and wasm suites alike.
 
 Expectations are spelled out here by hand from the format's rules (README,
-"Repository-wide index"; crates/core/src/index.rs), not computed by brcache:
+"Repository-wide index"; crates/core/src/index/), not computed by brcache:
 per VM the entry of the highest cache generation wins, then the greater
 fingerprint; a snapshot's `folded` segments are skipped; a compaction takes
 the generation after the newest snapshot listed; a rebuild outranks every

@@ -1,4 +1,4 @@
-// The repository-wide index (crates/core/src/index.rs, js/common/repo-index.js,
+// The repository-wide index (crates/core/src/index/, crates/core/src/ops/,
 // js/node/repository.js) on real folders: built from the VM caches, followed by
 // every write and delete, compacted, reconciled with what Xen Orchestra
 // writes behind its back, rebuilt when lost or corrupt, never written on an

@@ -21,24 +21,19 @@ export function toBytes(input) {
 }
 
 /**
- * Calls into a backend, turning its error info into a BrcacheError: the
- * napi addon returns `{ code, message, detail, offset }`, the wasm module
- * throws it.
+ * Calls into a backend, turning the error it throws for bad input (both
+ * builds throw the same Error, `name` 'BrcacheError' with the core's
+ * `code`, `detail` and `offset`; see crates/bindings/mod.rs) into a
+ * BrcacheError that names `file`. Anything else, a TypeError for a wrong
+ * argument say, passes through.
  */
 export function call(fn, file) {
-  let result
   try {
-    result = fn()
+    return fn()
   } catch (error) {
-    if (isErrorInfo(error) && !(error instanceof Error)) throw new BrcacheError(error, file)
+    if (error instanceof Error && error.name === 'BrcacheError' && !(error instanceof BrcacheError)) throw new BrcacheError(error, file)
     throw error
   }
-  if (isErrorInfo(result)) throw new BrcacheError(result, file)
-  return result
-}
-
-function isErrorInfo(value) {
-  return value !== null && typeof value === 'object' && typeof value.code === 'string' && typeof value.message === 'string'
 }
 
 /**
@@ -56,12 +51,12 @@ function isCacheShape(value) {
 
 /**
  * @param {{
- *   decodeCacheText(bytes: Uint8Array, maxInflatedSize?: number, maxDepth?: number): string | object,
- *   explainDecode(bytes: Uint8Array, maxInflatedSize?: number, maxDepth?: number): object | null,
+ *   decodeCacheText(bytes: Uint8Array, maxInflatedSize?: number, maxDepth?: number): string,
+ *   explainDecode(bytes: Uint8Array, maxInflatedSize?: number, maxDepth?: number): void,
  *   readHeader(bytes: Uint8Array): object | null,
- *   encodeJson(text: string, generation?: number): Uint8Array | object,
- * }} backend the napi addon or the wasm module, whose failures are returned or thrown as
- *   `{ code, message, detail, offset }` objects
+ *   encodeJson(text: string, generation?: number): Uint8Array,
+ * }} backend a backend (the addon or the wasm module), which throws its
+ *   failures (see `call`)
  */
 export function makeCodec(backend) {
   function decodeCache(input, options = {}) {

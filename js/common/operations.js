@@ -15,21 +15,14 @@ function toError(info) {
   return Object.assign(new Error(info.message), { code: info.code }, info.step ? { step: info.step } : {})
 }
 
-function isFailure(value) {
-  return value !== null && typeof value === 'object' && typeof value.code === 'string' && typeof value.message === 'string'
-}
-
-/** Calls a backend method; its failure (returned by napi, thrown by wasm) as an Error. */
+/** Calls a backend method; what it throws (a caller's mistake: bad arguments) as a BrcacheError. */
 function attempt(fn) {
-  let result
   try {
-    result = fn()
+    return fn()
   } catch (error) {
-    if (isFailure(error) && !(error instanceof Error)) throw toError(error)
+    if (error?.name === 'BrcacheError' && !(error instanceof BrcacheError)) throw new BrcacheError(error)
     throw error
   }
-  if (isFailure(result)) throw toError(result)
-  return result
 }
 
 /** The operations API over a backend (the napi addon or the wasm module). */
@@ -162,15 +155,12 @@ export async function drive(operation, handler, { concurrency = 10, logger = sil
     // A failure left locks taken: release them, never leave them to go stale.
     for (const release of locks.values()) await release().catch(() => {})
   }
-  let text
-  try {
-    text = attempt(() => operation.output())
-  } finally {
-    flushLogs()
-  }
+  const answer = JSON.parse(operation.output())
+  flushLogs()
+  if (answer.error) throw toError(answer.error)
   if (repairs) {
     const next = operation.repairs()
     if (next) repairs(next)
   }
-  return JSON.parse(text)
+  return answer.ok
 }

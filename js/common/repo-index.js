@@ -1,4 +1,4 @@
-// The repository-wide index on the share (see crates/core/src/index.rs for
+// The repository-wide index on the share (see crates/core/src/index/ for
 // the format and its rules): reading it in two round trips, publishing a
 // VM's segment, compacting. The core decides what a listing means, what a
 // fold gives and what a compaction deletes; this file does the I/O.

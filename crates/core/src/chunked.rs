@@ -304,12 +304,8 @@ pub struct Edit<'a> {
 /// reusing the compressed bytes of every chunk the edit does not touch; or
 /// `None` when the member cannot be edited so (no table, a table that does
 /// not match, an append that would not come last): the caller then writes
-/// the whole cache, which [`encode`] does.
-pub fn splice(bytes: &[u8], header: &CacheHeader, edit: &Edit, level: u8) -> Option<Vec<u8>> {
-    splice_with_target(bytes, header, edit, level, CHUNK_TARGET)
-}
-
-/// [`splice`] writing new chunks of about `target` bytes.
+/// the whole cache, which [`encode`] does. New chunks are of about `target`
+/// bytes ([`CHUNK_TARGET`] but in tests).
 pub fn splice_with_target(
     bytes: &[u8],
     header: &CacheHeader,

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use brcache_core::encryption::{self, Algorithm, Cipher};
+use brcache_core::{Algorithm, Cipher};
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -74,7 +74,7 @@ fn repositories_open_as_the_descriptor_and_key_say() {
         let name = case["name"].as_str().unwrap();
         let descriptor = bytes(&case["descriptor"]);
         let key = case["key"].as_str().map(str::as_bytes);
-        let opened = encryption::open(descriptor.as_deref(), key);
+        let opened = brcache_core::open_encryption(descriptor.as_deref(), key);
         match (case["error"].as_str(), opened) {
             (Some(code), Err(error)) => assert_eq!(error.code(), code, "{name}"),
             (None, Ok(None)) => assert_eq!(case["plaintext"], true, "{name}"),

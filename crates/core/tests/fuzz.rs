@@ -12,10 +12,10 @@
 //! part of `npm test`); `BRCACHE_FUZZ_CASES=2000000 cargo test --release
 //! -p brcache-core --test fuzz` a long one (scripts/campaigns/fuzz.sh).
 
-use brcache_core::coherency::{self, Files, Listing};
 use brcache_core::{
-    DecodeLimits, Filter, MetadataName, VmCache, VmId, codec, gzip, summaries, summaries_of_bytes,
+    DecodeLimits, Filter, MetadataName, VmCache, VmId, summaries, summaries_of_bytes,
 };
+use brcache_core::{Files, Listing};
 use std::path::PathBuf;
 
 /// A small deterministic generator (xorshift64*): the campaign is
@@ -123,16 +123,16 @@ fn mutate_json(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
 }
 
 fn check(rng: &mut Rng, vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
-    let plain = codec::decode(bytes, limits);
-    let text = codec::decode_text(bytes, limits);
+    let plain = brcache_core::decode(bytes, limits);
+    let text = brcache_core::decode_text(bytes, limits);
     // The fast path a binding takes and the complete decode agree on
     // everything the fast path checks.
     if let Err(error) = &text {
         assert_eq!(plain.as_ref().unwrap_err().kind(), error.kind());
     }
     if let Ok(document) = &plain {
-        let again =
-            codec::decode(&codec::encode(document), limits).expect("what decodes re-encodes");
+        let again = brcache_core::decode(&brcache_core::encode(document), limits)
+            .expect("what decodes re-encodes");
         assert_eq!(&again, document);
     }
     let cache = VmCache::decode(vm.clone(), bytes, limits);
@@ -152,14 +152,14 @@ fn check(rng: &mut Rng, vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
     names.retain(|_| rng.below(3) > 0);
     names.push(format!("2031010{}T000000Z.json", rng.below(10)));
     let listing = Listing::from_entries(names.iter().map(String::as_str));
-    let plan = coherency::reconcile(&cache, &listing);
+    let plan = brcache_core::reconcile(&cache, &listing);
     let files: Files = plan
         .missing
         .iter()
         .map(|n: &MetadataName| (n.clone(), br#"{"mode":"full","timestamp":1}"#.to_vec()))
         .collect();
-    let repaired = coherency::apply(&cache, &plan, &files).cache;
-    assert!(coherency::reconcile(&repaired, &listing).is_coherent());
+    let repaired = brcache_core::apply(&cache, &plan, &files).cache;
+    assert!(brcache_core::reconcile(&repaired, &listing).is_coherent());
     let merged = cache.merge(&repaired);
     assert_eq!(merged, repaired.merge(&cache));
     let bytes = cache.commit();
@@ -187,7 +187,7 @@ fn check_splice(rng: &mut Rng, vm: &VmId, bytes: &[u8], cache: &VmCache, limits:
         .chain([added.as_str().to_string()])
         .collect();
     let listing = Listing::from_entries(after.iter().map(String::as_str));
-    let spliced = brcache_core::splice::splice_cache(
+    let spliced = brcache_core::splice_cache(
         vm,
         bytes,
         &listing,
@@ -203,8 +203,8 @@ fn check_splice(rng: &mut Rng, vm: &VmId, bytes: &[u8], cache: &VmCache, limits:
     }
     let whole = whole.commit();
     assert_eq!(
-        codec::decode(&spliced, limits).expect("a splice of a cache that decodes decodes"),
-        codec::decode(&whole, limits).unwrap()
+        brcache_core::decode(&spliced, limits).expect("a splice of a cache that decodes decodes"),
+        brcache_core::decode(&whole, limits).unwrap()
     );
 }
 
@@ -214,11 +214,9 @@ fn check_splice_mutated(vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
     let decodes = VmCache::decode(vm.clone(), bytes, limits).is_ok();
     let listing = Listing::from_entries(["20990101T000000Z.json"]);
     let added = MetadataName::new("20990101T000000Z.json").unwrap();
-    if let Ok(Some(out)) =
-        brcache_core::splice::splice_cache(vm, bytes, &listing, &[(added, b"{}")], &[])
-    {
+    if let Ok(Some(out)) = brcache_core::splice_cache(vm, bytes, &listing, &[(added, b"{}")], &[]) {
         if decodes {
-            codec::decode(&out, limits).expect("a splice of a cache that decodes decodes");
+            brcache_core::decode(&out, limits).expect("a splice of a cache that decodes decodes");
         }
     }
 }
@@ -260,11 +258,11 @@ fn mutated_vectors_never_break_the_decoders_or_reconcile() {
         let bytes = if rng.below(2) == 0 {
             mutate_bytes(&mut rng, input, other)
         } else {
-            let body = gzip::read_member(input, 8 << 20)
+            let body = brcache_core::read_gzip_member(input, 8 << 20)
                 .map(|m| m.data)
                 .unwrap_or_default();
             let body = mutate_json(&mut rng, &body);
-            gzip::write_member(&body, None, 1)
+            brcache_core::write_gzip_member(&body, None, 1)
         };
         check_splice_mutated(&vm, &bytes, &limits);
         check(&mut rng, &vm, &bytes, &limits);
@@ -295,8 +293,8 @@ fn index_corpus() -> Vec<Vec<u8>> {
 /// Whatever index file decodes holds only summaries whose ids name
 /// metadata files of their own VM folder, and survives a compaction.
 fn check_index_file(bytes: &[u8], limits: &DecodeLimits) -> bool {
-    use brcache_core::index::{Loaded, Segment, Snapshot, segment_name};
-    let inside = |vm: &str, entry: &brcache_core::index::VmEntry| {
+    use brcache_core::{Loaded, Segment, Snapshot, segment_name};
+    let inside = |vm: &str, entry: &brcache_core::VmEntry| {
         let vm = VmId::new(vm).expect("a decoded entry's VM is a folder name");
         #[derive(serde::Deserialize)]
         struct Id {
@@ -408,7 +406,7 @@ fn mutated_index_files_never_break_the_index_decoders() {
         // As a plain segment, and gzipped as a snapshot or a segment is.
         decoded += usize::from(check_index_file(&text, &limits));
         decoded += usize::from(check_index_file(
-            &gzip::write_member(&text, None, 1),
+            &brcache_core::write_gzip_member(&text, None, 1),
             &limits,
         ));
     }

@@ -3,8 +3,8 @@
 //! and wasm. Each scenario's segments are fed twice: as plain JSON (the
 //! first release's segments) and gzip-compressed.
 
-use brcache_core::index::{self, Loaded, ReadPlan, Snapshot};
-use brcache_core::{DecodeLimits, Filter, codec, gzip};
+use brcache_core::{DecodeLimits, Filter};
+use brcache_core::{Loaded, ReadPlan, Snapshot};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ fn text(value: &Value) -> Vec<u8> {
 }
 
 fn gzipped(bytes: &[u8]) -> Vec<u8> {
-    gzip::write_member(bytes, None, codec::DEFAULT_LEVEL)
+    brcache_core::write_gzip_member(bytes, None, brcache_core::DEFAULT_LEVEL)
 }
 
 fn segments(value: &Value, compress: bool) -> Vec<(String, Vec<u8>)> {
@@ -64,7 +64,7 @@ fn ids_of(view: &Value, scenario: &Value) -> Value {
     Value::Object(out)
 }
 
-fn compaction_json(compaction: &index::Compaction) -> Value {
+fn compaction_json(compaction: &brcache_core::Compaction) -> Value {
     json!({
         "name": compaction.name,
         "generation": compaction.snapshot.generation,
@@ -145,8 +145,8 @@ fn check_load(scenario: &Value, compress: bool) {
         );
     }
     if let Some(drift) = expect.get("drift") {
-        let caches = index::parse_caches(&scenario["caches"].to_string()).unwrap();
-        let got = serde_json::to_value(index::drift(loaded.current(), &caches)).unwrap();
+        let caches = brcache_core::parse_caches(&scenario["caches"].to_string()).unwrap();
+        let got = serde_json::to_value(brcache_core::drift(loaded.current(), &caches)).unwrap();
         assert_eq!(got, *drift, "{name}: drift");
     }
 }
@@ -182,7 +182,7 @@ fn check_rebuild(scenario: &Value, compress: bool) {
             if compress { gzipped(&bytes) } else { bytes }
         })
         .collect();
-    let got = index::rebuild_from_bytes(
+    let got = brcache_core::rebuild_from_bytes(
         &plan,
         from_caches,
         segments(&rebuild["segments"], compress),

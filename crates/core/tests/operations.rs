@@ -7,7 +7,7 @@
 mod sim;
 
 use brcache_core::ops::{self, CheckOptions, IndexMode, Output, Request, Settings, Want};
-use brcache_core::{DecodeLimits, Filter, codec};
+use brcache_core::{DecodeLimits, Filter};
 use proptest::prelude::*;
 use serde_json::Value;
 use sim::{Faults, Sim};
@@ -159,7 +159,7 @@ fn assert_listings_exact(sim: &Sim, faulty: bool) {
 /// Every cache ever written decodes: none is torn or half made.
 fn assert_never_torn(sim: &Sim) {
     for bytes in &sim.share.cache_writes {
-        codec::decode(bytes, &DecodeLimits::default()).expect("a cache written decodes");
+        brcache_core::decode(bytes, &DecodeLimits::default()).expect("a cache written decodes");
     }
 }
 
@@ -314,7 +314,7 @@ fn an_xo_cache_is_read_then_repaired() {
             serde_json::from_slice(&bytes).unwrap(),
         );
     }
-    let gz = brcache_core::gzip::write_member(Value::Object(body).to_string().as_bytes(), None, 6);
+    let gz = brcache_core::write_gzip_member(Value::Object(body).to_string().as_bytes(), None, 6);
     sim.share
         .put(&format!("xo-vm-backups/{vm}/cache.json.gz"), gz);
     let reads_before = sim.share.calls.get("read").copied().unwrap_or(0);

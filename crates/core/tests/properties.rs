@@ -6,13 +6,12 @@
 //! wrong `_filename`/`id`/`isImmutable` fields. Failures are not persisted
 //! (no regression files are written); proptest prints the minimal input.
 
-use brcache_core::coherency::{self, Files, Listing};
-use brcache_core::gzip;
-use brcache_core::header::FORMAT_VERSION;
+use brcache_core::CACHE_FORMAT_VERSION as FORMAT_VERSION;
 use brcache_core::{
     CacheDocument, CacheHeader, Change, DecodeLimits, ErrorKind, Fingerprint, MetadataName,
-    VmCache, VmId, codec,
+    VmCache, VmId,
 };
+use brcache_core::{Files, Listing};
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Map, Number, Value};
@@ -298,16 +297,16 @@ fn files_of(folder: &BTreeMap<usize, Vec<u8>>) -> Files {
         .collect()
 }
 
-fn rebuilt(folder: &BTreeMap<usize, Vec<u8>>) -> coherency::Repaired {
-    coherency::rebuild(vm(), &listing_of(folder), &files_of(folder))
+fn rebuilt(folder: &BTreeMap<usize, Vec<u8>>) -> brcache_core::Repaired {
+    brcache_core::rebuild(vm(), &listing_of(folder), &files_of(folder))
 }
 
 /// Equal content, and equal bytes once written at the same generation.
 fn assert_same_cache(actual: &VmCache, expected: &VmCache, generation: u64) {
     assert_eq!(actual, expected);
     assert_eq!(
-        codec::encode(&actual.to_document(generation)),
-        codec::encode(&expected.to_document(generation))
+        brcache_core::encode(&actual.to_document(generation)),
+        brcache_core::encode(&expected.to_document(generation))
     );
 }
 
@@ -424,7 +423,7 @@ proptest! {
             }
         };
         let listing = listing_of(&after);
-        let plan = coherency::reconcile(&stale, &listing);
+        let plan = brcache_core::reconcile(&stale, &listing);
 
         // The plan asks only for listed files the cache does not cover, and
         // drops only covered names that are no longer listed.
@@ -450,10 +449,10 @@ proptest! {
             .iter()
             .map(|n| (n.clone(), all[n].clone()))
             .collect();
-        let repaired = coherency::apply(&stale, &plan, &given);
-        let expected = coherency::rebuild(vm(), &listing, &all);
+        let repaired = brcache_core::apply(&stale, &plan, &given);
+        let expected = brcache_core::rebuild(vm(), &listing, &all);
         assert_same_cache(&repaired.cache, &expected.cache, generation);
-        let unreadable = |r: &coherency::Repaired| {
+        let unreadable = |r: &brcache_core::Repaired| {
             r.unreadable.iter().map(|u| u.name.clone()).collect::<BTreeSet<_>>()
         };
         // A file unreadable now was unreadable before too (same content),
@@ -462,7 +461,7 @@ proptest! {
 
         let mut repaired = repaired.cache;
         repaired.commit();
-        let again = coherency::reconcile(&repaired, &listing);
+        let again = brcache_core::reconcile(&repaired, &listing);
         prop_assert!(again.stale.is_empty());
         prop_assert_eq!(again.missing.len(), expected.unreadable.len());
         prop_assert_eq!(again.fingerprint_matches, expected.unreadable.is_empty());
@@ -720,7 +719,7 @@ fn limits() -> impl Strategy<Value = DecodeLimits> {
 /// the input to (1032:1), whatever a forged trailer claims.
 fn decode_all(bytes: &[u8], limits: &DecodeLimits) -> Result<(), TestCaseError> {
     let mut body = Vec::new();
-    let text = codec::decode_body_into(bytes, limits, &mut body);
+    let text = brcache_core::decode_body_into(bytes, limits, &mut body);
     prop_assert!(
         body.capacity() <= (limits.max_inflated_size + 1).max(8),
         "{} bytes committed for a limit of {}",
@@ -741,7 +740,7 @@ fn decode_all(bytes: &[u8], limits: &DecodeLimits) -> Result<(), TestCaseError> 
             nesting(&body)
         );
     }
-    let document = codec::decode(bytes, limits);
+    let document = brcache_core::decode(bytes, limits);
     prop_assert!(text.is_ok() || document.is_err());
     if let Ok(document) = &document {
         let mut rewritten = document.clone();
@@ -749,11 +748,11 @@ fn decode_all(bytes: &[u8], limits: &DecodeLimits) -> Result<(), TestCaseError> 
             version: FORMAT_VERSION,
             ..*h
         }));
-        let again = codec::decode(&codec::encode(document), limits);
+        let again = brcache_core::decode(&brcache_core::encode(document), limits);
         prop_assert_eq!(again.as_ref(), Ok(&rewritten));
     }
-    let _ = codec::decode_text(bytes, limits);
-    let _ = codec::read_header(bytes);
+    let _ = brcache_core::decode_text(bytes, limits);
+    let _ = brcache_core::read_header(bytes);
     let _ = VmCache::decode(vm(), bytes, limits);
     Ok(())
 }
@@ -765,16 +764,16 @@ proptest! {
     // a cache survives any number of read/write cycles.
     #[test]
     fn decode_inverts_encode_for_vm_caches((cache, document, generation) in vm_document()) {
-        let bytes = codec::encode(&document);
-        let decoded = codec::decode(&bytes, &DecodeLimits::default()).unwrap();
+        let bytes = brcache_core::encode(&document);
+        let decoded = brcache_core::decode(&bytes, &DecodeLimits::default()).unwrap();
         prop_assert_eq!(&decoded, &document);
         prop_assert_eq!(decoded.header(), document.header());
-        prop_assert_eq!(codec::read_header(&bytes).unwrap(), document.header().copied());
+        prop_assert_eq!(brcache_core::read_header(&bytes).unwrap(), document.header().copied());
         let read = VmCache::decode(vm(), &bytes, &DecodeLimits::default()).unwrap();
         prop_assert_eq!(&read, &cache);
         prop_assert_eq!(read.generation(), generation);
         prop_assert_eq!(read.recorded_fingerprint(), Some(cache.fingerprint()));
-        prop_assert_eq!(codec::encode(&read.to_document(generation)), bytes);
+        prop_assert_eq!(brcache_core::encode(&read.to_document(generation)), bytes);
     }
 
     // Any object of objects, whoever wrote it, survives encode/decode
@@ -791,12 +790,12 @@ proptest! {
             serde_json::from_str::<Value>(&body).unwrap()
         );
         document.set_header(header);
-        let bytes = codec::encode(&document);
-        let decoded = codec::decode(&bytes, &DecodeLimits::default()).unwrap();
+        let bytes = brcache_core::encode(&document);
+        let decoded = brcache_core::decode(&bytes, &DecodeLimits::default()).unwrap();
         prop_assert_eq!(&decoded, &document);
         prop_assert_eq!(decoded.header(), header.as_ref());
-        prop_assert_eq!(codec::read_header(&bytes).unwrap(), header);
-        prop_assert_eq!(codec::encode(&decoded), bytes);
+        prop_assert_eq!(brcache_core::read_header(&bytes).unwrap(), header);
+        prop_assert_eq!(brcache_core::encode(&decoded), bytes);
     }
 
     // The decoder reads untrusted bytes from a shared repository: damaged
@@ -807,7 +806,7 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..5),
         limits in limits(),
     ) {
-        let mut bytes = codec::encode(&document);
+        let mut bytes = brcache_core::encode(&document);
         for m in &mutations {
             mutate(&mut bytes, m);
         }
@@ -823,9 +822,9 @@ proptest! {
         max_inflated_size in 0..2048usize,
     ) {
         let limits = DecodeLimits { max_inflated_size, ..DecodeLimits::default() };
-        let bytes = codec::encode(&document);
+        let bytes = brcache_core::encode(&document);
         let size = document.to_json().len();
-        match codec::decode(&bytes, &limits) {
+        match brcache_core::decode(&bytes, &limits) {
             Ok(decoded) => {
                 prop_assert!(size <= max_inflated_size);
                 prop_assert_eq!(decoded, document);
@@ -855,7 +854,7 @@ proptest! {
     // overflow.
     #[test]
     fn decoding_hostile_bodies_never_panics(body in json_like(), limits in limits()) {
-        let bytes = gzip::write_member(&body, None, 1);
+        let bytes = brcache_core::write_gzip_member(&body, None, 1);
         decode_all(&bytes, &limits)?;
         decode_all(&bytes, &DecodeLimits::default())?;
     }
@@ -987,8 +986,8 @@ proptest! {
         // Small chunks, so that a few records span many.
         const TARGET: usize = 8 << 10;
         let committed = cache.commit();
-        let document = codec::decode(&committed, &DecodeLimits::default()).unwrap();
-        let mut bytes = brcache_core::chunked::encode_with_target(
+        let document = brcache_core::decode(&committed, &DecodeLimits::default()).unwrap();
+        let mut bytes = brcache_core::encode_with_target(
             document.header(),
             document.entries().iter().map(|(k, v)| (k.as_str(), &**v)),
             6,
@@ -1007,16 +1006,16 @@ proptest! {
             }
             present.extend(next - adds..next);
             let listing = listing_names(present.iter().map(|&i| &folder[i].0));
-            let spliced = brcache_core::splice::splice_cache_with_target(&vm(), &bytes, &listing, &added, &removed, TARGET).unwrap();
+            let spliced = brcache_core::splice_cache_with_target(&vm(), &bytes, &listing, &added, &removed, TARGET).unwrap();
             for (name, content) in &added { cache.add_name(name.clone(), content).unwrap(); }
             for name in &removed { cache.remove_name(name.clone()); }
             let full = cache.commit();
             let spliced = spliced.expect("a true cache and newest adds always splice");
-            prop_assert_eq!(codec::decode(&spliced, &limits).unwrap(), codec::decode(&full, &limits).unwrap());
-            let plain = gzip::read_member(&spliced, 1 << 30).unwrap().data;
+            prop_assert_eq!(brcache_core::decode(&spliced, &limits).unwrap(), brcache_core::decode(&full, &limits).unwrap());
+            let plain = brcache_core::read_gzip_member(&spliced, 1 << 30).unwrap().data;
             let parsed: Value = serde_json::from_slice(&plain).unwrap();
             prop_assert_eq!(parsed.as_object().unwrap().len(), present.len());
-            prop_assert!(brcache_core::chunked::table_matches(&spliced).unwrap());
+            prop_assert!(brcache_core::table_matches(&spliced).unwrap());
             bytes = spliced;
         }
     }

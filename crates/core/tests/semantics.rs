@@ -2,8 +2,8 @@
 //! against the core; tests/semantics.test.mjs runs them through napi and
 //! wasm.
 
-use brcache_core::coherency::{self, Files, Listing, Plan};
 use brcache_core::{CacheDocument, Filter, MetadataName, VmCache, VmId};
+use brcache_core::{Files, Listing, Plan};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -41,7 +41,7 @@ fn names(list: &[MetadataName]) -> Vec<String> {
     list.iter().map(|n| n.as_str().to_string()).collect()
 }
 
-fn unreadable_names(list: &[coherency::Unreadable]) -> Vec<String> {
+fn unreadable_names(list: &[brcache_core::Unreadable]) -> Vec<String> {
     list.iter().map(|u| u.name.as_str().to_string()).collect()
 }
 
@@ -73,7 +73,7 @@ fn every_scenario_behaves_as_specified() {
                 cache.remove(paths.iter().map(String::as_str)).map(|_| ())
             } else if step["reconcile"].is_array() {
                 let entries = strings(&step["reconcile"]);
-                plan = coherency::reconcile(
+                plan = brcache_core::reconcile(
                     &cache,
                     &Listing::from_entries(entries.iter().map(String::as_str)),
                 );
@@ -89,7 +89,7 @@ fn every_scenario_behaves_as_specified() {
                 );
                 Ok(())
             } else if step.get("apply").is_some() {
-                let repaired = coherency::apply(&cache, &plan, &files(&step["apply"]));
+                let repaired = brcache_core::apply(&cache, &plan, &files(&step["apply"]));
                 assert_eq!(
                     unreadable_names(&repaired.unreadable),
                     strings(&step["expectUnreadable"]),
@@ -100,7 +100,7 @@ fn every_scenario_behaves_as_specified() {
             } else if step["rebuild"].is_array() {
                 let entries = strings(&step["rebuild"]);
                 let listing = Listing::from_entries(entries.iter().map(String::as_str));
-                let repaired = coherency::rebuild(vm.clone(), &listing, &files(&step["files"]));
+                let repaired = brcache_core::rebuild(vm.clone(), &listing, &files(&step["files"]));
                 assert_eq!(
                     unreadable_names(&repaired.unreadable),
                     strings(&step["expectUnreadable"]),

@@ -12,7 +12,10 @@
 //!   read, or as text the JSON array of names listed, the mtime stat gave
 //!   or the time; a failure carries the handler's code and message (text).
 //! - `logs()`: `[[level, message, fields], ...]` left since the last call.
-//! - `output()`: the answer as JSON text, or the failure.
+//! - `output()`: `{"ok": answer}` or `{"error": {code, message, detail,
+//!   offset?, io, step?}}`: a failed call (`io: true`, the handler's code) is
+//!   no core error, so failures cross as values here, and only the caller's
+//!   own mistakes (`start`'s arguments, an unknown request id) throw.
 
 use super::check::CheckOptions;
 use super::exec::{RequestId, Status};
@@ -62,6 +65,35 @@ fn invalid(message: impl Into<String>) -> Failure {
     ))
 }
 
+/// A failure as a caller's mistake (a core error): what `start` and
+/// `respond` throw.
+fn mistake(failure: Failure) -> crate::Error {
+    match failure {
+        Failure::Core(error) => error,
+        Failure::Io(error) => crate::Error::new(crate::ErrorKind::InvalidArgument, error.message),
+    }
+}
+
+/// A failure as `output()` gives it.
+pub fn failure_json(failure: &Failure) -> Value {
+    match failure {
+        Failure::Core(error) => {
+            let mut out = json!({ "code": error.code(), "message": error.to_string(), "detail": error.detail(), "io": false });
+            if let Some(offset) = error.offset() {
+                out["offset"] = json!(offset);
+            }
+            out
+        }
+        Failure::Io(error) => {
+            let mut out = json!({ "code": error.code, "message": error.message, "detail": error.message, "io": true });
+            if let Some(step) = error.step {
+                out["step"] = json!(step);
+            }
+            out
+        }
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, what: &str) -> Result<T, Failure> {
     if text.is_empty() {
         return Ok(T::default());
@@ -104,6 +136,15 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
 /// deep?}`, `checkAll` (the same but `vm`), `checkIndex` `{repair?}`,
 /// `buildIndex`.
 pub fn start(
+    kind: &str,
+    settings_text: &str,
+    args_text: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<WireOp, crate::Error> {
+    start_op(kind, settings_text, args_text, bytes).map_err(mistake)
+}
+
+fn start_op(
     kind: &str,
     settings_text: &str,
     args_text: &str,
@@ -201,6 +242,17 @@ impl WireOp {
         error_code: Option<String>,
         bytes: Option<Vec<u8>>,
         text: Option<String>,
+    ) -> Result<(), crate::Error> {
+        self.respond_with(id, error_code, bytes, text)
+            .map_err(mistake)
+    }
+
+    fn respond_with(
+        &mut self,
+        id: RequestId,
+        error_code: Option<String>,
+        bytes: Option<Vec<u8>>,
+        text: Option<String>,
     ) -> Result<(), Failure> {
         let request = self
             .outstanding
@@ -234,14 +286,22 @@ impl WireOp {
         Value::Array(logs).to_string()
     }
 
-    /// The answer as JSON text; repairs a listing found stay here for
-    /// [`WireOp::repairs`].
-    pub fn output(&mut self) -> Result<String, Failure> {
-        let output = self
-            .op
-            .take_output()
-            .ok_or_else(|| invalid("the operation has not finished (or its output was taken)"))??;
-        Ok(match output {
+    /// `{"ok": answer}` or `{"error": failure}` (see the module); repairs a
+    /// listing found stay here for [`WireOp::repairs`].
+    pub fn output(&mut self) -> String {
+        let output = self.op.take_output().unwrap_or_else(|| {
+            Err(invalid(
+                "the operation has not finished (or its output was taken)",
+            ))
+        });
+        match output {
+            Ok(output) => format!(r#"{{"ok":{}}}"#, self.answer(output)),
+            Err(failure) => json!({ "error": failure_json(&failure) }).to_string(),
+        }
+    }
+
+    fn answer(&mut self, output: Output) -> String {
+        match output {
             Output::Listed(listed) => {
                 let repairs = listed.repairs.len();
                 let unreadable: Vec<Value> = listed
@@ -267,7 +327,7 @@ impl WireOp {
                 json!({ "vms": built.vms, "generation": built.generation }).to_string()
             }
             Output::Repaired(count) => json!({ "repaired": count }).to_string(),
-        })
+        }
     }
 
     /// The background repairs the listing's answer found, as one operation.

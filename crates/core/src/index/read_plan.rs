@@ -1,0 +1,93 @@
+//! The index folder's names, and what a listing of it says to read.
+
+use super::COMPACT_AFTER;
+use serde::Serialize;
+
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+const SNAPSHOT_SUFFIX: &str = ".json.gz";
+const SEGMENT_SUFFIX: &str = ".json.gz";
+/// Segments of the first release were plain JSON; they are still read.
+const PLAIN_SEGMENT_SUFFIX: &str = ".json";
+
+/// The name of the snapshot of a generation; names sort by generation.
+pub fn snapshot_name(generation: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{generation:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// A segment's name from the writer's clock and randomness (the core has
+/// neither): names sort by time, and two writers never pick the same one.
+pub fn segment_name(time_ms: u64, random: u64) -> String {
+    format!("{time_ms:015}-{random:016x}{SEGMENT_SUFFIX}")
+}
+
+fn snapshot_generation(name: &str) -> Option<u64> {
+    name.strip_prefix(SNAPSHOT_PREFIX)?
+        .strip_suffix(SNAPSHOT_SUFFIX)?
+        .parse()
+        .ok()
+}
+
+fn is_segment(name: &str) -> bool {
+    let stem = name
+        .strip_suffix(SEGMENT_SUFFIX)
+        .or_else(|| name.strip_suffix(PLAIN_SEGMENT_SUFFIX));
+    stem.is_some_and(|stem| {
+        let mut parts = stem.splitn(2, '-');
+        let time = parts.next().unwrap_or_default();
+        let random = parts.next().unwrap_or_default();
+        time.len() == 15
+            && time.bytes().all(|b| b.is_ascii_digit())
+            && random.len() == 16
+            && random.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// What a listing of the index folder says to read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadPlan {
+    /// The newest snapshot, if any.
+    pub snapshot: Option<String>,
+    /// Every segment present; those the snapshot folded are skipped after
+    /// reading it (reading them in parallel with it saves a round trip).
+    pub segments: Vec<String>,
+    /// Older snapshots, newest first: a compaction deletes them. Readers
+    /// never use them (see js/common/repo-index.js, `read`).
+    pub old_snapshots: Vec<String>,
+    /// The newest snapshot's generation (0 without one): the next
+    /// compaction or rebuild writes the one after, even if that snapshot is
+    /// unreadable.
+    pub generation: u64,
+    /// Whether enough segments wait for a writer to compact.
+    pub should_compact: bool,
+}
+
+impl ReadPlan {
+    /// The plan for the names in the index folder; anything else there
+    /// (temp files, locks) is ignored.
+    pub fn from_listing<'a>(names: impl IntoIterator<Item = &'a str>) -> ReadPlan {
+        let mut snapshots: Vec<(u64, &str)> = Vec::new();
+        let mut segments = Vec::new();
+        for name in names {
+            if let Some(generation) = snapshot_generation(name) {
+                snapshots.push((generation, name));
+            } else if is_segment(name) {
+                segments.push(name.to_string());
+            }
+        }
+        snapshots.sort();
+        segments.sort();
+        let newest = snapshots.pop();
+        ReadPlan {
+            snapshot: newest.map(|(_, n)| n.to_string()),
+            old_snapshots: snapshots
+                .into_iter()
+                .rev()
+                .map(|(_, n)| n.to_string())
+                .collect(),
+            generation: newest.map_or(0, |(g, _)| g),
+            should_compact: segments.len() > COMPACT_AFTER,
+            segments,
+        }
+    }
+}
