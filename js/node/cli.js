@@ -140,11 +140,12 @@ folder, then lists it through a simulated network share (10 ms round trip,
 Scenarios (all on the simulated share, each a ratio measured in the same run):
   article    22 VMs x 45: no cache vs XO-style cache vs brcache
   update     add one backup and delete one, at retention 45 and 1,000
+  job        a backup job: one backup to each of 50 VMs at once, vs XO-style
   large      1,000 VMs x 100: cold rebuild, warm listing, summaries (slow)
   encrypted  22 VMs x 45, encrypted as XO does (chacha20-poly1305) vs plaintext
-  all        article, update and encrypted (default)
+  all        article, update, job and encrypted (default)
 
---vms and --retention change the size of the article and large scenarios.`,
+--vms and --retention change the size of the article, job and large scenarios.`,
 }
 
 class UsageError extends Error {}

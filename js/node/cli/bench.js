@@ -190,6 +190,56 @@ async function update({ runs, retentions = [45, 1000] }) {
   }
 }
 
+/**
+ * A backup job: one backup written to each of `vms` VMs at once (XO runs a
+ * job's VMs side by side), through brcache and the XO-style model, on
+ * copies of the same repository.
+ */
+async function job({ runs, vms = 50, retention = 45 }) {
+  return withTempDir(async (dir) => {
+    await generateRepository(dir, { vms, retention, seed: 'job' })
+    await openRepository(dir).buildIndex()
+    const share = new SimulatedShare(new LocalHandler(dir), SHARE)
+    const folders = (await share.listWithTypes('xo-vm-backups')).filter((e) => e.isDirectory && !e.name.startsWith('.')).map((e) => e.name)
+    const rng = createRandom('job-writes')
+    let hour = 0
+    // Each round's backups: one per VM, an hour after the last round's.
+    const round = () => {
+      hour++
+      return folders.map((uuid) => {
+        const [{ filename, metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid }, retention: 1, start: Date.UTC(2031, 0, 1, hour) })
+        return { uuid, filename, metadata }
+      })
+    }
+    const onShare = openRepository(share, { index: false })
+    const indexed = openRepository(share, { index: true })
+    const results = {}
+    results[`${vms} VMs at once: XO-style`] = await measure(
+      share,
+      () =>
+        Promise.all(
+          round().map(async ({ uuid, filename, metadata }) => {
+            const key = metadataKey(uuid, filename)
+            await share.writeFile(vmFile(uuid, filename), JSON.stringify(metadata), { exclusive: true })
+            await xoStyleUpdate(share, uuid, (cache) => (cache[key] = { ...metadata, _filename: key, id: key }))
+          }),
+        ),
+      runs,
+    )
+    results[`${vms} VMs at once: brcache`] = await measure(share, () => Promise.all(round().map(({ uuid, metadata }) => onShare.writeVmBackupMetadata(uuid, metadata))), runs)
+    results[`${vms} VMs at once: brcache + index`] = await measure(
+      share,
+      () => Promise.all(round().map(({ uuid, metadata }) => indexed.writeVmBackupMetadata(uuid, metadata))),
+      runs,
+    )
+    return {
+      title: `backup job: one backup written to each of ${vms} VMs at once (retention ${retention})`,
+      baseline: `${vms} VMs at once: XO-style`,
+      results,
+    }
+  })
+}
+
 async function large({ runs, vms = 1000, retention = 100 }) {
   return withTempDir(async (dir) => {
     const bar = progress('gen')
@@ -223,11 +273,11 @@ async function large({ runs, vms = 1000, retention = 100 }) {
   })
 }
 
-const SCENARIOS = { article, update, large, encrypted }
+const SCENARIOS = { article, update, job, large, encrypted }
 
 export async function runBench({ scenario, json, runs, vms, retention }) {
-  const names = scenario === 'all' ? ['article', 'update', 'encrypted'] : [scenario]
-  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, large, encrypted, all)`)
+  const names = scenario === 'all' ? ['article', 'update', 'job', 'encrypted'] : [scenario]
+  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, job, large, encrypted, all)`)
   const reports = []
   for (const name of names) {
     const options = { runs }
