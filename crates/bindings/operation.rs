@@ -2,7 +2,7 @@
 //! driver (js/common/operations.js) performs its requests through a
 //! handler and hands each result back.
 
-use crate::wire::{self, Bytes, BytesOut, Throws};
+use crate::wire::{self, Bytes, BytesOut, Json, Throws};
 use brcache_core::ops::wire::{self as ops_wire, WireOp};
 
 class! {
@@ -11,8 +11,8 @@ class! {
     impl {
         /// `{"done":true}`, `{"waiting":true}` or `{"requests":[…]}` (JSON).
         #[export(js_name = "poll")]
-        pub fn poll(&mut self) -> String {
-            self.inner.poll()
+        pub fn poll(&mut self) -> Json {
+            wire::json_text(self.inner.poll())
         }
 
         /// The bytes a create or replace request writes.
@@ -43,8 +43,8 @@ class! {
 
         /// `{"ok": answer}` or `{"error": failure}` (JSON), once done.
         #[export(js_name = "output")]
-        pub fn output(&mut self) -> String {
-            self.inner.output()
+        pub fn output(&mut self) -> Json {
+            wire::json_text(self.inner.output())
         }
 
         /// The background repairs a listing found, as an operation, if any.

@@ -61,6 +61,9 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} }
  */
 export async function drive(operation, handler, { concurrency = 10, logger = silent, lockStaleMs = 10_000, repairs } = {}) {
   const locks = new Map()
+  // A listing's VMs, as the core hands them out (parsed here while other
+  // reads are in flight).
+  const emitted = []
   const queue = []
   let running = 0
   let done = false
@@ -141,6 +144,7 @@ export async function drive(operation, handler, { concurrency = 10, logger = sil
   try {
     for (;;) {
       const status = JSON.parse(operation.poll())
+      if (status.emitted) emitted.push(...status.emitted)
       flushLogs()
       if (status.done) break
       if (status.requests) queue.push(...status.requests)
@@ -158,6 +162,10 @@ export async function drive(operation, handler, { concurrency = 10, logger = sil
   const answer = JSON.parse(operation.output())
   flushLogs()
   if (answer.error) throw toError(answer.error)
+  if (emitted.length > 0) {
+    // In the core's order (VM folder names, sorted), whatever order they came in.
+    answer.ok.vms = Object.fromEntries([...Object.entries(answer.ok.vms ?? {}), ...emitted].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+  }
   if (repairs) {
     const next = operation.repairs()
     if (next) repairs(next)

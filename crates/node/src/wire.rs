@@ -161,6 +161,26 @@ impl ToNapiValue for Text {
     }
 }
 
+/// Bulk JSON text made in Rust (an operation's answer): pure ASCII, the
+/// usual case, becomes a one-byte V8 string by a plain copy, as [`Text`].
+pub struct Json(String);
+
+pub fn json_text(text: String) -> Json {
+    Json(text)
+}
+
+impl ToNapiValue for Json {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let env = napi::Env::from_raw(env);
+        let text = if val.0.is_ascii() {
+            env.create_string_latin1(val.0.as_bytes())
+        } else {
+            env.create_string(&val.0)
+        };
+        unsafe { ToNapiValue::to_napi_value(env.raw(), text?) }
+    }
+}
+
 /// Exports free functions: see the grammar at the top of
 /// `crates/bindings/mod.rs`.
 macro_rules! functions {

@@ -90,6 +90,13 @@ impl<T: Serialize> IntoWasmAbi for Plain<T> {
 /// The JSON text of a decoded cache body.
 pub type Text = String;
 
+/// Bulk JSON text made in Rust (an operation's answer).
+pub type Json = String;
+
+pub fn json_text(text: String) -> Json {
+    text
+}
+
 pub fn decode_text(bytes: &[u8], limits: &brcache_core::DecodeLimits) -> Result<Text, Thrown> {
     Ok(brcache_core::decode_text(bytes, limits)?.text)
 }

@@ -106,12 +106,18 @@ pub async fn check_vm(
     }
     let result = async {
         let mut requests = vec![share::read_cache_request(vm), share::list_vm_request(vm)];
-        if write && settings.index != super::settings::IndexMode::Off {
-            requests.push(index_ops::list_request());
+        if write {
+            requests.push(mutate::clean_request(vm));
+            if settings.index != super::settings::IndexMode::Off {
+                requests.push(index_ops::list_request());
+            }
         }
         let mut responses = io.all(requests).await.into_iter();
         let read = share::cache_read(io, vm, responses.next().expect("read"))?;
         let entries = share::vm_listing(vm, responses.next().expect("list"))?;
+        if write {
+            mutate::cleaned(io, vm, responses.next().expect("clean"));
+        }
         let index_listing = match responses.next() {
             Some(response) => index_ops::listed(response)?,
             None => None,
@@ -121,9 +127,10 @@ pub async fn check_vm(
         if options.deep {
             report.incomplete = Some(incomplete(io, &loaded).await?);
         }
+        let mut publish = mutate::Publish::default();
         if write && loaded.changed {
             let cache = loaded.cache.expect("decoded");
-            mutate::write(
+            publish = mutate::write(
                 io,
                 settings,
                 cache,
@@ -133,13 +140,23 @@ pub async fn check_vm(
             .await?;
             report.repaired = true;
         }
-        Ok(report)
+        Ok((report, publish))
     }
     .await;
-    if write {
-        mutate::unlock(io, vm).await;
+    match result {
+        Ok((report, publish)) => {
+            if write {
+                mutate::release(io, settings, vm, publish).await;
+            }
+            Ok(report)
+        }
+        Err(failure) => {
+            if write {
+                mutate::unlock(io, vm).await;
+            }
+            Err(failure)
+        }
     }
-    result
 }
 
 /// The restore points whose data files are not all there.
@@ -233,13 +250,18 @@ pub async fn repair_in_background(
         return Ok(false); // somebody else is writing this cache
     }
     let result = async {
-        let mut requests = vec![share::read_cache_request(&vm), share::list_vm_request(&vm)];
+        let mut requests = vec![
+            share::read_cache_request(&vm),
+            share::list_vm_request(&vm),
+            mutate::clean_request(&vm),
+        ];
         if settings.index != super::settings::IndexMode::Off {
             requests.push(index_ops::list_request());
         }
         let mut responses = io.all(requests).await.into_iter();
         let read = share::cache_read(io, &vm, responses.next().expect("read"))?;
         let entries = share::vm_listing(&vm, responses.next().expect("list"))?;
+        mutate::cleaned(io, &vm, responses.next().expect("clean"));
         let index_listing = match responses.next() {
             Some(response) => index_ops::listed(response)?,
             None => None,
@@ -250,14 +272,14 @@ pub async fn repair_in_background(
             .and_then(|b| crate::codec::read_header(b).ok().flatten())
             .map_or(0, |h| h.generation);
         if current != loaded.previous_generation {
-            return Ok(false);
+            return Ok(None);
         }
         // The listing was taken in parallel with the cache read, so it may
         // predate the cache: an entry a writer added in between would look
         // stale and the repair would undo that writer's update. Write only
         // what the folder, listed now under the lock, still agrees with.
         let Some(repaired) = loaded.cache else {
-            return Ok(false);
+            return Ok(None);
         };
         let listing = crate::coherency::Listing::from_entries(entries.iter().map(String::as_str));
         let plan = crate::coherency::reconcile(&repaired, &listing);
@@ -265,9 +287,9 @@ pub async fn repair_in_background(
             loaded.writing.contains(name) || loaded.unreadable.iter().any(|u| &u.name == name)
         };
         if !plan.stale.is_empty() || plan.missing.iter().any(|n| !left_out(n)) {
-            return Ok(false);
+            return Ok(None);
         }
-        mutate::write(
+        let publish = mutate::write(
             io,
             settings,
             repaired,
@@ -275,9 +297,21 @@ pub async fn repair_in_background(
             &index_listing,
         )
         .await?;
-        Ok(true)
+        Ok(Some(publish))
     }
     .await;
-    mutate::unlock(io, &vm).await;
-    result
+    match result {
+        Ok(Some(publish)) => {
+            mutate::release(io, settings, &vm, publish).await;
+            Ok(true)
+        }
+        Ok(None) => {
+            mutate::unlock(io, &vm).await;
+            Ok(false)
+        }
+        Err(failure) => {
+            mutate::unlock(io, &vm).await;
+            Err(failure)
+        }
+    }
 }

@@ -35,6 +35,7 @@ struct Exchange {
     answered: BTreeMap<RequestId, Response>,
     wakers: BTreeMap<RequestId, Waker>,
     logs: Vec<Log>,
+    emitted: Vec<String>,
 }
 
 /// The operation's side of the exchange: it asks, and awaits answers.
@@ -53,6 +54,11 @@ impl Io {
     /// Requests that do not depend on each other, answered in order.
     pub async fn all(&self, requests: Vec<Request>) -> Vec<Response> {
         join_all(requests.into_iter().map(|r| self.call(r))).await
+    }
+
+    /// Hands the caller part of the answer now (JSON text); nothing waits on it.
+    pub fn emit(&self, part: String) {
+        self.0.borrow_mut().emitted.push(part);
     }
 
     /// Leaves a message for the caller's logger; nothing waits on it.
@@ -299,6 +305,11 @@ impl<T: 'static> Operation<T> {
     /// The answer, once [`Status::Done`].
     pub fn take_output(&mut self) -> Option<Result<T, Failure>> {
         self.output.take()
+    }
+
+    /// The parts of the answer emitted since the last call.
+    pub fn take_emitted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.io.0.borrow_mut().emitted)
     }
 
     /// The messages left for the logger since the last call.

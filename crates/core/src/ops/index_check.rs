@@ -262,7 +262,16 @@ async fn catch_up(
         .await
     }
     .await;
-    mutate::unlock(io, vm).await;
+    let result = match result {
+        Ok(publish) => {
+            mutate::release(io, settings, vm, publish).await;
+            Ok(())
+        }
+        Err(failure) => {
+            mutate::unlock(io, vm).await;
+            Err(failure)
+        }
+    };
     if let Err(failure) = &result {
         io.log(
             Level::Warn,

@@ -13,14 +13,14 @@ use crate::key::VmId;
 use crate::summary::Filter;
 use serde_json::json;
 
-/// A listing's answer: JSON text of `{ "<vm>": <answer> }`, VMs without
-/// restore points omitted, plus what could not be read and the caches a
-/// background repair should rewrite.
+/// A listing's answer: per VM (in order, those without restore points
+/// omitted) the JSON text of its answer, plus what could not be read and
+/// the caches a background repair should rewrite.
 #[derive(Debug, Default)]
 pub struct Listed {
-    /// `{ vm: summaries }` for a restore view; for records,
-    /// `{ vm: { "object": {key: record} } | { "pairs": [[key, record]] } }`.
-    pub json: String,
+    /// `(vm, piece)`: summaries for a restore view; for records,
+    /// `{ "object": {key: record} }` or `{ "pairs": [[key, record]] }`.
+    pub parts: Vec<(String, Piece)>,
     /// Metadata files of the VM folders read that are not in the answer:
     /// (file, reason), sorted.
     pub unreadable: Vec<(String, String)>,
@@ -30,40 +30,122 @@ pub struct Listed {
     pub from_index: bool,
 }
 
+/// One VM's answer as JSON text, `open ‖ body ‖ close`: a body may be tens
+/// of MB (full records), so it is copied once, into the final answer.
+#[derive(Debug, Default, Clone)]
+pub struct Piece {
+    open: &'static str,
+    body: String,
+    close: &'static str,
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        self.open.len() + self.body.len() + self.close.len()
+    }
+}
+
 impl Listed {
-    fn push(&mut self, loaded: Loaded, settings: &Settings) -> String {
+    /// `{ "<vm>": <answer>, ... }`, appended to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        let size: usize = self
+            .parts
+            .iter()
+            .map(|(vm, p)| vm.len() + p.len() + 4)
+            .sum();
+        out.reserve(size + 2);
+        out.push('{');
+        for (i, (vm, piece)) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_string(out, vm);
+            out.push(':');
+            out.push_str(piece.open);
+            out.push_str(&piece.body);
+            out.push_str(piece.close);
+        }
+        out.push('}');
+    }
+
+    /// The answer as JSON text.
+    pub fn json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Takes in what a VM's load leaves besides its answer: the files it
+    /// could not read, and the cache a background repair should rewrite.
+    fn absorb(&mut self, loaded: Loaded, settings: &Settings) {
         for Unreadable { name, reason } in &loaded.unreadable {
             self.unreadable
                 .push((share::vm_file(&loaded.vm, name.as_str()), reason.clone()));
         }
-        let text = match &loaded.answer {
-            Answer::RecordsObject(text) if text.trim() != "{}" => format!("{{\"object\":{text}}}"),
-            Answer::RecordsPairs(text) if text != "[]" => format!("{{\"pairs\":{text}}}"),
-            Answer::Summaries(summaries) if !summaries.is_empty() => {
-                serde_json::to_string(summaries).expect("summaries serialize")
-            }
-            _ => String::new(),
-        };
         if loaded.changed && !settings.immutable {
             self.repairs.push(loaded);
         }
-        text
     }
 
-    fn finish(mut self, parts: Vec<(String, String)>) -> Listed {
-        let mut json = String::from("{");
-        for (vm, text) in parts.iter().filter(|(_, t)| !t.is_empty()) {
-            if json.len() > 1 {
-                json.push(',');
-            }
-            push_string(&mut json, vm);
-            json.push(':');
-            json.push_str(text);
-        }
-        json.push('}');
-        self.json = json;
+    fn finish(mut self, parts: Vec<(String, Option<Piece>)>) -> Listed {
+        self.parts = parts
+            .into_iter()
+            .filter_map(|(vm, piece)| Some((vm, piece?)))
+            .collect();
         self.unreadable.sort();
         self
+    }
+}
+
+/// A VM's answer as JSON text, taken out of its load; `None` without
+/// restore points.
+fn piece_of(loaded: &mut Loaded) -> Option<Piece> {
+    match std::mem::replace(&mut loaded.answer, Answer::None) {
+        Answer::RecordsObject(body) if body.trim() != "{}" => Some(Piece {
+            open: r#"{"object":"#,
+            body,
+            close: "}",
+        }),
+        Answer::RecordsPairs(body) if body != "[]" => Some(Piece {
+            open: r#"{"pairs":"#,
+            body,
+            close: "}",
+        }),
+        Answer::Summaries(summaries) if !summaries.is_empty() => Some(Piece {
+            body: serde_json::to_string(&summaries).expect("summaries serialize"),
+            ..Piece::default()
+        }),
+        _ => None,
+    }
+}
+
+/// A streaming listing hands each VM's answer to the caller as soon as it
+/// is made (`[vm, answer]`, see [`super::Settings::stream`]), so that the
+/// caller's parse of one VM overlaps the reads of the others; otherwise the
+/// piece is kept for the whole answer.
+fn deliver(io: &Io, settings: &Settings, vm: &str, piece: Option<Piece>) -> Option<Piece> {
+    let piece = piece?;
+    if !settings.stream {
+        return Some(piece);
+    }
+    let mut text = String::with_capacity(vm.len() + piece.len() + 8);
+    text.push('[');
+    push_string(&mut text, vm);
+    text.push(',');
+    text.push_str(piece.open);
+    text.push_str(&piece.body);
+    text.push_str(piece.close);
+    text.push(']');
+    io.emit(text);
+    None
+}
+
+/// A VM's load, checked or (on a trusted share) as the cache lies.
+async fn load_vm(io: &Io, settings: &Settings, vm: &VmId, want: &Want) -> Result<Loaded, Failure> {
+    if settings.trusted {
+        load::load_trusted(io, vm, want, &settings.limits).await
+    } else {
+        load::load(io, vm, want, &settings.limits).await
     }
 }
 
@@ -74,14 +156,11 @@ pub async fn list_vm(
     vm: &VmId,
     want: Want,
 ) -> Result<Listed, Failure> {
-    let loaded = if settings.trusted {
-        load::load_trusted(io, vm, &want, &settings.limits).await?
-    } else {
-        load::load(io, vm, &want, &settings.limits).await?
-    };
+    let mut loaded = load_vm(io, settings, vm, &want).await?;
+    let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
     let mut listed = Listed::default();
-    let text = listed.push(loaded, settings);
-    Ok(listed.finish(vec![(vm.as_str().to_string(), text)]))
+    listed.absorb(loaded, settings);
+    Ok(listed.finish(vec![(vm.as_str().to_string(), piece)]))
 }
 
 /// Every VM's records or summaries from their checked caches.
@@ -96,16 +175,18 @@ async fn from_caches(
     vms: &[VmId],
     want: &Want,
 ) -> Result<Listed, Failure> {
-    let loads = join_all(
-        vms.iter()
-            .map(|vm| load::load(io, vm, want, &settings.limits)),
-    )
+    let loads = join_all(vms.iter().map(|vm| async move {
+        let mut loaded = load_vm(io, settings, vm, want).await?;
+        let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
+        Ok::<_, Failure>((loaded, piece))
+    }))
     .await;
     let mut listed = Listed::default();
     let mut parts = Vec::with_capacity(vms.len());
-    for (vm, loaded) in vms.iter().zip(loads) {
-        let text = listed.push(loaded?, settings);
-        parts.push((vm.as_str().to_string(), text));
+    for (vm, load) in vms.iter().zip(loads) {
+        let (loaded, piece) = load?;
+        listed.absorb(loaded, settings);
+        parts.push((vm.as_str().to_string(), piece));
     }
     Ok(listed.finish(parts))
 }
@@ -140,20 +221,25 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
         );
     }
     let mut listed = from_caches(io, settings, &unknown, &want).await?;
-    let cached: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&listed.json).unwrap_or_default();
+    let mut cached: std::collections::BTreeMap<String, Piece> =
+        std::mem::take(&mut listed.parts).into_iter().collect();
     let view = current.filtered_view(&filter);
     let mut parts = Vec::with_capacity(vms.len());
     for vm in &vms {
-        let text = match cached.get(vm.as_str()) {
-            Some(value) => value.to_string(),
-            None if unknown.contains(vm) => String::new(),
-            None => view
-                .get(vm.as_str())
-                .map(|summaries| serde_json::to_string(summaries).expect("raw summaries serialize"))
-                .unwrap_or_default(),
+        let piece = match cached.remove(vm.as_str()) {
+            Some(piece) => Some(piece),
+            None if unknown.contains(vm) => None,
+            None => deliver(
+                io,
+                settings,
+                vm.as_str(),
+                view.get(vm.as_str()).map(|summaries| Piece {
+                    body: serde_json::to_string(summaries).expect("raw summaries serialize"),
+                    ..Piece::default()
+                }),
+            ),
         };
-        parts.push((vm.as_str().to_string(), text));
+        parts.push((vm.as_str().to_string(), piece));
     }
     let repairs = std::mem::take(&mut listed.repairs);
     let unreadable = std::mem::take(&mut listed.unreadable);

@@ -104,7 +104,16 @@ pub async fn load_trusted(
     limits: &DecodeLimits,
 ) -> Result<Loaded, Failure> {
     let file = share::cache_path(vm);
-    let read = share::cache_read(io, vm, io.call(share::read_cache_request(vm)).await)?;
+    // The share vouches for its caches: one it cannot serve is an error
+    // (never "no restore points"); only a missing one means none.
+    let read = match io.call(share::read_cache_request(vm)).await {
+        Response::Bytes(bytes) => CacheRead::Bytes(bytes),
+        Response::Failed(error) if error.code == "ENOENT" => CacheRead::Absent,
+        Response::Failed(error) => {
+            return Err(Failure::io(format_args!("cannot read {file}"), &error));
+        }
+        other => share::cache_read(io, vm, other)?,
+    };
     let (answer, cache) = match &read {
         CacheRead::Bytes(bytes) => fast(vm, want, limits, bytes, &file)
             .map_err(|e| Failure::Core(e.in_file(file.clone())))?,
@@ -310,6 +319,7 @@ fn fast(
 
 /// A body's keys must all name metadata files of the VM's own folder.
 fn check_keys(vm: &VmId, text: &str) -> crate::Result<()> {
+    // Values skipped, not built: only the keys are wanted.
     let keys: indexmap::IndexMap<String, serde::de::IgnoredAny> = serde_json::from_str(text)
         .map_err(|e| crate::Error::new(crate::ErrorKind::InvalidJson, e.to_string()))?;
     vm.check_keys(keys.keys().map(String::as_str)).map(|_| ())

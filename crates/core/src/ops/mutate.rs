@@ -2,7 +2,9 @@
 //! written or deleted, a check's repair, a listing's background repair, the
 //! index's catch-up): under the VM's lock, the cache is replaced atomically
 //! and, when the repository keeps an index, the VM's segment is published
-//! from the very bytes written. No other code writes a cache.
+//! from the very bytes written, as the lock is released (segments fold by
+//! generation, so their order never matters, and the write need not wait
+//! for it). No other code writes a cache.
 
 use super::exec::{Io, join_all};
 use super::index_ops;
@@ -49,6 +51,55 @@ pub async fn unlock(io: &Io, vm: &VmId) {
     }
 }
 
+/// The request that removes dead writers' temp files from a VM folder, made
+/// beside a locked writer's first reads: under the lock, a temp file of the
+/// cache is a dead writer's; other temps (metadata being written, without
+/// this lock) only when old.
+pub fn clean_request(vm: &VmId) -> Request {
+    Request::CleanTemps {
+        dir: vm.dir(),
+        any_age_for: vec![CACHE_FILE.to_string()],
+    }
+}
+
+/// A failed clean costs nothing but leftovers for the next one.
+pub fn cleaned(io: &Io, vm: &VmId, response: Response) {
+    if let Response::Failed(error) = response {
+        io.log(
+            Level::Debug,
+            "brcache: could not clean temp files",
+            json!({ "dir": vm.dir(), "reason": error.message }),
+        );
+    }
+}
+
+/// What a commit leaves to publish as the lock is released.
+#[derive(Debug, Default)]
+pub struct Publish {
+    segment: Option<crate::Result<Vec<u8>>>,
+    listing: Option<Vec<String>>,
+}
+
+/// Releases the VM's lock and publishes what was committed under it, side
+/// by side.
+pub async fn release(io: &Io, settings: &Settings, vm: &VmId, publish: Publish) {
+    let unlocking: Pin<Box<dyn Future<Output = ()>>> = Box::pin(unlock(io, vm));
+    let publishing: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+        match publish.segment {
+            None => {}
+            Some(Err(error)) => warn_unpublished(io, vm, "publish", &error.to_string()),
+            Some(Ok(segment)) => {
+                if let Err(failure) =
+                    index_ops::publish(io, settings, segment, &publish.listing).await
+                {
+                    warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
+                }
+            }
+        }
+    });
+    join_all([unlocking, publishing]).await;
+}
+
 /// What a writer changed in the folder before updating the cache.
 #[derive(Debug, Clone, Default)]
 pub struct Edit {
@@ -71,7 +122,7 @@ pub async fn update(
     entries: Vec<String>,
     edit: &Edit,
     index_listing: &Option<Vec<String>>,
-) -> Result<(), Failure> {
+) -> Result<Publish, Failure> {
     if let Some(bytes) = read.bytes() {
         let listing = Listing::from_entries(entries.iter().map(String::as_str));
         let added: Vec<(MetadataName, &[u8])> = edit
@@ -114,7 +165,7 @@ pub async fn write(
     mut cache: VmCache,
     previous: u64,
     index_listing: &Option<Vec<String>>,
-) -> Result<(), Failure> {
+) -> Result<Publish, Failure> {
     cache.continue_after(previous);
     if previous == 0 && index_ops::active(settings, index_listing) {
         // A cache without a generation of its own (none yet, unusable, or
@@ -134,15 +185,15 @@ pub async fn write(
     commit(io, settings, &vm, bytes, index_listing).await
 }
 
-/// Replaces the cache file with `bytes`, then cleans dead writers' temp
-/// files and publishes the segment of what was written, side by side.
+/// Replaces the cache file with `bytes`; what to publish of it comes back
+/// for [`release`].
 pub async fn commit(
     io: &Io,
     settings: &Settings,
     vm: &VmId,
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
-) -> Result<(), Failure> {
+) -> Result<Publish, Failure> {
     let path = share::cache_path(vm);
     let segment = index_ops::active(settings, index_listing)
         .then(|| index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits));
@@ -154,38 +205,10 @@ pub async fn commit(
         .await,
         || format!("cannot write {path}"),
     )?;
-    let clean: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
-        // Under the lock, a temp file of the cache is a dead writer's;
-        // other temps (metadata being written, without this lock) only
-        // when old.
-        let response = io
-            .call(Request::CleanTemps {
-                dir: vm.dir(),
-                any_age_for: vec![CACHE_FILE.to_string()],
-            })
-            .await;
-        if let Response::Failed(error) = response {
-            io.log(
-                Level::Debug,
-                "brcache: could not clean temp files",
-                json!({ "dir": vm.dir(), "reason": error.message }),
-            );
-        }
-    });
-    let publish: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
-        match segment {
-            None => {}
-            Some(Err(error)) => warn_unpublished(io, vm, "publish", &error.to_string()),
-            Some(Ok(segment)) => {
-                if let Err(failure) = index_ops::publish(io, settings, segment, index_listing).await
-                {
-                    warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
-                }
-            }
-        }
-    });
-    join_all([clean, publish]).await;
-    Ok(())
+    Ok(Publish {
+        segment,
+        listing: index_listing.clone(),
+    })
 }
 
 /// The index only lags: the next check catches it up.

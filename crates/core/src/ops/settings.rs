@@ -26,6 +26,10 @@ pub struct Settings {
     /// (`brcache serve`'s API to its page): listings read them as they are
     /// and list no VM folder. Never for writing.
     pub trusted: bool,
+    /// Listings hand each VM's answer out as soon as it is made
+    /// ([`super::Operation::take_emitted`]) rather than in the final answer,
+    /// so that the caller's parse overlaps the other VMs' reads.
+    pub stream: bool,
     /// Randomness from the caller (the core has none): segment names.
     nonce: Rc<Cell<u64>>,
 }
@@ -38,6 +42,7 @@ impl Settings {
             // An immutable repository gets no index either: it is a cache too.
             index: if immutable { IndexMode::Off } else { index },
             trusted: false,
+            stream: false,
             nonce: Rc::new(Cell::new(nonce)),
         }
     }
@@ -61,6 +66,14 @@ impl Settings {
         Settings {
             trusted: true,
             immutable: true,
+            ..self.clone()
+        }
+    }
+
+    /// The same settings, for a caller that takes answers as they come.
+    pub fn streaming(&self) -> Settings {
+        Settings {
+            stream: true,
             ..self.clone()
         }
     }

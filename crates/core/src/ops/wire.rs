@@ -6,7 +6,9 @@
 //!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce? }`
 //!   and `args` the operation's (see [`start`]).
 //! - `poll()`: `{"done":true}`, `{"waiting":true}` or
-//!   `{"requests":[{"id","kind","path", ...}]}`; a write's bytes come from
+//!   `{"requests":[{"id","kind","path", ...}]}`, with `"emitted"`: the
+//!   listing's `[vm, answer]` pairs made since the last poll (the final
+//!   answer's `vms` then holds the rest); a write's bytes come from
 //!   `payload(id)`.
 //! - `respond(id, error_code, bytes, text)`: a success carries the bytes
 //!   read, or as text the JSON array of names listed, the mtime stat gave
@@ -206,7 +208,29 @@ impl WireOp {
         }
     }
 
+    /// What the operation wants next (see the module), with the parts of
+    /// the answer emitted meanwhile as `"emitted": [[vm, answer], ...]`.
     pub fn poll(&mut self) -> String {
+        let status = self.status();
+        let emitted = self.op.take_emitted();
+        if emitted.is_empty() {
+            return status;
+        }
+        let size: usize = emitted.iter().map(|e| e.len() + 1).sum();
+        let mut out = String::with_capacity(size + status.len() + 16);
+        out.push_str(r#"{"emitted":["#);
+        for (i, part) in emitted.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(part);
+        }
+        out.push_str("],");
+        out.push_str(&status[1..]);
+        out
+    }
+
+    fn status(&mut self) -> String {
         match self.op.poll() {
             Status::Done => r#"{"done":true}"#.to_string(),
             Status::Waiting => r#"{"waiting":true}"#.to_string(),
@@ -295,27 +319,37 @@ impl WireOp {
             ))
         });
         match output {
-            Ok(output) => format!(r#"{{"ok":{}}}"#, self.answer(output)),
+            Ok(output) => {
+                let mut out = String::from(r#"{"ok":"#);
+                self.answer(output, &mut out);
+                out.push('}');
+                out
+            }
             Err(failure) => json!({ "error": failure_json(&failure) }).to_string(),
         }
     }
 
-    fn answer(&mut self, output: Output) -> String {
-        match output {
+    /// Appends the answer's JSON to `out` (a listing's may be tens of MB:
+    /// copied once).
+    fn answer(&mut self, output: Output, out: &mut String) {
+        let text = match output {
             Output::Listed(listed) => {
-                let repairs = listed.repairs.len();
                 let unreadable: Vec<Value> = listed
                     .unreadable
                     .iter()
                     .map(|(file, reason)| json!({ "file": file, "reason": reason }))
                     .collect();
-                self.repairs = listed.repairs;
-                format!(
-                    r#"{{"vms":{},"unreadable":{},"repairs":{repairs},"fromIndex":{}}}"#,
-                    listed.json,
+                let tail = format!(
+                    r#","unreadable":{},"repairs":{},"fromIndex":{}}}"#,
                     Value::Array(unreadable),
+                    listed.repairs.len(),
                     listed.from_index
-                )
+                );
+                out.push_str(r#"{"vms":"#);
+                listed.write_json(out);
+                out.push_str(&tail);
+                self.repairs = listed.repairs;
+                return;
             }
             Output::Vms(vms) => json!(vms).to_string(),
             Output::Written(key) => json!({ "key": key }).to_string(),
@@ -327,7 +361,8 @@ impl WireOp {
                 json!({ "vms": built.vms, "generation": built.generation }).to_string()
             }
             Output::Repaired(count) => json!({ "repaired": count }).to_string(),
-        }
+        };
+        out.push_str(&text);
     }
 
     /// The background repairs the listing's answer found, as one operation.

@@ -10,12 +10,11 @@
 //! are the handler's):
 //! 1. lock;
 //! 2. the metadata file created, the cache read, the VM folder and the
-//!    index folder listed, all at once (the listing is the folder with the
+//!    index folder listed, dead writers' temp files cleaned, all at once (the listing is the folder with the
 //!    new file, whether or not it shows it yet: the lock keeps other
 //!    brcache writers out);
 //! 3. the cache replaced;
-//! 4. the temp files cleaned and the index segment published, at once;
-//! 5. unlock.
+//! 4. unlock, and the index segment published beside it.
 
 use super::exec::{Io, join_all};
 use super::index_ops;
@@ -104,7 +103,12 @@ fn index_request(settings: &Settings) -> Option<Request> {
 /// A cache update that failed leaves the old cache as it was: logged, the
 /// next listing or check notices and repairs it. A key outside the VM's
 /// folder is the caller's error.
-fn settle(io: &Io, vm: &VmId, operation: &str, result: Result<(), Failure>) -> Result<(), Failure> {
+fn settle(
+    io: &Io,
+    vm: &VmId,
+    operation: &str,
+    result: Result<mutate::Publish, Failure>,
+) -> Result<mutate::Publish, Failure> {
     match result {
         Err(Failure::Core(error)) if error.kind() == ErrorKind::InvalidKey => {
             Err(Failure::Core(error))
@@ -115,9 +119,9 @@ fn settle(io: &Io, vm: &VmId, operation: &str, result: Result<(), Failure>) -> R
                 "brcache: the cache was not updated; the next check will repair it",
                 json!({ "file": share::cache_path(vm), "operation": operation, "reason": failure.to_string() }),
             );
-            Ok(())
+            Ok(mutate::Publish::default())
         }
-        Ok(()) => Ok(()),
+        Ok(publish) => Ok(publish),
     }
 }
 
@@ -141,6 +145,7 @@ pub async fn write_backup(
     if locked {
         requests.push(share::read_cache_request(vm));
         requests.push(share::list_vm_request(vm));
+        requests.push(mutate::clean_request(vm));
         requests.extend(index_request(settings));
     }
     let mut responses = io.all(requests).await.into_iter();
@@ -165,6 +170,7 @@ pub async fn write_backup(
             let update = async {
                 let read = share::cache_read(io, vm, responses.next().expect("read"))?;
                 let mut entries = share::vm_listing(vm, responses.next().expect("list"))?;
+                mutate::cleaned(io, vm, responses.next().expect("clean"));
                 let index_listing = match responses.next() {
                     Some(response) => index_ops::listed(response)?,
                     None => None,
@@ -178,11 +184,19 @@ pub async fn write_backup(
                 };
                 mutate::update(io, settings, vm, read, entries, &edit, &index_listing).await
             };
-            settle(io, vm, "write", update.await).map(|()| key)
+            settle(io, vm, "write", update.await)
         }
     };
-    mutate::unlock(io, vm).await;
-    result
+    match result {
+        Ok(publish) => {
+            mutate::release(io, settings, vm, publish).await;
+            Ok(key)
+        }
+        Err(failure) => {
+            mutate::unlock(io, vm).await;
+            Err(failure)
+        }
+    }
 }
 
 /// Deletes restore points (metadata paths, any VMs): per VM under its lock,
@@ -278,7 +292,8 @@ async fn delete_vm_backups(
         )
         .await?;
         if !locked {
-            return share::delete_if_present(io, data_files).await;
+            share::delete_if_present(io, data_files).await?;
+            return Ok(mutate::Publish::default());
         }
         let data_count = data_files.len();
         let mut requests: Vec<Request> = data_files
@@ -287,6 +302,7 @@ async fn delete_vm_backups(
             .collect();
         requests.push(share::read_cache_request(vm));
         requests.push(share::list_vm_request(vm));
+        requests.push(mutate::clean_request(vm));
         requests.extend(index_request(settings));
         let paths: Vec<String> = requests.iter().map(|r| r.path().to_string()).collect();
         let mut responses = io.all(requests).await.into_iter();
@@ -303,6 +319,7 @@ async fn delete_vm_backups(
                 .into_iter()
                 .filter(|e| !names.iter().any(|n| n.as_str() == e))
                 .collect();
+            mutate::cleaned(io, vm, responses.next().expect("clean"));
             let index_listing = match responses.next() {
                 Some(response) => index_ops::listed(response)?,
                 None => None,
@@ -316,10 +333,20 @@ async fn delete_vm_backups(
         settle(io, vm, "delete", update.await)
     }
     .await;
-    if locked {
-        mutate::unlock(io, vm).await;
+    match result {
+        Ok(publish) => {
+            if locked {
+                mutate::release(io, settings, vm, publish).await;
+            }
+            Ok(())
+        }
+        Err(failure) => {
+            if locked {
+                mutate::unlock(io, vm).await;
+            }
+            Err(failure)
+        }
     }
-    result
 }
 
 /// The data files of a full backup (`xva` and its checksum), relative to
