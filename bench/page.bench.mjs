@@ -58,6 +58,15 @@ const MOVED = {
   '/js/layout.js': '/js/common/layout.js',
 }
 
+// The browser entry as the baseline page imports it: today's, plus the
+// index reader the page used before it ran the core's operations.
+const BASELINE_ENTRY = `export * from '/js/browser.js'
+import * as wasm from '/js/generated/wasm-web/brcache_wasm.js'
+import { makeIndexApi } from '/js/common/repo-index.js'
+export { IndexStore } from '/js/common/repo-index.js'
+export const indexApi = makeIndexApi(wasm)
+`
+
 const TYPES = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' }
 
 /** `brcache serve` on `dir`, plus the baseline page under /base/ (its js/web/ from git, the rest shared). */
@@ -80,6 +89,7 @@ async function serve(options) {
         }
         return response.writeHead(200, { 'Content-Type': TYPES[file.split('.').pop()] ?? 'application/octet-stream' }).end(bytes)
       }
+      if (rest === '/js/browser.js') return response.writeHead(200, { 'Content-Type': TYPES.js }).end(BASELINE_ENTRY)
       // The baseline page imports the shared modules by their names of the time.
       request.url = MOVED[rest] ?? rest
     }
