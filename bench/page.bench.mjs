@@ -52,8 +52,10 @@ process.stderr.write(`${((performance.now() - started) / 1000).toFixed(0)} s\n`)
 
 // Shared modules the baseline page imports from js/, where they have moved since.
 const MOVED = {
+  '/js/codec.js': '/js/common/codec.js',
   '/js/concurrency.js': '/js/common/concurrency.js',
   '/js/encryption.js': '/js/common/encryption.js',
+  '/js/errors.js': '/js/common/errors.js',
   '/js/index-store.js': '/js/common/repo-index.js',
   '/js/layout.js': '/js/common/layout.js',
 }
