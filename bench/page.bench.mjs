@@ -52,11 +52,22 @@ process.stderr.write(`${((performance.now() - started) / 1000).toFixed(0)} s\n`)
 
 // Shared modules the baseline page imports from js/, where they have moved since.
 const MOVED = {
+  '/js/codec.js': '/js/common/codec.js',
   '/js/concurrency.js': '/js/common/concurrency.js',
   '/js/encryption.js': '/js/common/encryption.js',
+  '/js/errors.js': '/js/common/errors.js',
   '/js/index-store.js': '/js/common/repo-index.js',
   '/js/layout.js': '/js/common/layout.js',
 }
+
+// The browser entry as the baseline page imports it: today's, plus the
+// index reader the page used before it ran the core's operations.
+const BASELINE_ENTRY = `export * from '/js/browser.js'
+import * as wasm from '/js/generated/wasm-web/brcache_wasm.js'
+import { makeIndexApi } from '/js/common/repo-index.js'
+export { IndexStore } from '/js/common/repo-index.js'
+export const indexApi = makeIndexApi(wasm)
+`
 
 const TYPES = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' }
 
@@ -80,6 +91,7 @@ async function serve(options) {
         }
         return response.writeHead(200, { 'Content-Type': TYPES[file.split('.').pop()] ?? 'application/octet-stream' }).end(bytes)
       }
+      if (rest === '/js/browser.js') return response.writeHead(200, { 'Content-Type': TYPES.js }).end(BASELINE_ENTRY)
       // The baseline page imports the shared modules by their names of the time.
       request.url = MOVED[rest] ?? rest
     }

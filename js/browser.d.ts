@@ -19,36 +19,36 @@ export declare function vmCacheApi(): {
   VmCache: typeof VmCache
 }
 
-/** What the repository index's reader needs of a share: its folder's names and its files' bytes. */
+/** What a read of a repository needs of a share: its folders' names and its files' bytes. */
 export interface IndexFiles {
   list(dir: string): Promise<string[]>
   readFile(file: string): Promise<Uint8Array>
 }
 
-/** The repository index as read: the restore view of every VM it knows. */
-export interface LoadedIndex {
-  /** The snapshot's generation. */
-  readonly generation: number
-  /** Segments waiting to be folded. */
-  readonly unfolded: number
-  /** `{ vm: summaries }`, VMs without restore points omitted. */
-  view(filter?: SummaryFilter): Record<string, Summary[]>
-  /** The cache generation the index holds for `vm`, or null if it does not know the VM. */
-  vmGeneration(vm: string): number | null
-  /** Segments that did not decode, skipped. */
-  unreadable(): { name: string; reason: string }[]
-  readonly plan: { snapshot: string | null; segments: string[]; oldSnapshots: string[]; generation: number }
+/** Settings of an operation: `trusted` for a share that serves caches already checked, as `brcache serve` does. */
+export interface OperationSettings {
+  immutable?: boolean
+  index?: boolean | 'auto'
+  trusted?: boolean
+  limits?: { maxInflatedSize?: number; maxDepth?: number }
 }
 
-/** The index's decoding on the wasm build, for IndexStore (after init). */
-export declare const indexApi: unknown
-
-/** Reads the repository index over `files` (for a page: `brcache serve`'s `/api/index`), as the server does. */
-export declare class IndexStore {
-  constructor(files: IndexFiles, api: typeof indexApi, log: { warn(message: string, data?: unknown): void })
-  /** The index, or undefined when there is none; throws a BrcacheError when its snapshot does not decode. */
-  read(options?: { attempts?: number }): Promise<LoadedIndex | undefined>
+/** A repository operation of the core, run by `drive`. */
+export interface Operation {
+  poll(): string
 }
+
+/** The core's repository operations on the wasm build (after init); kinds and arguments as crates/core/src/ops/wire.rs lists them. */
+export declare const operations: {
+  start(kind: string, settings: OperationSettings, args?: Record<string, unknown>, bytes?: Uint8Array): Operation
+}
+
+/** Runs `operation` through `handler` to its answer (`restoreView`, `listVm`: `{ vms, unreadable, fromIndex }`). */
+export declare function drive(
+  operation: Operation,
+  handler: IndexFiles,
+  options?: { concurrency?: number; logger?: { [level: string]: (message: string, data?: unknown) => void } },
+): Promise<any>
 
 /** A share that decrypts what it reads, as `brcache serve`'s page does for an encrypted repository. */
 export declare class EncryptedShare {

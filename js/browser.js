@@ -4,7 +4,7 @@
 import initWasm, * as wasm from './generated/wasm-web/brcache_wasm.js'
 import { makeCodec } from './common/codec.js'
 import { makeEncryptionApi } from './common/encryption.js'
-import { makeIndexApi } from './common/repo-index.js'
+import { makeOperationsApi } from './common/operations.js'
 import { makeVmCacheApi } from './common/vm-cache.js'
 
 let initialized = false
@@ -23,8 +23,8 @@ const backend = new Proxy(
 )
 
 const api = { ...makeCodec(backend), ...makeVmCacheApi(backend) }
-/** The repository index's decoding (see js/common/repo-index.js), for `new IndexStore(handler, indexApi, log)`. */
-export const indexApi = makeIndexApi(backend)
+/** The core's repository operations (see js/common/operations.js): `drive(operations.start(kind, settings, args), share)`. */
+export const operations = makeOperationsApi(backend)
 /** Encrypted repositories (see js/common/encryption.js), for `new EncryptedShare(share, encryptionApi, key)`. */
 export const encryptionApi = makeEncryptionApi(backend)
 
@@ -48,5 +48,5 @@ export function vmCacheApi() {
 }
 
 export { BrcacheError } from './common/errors.js'
-export { IndexStore } from './common/repo-index.js'
+export { drive } from './common/operations.js'
 export { EncryptedShare } from './common/encrypted-share.js'

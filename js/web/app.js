@@ -1,12 +1,11 @@
-// The restore view page. For each repository the server offers, it lists
-// the VM folders and reads the repository index (a snapshot and a few
-// segments, whatever the VM count), decoding it here with the wasm build.
-// Without an index, or for a VM the index does not know (a VM Xen
-// Orchestra backed up behind its back), it fetches the VM's cache.json.gz
-// as it lies on the share and decodes that, straight to the restore view's
-// summaries (never full records). A VM whose payload fails shows its error
-// on its own row, and a repository that fails shows its error on its own
-// line: the others go on.
+// The restore view page. For each repository the server offers, it runs
+// the core's operations over the server's HTTP share (js/web/reader.js):
+// with a repository index, one restoreView operation, in a worker, whose
+// answer fills the whole table; without one, a listVm operation per VM
+// cache, six at a time, so that rows arrive as they come. What an index, a
+// cache or a listing means is the core's to say, as on the server. A VM
+// whose payload fails shows its error on its own row, and a repository
+// that fails shows its error on its own line: the others go on.
 //
 // An encrypted repository is read through the same EncryptedShare as on
 // the server: the page asks for its key, checks it against metadata.json,
@@ -17,18 +16,16 @@
 // changed), or without an index the VM caches now and then (304s too), and
 // the Refresh button does the same at once.
 
-import { EncryptedShare, IndexStore, encryptionApi, indexApi, init, summariesOf } from '../browser.js'
+import { EncryptedShare, encryptionApi, init } from '../browser.js'
 import { mapLimit } from '../common/concurrency.js'
 import { INDEX_DIR } from '../common/repo-index.js'
 import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
 import { describeVm, formatBytes } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
+import { CONCURRENCY, listVm, listVms, readView } from './reader.js'
 import { createVmTable } from './table.js'
 
-// Browsers open about six connections per host over HTTP/1.1: more in
-// flight would only queue, and decoding keeps up with six.
-const CONCURRENCY = 6
 const POLL_INDEX_MS = 5_000
 const POLL_CACHES_MS = 30_000
 
@@ -140,9 +137,9 @@ function unlock(repository) {
   return turn
 }
 
-// The index is decoded in a worker (js/web/index-worker.js) where the page
-// can start one, so that no long task holds the page while it is; else
-// here, by the same code.
+// The restore view is read in a worker (js/web/index-worker.js) where the
+// page can start one, so that no long task holds the page while an index
+// is decoded; else here, by the same code.
 let worker
 let requests = 0
 const answers = new Map()
@@ -156,56 +153,19 @@ try {
   worker = undefined
 }
 
-function ask(message) {
-  return new Promise((resolve) => {
-    answers.set(message.id, resolve)
-    worker.postMessage(message)
-  })
-}
-
-/** The worker's index, shaped as the page uses an index; `withGenerations(vms)` before `vmGeneration`. */
-async function readIndexInWorker({ base, key }) {
+async function readInWorker({ base, key }) {
   const id = ++requests
-  const answer = await ask({ id, base: String(base), key })
+  const answer = await new Promise((resolve) => {
+    answers.set(id, resolve)
+    worker.postMessage({ id, base: String(base), key })
+  })
   if (answer.error) throw Object.assign(new Error(answer.error.message), answer.error)
-  if (!answer.index) return undefined
-  const { plan, view } = answer.index
-  return {
-    plan,
-    view: () => view,
-    async withGenerations(vms) {
-      const { generations } = await ask({ id, vms })
-      return { plan, view: () => view, vmGeneration: (vm) => generations[vm] ?? null }
-    },
-  }
-}
-
-async function readIndexHere(share) {
-  const log = { warn: (message, data) => console.warn(message, data), debug() {} }
-  const index = await new IndexStore(share, indexApi, log).read()
-  // Segments without a snapshot are not the whole view.
-  if (!index?.plan.snapshot) return undefined
-  return Object.assign(index, { withGenerations: async () => index })
-}
-
-/**
- * The repository index, or undefined when there is none or it cannot be
- * used: then every VM comes from its cache, as the server's listings do.
- * `withGenerations(vms)` gives the index with `vmGeneration(vm)` for them.
- */
-async function readIndex(share, source) {
-  try {
-    return worker ? await readIndexInWorker(source) : await readIndexHere(share)
-  } catch (error) {
-    // Neither the repository's encryption nor a sign-in to come is a
-    // reason to do without the index: say them.
-    if (error.code === 'ENCRYPTED' || error.status === 401) throw error
-    console.warn('brcache: the repository index cannot be used, reading every VM cache instead', error)
-    return undefined
-  }
+  return answer.result
 }
 
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i])
+const sameNames = (a, b) => (a === null || b === null ? a === b : same([...a].sort(), [...b].sort()))
+const absent = (error) => (error.code === 'ENOENT' ? null : Promise.reject(error))
 
 /** One repository of the server, as this page reads and watches it. */
 class RepositoryView {
@@ -217,6 +177,7 @@ class RepositoryView {
     this.encryptionKey = undefined
     this.share = undefined
     this.vms = []
+    // The server's listings of the VM folders and of the index folder, as last read.
     this.listed = undefined
     this.source = undefined
     this.error = undefined
@@ -226,62 +187,65 @@ class RepositoryView {
     return `${this.id}/${vm}`
   }
 
+  /** The restore view (js/web/reader.js), in the worker or here. */
+  async read(share, key) {
+    try {
+      return worker ? await readInWorker({ base: this.base, key }) : await readView(share, this.http)
+    } catch (error) {
+      // Neither the repository's encryption nor a sign-in to come is a
+      // reason to read VM by VM: say them.
+      if (error.code === 'ENCRYPTED' || error.status === 401) throw error
+      // One VM's failure fails the whole operation: VM by VM, it fails
+      // its own row only.
+      console.warn('brcache: the restore view could not be read at once, reading every VM cache instead', error)
+      const folders = await this.http.list(BACKUP_DIR)
+      return { listed: { folders, index: undefined }, vms: await listVms(share, Promise.resolve(folders)) }
+    }
+  }
+
   /** Reads the repository through its encryption: plaintext, or the key the user gives. */
   async open() {
     // Read as plaintext while encryption.json is read (its answer holds the
     // others back): an encrypted repository then asks for its key.
     let share = new EncryptedShare(this.http, encryptionApi)
-    const indexing = readIndex(share, { base: this.base })
-    indexing.catch(() => {})
-    const [vms, locked] = await Promise.all([
-      // Folder names lie in clear: listed without waiting for a key.
-      this.http.list(BACKUP_DIR),
-      share.cipher().then(
-        () => false,
-        (error) => (error.code === 'ENCRYPTED' ? true : Promise.reject(error)),
-      ),
-    ])
-    let index
+    const reading = this.read(share)
+    reading.catch(() => {})
+    const locked = await share.cipher().then(
+      () => false,
+      (error) => (error.code === 'ENCRYPTED' ? true : Promise.reject(error)),
+    )
+    let read
     if (locked) {
       const unlocked = await unlock(this)
       if (!unlocked) throw Object.assign(new Error('encrypted, and no key was given: Refresh to enter it'), { code: 'LOCKED' })
       ;({ share, key: this.encryptionKey } = unlocked)
-      index = await readIndex(share, { base: this.base, key: this.encryptionKey })
+      read = await this.read(share, this.encryptionKey)
     } else {
-      index = await indexing
+      read = await reading
     }
     this.share = share
-    return { vms, index: await index?.withGenerations(vms) }
+    return read
   }
 
   /** What the page shows of the repository: every VM's row, from the index or the caches. */
   async load(onProgress) {
-    const { vms, index } = await this.open()
-    await this.show(vms, index, onProgress)
+    await this.show(await this.open(), onProgress)
   }
 
-  async show(vms, index, onProgress = () => {}) {
+  /** Shows what `read` (js/web/reader.js) answered; VMs without its view are fetched one by one. */
+  async show({ listed, vms, view, served }, onProgress = () => {}) {
     const gone = this.vms.filter((vm) => !vms.includes(vm))
     for (const vm of gone) table.remove(this.key(vm))
     for (const vm of vms) if (!table.has(this.key(vm))) table.add(this.key(vm), { vm, repository: this.name })
     this.vms = vms
-    this.source = index ? 'index' : 'caches'
-    // The index folder's listing as the server gives it, to see a change.
-    this.listed = index ? [index.plan.snapshot, ...index.plan.oldSnapshots, ...index.plan.segments] : undefined
-    // The index has every VM it knows, those left without restore points
-    // included; a VM folder it does not know is read from its cache, and a
-    // VM it knows whose folder is gone is not shown.
+    this.listed = listed
+    this.source = view?.fromIndex ? 'index' : 'caches'
     let pending = vms
-    if (index) {
-      const view = index.view()
+    if (view) {
       pending = []
       for (const vm of vms) {
-        if (index.vmGeneration(vm) === null) {
-          pending.push(vm)
-          continue
-        }
-        const summaries = view[vm] ?? []
-        table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: [] })
+        const summaries = view.vms[vm] ?? []
+        table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: served[vm] ?? [] })
       }
     }
     let done = vms.length - pending.length
@@ -294,13 +258,14 @@ class RepositoryView {
 
   /** A VM's row from its cache; `ifChanged`: not decoded again when the server says it is the same. */
   async loadVm(vm, { ifChanged = false } = {}) {
-    // Named as on the share, so an error reads as `brcache check` would say it.
     const file = vmFile(vm, CACHE_FILE)
     const before = this.http.etag(file)
     try {
+      // Read here rather than by the operation: its ETag says whether to
+      // decode, and a failed read (a 404 included) is the row's error.
       const bytes = await this.share.readFile(file)
       if (ifChanged && before !== undefined && this.http.etag(file) === before) return
-      const summaries = summariesOf(vm, bytes, undefined, { name: file })
+      const summaries = await listVm(this.share, vm, bytes)
       table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: this.http.unreadable(file) })
     } catch (error) {
       table.update(this.key(vm), { error: { message: error.message, code: error.code } })
@@ -308,25 +273,26 @@ class RepositoryView {
   }
 
   /**
-   * What changed since the last look: with an index, its folder's listing
-   * says whether anything did (the index is read again only then); without
-   * one, every cache is asked for again (a 304 when unchanged).
+   * What changed since the last look: with an index, the server's listings
+   * say whether anything did (the restore view is read again only then);
+   * without one, every cache is asked for again (a 304 when unchanged).
    */
   async refresh({ force = false } = {}) {
     // A repository that failed to open is tried again at a click only (it
     // may ask for a key).
     if (!this.share) return force ? this.load() : undefined
-    const vms = await this.http.list(BACKUP_DIR)
+    const folders = await this.http.list(BACKUP_DIR)
     if (this.source === 'index') {
-      const names = await this.share.list(INDEX_DIR).catch((error) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))
-      if (!force && same(vms, this.vms) && same([...names].sort(), [...this.listed].sort())) return
-      const index = await readIndex(this.share, { base: this.base, key: this.encryptionKey })
-      return this.show(vms, await index?.withGenerations(vms))
+      const index = await this.share.list(INDEX_DIR).catch(absent)
+      if (!force && same(folders, this.listed.folders) && sameNames(index, this.listed.index)) return
+      return this.show(await this.read(this.share, this.encryptionKey))
     }
+    const vms = await listVms(this.share, Promise.resolve(folders))
     for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
     for (const vm of vms.filter((v) => !this.vms.includes(v))) table.add(this.key(vm), { vm, repository: this.name })
     const fresh = new Set(vms.filter((v) => !this.vms.includes(v)))
     this.vms = vms
+    this.listed = { ...this.listed, folders }
     await mapLimit(vms, CONCURRENCY, (vm) => this.loadVm(vm, { ifChanged: !force && !fresh.has(vm) }))
   }
 }

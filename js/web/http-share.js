@@ -1,8 +1,8 @@
 // The repository as `brcache serve` offers it, in the shape of a share
 // handler, so that the page reads it with the very code the server side
-// uses: the repository index through js/common/repo-index.js (same read plan,
-// same retries when a compaction removes a file mid-read, same checks),
-// and an encrypted repository through js/common/encrypted-share.js (the same
+// uses: the core's operations (js/web/reader.js: the same reads, the same
+// retries when a compaction removes a file mid-read, same checks), and an
+// encrypted repository through js/common/encrypted-share.js (the same
 // verdicts, the same decryption). A 404 is ENOENT, as on a share: no
 // index, no cache, a plaintext repository's missing encryption.json, or a
 // file compacted away since the listing.

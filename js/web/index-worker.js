@@ -1,38 +1,20 @@
-// The repository index read and decoded off the page's main thread: the
-// snapshot of a thousand VMs takes the wasm build a few hundred
-// milliseconds to inflate, check and turn into the restore view, which on
+// The restore view read off the page's main thread: with an index, the
+// restoreView operation inflates, checks and folds an index of a
+// thousand VMs in a few hundred milliseconds of the wasm build, which on
 // the main thread is one long task the page cannot paint through. The
-// worker reads the index with the very code the page and the server use
-// (IndexStore over the HTTP share, through EncryptedShare with the key the
-// page hands it; the key stays in the page's own threads), and answers the
-// view and, once the page has listed the VM folders, which of them the
-// index knows.
+// worker runs the same code the page would (js/web/reader.js, over the
+// HTTP share through EncryptedShare with the key the page hands it; the
+// key stays in the page's own threads) and posts back its answer.
 
-import { EncryptedShare, IndexStore, encryptionApi, indexApi, init } from '../browser.js'
+import { EncryptedShare, encryptionApi, init } from '../browser.js'
 import { httpShare } from './http-share.js'
+import { readView } from './reader.js'
 
-const read = new Map()
-
-async function readIndex({ base, key }) {
-  await init()
-  const log = { warn: (message, data) => console.warn(message, data), debug() {} }
-  const index = await new IndexStore(new EncryptedShare(httpShare(base), encryptionApi, key), indexApi, log).read()
-  // Segments without a snapshot are not the whole view.
-  return index?.plan.snapshot ? index : undefined
-}
-
-self.addEventListener('message', async ({ data }) => {
-  const { id } = data
+self.addEventListener('message', async ({ data: { id, base, key } }) => {
   try {
-    if (data.vms) {
-      const index = read.get(id)
-      read.delete(id)
-      self.postMessage({ id, generations: Object.fromEntries(data.vms.map((vm) => [vm, index.vmGeneration(vm)])) })
-      return
-    }
-    const index = await readIndex(data)
-    if (index) read.set(id, index)
-    self.postMessage({ id, index: index && { plan: index.plan, view: index.view() } })
+    await init()
+    const http = httpShare(base)
+    self.postMessage({ id, result: await readView(new EncryptedShare(http, encryptionApi, key), http) })
   } catch (error) {
     self.postMessage({ id, error: { message: error.message, code: error.code, status: error.status } })
   }

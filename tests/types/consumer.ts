@@ -74,20 +74,17 @@ async function backupServer(): Promise<void> {
 }
 void backupServer
 
-// The repository index in a page, over any fetch-based file source.
-async function pageIndex(base: URL): Promise<number> {
+// The restore view in a page, over any fetch-based file source.
+async function pageView(base: URL): Promise<number> {
   await browser.init()
   const files: browser.IndexFiles = {
-    list: async () => (await fetch(new URL('api/index', base))).json() as Promise<string[]>,
+    list: async (dir) => (await fetch(new URL(`api/${dir === 'xo-vm-backups' ? 'vms' : 'index'}`, base))).json() as Promise<string[]>,
     readFile: async (file) => new Uint8Array(await (await fetch(new URL(`api/index/${file.split('/').at(-1)}`, base))).arrayBuffer()),
   }
-  const index: browser.LoadedIndex | undefined = await new browser.IndexStore(files, browser.indexApi, console).read()
-  if (!index) return 0
-  const known: number | null = index.vmGeneration('vm')
-  const points: number = Object.values(index.view({ mode: 'full' })).reduce((n, s) => n + s.length, 0)
-  return points + (known ?? 0) + index.unfolded + index.unreadable().length
+  const { vms } = await browser.drive(browser.operations.start('restoreView', { trusted: true, index: 'auto' }), files, { concurrency: 6 })
+  return Object.keys(vms).length
 }
-void pageIndex
+void pageView
 
 // Encrypted repositories, on Node and in a page.
 import { EncryptedShare, encryptionApi } from 'brcache'
@@ -111,8 +108,8 @@ void encrypted
 async function pageEncrypted(files: browser.IndexFiles, key: string): Promise<void> {
   await browser.init()
   const share = new browser.EncryptedShare(files, browser.encryptionApi, key)
-  const index = await new browser.IndexStore(share, browser.indexApi, console).read()
-  console.log(index?.generation, (await share.cipher())?.algorithm)
+  const view = await browser.drive(browser.operations.start('listVm', { trusted: true }, { vm: 'vm', want: 'summaries' }), share)
+  console.log(view.fromIndex, (await share.cipher())?.algorithm)
 }
 void pageEncrypted
 
