@@ -62,7 +62,6 @@ describe('the page reads a repository by the core’s operations', () => {
 
   test(
     'with an index and a VM folder it does not know: that VM from its cache, no VM folder listed',
-    { todo: 'the core: listing::restore_view reads unknown VMs by load::load (a folder listing) even when trusted' },
     async () => {
       const indexed = copy('unknown')
       await openRepository(indexed).buildIndex()
