@@ -42,6 +42,10 @@ mkdirSync(join(old, 'js', 'web'), { recursive: true })
 for (const file of git('ls-tree', '--name-only', baseline, 'js/web/').split('\n').filter(Boolean)) {
   writeFileSync(join(old, file), execFileSync('git', ['show', `${baseline}:${file}`], { cwd: root }))
 }
+// The index reader the baseline page used, as it was then (the core's
+// operations read the index now): served beside its page.
+const legacyIndexStore = git('show', `${baseline}:js/index-store.js`).replace(/from '\.\/([a-z-]+\.js)'/g, "from '/base/js/$1'")
+writeFileSync(join(old, 'js', 'web', 'legacy-index-store.js'), legacyIndexStore)
 
 const dir = mkdtempSync(join(tmpdir(), 'brcache-page-bench-'))
 const started = performance.now()
@@ -65,7 +69,7 @@ const MOVED = {
 const BASELINE_ENTRY = `export * from '/js/browser.js'
 import * as wasm from '/js/generated/wasm-web/brcache_wasm.js'
 import { makeIndexApi } from '/js/common/repo-index.js'
-export { IndexStore } from '/js/common/repo-index.js'
+export { IndexStore } from '/base/js/web/legacy-index-store.js'
 export const indexApi = makeIndexApi(wasm)
 `
 

@@ -33,3 +33,17 @@ export declare function fastPath(bytes: BytesInput, listing: Iterable<string>): 
 export declare function checkKeys(vm: string, keys: Iterable<string>, file?: string): void
 /** Encrypted repositories, as Xen Orchestra encrypts them. */
 export declare const encryptionApi: EncryptionApi
+
+/**
+ * The core's repository operations (kinds and arguments as
+ * crates/core/src/ops/wire.rs lists them); the repository API drives them
+ * through a handler (js/common/operations.js).
+ */
+export declare const operations: {
+  start(
+    kind: string,
+    settings: { immutable?: boolean; index?: boolean | 'auto'; trusted?: boolean; limits?: { maxInflatedSize?: number; maxDepth?: number } },
+    args?: Record<string, unknown>,
+    bytes?: Uint8Array,
+  ): unknown
+}

@@ -154,6 +154,7 @@ export interface IndexCheck {
 }
 
 export interface RepositoryOptions {
+  /** Calls on the share at once, per operation (default 20: ten VM folders, each cache read beside its listing). */
   concurrency?: number
   immutable?: boolean
   logger?: Logger

@@ -15,6 +15,13 @@ class! {
             wire::json_text(self.inner.poll())
         }
 
+        /// The listing's `[vm, answer]` pairs made since the last call (a
+        /// JSON array), when `poll()` said `"emitted": true`.
+        #[export(js_name = "emitted")]
+        pub fn emitted(&mut self) -> Json {
+            wire::json_text(self.inner.emitted())
+        }
+
         /// The bytes a create or replace request writes.
         #[export(js_name = "payload")]
         pub fn payload(&self, id: u32) -> Option<BytesOut> {

@@ -144,7 +144,7 @@ export async function drive(operation, handler, { concurrency = 10, logger = sil
   try {
     for (;;) {
       const status = JSON.parse(operation.poll())
-      if (status.emitted) emitted.push(...status.emitted)
+      if (status.emitted) emitted.push(...JSON.parse(operation.emitted()))
       flushLogs()
       if (status.done) break
       if (status.requests) queue.push(...status.requests)

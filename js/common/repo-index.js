@@ -1,9 +1,10 @@
-// The repository-wide index on the share (see crates/core/src/index/ for
-// the format and its rules): reading it in two round trips, publishing a
-// VM's segment, compacting. The core decides what a listing means, what a
-// fold gives and what a compaction deletes; this file does the I/O.
+// The repository-wide index's glue (see crates/core/src/index/ for the
+// format and its rules, crates/core/src/ops/index_ops.rs for reading,
+// publishing and compacting it on a share): the decoded index as JS sees
+// it, and IndexStore, the index read and compacted on its own.
 
 import { call } from './codec.js'
+import { drive, makeOperationsApi } from './operations.js'
 
 export const INDEX_DIR = 'xo-vm-backups/.brcache-index'
 
@@ -28,6 +29,8 @@ export function makeIndexApi(backend) {
   }
   const unwrapCompaction = (compaction) => ({ ...JSON.parse(compaction.summaryJson()), bytes: compaction.snapshot() })
   return {
+    /** The operations that read and compact the index (see IndexStore). */
+    operations: makeOperationsApi(backend),
     readPlan: (names) => JSON.parse(backend.indexReadPlan([...names])),
     /** Segments past which a writer compacts. */
     compactAfter: () => backend.indexCompactAfter(),
@@ -54,190 +57,39 @@ export function makeIndexApi(backend) {
 }
 
 /**
- * An error of one step of the index's upkeep, named in the message and in
- * `step` ('publish', 'compaction', 'snapshot'), keeping the original code.
+ * The index on a share, read and compacted by the core's operations
+ * (crates/core/src/ops/index_ops.rs) through `handler`: for tools and tests
+ * that work on the index alone. Writers publish and compact through the
+ * repository API.
  */
-export function indexStepError(error, step, what) {
-  const wrapped = new Error(`${what}: ${error.message}`, { cause: error })
-  wrapped.code = error.code
-  wrapped.step = step
-  return wrapped
-}
-
 export class IndexStore {
   #handler
-  #api
+  #operations
   #log
 
+  /** `api`: the index API of a backend (`indexApi`), which carries its operations. */
   constructor(handler, api, log) {
     this.#handler = handler
-    this.#api = api
+    this.#operations = api.operations
     this.#log = log
   }
 
-  /** The folder's names, or undefined when there is no index. */
-  async #list() {
-    try {
-      return await this.#handler.list(INDEX_DIR)
-    } catch (error) {
-      if (error.code === 'ENOENT') return undefined
-      throw error
-    }
+  #run(kind, args) {
+    return drive(this.#operations.start(kind, { index: true }, args), this.#handler, { logger: this.#log })
   }
 
-  async exists() {
-    return (await this.#list()) !== undefined
-  }
-
-  /** Whether enough segments wait for a writer to compact (one listing; the core sets the threshold). */
-  async shouldCompact() {
-    const names = await this.#list()
-    return names !== undefined && this.#api.readPlan(names).shouldCompact
-  }
-
-  /** An index file's bytes, or undefined if it vanished (compacted away). */
-  #readFile(name) {
-    return this.#handler.readFile(`${INDEX_DIR}/${name}`).catch((error) => {
-      if (error.code === 'ENOENT') return undefined
-      throw error
-    })
-  }
-
-  /**
-   * The index as it is now, or undefined when there is none: the folder is
-   * listed, then the newest snapshot and every segment are read at once.
-   * A file that vanished meanwhile was compacted away: read again. A
-   * newest snapshot that does not decode is an error (a BrcacheError),
-   * never a reason to use an older one: the compaction that wrote it may
-   * have deleted segments only it holds, so an older snapshot could list
-   * restore points since deleted, or miss new ones. Listings then read the
-   * VM caches, and check --repair rebuilds the index.
-   */
-  async read({ attempts = 5 } = {}) {
-    for (let attempt = 1; ; attempt++) {
-      const names = await this.#list()
-      if (names === undefined) return undefined
-      const plan = this.#api.readPlan(names)
-      const [snapshot, ...segments] = await Promise.all([plan.snapshot ? this.#readFile(plan.snapshot) : null, ...plan.segments.map((n) => this.#readFile(n))])
-      if (snapshot === undefined || segments.includes(undefined)) {
-        if (attempt < attempts) continue
-        throw Object.assign(new Error(`${INDEX_DIR} keeps changing while it is read`), { code: 'EAGAIN' })
-      }
-      const index = this.#api.load(
-        snapshot,
-        plan.segments.map((name, i) => [name, segments[i]]),
-        plan,
-      )
-      for (const { name, reason } of index.unreadable()) {
-        this.#log.warn('brcache: unreadable index segment skipped', { file: `${INDEX_DIR}/${name}`, reason })
-      }
-      return Object.assign(index, { plan })
-    }
-  }
-
-  /**
-   * Publishes one segment, under a name no one else picks (so it needs no
-   * create-only write), written atomically: a crash never leaves half a
-   * segment for readers to skip forever.
-   */
-  async publish(bytes) {
-    const name = this.#api.segmentName()
-    try {
-      await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes)
-    } catch (error) {
-      throw indexStepError(error, 'publish', `cannot publish the index segment ${INDEX_DIR}/${name}`)
-    }
-    return name
-  }
-
-  /**
-   * Replaces the index with one built from `fromCaches` (each VM cache's
-   * segment, read just now) and the segments listed, never reading the
-   * snapshot, which may be what is broken. The new snapshot outranks every
-   * one listed and is created like a compaction's; should a compaction
-   * take its generation first, the rebuild starts again from a new listing.
-   */
-  async rebuild(fromCaches, { attempts = 5 } = {}) {
-    let existed
-    for (let attempt = 1; ; attempt++) {
-      const listed = await this.#list()
-      existed ??= listed !== undefined
-      const names = listed ?? []
-      const plan = this.#api.readPlan(names)
-      const segments = await Promise.all(
-        plan.segments.map((name) =>
-          this.#handler.readFile(`${INDEX_DIR}/${name}`).then(
-            (bytes) => [name, bytes],
-            (error) => (error.code === 'ENOENT' ? undefined : Promise.reject(error)),
-          ),
-        ),
-      )
-      // A vanished segment was folded by a compaction: it only matters that
-      // the rebuild outranks that compaction's snapshot, which it does.
-      const rebuilt = this.#api.rebuild(names, fromCaches, segments.filter(Boolean))
-      let created
-      try {
-        created = await this.#create(rebuilt.name, rebuilt.bytes)
-      } catch (error) {
-        // A build that made the index folder and failed takes it away
-        // again: an index folder without a snapshot would make every
-        // writer publish segments that no listing reads.
-        const removed = !existed && (await this.#handler.rmdir(INDEX_DIR).then(() => true, () => false))
-        throw indexStepError(
-          error,
-          'snapshot',
-          `cannot write the index snapshot ${INDEX_DIR}/${rebuilt.name}, the index was not built${removed ? ' (its empty folder was removed)' : ''}`,
-        )
-      }
-      if (created) {
-        await this.#unlinkAll([...rebuilt.segmentsToDelete, plan.snapshot, ...plan.oldSnapshots].filter(Boolean))
-        return { generation: rebuilt.generation, folded: rebuilt.segmentsToDelete.length }
-      }
-      if (attempt === attempts) {
-        throw Object.assign(new Error(`${INDEX_DIR}: compactions kept taking the rebuilt snapshot's name`), { code: 'EAGAIN' })
-      }
-    }
-  }
-
-  /** Creates an index file; false if the name is taken. */
-  async #create(name, bytes) {
-    try {
-      await this.#handler.writeFile(`${INDEX_DIR}/${name}`, bytes, { exclusive: true })
-      return true
-    } catch (error) {
-      if (error.code === 'EEXIST') return false
-      throw error
-    }
-  }
-
-  async #unlinkAll(names) {
-    for (const name of names) {
-      await this.#handler.unlink(`${INDEX_DIR}/${name}`).catch((error) => {
-        if (error.code !== 'ENOENT') throw error
-      })
-    }
+  /** The index now, `{ plan, generation, unfolded, unreadable }`, or undefined when there is none. */
+  async read() {
+    return (await this.#run('readIndex')) ?? undefined
   }
 
   /**
    * Folds every segment into a new snapshot (`dropUnreadable`: and deletes
-   * the segments that do not decode, once a check has republished every
-   * VM whose entry disagreed with its cache). Snapshots are created at the
-   * next generation, create-only: of two compactions of the same snapshot,
-   * the second fails to create its file and deletes nothing.
+   * the segments that do not decode): `{ generation, folded }`, or
+   * undefined when there is no index or another compaction created the
+   * snapshot first.
    */
   async compact({ dropUnreadable = false } = {}) {
-    const index = await this.read()
-    if (index === undefined) return undefined
-    const compaction = index.compaction()
-    let created
-    try {
-      created = await this.#create(compaction.name, compaction.bytes)
-    } catch (error) {
-      throw indexStepError(error, 'compaction', `cannot write the index snapshot ${INDEX_DIR}/${compaction.name} (compaction; the segments stay and are still read)`)
-    }
-    if (!created) return undefined
-    const unreadable = dropUnreadable ? index.unreadable().map(({ name }) => name) : []
-    await this.#unlinkAll([...compaction.segmentsToDelete, ...index.plan.oldSnapshots, ...unreadable])
-    return { generation: compaction.generation, folded: compaction.segmentsToDelete.length }
+    return (await this.#run('compactIndex', { dropUnreadable })) ?? undefined
   }
 }

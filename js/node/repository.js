@@ -31,7 +31,8 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} }
  * @param {string | object} pathOrHandler a folder (local or a mounted NFS/SMB share), an
  *   `s3://<key>:<secret>@<host>:<port>/<bucket>/<prefix>` URL, or a handler
  * @param {object} [options]
- * @param {number} [options.concurrency=10] calls on the share at once, per operation
+ * @param {number} [options.concurrency=20] calls on the share at once, per operation: the
+ *   default is what ten VM folders read at once (each cache beside its folder's listing) made
  * @param {boolean} [options.immutable=false] never write, create or delete a cache
  * @param {object} [options.logger] `{ debug, info, warn, error }(message, data)`
  * @param {number} [options.lockStaleMs=10000] when a cache lock left by a dead writer is taken over
@@ -83,7 +84,7 @@ export class Repository {
 
   constructor(
     handler,
-    { concurrency = 10, immutable = false, logger = silent, lockStaleMs = 10_000, core = defaultCore, limits = {}, index = 'auto', encryptionKey } = {},
+    { concurrency = 20, immutable = false, logger = silent, lockStaleMs = 10_000, core = defaultCore, limits = {}, index = 'auto', encryptionKey } = {},
   ) {
     this.#share = handler
     // Every byte an operation reads or writes goes through the

@@ -35,7 +35,9 @@ struct Exchange {
     answered: BTreeMap<RequestId, Response>,
     wakers: BTreeMap<RequestId, Waker>,
     logs: Vec<Log>,
-    emitted: Vec<String>,
+    /// Parts of the answer handed out early, as the text of a JSON array
+    /// being written (`[a,b` until taken).
+    emitted: String,
 }
 
 /// The operation's side of the exchange: it asks, and awaits answers.
@@ -56,9 +58,13 @@ impl Io {
         join_all(requests.into_iter().map(|r| self.call(r))).await
     }
 
-    /// Hands the caller part of the answer now (JSON text); nothing waits on it.
-    pub fn emit(&self, part: String) {
-        self.0.borrow_mut().emitted.push(part);
+    /// Hands the caller part of the answer now: `write` appends one JSON
+    /// value (written once, straight where the caller takes it); nothing
+    /// waits on it.
+    pub fn emit_with(&self, write: impl FnOnce(&mut String)) {
+        let emitted = &mut self.0.borrow_mut().emitted;
+        emitted.push(if emitted.is_empty() { '[' } else { ',' });
+        write(emitted);
     }
 
     /// Leaves a message for the caller's logger; nothing waits on it.
@@ -307,9 +313,20 @@ impl<T: 'static> Operation<T> {
         self.output.take()
     }
 
-    /// The parts of the answer emitted since the last call.
-    pub fn take_emitted(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.io.0.borrow_mut().emitted)
+    /// Whether parts of the answer wait to be taken.
+    pub fn has_emitted(&self) -> bool {
+        !self.io.0.borrow().emitted.is_empty()
+    }
+
+    /// The parts of the answer emitted since the last call, as a JSON
+    /// array's text (`[]` when none).
+    pub fn take_emitted(&mut self) -> String {
+        let mut emitted = std::mem::take(&mut self.io.0.borrow_mut().emitted);
+        if emitted.is_empty() {
+            emitted.push('[');
+        }
+        emitted.push(']');
+        emitted
     }
 
     /// The messages left for the logger since the last call.

@@ -128,15 +128,16 @@ fn deliver(io: &Io, settings: &Settings, vm: &str, piece: Option<Piece>) -> Opti
     if !settings.stream {
         return Some(piece);
     }
-    let mut text = String::with_capacity(vm.len() + piece.len() + 8);
-    text.push('[');
-    push_string(&mut text, vm);
-    text.push(',');
-    text.push_str(piece.open);
-    text.push_str(&piece.body);
-    text.push_str(piece.close);
-    text.push(']');
-    io.emit(text);
+    io.emit_with(|text| {
+        text.reserve(vm.len() + piece.len() + 8);
+        text.push('[');
+        push_string(text, vm);
+        text.push(',');
+        text.push_str(piece.open);
+        text.push_str(&piece.body);
+        text.push_str(piece.close);
+        text.push(']');
+    });
     None
 }
 

@@ -62,6 +62,11 @@ pub enum Output {
     Built(Built),
     /// How many background repairs wrote their cache.
     Repaired(usize),
+    /// The index as read: `None` when there is none.
+    IndexRead(Option<index_ops::Read>),
+    /// What a compaction did: `None` when there was no index, or another
+    /// compaction created the snapshot first.
+    Compacted(Option<index_ops::Compacted>),
 }
 
 /// An operation of any kind.
@@ -163,6 +168,26 @@ pub fn check_index(settings: Settings, repair: bool) -> Op {
         index_check::check_index(&io, &settings, repair)
             .await
             .map(Output::Index)
+    })
+}
+
+/// Reads the repository index (its plan and what it holds).
+pub fn read_index(settings: Settings) -> Op {
+    Op::new(|io| async move {
+        index_ops::read(&io, &settings, None)
+            .await
+            .map(Output::IndexRead)
+    })
+}
+
+/// Folds every segment into a new snapshot (`drop_unreadable`: and deletes
+/// the segments that do not decode).
+pub fn compact_index(settings: Settings, drop_unreadable: bool) -> Op {
+    Op::new(move |io| async move {
+        index_ops::compact(&io, &settings, drop_unreadable)
+            .await
+            .map(Output::Compacted)
+            .map_err(Failure::from)
     })
 }
 

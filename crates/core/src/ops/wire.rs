@@ -6,9 +6,9 @@
 //!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce? }`
 //!   and `args` the operation's (see [`start`]).
 //! - `poll()`: `{"done":true}`, `{"waiting":true}` or
-//!   `{"requests":[{"id","kind","path", ...}]}`, with `"emitted"`: the
-//!   listing's `[vm, answer]` pairs made since the last poll (the final
-//!   answer's `vms` then holds the rest); a write's bytes come from
+//!   `{"requests":[{"id","kind","path", ...}]}`, with `"emitted": true` when
+//!   `emitted()` holds the listing's `[vm, answer]` pairs made since (the
+//!   final answer's `vms` then holds the rest); a write's bytes come from
 //!   `payload(id)`.
 //! - `respond(id, error_code, bytes, text)`: a success carries the bytes
 //!   read, or as text the JSON array of names listed, the mtime stat gave
@@ -58,6 +58,7 @@ struct Args {
     repair: bool,
     dry_run: bool,
     deep: bool,
+    drop_unreadable: bool,
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -136,7 +137,7 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
 /// `restoreView` `{filter?}`, `writeBackup` `{vm}` with the metadata as
 /// `bytes`, `deleteBackups` `{paths}`, `checkVm` `{vm, repair?, dryRun?,
 /// deep?}`, `checkAll` (the same but `vm`), `checkIndex` `{repair?}`,
-/// `buildIndex`.
+/// `buildIndex`, `readIndex`, `compactIndex` `{dropUnreadable?}`.
 pub fn start(
     kind: &str,
     settings_text: &str,
@@ -193,6 +194,8 @@ fn start_op(
         "checkAll" => super::check_all(s, options),
         "checkIndex" => super::check_index(s, args.repair && !args.dry_run),
         "buildIndex" => super::build_index(s),
+        "readIndex" => super::read_index(s),
+        "compactIndex" => super::compact_index(s, args.drop_unreadable),
         other => return Err(invalid(format!("no operation {other:?}"))),
     };
     Ok(WireOp::new(op, settings))
@@ -208,26 +211,20 @@ impl WireOp {
         }
     }
 
-    /// What the operation wants next (see the module), with the parts of
-    /// the answer emitted meanwhile as `"emitted": [[vm, answer], ...]`.
+    /// What the operation wants next (see the module); `"emitted": true`
+    /// when parts of the answer wait in [`WireOp::emitted`].
     pub fn poll(&mut self) -> String {
         let status = self.status();
-        let emitted = self.op.take_emitted();
-        if emitted.is_empty() {
+        if !self.op.has_emitted() {
             return status;
         }
-        let size: usize = emitted.iter().map(|e| e.len() + 1).sum();
-        let mut out = String::with_capacity(size + status.len() + 16);
-        out.push_str(r#"{"emitted":["#);
-        for (i, part) in emitted.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(part);
-        }
-        out.push_str("],");
-        out.push_str(&status[1..]);
-        out
+        format!(r#"{{"emitted":true,{}"#, &status[1..])
+    }
+
+    /// The listing's `[vm, answer]` pairs made since the last call, as a
+    /// JSON array's text.
+    pub fn emitted(&mut self) -> String {
+        self.op.take_emitted()
     }
 
     fn status(&mut self) -> String {
@@ -361,6 +358,17 @@ impl WireOp {
                 json!({ "vms": built.vms, "generation": built.generation }).to_string()
             }
             Output::Repaired(count) => json!({ "repaired": count }).to_string(),
+            Output::IndexRead(None) | Output::Compacted(None) => "null".to_string(),
+            Output::IndexRead(Some(read)) => json!({
+                "plan": read.plan,
+                "generation": read.loaded.snapshot.generation,
+                "unfolded": read.loaded.unfolded(),
+                "unreadable": read.loaded.unreadable.iter().map(|(name, reason)| json!({ "name": name, "reason": reason })).collect::<Vec<_>>(),
+            })
+            .to_string(),
+            Output::Compacted(Some(done)) => {
+                json!({ "generation": done.generation, "folded": done.folded }).to_string()
+            }
         };
         out.push_str(&text);
     }
