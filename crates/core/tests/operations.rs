@@ -276,14 +276,7 @@ fn an_add_costs_four_round_trips() {
     .unwrap();
     let mut op =
         ops::write_backup(settings(IndexMode::Auto, 3), vm, metadata(vm, timestamp(1))).unwrap();
-    let mut rounds: Vec<Vec<&'static str>> = Vec::new();
-    while let ops::Status::Requests(requests) = op.poll() {
-        rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
-        for (id, request) in requests {
-            let response = sim.share.perform(0, &request);
-            op.respond(id, response).unwrap();
-        }
-    }
+    let rounds = sim.rounds(&mut op);
     assert!(matches!(op.take_output(), Some(Ok(Output::Written(_)))));
     assert_eq!(
         rounds,
@@ -452,14 +445,7 @@ fn a_delete_costs_six_round_trips() {
         panic!()
     };
     let mut op = ops::delete_backups(settings(IndexMode::Auto, 3), vec![key]).unwrap();
-    let mut rounds: Vec<Vec<&'static str>> = Vec::new();
-    while let ops::Status::Requests(requests) = op.poll() {
-        rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
-        for (id, request) in requests {
-            let response = sim.share.perform(0, &request);
-            op.respond(id, response).unwrap();
-        }
-    }
+    let rounds = sim.rounds(&mut op);
     assert!(matches!(op.take_output(), Some(Ok(Output::Deleted))));
     assert_eq!(
         rounds,

@@ -1,7 +1,6 @@
 //! Checking a VM's cache against its folder, and repairing it.
 
 use super::exec::{Io, join_all};
-use super::index_ops;
 use super::io::{Failure, Request, Response};
 use super::load::{self, Loaded, Want};
 use super::mutate;
@@ -105,24 +104,26 @@ pub async fn check_vm(
             .map_err(|e| Failure::io(format_args!("cannot lock {}", share::cache_path(vm)), &e))?;
     }
     let result = async {
-        let mut requests = vec![share::read_cache_request(vm), share::list_vm_request(vm)];
-        if write {
-            requests.push(mutate::clean_request(vm));
-            if settings.index != super::settings::IndexMode::Off {
-                requests.push(index_ops::list_request());
-            }
-        }
-        let mut responses = io.all(requests).await.into_iter();
-        let read = share::cache_read(io, vm, responses.next().expect("read"))?;
-        let entries = share::vm_listing(vm, responses.next().expect("list"))?;
-        if write {
-            mutate::cleaned(io, vm, responses.next().expect("clean"));
-        }
-        let index_listing = match responses.next() {
-            Some(response) => index_ops::listed(response)?,
-            None => None,
+        // A repair reads what a locked writer reads; a plain check, the load.
+        let (loaded, index_listing) = if write {
+            let mut responses = io.all(mutate::locked_reads(settings, vm)).await.into_iter();
+            let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+            let loaded = load::resolve(
+                io,
+                vm,
+                &Want::Cache,
+                &settings.limits,
+                reads.cache,
+                reads.entries,
+            )
+            .await?;
+            (loaded, reads.index_listing)
+        } else {
+            (
+                load::load(io, vm, &Want::Cache, &settings.limits).await?,
+                None,
+            )
         };
-        let loaded = load::resolve(io, vm, &Want::Cache, &settings.limits, read, entries).await?;
         let mut report = report(&loaded);
         if options.deep {
             report.incomplete = Some(incomplete(io, &loaded).await?);
@@ -250,22 +251,15 @@ pub async fn repair_in_background(
         return Ok(false); // somebody else is writing this cache
     }
     let result = async {
-        let mut requests = vec![
-            share::read_cache_request(&vm),
-            share::list_vm_request(&vm),
-            mutate::clean_request(&vm),
-        ];
-        if settings.index != super::settings::IndexMode::Off {
-            requests.push(index_ops::list_request());
-        }
-        let mut responses = io.all(requests).await.into_iter();
-        let read = share::cache_read(io, &vm, responses.next().expect("read"))?;
-        let entries = share::vm_listing(&vm, responses.next().expect("list"))?;
-        mutate::cleaned(io, &vm, responses.next().expect("clean"));
-        let index_listing = match responses.next() {
-            Some(response) => index_ops::listed(response)?,
-            None => None,
-        };
+        let mut responses = io
+            .all(mutate::locked_reads(settings, &vm))
+            .await
+            .into_iter();
+        let mutate::LockedReads {
+            cache: read,
+            entries,
+            index_listing,
+        } = mutate::take_locked_reads(io, settings, &vm, &mut responses)?;
         // Not even a readable header: generation 0, as the load counted it.
         let current = read
             .bytes()

@@ -31,14 +31,7 @@ impl From<StepFailure> for Failure {
 
 /// The index folder's names, or `None` when there is no index.
 pub async fn list(io: &Io) -> Result<Option<Vec<String>>, Failure> {
-    match io.call(list_request()).await {
-        Response::Names(names) => Ok(Some(names)),
-        Response::Failed(error) if error.code == "ENOENT" => Ok(None),
-        Response::Failed(error) => {
-            Err(Failure::io(format_args!("cannot list {INDEX_DIR}"), &error))
-        }
-        _ => Ok(None),
-    }
+    listed(io.call(list_request()).await)
 }
 
 pub fn list_request() -> Request {
@@ -95,13 +88,13 @@ pub async fn read(
         };
         let Some(names) = names else { return Ok(None) };
         let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
-        let mut requests: Vec<Request> = plan
+        let requests: Vec<Request> = plan
             .snapshot
             .iter()
             .chain(&plan.segments)
             .map(|name| Request::Read { path: path(name) })
             .collect();
-        let files: Vec<Response> = io.all(std::mem::take(&mut requests)).await;
+        let files: Vec<Response> = io.all(requests).await;
         let mut contents = Vec::with_capacity(files.len());
         let mut vanished = false;
         for (name, response) in plan.snapshot.iter().chain(&plan.segments).zip(files) {

@@ -43,6 +43,12 @@ impl Piece {
     fn len(&self) -> usize {
         self.open.len() + self.body.len() + self.close.len()
     }
+
+    fn write_to(&self, out: &mut String) {
+        out.push_str(self.open);
+        out.push_str(&self.body);
+        out.push_str(self.close);
+    }
 }
 
 impl Listed {
@@ -61,9 +67,7 @@ impl Listed {
             }
             push_string(out, vm);
             out.push(':');
-            out.push_str(piece.open);
-            out.push_str(&piece.body);
-            out.push_str(piece.close);
+            piece.write_to(out);
         }
         out.push('}');
     }
@@ -133,9 +137,7 @@ fn deliver(io: &Io, settings: &Settings, vm: &str, piece: Option<Piece>) -> Opti
         text.push('[');
         push_string(text, vm);
         text.push(',');
-        text.push_str(piece.open);
-        text.push_str(&piece.body);
-        text.push_str(piece.close);
+        piece.write_to(text);
         text.push(']');
     });
     None

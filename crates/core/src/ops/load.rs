@@ -16,7 +16,6 @@ use super::io::{Failure, Level, Request, Response};
 use super::share::{self, CacheRead};
 use crate::codec::{self, DecodeLimits};
 use crate::coherency::{self, Listing, Plan, Unreadable};
-use crate::fingerprint::Fingerprint;
 use crate::key::{MetadataName, VmId};
 use crate::summary::{self, Filter, Summary};
 use crate::vm_cache::VmCache;
@@ -383,9 +382,4 @@ async fn being_written(
         );
     }
     Ok(writing)
-}
-
-/// The fingerprint of the names a folder listing shows.
-pub fn listing_fingerprint(entries: &[String]) -> Fingerprint {
-    Listing::from_entries(entries.iter().map(String::as_str)).fingerprint()
 }

@@ -10,7 +10,7 @@ use super::exec::{Io, join_all};
 use super::index_ops;
 use super::io::{Failure, IoError, Level, Request, Response};
 use super::load::{self, Want};
-use super::settings::Settings;
+use super::settings::{IndexMode, Settings};
 use super::share::{self, CacheRead};
 use crate::coherency::Listing;
 use crate::index::{self, Segment};
@@ -60,6 +60,52 @@ pub fn clean_request(vm: &VmId) -> Request {
         dir: vm.dir(),
         any_age_for: vec![CACHE_FILE.to_string()],
     }
+}
+
+/// What a writer holding a VM's lock reads before changing its cache, all
+/// at once: the cache, the VM folder and, when writers keep the index, the
+/// index folder, beside a clean of dead writers' temp files. The answers
+/// come back through [`take_locked_reads`], in this order.
+pub fn locked_reads(settings: &Settings, vm: &VmId) -> Vec<Request> {
+    let mut requests = vec![
+        share::read_cache_request(vm),
+        share::list_vm_request(vm),
+        clean_request(vm),
+    ];
+    if settings.index != IndexMode::Off {
+        requests.push(index_ops::list_request());
+    }
+    requests
+}
+
+/// The answers to [`locked_reads`].
+pub struct LockedReads {
+    pub cache: CacheRead,
+    pub entries: Vec<String>,
+    pub index_listing: Option<Vec<String>>,
+}
+
+/// Takes the answers to [`locked_reads`] from `responses`.
+pub fn take_locked_reads(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    responses: &mut impl Iterator<Item = Response>,
+) -> Result<LockedReads, Failure> {
+    let mut next = || responses.next().expect("a response to each locked read");
+    let cache = share::cache_read(io, vm, next())?;
+    let entries = share::vm_listing(vm, next())?;
+    cleaned(io, vm, next());
+    let index_listing = if settings.index != IndexMode::Off {
+        index_ops::listed(next())?
+    } else {
+        None
+    };
+    Ok(LockedReads {
+        cache,
+        entries,
+        index_listing,
+    })
 }
 
 /// A failed clean costs nothing but leftovers for the next one.

@@ -98,10 +98,6 @@ pub fn vm_listing(vm: &VmId, response: Response) -> Result<Vec<String>, Failure>
     }
 }
 
-pub async fn list_vm(io: &Io, vm: &VmId) -> Result<Vec<String>, Failure> {
-    vm_listing(vm, io.call(list_vm_request(vm)).await)
-}
-
 /// The VM folders: directories of `xo-vm-backups/`, not hidden, not locks.
 /// No backup folder is an empty repository only if the repository itself
 /// is there: an unmounted share is an error.

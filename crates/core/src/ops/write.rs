@@ -17,10 +17,9 @@
 //! 4. unlock, and the index segment published beside it.
 
 use super::exec::{Io, join_all};
-use super::index_ops;
 use super::io::{Failure, Level, Request, Response};
 use super::mutate::{self, Edit};
-use super::settings::{IndexMode, Settings};
+use super::settings::Settings;
 use super::share;
 use crate::ErrorKind;
 use crate::key::{MetadataName, VmId};
@@ -94,12 +93,6 @@ async fn lock_or_warn(
     }
 }
 
-/// The index folder's listing, when writers keep the index; `None` when
-/// there is none or it does not count.
-fn index_request(settings: &Settings) -> Option<Request> {
-    (settings.index != IndexMode::Off).then(index_ops::list_request)
-}
-
 /// A cache update that failed leaves the old cache as it was: logged, the
 /// next listing or check notices and repairs it. A key outside the VM's
 /// folder is the caller's error.
@@ -143,10 +136,7 @@ pub async fn write_backup(
         bytes: metadata.clone(),
     }];
     if locked {
-        requests.push(share::read_cache_request(vm));
-        requests.push(share::list_vm_request(vm));
-        requests.push(mutate::clean_request(vm));
-        requests.extend(index_request(settings));
+        requests.extend(mutate::locked_reads(settings, vm));
     }
     let mut responses = io.all(requests).await.into_iter();
     let created = match responses.next().expect("the create's response") {
@@ -168,13 +158,8 @@ pub async fn write_backup(
         Err(failure) => Err(failure),
         Ok(()) => {
             let update = async {
-                let read = share::cache_read(io, vm, responses.next().expect("read"))?;
-                let mut entries = share::vm_listing(vm, responses.next().expect("list"))?;
-                mutate::cleaned(io, vm, responses.next().expect("clean"));
-                let index_listing = match responses.next() {
-                    Some(response) => index_ops::listed(response)?,
-                    None => None,
-                };
+                let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+                let mut entries = reads.entries;
                 if !entries.iter().any(|e| e == name.as_str()) {
                     entries.push(name.as_str().to_string());
                 }
@@ -182,7 +167,16 @@ pub async fn write_backup(
                     added: vec![(name.clone(), metadata)],
                     removed: Vec::new(),
                 };
-                mutate::update(io, settings, vm, read, entries, &edit, &index_listing).await
+                mutate::update(
+                    io,
+                    settings,
+                    vm,
+                    reads.cache,
+                    entries,
+                    &edit,
+                    &reads.index_listing,
+                )
+                .await
             };
             settle(io, vm, "write", update.await)
         }
@@ -300,10 +294,7 @@ async fn delete_vm_backups(
             .into_iter()
             .map(|path| Request::Delete { path })
             .collect();
-        requests.push(share::read_cache_request(vm));
-        requests.push(share::list_vm_request(vm));
-        requests.push(mutate::clean_request(vm));
-        requests.extend(index_request(settings));
+        requests.extend(mutate::locked_reads(settings, vm));
         let paths: Vec<String> = requests.iter().map(|r| r.path().to_string()).collect();
         let mut responses = io.all(requests).await.into_iter();
         for path in paths.iter().take(data_count) {
@@ -314,21 +305,26 @@ async fn delete_vm_backups(
             }
         }
         let update = async {
-            let read = share::cache_read(io, vm, responses.next().expect("read"))?;
-            let entries: Vec<String> = share::vm_listing(vm, responses.next().expect("list"))?
+            let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+            let entries: Vec<String> = reads
+                .entries
                 .into_iter()
                 .filter(|e| !names.iter().any(|n| n.as_str() == e))
                 .collect();
-            mutate::cleaned(io, vm, responses.next().expect("clean"));
-            let index_listing = match responses.next() {
-                Some(response) => index_ops::listed(response)?,
-                None => None,
-            };
             let edit = Edit {
                 added: Vec::new(),
                 removed: names.to_vec(),
             };
-            mutate::update(io, settings, vm, read, entries, &edit, &index_listing).await
+            mutate::update(
+                io,
+                settings,
+                vm,
+                reads.cache,
+                entries,
+                &edit,
+                &reads.index_listing,
+            )
+            .await
         };
         settle(io, vm, "delete", update.await)
     }

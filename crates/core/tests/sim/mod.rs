@@ -426,6 +426,20 @@ impl Sim {
         );
     }
 
+    /// Runs `op` alone, every round's requests answered together, and
+    /// answers the kinds of requests each round asked for.
+    pub fn rounds(&mut self, op: &mut Op) -> Vec<Vec<&'static str>> {
+        let mut rounds = Vec::new();
+        while let Status::Requests(requests) = op.poll() {
+            rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
+            for (id, request) in requests {
+                let response = self.share.perform(0, &request);
+                op.respond(id, response).expect("outstanding");
+            }
+        }
+        rounds
+    }
+
     /// Runs one operation alone to its end and answers its output.
     pub fn run_one(&mut self, op: Op) -> Result<Output, brcache_core::ops::Failure> {
         let before = self.finished.len();
