@@ -44,6 +44,10 @@ export function makeOperationsApi(backend) {
         index: settings.index === true ? 'on' : settings.index === false ? 'off' : 'auto',
         // 53 bits: exact in a JS number.
         nonce: (high & 0x1fffff) * 2 ** 32 + low,
+        // drive() takes a listing's VMs as the core makes them: the parse
+        // of one overlaps the reads of the others, and no answer is built
+        // whole (a listing of full records is tens of MB).
+        stream: true,
       }
       return attempt(() => backend.startOperation(kind, JSON.stringify(wire), JSON.stringify(args), bytes))
     },

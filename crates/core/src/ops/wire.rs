@@ -3,8 +3,9 @@
 //! no decision of their own.
 //!
 //! - `start(kind, settings, args, bytes)`: `settings` is
-//!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce? }`
-//!   and `args` the operation's (see [`start`]).
+//!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce?, stream? }`
+//!   and `args` the operation's (see [`start`]); `stream`: the caller takes
+//!   a listing's VMs from `emitted()` as they come.
 //! - `poll()`: `{"done":true}`, `{"waiting":true}` or
 //!   `{"requests":[{"id","kind","path", ...}]}`, with `"emitted": true` when
 //!   `emitted()` holds the listing's `[vm, answer]` pairs made since (the
@@ -46,6 +47,7 @@ struct SettingsArgs {
     trusted: bool,
     index: Option<String>,
     nonce: Option<f64>,
+    stream: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,8 +127,13 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
         index,
         args.nonce.unwrap_or(0.0) as u64,
     );
-    Ok(if args.trusted {
+    let settings = if args.trusted {
         settings.trusting()
+    } else {
+        settings
+    };
+    Ok(if args.stream {
+        settings.streaming()
     } else {
         settings
     })
