@@ -69,9 +69,26 @@ pub fn decode_body_into(
     Ok(header)
 }
 
+/// A cache's body as text, its JSON not checked yet: for a caller that
+/// checks it in the same pass as it reads it ([`json::check_records`]).
+pub fn decode_records_text(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedText> {
+    let mut body = Vec::new();
+    let member = gzip::read_member_into(bytes, limits.max_inflated_size, &mut body)?;
+    let header = CacheHeader::from_extra(member.extra);
+    check_text(&body, limits)?;
+    let text = String::from_utf8(body).expect("check_text checked UTF-8");
+    Ok(DecodedText { header, text })
+}
+
 /// The checks a JSON body passes before any parser sees it, gzip or not:
 /// its size, UTF-8, nesting depth and escapes (see [`json::check_depth`]).
 pub fn check_body(body: &[u8], limits: &DecodeLimits) -> Result<()> {
+    check_text(body, limits)?;
+    json::check_depth(body, limits.max_depth)
+}
+
+/// A body's size and UTF-8.
+fn check_text(body: &[u8], limits: &DecodeLimits) -> Result<()> {
     if body.len() > limits.max_inflated_size {
         return Err(Error::new(
             ErrorKind::TooLarge,
@@ -88,7 +105,7 @@ pub fn check_body(body: &[u8], limits: &DecodeLimits) -> Result<()> {
                 .at(e.valid_up_to() as u64),
         );
     }
-    json::check_depth(body, limits.max_depth)
+    Ok(())
 }
 
 /// Decodes a cache completely: framing, header and entries.

@@ -52,12 +52,13 @@ pub use error::{Error, ErrorKind, Result};
 
 // `cache.json.gz` bytes: decoding (with limits), encoding, the header alone.
 pub use codec::{
-    DEFAULT_LEVEL, DecodeLimits, DecodedText, decode, decode_body_into, decode_text, encode,
-    encode_json, read_header,
+    DEFAULT_LEVEL, DecodeLimits, DecodedText, decode, decode_body_into, decode_records_text,
+    decode_text, encode, encode_json, read_header,
 };
 pub use document::CacheDocument;
 pub use fingerprint::Fingerprint;
 pub use header::{CacheHeader, FORMAT_VERSION as CACHE_FORMAT_VERSION};
+pub use json::check_records;
 
 // The framing underneath, for tests that craft bytes: one gzip member, and
 // the body as independent deflate chunks.

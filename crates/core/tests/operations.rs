@@ -464,3 +464,50 @@ fn a_delete_costs_six_round_trips() {
         "the data file went too"
     );
 }
+
+/// A cache whose header vouches for the folder (its fingerprint matches)
+/// but whose body holds a record that is not an object: the fast path must
+/// not hand it on; the cache is rebuilt from the metadata files.
+#[test]
+fn a_header_that_vouches_for_a_bad_body_is_not_trusted() {
+    let mut sim = Sim::new(11);
+    let vm = VMS[0];
+    for i in 0..2 {
+        sim.run_one(
+            ops::write_backup(
+                settings(IndexMode::Off, 1 + i),
+                vm,
+                metadata(vm, timestamp(i)),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    }
+    let path = format!("xo-vm-backups/{vm}/cache.json.gz");
+    let bytes = sim.share.files[&path].bytes.clone();
+    let member = brcache_core::read_gzip_member(&bytes, 1 << 20).unwrap();
+    let mut body: serde_json::Map<String, Value> = serde_json::from_slice(&member.data).unwrap();
+    let first = body.keys().next().unwrap().clone();
+    body.insert(first.clone(), Value::from(5));
+    let forged = brcache_core::write_gzip_member(
+        Value::Object(body).to_string().as_bytes(),
+        member.header.extra,
+        6,
+    );
+    sim.share.put(&path, forged);
+    let Output::Listed(listed) = sim
+        .run_one(ops::list_vm(settings(IndexMode::Off, 9), vm, Want::Records).unwrap())
+        .unwrap()
+    else {
+        panic!("not a listing")
+    };
+    let answer: Value = serde_json::from_str(&listed.json()).unwrap();
+    let pairs = answer[vm]["pairs"]
+        .as_array()
+        .expect("rebuilt: pairs, not the body");
+    assert_eq!(pairs.len(), 2);
+    for pair in pairs {
+        assert_eq!(pair[1]["jobId"], "job", "{pair}");
+    }
+    assert_eq!(listed.repairs.len(), 1, "the cache is to be rewritten");
+}

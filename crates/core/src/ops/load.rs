@@ -301,8 +301,20 @@ fn fast(
 ) -> crate::Result<(Answer, Option<VmCache>)> {
     match want {
         Want::Records => {
-            let decoded = codec::decode_text(bytes, limits)?;
-            check_keys(vm, &decoded.text).map_err(|e| e.in_file(file))?;
+            let decoded = codec::decode_records_text(bytes, limits)?;
+            let keys = match crate::json::check_records(&decoded.text, limits.max_depth) {
+                Ok(keys) => keys,
+                Err(error) => {
+                    // The error a full decode gives, which says exactly
+                    // what is wrong (this pass only knows it is).
+                    codec::check_body(decoded.text.as_bytes(), limits)?;
+                    crate::json::parse_entries(&decoded.text)?;
+                    return Err(error);
+                }
+            };
+            vm.check_keys(keys.iter().map(|k| &**k))
+                .map_err(|e| e.in_file(file))?;
+            drop(keys);
             Ok((Answer::RecordsObject(decoded.text), None))
         }
         Want::Summaries(filter) => Ok((
@@ -314,14 +326,6 @@ fn fast(
             Some(VmCache::decode(vm.clone(), bytes, limits)?),
         )),
     }
-}
-
-/// A body's keys must all name metadata files of the VM's own folder.
-fn check_keys(vm: &VmId, text: &str) -> crate::Result<()> {
-    // Values skipped, not built: only the keys are wanted.
-    let keys: indexmap::IndexMap<String, serde::de::IgnoredAny> = serde_json::from_str(text)
-        .map_err(|e| crate::Error::new(crate::ErrorKind::InvalidJson, e.to_string()))?;
-    vm.check_keys(keys.keys().map(String::as_str)).map(|_| ())
 }
 
 fn answer_of(vm: &VmId, want: &Want, cache: &VmCache) -> crate::Result<Answer> {
