@@ -156,7 +156,14 @@ fn check(rng: &mut Rng, vm: &VmId, bytes: &[u8], limits: &DecodeLimits) {
     if let Ok(document) = &plain {
         let again = brcache_core::decode(&brcache_core::encode(document), limits)
             .expect("what decodes re-encodes");
-        assert_eq!(&again, document);
+        // A later version's header is read by the prefix this version
+        // knows, and written back as this version.
+        let mut expected = document.clone();
+        expected.set_header(document.header().map(|h| brcache_core::CacheHeader {
+            version: brcache_core::CACHE_FORMAT_VERSION,
+            ..*h
+        }));
+        assert_eq!(again, expected);
     }
     let cache = VmCache::decode(vm.clone(), bytes, limits);
     let quick = summaries_of_bytes(vm, bytes, limits, &Filter::default());
