@@ -44,7 +44,7 @@ try {
   const mounted = new LocalHandler(join(share.mount, name))
   const counted = new SimulatedShare(mounted, { rttMs: 0, maxInFlight: 16, bandwidthBytesPerSec: Number.POSITIVE_INFINITY })
   const caches = openRepository(counted, { index: false })
-  const indexed = openRepository(counted, { index: true })
+  const indexed = openRepository(counted, { index: true, verifyEveryMs: Infinity })
   const paths = {
     'no cache: read every metadata file': () => listWithoutCache(counted).then(restoreView),
     'XO-style cache: read each cache, trust it': () => listXoStyle(counted).then(restoreView),

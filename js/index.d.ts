@@ -165,6 +165,8 @@ export interface RepositoryOptions {
   s3?: { http?: boolean }
   /** The key of a repository Xen Orchestra encrypts (its remote's 32-character `encryptionKey`). */
   encryptionKey?: string | Uint8Array
+  /** After an answer from the index, a verification in the background at most this often (default 60,000 ms; Infinity: never). */
+  verifyEveryMs?: number
 }
 
 /** The restore view with what it could not read. */
@@ -172,6 +174,10 @@ export interface RestoreView {
   vms: Record<string, Summary[]>
   /** Metadata files found in the VM folders read that are not listed: not JSON, not a restore point, or not decrypting. */
   unreadable: { file: string; reason: string }[]
+  /** The answer came from the repository index. */
+  fromIndex: boolean
+  /** Exact for writers that know nothing of the index (Xen Orchestra): always from the caches; from the index, once verified. */
+  verified: boolean
 }
 
 export declare class Repository {
@@ -182,8 +188,11 @@ export declare class Repository {
   listVmBackups(vm: string, predicate?: (record: MetadataRecord) => boolean): Promise<MetadataRecord[]>
   listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>
   listVmSummaries(vm: string, filter?: SummaryFilter): Promise<Summary[]>
-  listSummaries(filter?: SummaryFilter): Promise<Record<string, Summary[]>>
-  restoreView(filter?: SummaryFilter, options?: { vm?: string }): Promise<RestoreView>
+  listSummaries(filter?: SummaryFilter, options?: { verified?: boolean }): Promise<Record<string, Summary[]>>
+  /** `verified: true`: from the index, waits for a verification that starts after the call. */
+  restoreView(filter?: SummaryFilter, options?: { vm?: string; verified?: boolean }): Promise<RestoreView>
+  /** Compares every cache with the index and catches up what changed behind its back (see checkIndex). */
+  verify(): Promise<IndexCheck>
   /** What encryption.json names and whether this repository object can read it (`reason` when not). */
   encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; code?: string; reason?: string }>
   writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>

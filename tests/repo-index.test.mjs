@@ -163,6 +163,66 @@ function writeXoCache(dir, vm) {
 const count = (view) => Object.values(view).reduce((n, summaries) => n + summaries.length, 0)
 const indexWarnings = (events) => events.filter((e) => e.level === 'warn').map((e) => e.message)
 
+// --- by default ------------------------------------------------------------------
+
+describe('the index by default', () => {
+  test('the first listing of a writable repository makes the index; the next answers from it', async (t) => {
+    const dir = tempDir(t)
+    await generateRepository(dir, { vms: 5, retention: 3, seed: 'brcache/tests/index/default' })
+    const truth = await openRepository(dir, { index: false }).listSummaries()
+    for (const options of [{ immutable: true }, { index: false }]) {
+      const repository = openRepository(dir, options)
+      await repository.listSummaries()
+      await repository.settle()
+      assert.deepStrictEqual(indexFiles(dir), [], `${JSON.stringify(options)}: no index`)
+    }
+    const repository = openRepository(dir, { verifyEveryMs: Infinity })
+    const first = await repository.restoreView()
+    assert.deepStrictEqual([first.fromIndex, first.verified], [false, true])
+    assert.deepStrictEqual(first.vms, truth)
+    await repository.settle()
+    assert.deepStrictEqual(snapshots(dir).length, 1, 'the listing made a snapshot')
+    const share = measuredShare(dir)
+    const second = await openRepository(share.handler, { verifyEveryMs: Infinity }).restoreView()
+    assert.deepStrictEqual([second.fromIndex, second.verified], [true, false])
+    assert.deepStrictEqual(second.vms, truth)
+    assert.equal(share.calls().readFile, 2, 'encryption.json and the snapshot, no VM cache')
+  })
+
+  test('what Xen Orchestra writes behind the index: missing until verified, then found', async (t) => {
+    const dir = await indexed(t, { vms: 4, retention: 3, seed: 'brcache/tests/index/verify' })
+    const vm = vmFolders(dir)[0]
+    const backup = nextBackup(dir, vm)
+    const name = `${formatFilenameDate(backup.timestamp)}.json`
+    fs.writeFileSync(vmPath(dir, vm, name), JSON.stringify(backup))
+    writeXoCache(dir, vm)
+    const id = `/xo-vm-backups/${vm}/${name}`
+    const ids = (view) => Object.values(view.vms).flat().map((s) => s.id)
+
+    const repository = openRepository(dir, { verifyEveryMs: Infinity })
+    const quick = await repository.restoreView()
+    assert.deepStrictEqual([quick.fromIndex, quick.verified], [true, false])
+    assert.ok(!ids(quick).includes(id), 'the index does not know it yet')
+    const exact = await repository.restoreView(undefined, { verified: true })
+    assert.deepStrictEqual([exact.fromIndex, exact.verified], [true, true])
+    assert.ok(ids(exact).includes(id), 'a verified answer has it')
+    assert.deepStrictEqual(exact.vms, await perVm(dir))
+
+    // A long-running process verifies in the background after an answer
+    // from the index: the next answer has what was written meanwhile.
+    const again = nextBackup(dir, vm, createRandom('again'))
+    const againName = `${formatFilenameDate(again.timestamp)}.json`
+    fs.writeFileSync(vmPath(dir, vm, againName), JSON.stringify(again))
+    writeXoCache(dir, vm)
+    const server = openRepository(dir)
+    assert.ok(!ids(await server.restoreView()).includes(`/xo-vm-backups/${vm}/${againName}`))
+    await server.settle()
+    const after = await server.restoreView()
+    assert.ok(ids(after).includes(`/xo-vm-backups/${vm}/${againName}`), 'caught up in the background')
+    assert.deepStrictEqual(after.vms, await perVm(dir))
+  })
+})
+
 // --- building and reading --------------------------------------------------------
 
 describe('buildIndex and listSummaries', () => {
@@ -227,7 +287,8 @@ describe('buildIndex and listSummaries', () => {
       }
       const without = await perVmCost()
       await openRepository(dir).buildIndex()
-      const repository = openRepository(share.handler)
+      // Nothing in the background: only the listing's own calls are counted.
+      const repository = openRepository(share.handler, { verifyEveryMs: Infinity })
       // Warm: the repository has read encryption.json, once for its life.
       await repository.listSummaries()
       share.reset()
@@ -356,7 +417,9 @@ describe('Xen Orchestra writes behind the index', () => {
     const truth = diskTruth(dir)
     assert.deepStrictEqual(compareViews(await perVm(dir), truth).same, true)
     const { events, logger } = recorder()
-    const repository = openRepository(dir, { logger })
+    // No verification in the background (see "the index by default"):
+    // what check finds is the point here.
+    const repository = openRepository(dir, { logger, verifyEveryMs: Infinity })
     const stale = compareViews(await repository.listSummaries(), truth)
     // Before a check, the VM folders listed beside the index show the new
     // VM (read from its cache) and drop the gone one; only the VM whose
@@ -482,17 +545,20 @@ describe('a lost or corrupt index', () => {
     )
   })
 
-  test('the whole folder deleted: listings use the VM caches, buildIndex rebuilds it from them', async (t) => {
+  test('the whole folder deleted: listings use the VM caches and make it again; buildIndex rebuilds it from them', async (t) => {
     const dir = await indexed(t, { vms: 5, retention: 3 })
     const truth = diskTruth(dir)
     fs.rmSync(indexPath(dir), { recursive: true })
     const { events, logger } = recorder()
     const share = measuredShare(dir)
     const repository = openRepository(share.handler, { logger })
-    assert.deepStrictEqual(compareViews(await repository.listSummaries(), truth).same, true)
-    assert.deepStrictEqual(await repository.checkIndex({ repair: true }), { exists: false, drift: {}, repaired: false })
+    const first = await repository.restoreView()
+    assert.deepStrictEqual([first.fromIndex, compareViews(first.vms, truth).same], [false, true])
+    await repository.settle()
+    assert.deepStrictEqual(snapshots(dir), ['snapshot-00000000000000000001.json.gz'], 'the listing made it again')
+    assert.deepStrictEqual(await repository.checkIndex({ repair: true }), { exists: true, drift: {}, repaired: false })
     share.reset()
-    assert.deepStrictEqual(await repository.buildIndex(), { vms: 5, generation: 1 })
+    assert.deepStrictEqual(await repository.buildIndex(), { vms: 5, generation: 2 })
     assert.deepStrictEqual(share.metadataReads(), [])
     assert.deepStrictEqual(compareViews(await repository.listSummaries(), truth).same, true)
     assert.deepStrictEqual(indexWarnings(events), [])

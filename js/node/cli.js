@@ -48,13 +48,18 @@ empty placeholder data files, and brcache's caches (unless --no-cache).
                   write an encrypted repository, as Xen Orchestra encrypts
                   a remote with that key (into an empty or new folder)
   --algorithm A   chacha20-poly1305 (default) or aes-256-gcm`,
-  list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--immutable]
+  list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--verify] [--immutable]
 
 The restore view: per VM, its name, restore points by mode, last backup and
-total size. Caches are checked against the folders and repaired as needed.
+total size. From the repository index when there is one (the first listing
+of a writable repository makes it), else from the caches, checked against
+the folders and repaired as needed.
 
   --json          { "<vmUuid>": [summary, ...] } on stdout
   --vm <uuid>     one VM's restore points
+  --verify        from the index, exact even for what Xen Orchestra wrote
+                  behind its back: every cache is compared first, and the
+                  index caught up
   --immutable     never write a cache (an immutable repository)
 ${KEY_HELP}
 
@@ -119,11 +124,12 @@ once at start (brcache check's index part), so that what Xen Orchestra did
 behind its back shows on the first page.`,
   index: `Usage: brcache index <dir> [--json]
 
-Builds, or rebuilds, the repository-wide index (xo-vm-backups/.brcache-index/)
-from the VM caches, after checking (and repairing) each of them. From then
-on, every write through brcache keeps it up to date, \`brcache list\` reads
-the whole restore view from it in two round trips whatever the VM count,
-and \`brcache check\` also finds what changed behind its back (--repair catches up).
+Rebuilds the repository-wide index (xo-vm-backups/.brcache-index/) from the
+VM caches, after checking (and repairing) each of them. No need to run it
+first: the first \`brcache list\` of a writable repository makes the index,
+every write through brcache keeps it up to date, \`brcache list\` reads the
+whole restore view from it in two round trips whatever the VM count, and
+\`brcache check\` (or \`list --verify\`) finds what changed behind its back.
 
 ${KEY_HELP}`,
   demo: `Usage: brcache demo [--vms N] [--retention R] [--rtt MS] [--keep]
@@ -268,13 +274,15 @@ async function list(args) {
     json: { type: 'boolean' },
     vm: { type: 'string' },
     immutable: { type: 'boolean' },
+    verify: { type: 'boolean' },
     ...KEY_OPTION,
   })
   if (values.help) return console.log(HELP.list)
   const dir = requireDir(positionals, 'list')
-  const repository = openRepository(dir, { immutable: values.immutable, encryptionKey: encryptionKey(values) })
+  // One-shot: no verification in the background; --verify waits for one.
+  const repository = openRepository(dir, { immutable: values.immutable, encryptionKey: encryptionKey(values), verifyEveryMs: Infinity })
   if (typeof dir === 'string' && !dir.startsWith('s3://')) await requireBackupFolder(repository, dir)
-  const { vms: view, unreadable } = await repository.restoreView(undefined, { vm: values.vm })
+  const { vms: view, unreadable } = await repository.restoreView(undefined, { vm: values.vm, verified: values.verify })
   await repository.settle()
   // What could not be read is said whatever the format, and in the exit
   // status: a listing without it would pass for complete.
@@ -504,7 +512,7 @@ async function demo(args) {
       `A repository of ${vms} VMs x ${retention} restore points (${vms * retention} metadata files), listed through a simulated share (${values.rtt} ms round trip, 16 calls in flight, 1 Gbit/s):\n`,
     )
     const repository = openRepository(share, { index: false })
-    const indexed = openRepository(share, { index: true })
+    const indexed = openRepository(share, { index: true, verifyEveryMs: Infinity })
     const runs = {
       'no cache: read every metadata file (XO before 5.71)': () => listWithoutCache(share).then(restoreView),
       'XO-style cache: read each cache, trust it (XO today)': () => listXoStyle(share).then(restoreView),

@@ -81,10 +81,23 @@ export class Repository {
   #settings
   #drive
   #pending = new Set()
+  #verifying
+  #verifiedAt = -Infinity
+  #verifyEveryMs
 
   constructor(
     handler,
-    { concurrency = 20, immutable = false, logger = silent, lockStaleMs = 10_000, core = defaultCore, limits = {}, index = 'auto', encryptionKey } = {},
+    {
+      concurrency = 20,
+      immutable = false,
+      logger = silent,
+      lockStaleMs = 10_000,
+      core = defaultCore,
+      limits = {},
+      index = 'auto',
+      encryptionKey,
+      verifyEveryMs = 60_000,
+    } = {},
   ) {
     this.#share = handler
     // Every byte an operation reads or writes goes through the
@@ -100,6 +113,9 @@ export class Repository {
     }
     this.#settings = { limits, immutable, index: immutable || handler.supportsLocks === false ? false : index }
     this.#drive = { concurrency, logger: { ...silent, ...logger }, lockStaleMs }
+    // Infinity: never in the background (a one-shot command, which asks
+    // for a verified answer when it needs one).
+    this.#verifyEveryMs = verifyEveryMs
   }
 
   /** Runs one core operation through the (encrypting) handler. */
@@ -179,10 +195,12 @@ export class Repository {
   /**
    * The restore view: `{ [vm]: summaries }` (see the core's summary). From
    * the repository-wide index when there is one, else from every VM's
-   * checked cache (see the core's `listing::restore_view`).
+   * checked cache (see the core's `listing::restore_view`), whose first
+   * listing makes the index in the background. `{ verified: true }`: see
+   * restoreView.
    */
-  async listSummaries(filter) {
-    return (await this.restoreView(filter)).vms
+  async listSummaries(filter, options) {
+    return (await this.restoreView(filter, options)).vms
   }
 
   /**
@@ -192,10 +210,64 @@ export class Repository {
    * sorted): not JSON, not a restore point, or not decrypting. A listing
    * from the index reads no VM folder the index knows; `check` finds those.
    * With `vm`, that VM's alone (from its cache, as listVmSummaries).
+   *
+   * `fromIndex` says where the answer came from and `verified` whether it
+   * is exact for writers that know nothing of the index (Xen Orchestra):
+   * an answer from the index is not, until a verification (see verify)
+   * has caught the index up; one runs in the background after such an
+   * answer (every `verifyEveryMs` at most). With `{ verified: true }`, the
+   * answer waits for a verification that starts after the call.
    */
-  async restoreView(filter, { vm } = {}) {
-    const { vms, unreadable } = vm === undefined ? await this.#run('restoreView', { filter }) : await this.#run('listVm', { vm, want: 'summaries', filter })
-    return { vms, unreadable }
+  async restoreView(filter, { vm, verified = false } = {}) {
+    if (vm !== undefined) {
+      const { vms, unreadable } = await this.#run('listVm', { vm, want: 'summaries', filter })
+      return { vms, unreadable, fromIndex: false, verified: true }
+    }
+    let answer = await this.#run('restoreView', { filter })
+    if (answer.fromIndex && verified) {
+      await this.verify()
+      answer = await this.#run('restoreView', { filter })
+    } else if (answer.fromIndex) {
+      this.#verifyInBackground()
+    }
+    const { vms, unreadable, fromIndex } = answer
+    // From the caches, each was checked against its folder; from the
+    // index, only once a verification since the call has caught it up.
+    return { vms, unreadable, fromIndex, verified: !fromIndex || verified }
+  }
+
+  /**
+   * Makes the index exact for writers that know nothing of it (Xen
+   * Orchestra rewrites caches without publishing): every VM folder's cache
+   * is compared with the index, and every VM that changed behind its back
+   * is caught up (its cache checked and republished). Resolves to the
+   * check's report once done; a call while one runs waits for it and then
+   * runs its own, which starts after the call.
+   */
+  async verify() {
+    while (this.#verifying) await this.#verifying.catch(() => {})
+    const running = this.#run('checkIndex', { repair: !this.#settings.immutable })
+    this.#verifying = running
+    try {
+      return await running
+    } finally {
+      this.#verifying = undefined
+      this.#verifiedAt = Date.now()
+    }
+  }
+
+  /**
+   * After an answer from the index: a verification in the background, at
+   * most one at a time and one per `verifyEveryMs`, whose catch-up the next
+   * listing sees (see `verify`).
+   */
+  #verifyInBackground() {
+    if (this.#verifyEveryMs === Infinity || this.#verifying || Date.now() - this.#verifiedAt < this.#verifyEveryMs) return
+    const task = this.verify().catch((error) => {
+      this.#drive.logger.warn('brcache: background verification of the repository index failed', { reason: error.message })
+    })
+    this.#pending.add(task)
+    task.finally(() => this.#pending.delete(task))
   }
 
   /** One VM's restore view (summaries), sorted by timestamp. */

@@ -6,7 +6,7 @@
 
 mod sim;
 
-use brcache_core::ops::{self, CheckOptions, IndexMode, Output, Request, Settings, Want};
+use brcache_core::ops::{self, CheckOptions, IndexMode, Listed, Output, Request, Settings, Want};
 use brcache_core::{DecodeLimits, Filter};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -510,4 +510,167 @@ fn a_header_that_vouches_for_a_bad_body_is_not_trusted() {
         assert_eq!(pair[1]["jobId"], "job", "{pair}");
     }
     assert_eq!(listed.repairs.len(), 1, "the cache is to be rewritten");
+}
+
+fn index_files(sim: &Sim) -> Vec<String> {
+    sim.share
+        .files
+        .keys()
+        .filter(|p| p.starts_with("xo-vm-backups/.brcache-index/"))
+        .cloned()
+        .collect()
+}
+
+/// No command to run: the first restore view of a writable repository
+/// without an index leaves the entries of the caches it found true, its
+/// follow-up makes the index from them, and the next restore view answers
+/// from it, the same view in three requests. A filtered view, an immutable
+/// repository or an index turned off makes none.
+#[test]
+fn the_first_restore_view_makes_the_index() {
+    let mut sim = Sim::new(12);
+    let mut written = BTreeSet::new();
+    for (i, vm) in VMS.iter().enumerate() {
+        let Output::Written(key) = sim
+            .run_one(
+                ops::write_backup(
+                    settings(IndexMode::Off, 1 + i as u64),
+                    vm,
+                    metadata(vm, timestamp(i as u64)),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        written.insert(key);
+    }
+    assert!(index_files(&sim).is_empty());
+    for (label, settings, filter) in [
+        ("index off", settings(IndexMode::Off, 5), Filter::default()),
+        (
+            "immutable",
+            Settings::new(DecodeLimits::default(), true, IndexMode::Auto, 5),
+            Filter::default(),
+        ),
+        (
+            "filtered",
+            settings(IndexMode::Auto, 5),
+            Filter::from_json(Some(r#"{"mode":"full"}"#)).unwrap(),
+        ),
+    ] {
+        let Output::Listed(listed) = sim.run_one(ops::restore_view(settings, filter)).unwrap()
+        else {
+            panic!()
+        };
+        assert!(listed.index_seed.is_empty(), "{label}: no index seeded");
+    }
+    let Output::Listed(first) = sim
+        .run_one(ops::restore_view(
+            settings(IndexMode::Auto, 6),
+            Filter::default(),
+        ))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!first.from_index);
+    assert_eq!(first.index_seed.len(), VMS.len());
+    let view = view_keys(&Output::Listed(Listed {
+        parts: first.parts.clone(),
+        ..Listed::default()
+    }));
+    assert_eq!(view, written);
+    sim.run_one(ops::follow_up(
+        settings(IndexMode::Auto, 7),
+        first.index_seed,
+        first.repairs,
+    ))
+    .unwrap();
+    assert!(
+        index_files(&sim).iter().any(|p| p.contains("snapshot-")),
+        "{:?}",
+        index_files(&sim)
+    );
+    let calls = |sim: &Sim| sim.share.calls.values().sum::<usize>();
+    let before = calls(&sim);
+    let Output::Listed(second) = sim
+        .run_one(ops::restore_view(
+            settings(IndexMode::Auto, 8),
+            Filter::default(),
+        ))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(second.from_index);
+    assert!(second.index_seed.is_empty());
+    assert_eq!(
+        calls(&sim) - before,
+        3,
+        "list VMs, list index, read snapshot"
+    );
+    assert_eq!(view_keys(&Output::Listed(second)), written);
+}
+
+/// Two listings read the caches, then a backup is deleted (its writer
+/// publishes its segment), then both follow-ups run: the first makes the
+/// index, folding the delete in by generation and deleting the segment;
+/// the second, whose entries are as old, finds a snapshot and makes
+/// nothing. The deleted backup is never listed again.
+#[test]
+fn seeds_read_before_a_delete_never_bring_it_back() {
+    let mut sim = Sim::new(13);
+    let vm = VMS[0];
+    let mut keys = Vec::new();
+    for i in 0..3u64 {
+        let Output::Written(key) = sim
+            .run_one(
+                ops::write_backup(
+                    settings(IndexMode::Off, 1 + i),
+                    vm,
+                    metadata(vm, timestamp(i)),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        keys.push(key);
+    }
+    let listing = |sim: &mut Sim, nonce| {
+        let Output::Listed(listed) = sim
+            .run_one(ops::restore_view(
+                settings(IndexMode::Auto, nonce),
+                Filter::default(),
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        listed
+    };
+    let first = listing(&mut sim, 10);
+    let second = listing(&mut sim, 11);
+    assert!(!first.index_seed.is_empty() && !second.index_seed.is_empty());
+    sim.run_one(ops::delete_backups(settings(IndexMode::Auto, 12), vec![keys[0].clone()]).unwrap())
+        .unwrap();
+    for listed in [first, second] {
+        sim.run_one(ops::follow_up(
+            settings(IndexMode::Auto, 13),
+            listed.index_seed,
+            listed.repairs,
+        ))
+        .unwrap();
+    }
+    let after = listing(&mut sim, 14);
+    assert!(after.from_index);
+    let view = view_keys(&Output::Listed(after));
+    assert!(
+        !view.contains(&keys[0]),
+        "the deleted backup is back: {view:?}"
+    );
+    assert_eq!(view, keys[1..].iter().cloned().collect());
 }

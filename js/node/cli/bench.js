@@ -51,7 +51,7 @@ async function article({ runs, vms = 22, retention = 45 }) {
     await openRepository(dir).buildIndex()
     const share = new SimulatedShare(new LocalHandler(dir), SHARE)
     const repository = openRepository(share, { index: false })
-    const indexed = openRepository(share, { index: true })
+    const indexed = openRepository(share, { index: true, verifyEveryMs: Infinity })
     const settle = () => repository.settle()
     const paths = {
       'no cache': () => listWithoutCache(share).then(restoreView),
@@ -93,14 +93,14 @@ async function encrypted({ runs, vms = 22, retention = 45 }) {
         return [() => repository.listSummaries(), () => repository.settle()]
       },
       'restore view (index)': (share) => {
-        const repository = open(share, { index: true })
+        const repository = open(share, { index: true, verifyEveryMs: Infinity })
         return [() => repository.listSummaries()]
       },
       'full records (caches)': (share) => {
         const repository = open(share, { index: false })
         return [() => repository.listAllVmBackups(), () => repository.settle()]
       },
-      'restore view (index), fresh repository': (share) => [() => open(share, { index: true }).listSummaries()],
+      'restore view (index), fresh repository': (share) => [() => open(share, { index: true, verifyEveryMs: Infinity }).listSummaries()],
     }
     const results = {}
     for (const [path, make] of Object.entries(paths)) {
@@ -147,7 +147,7 @@ async function update({ runs, retentions = [45, 1000] }) {
       await openRepository(dir).buildIndex()
       const share = new SimulatedShare(new LocalHandler(dir), SHARE)
       const onShare = openRepository(share, { index: false })
-      const indexed = openRepository(share, { index: true })
+      const indexed = openRepository(share, { index: true, verifyEveryMs: Infinity })
       let next = retention
       const add = await measure(share, () => onShare.writeVmBackupMetadata(vm.uuid, backups[next++].metadata), runs)
       const addIndexed = await measure(share, () => indexed.writeVmBackupMetadata(vm.uuid, backups[next++].metadata), runs)
@@ -212,7 +212,7 @@ async function job({ runs, vms = 50, retention = 45 }) {
       })
     }
     const onShare = openRepository(share, { index: false })
-    const indexed = openRepository(share, { index: true })
+    const indexed = openRepository(share, { index: true, verifyEveryMs: Infinity })
     const results = {}
     results[`${vms} VMs at once: XO-style`] = await measure(
       share,
@@ -247,7 +247,7 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     bar.done()
     const share = new SimulatedShare(new LocalHandler(dir), SHARE)
     const repository = openRepository(share, { index: false })
-    const indexed = openRepository(share, { index: true })
+    const indexed = openRepository(share, { index: true, verifyEveryMs: Infinity })
     const results = {}
     results['no cache (full records)'] = await measure(share, () => listWithoutCache(share).then(restoreView), 1)
     results['brcache cold rebuild (check --repair)'] = await measure(share, () => repository.checkAll({ repair: true }), 1)

@@ -331,3 +331,29 @@ pub async fn build_index(io: &Io, settings: &Settings) -> Result<Built, Failure>
         generation: compaction.map(|c| c.generation),
     })
 }
+
+/// Makes the index a restore view found missing, from the entries of the
+/// caches it found true (see [`super::Listed::index_seed`] and
+/// [`index_ops::seed`]). A failure only leaves the repository without its
+/// index until the next listing tries again.
+pub async fn seed_index(io: &Io, settings: &Settings, seed: Vec<(String, index::VmEntry)>) {
+    let on = settings.with_index(super::settings::IndexMode::On);
+    let vms = seed.len();
+    let entries = seed
+        .into_iter()
+        .map(|(vm, entry)| Segment::new(&vm, entry))
+        .collect();
+    match index_ops::seed(io, &on, entries).await {
+        Ok(Some(made)) => io.log(
+            Level::Info,
+            "brcache: made the repository index from the caches a listing read",
+            json!({ "vms": vms, "generation": made.generation }),
+        ),
+        Ok(None) => {}
+        Err(failure) => io.log(
+            Level::Warn,
+            "brcache: could not make the repository index; listings read every VM cache until one does",
+            json!({ "step": failure.step, "reason": failure.failure.to_string() }),
+        ),
+    }
+}

@@ -8,7 +8,7 @@ use super::exec::Io;
 use super::io::{Failure, IoError, Level, Request, Response, is_repository_error};
 use super::settings::{IndexMode, Settings};
 use super::share;
-use crate::index::{self, INDEX_DIR, Loaded, ReadPlan};
+use crate::index::{self, INDEX_DIR, Loaded, ReadPlan, Segment};
 use serde_json::json;
 
 fn path(name: &str) -> String {
@@ -52,13 +52,13 @@ pub fn listed(response: Response) -> Result<Option<Vec<String>>, Failure> {
     }
 }
 
-/// Whether writers keep the index, given the folder's listing.
-pub fn active(settings: &Settings, listing: &Option<Vec<String>>) -> bool {
-    match settings.index {
-        IndexMode::Off => false,
-        IndexMode::On => true,
-        IndexMode::Auto => listing.is_some(),
-    }
+/// Whether writers keep the index: unless it is turned off, always, even
+/// before there is one. The first listing that finds none makes it from
+/// the caches it read (see [`super::listing::restore_view`]); a write that
+/// lands meanwhile must not be left out of it, and its segment, folded by
+/// generation, is what keeps it in.
+pub fn active(settings: &Settings) -> bool {
+    settings.index != IndexMode::Off
 }
 
 /// The index as read: its plan and its decoded files.
@@ -221,6 +221,76 @@ pub async fn compact(
     share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
         .await
         .map_err(step)?;
+    Ok(Some(Compacted {
+        generation: compaction.snapshot.generation,
+        folded: compaction.segments_to_delete.len(),
+    }))
+}
+
+/// Makes the first snapshot from entries a listing found in true caches
+/// (see [`super::Listed::index_seed`]), folded with the segments writers
+/// published meanwhile, by generation. Only when there is still no
+/// snapshot: the entries were read a while ago, and unlike a rebuild's
+/// (read under the build's own checks, just now) they must never outrank
+/// what another seed or compaction folded since and deleted. `None` when
+/// there was one already, or another seed took the name first.
+pub async fn seed(
+    io: &Io,
+    settings: &Settings,
+    entries: Vec<Segment>,
+) -> Result<Option<Compacted>, StepFailure> {
+    let step = |failure| StepFailure {
+        step: "snapshot",
+        failure,
+    };
+    let names = list(io).await.map_err(step)?.unwrap_or_default();
+    let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
+    if plan.snapshot.is_some() {
+        return Ok(None);
+    }
+    let requests = plan
+        .segments
+        .iter()
+        .map(|n| Request::Read { path: path(n) })
+        .collect();
+    // A vanished segment was folded by a snapshot made meanwhile, whose
+    // name this seed's create then finds taken.
+    let segments: Vec<(String, Vec<u8>)> = plan
+        .segments
+        .iter()
+        .zip(io.all(requests).await)
+        .filter_map(|(name, response)| match response {
+            Response::Bytes(bytes) => Some((name.clone(), bytes)),
+            _ => None,
+        })
+        .collect();
+    let (listed, unreadable) = index::decode_segments(segments, &settings.limits);
+    let mut compaction = index::rebuild(&plan, entries, listed);
+    // What did not decode stays for a check to judge.
+    compaction
+        .segments_to_delete
+        .retain(|name| !unreadable.iter().any(|(u, _)| u == name));
+    let created = create(io, &compaction.name, compaction.snapshot.encode())
+        .await
+        .map_err(|error| {
+            step(Failure::io(
+                format_args!("cannot write the index snapshot {}", path(&compaction.name)),
+                &error,
+            ))
+        })?;
+    if !created {
+        return Ok(None);
+    }
+    share::delete_if_present(
+        io,
+        compaction
+            .segments_to_delete
+            .iter()
+            .map(|n| path(n))
+            .collect(),
+    )
+    .await
+    .map_err(step)?;
     Ok(Some(Compacted {
         generation: compaction.snapshot.generation,
         folded: compaction.segments_to_delete.len(),

@@ -28,6 +28,12 @@ pub struct Listed {
     pub repairs: Vec<Loaded>,
     /// Whether the answer came from the repository index.
     pub from_index: bool,
+    /// When the restore view found no index to answer from (none yet, or
+    /// segments without a snapshot): the entries of the VMs whose caches
+    /// it found true, for the follow-up that makes the index
+    /// ([`super::follow_up`]). No one has to run a command for a writable
+    /// repository to get its index.
+    pub index_seed: Vec<(String, crate::index::VmEntry)>,
 }
 
 /// One VM's answer as JSON text, `open ‖ body ‖ close`: a body may be tens
@@ -178,20 +184,66 @@ async fn from_caches(
     vms: &[VmId],
     want: &Want,
 ) -> Result<Listed, Failure> {
+    from_caches_seeding(io, settings, vms, want, false).await
+}
+
+/// Every VM's answer from its checked cache; with `seed`, also the index
+/// entries of the caches found true ([`Listed::index_seed`]).
+async fn from_caches_seeding(
+    io: &Io,
+    settings: &Settings,
+    vms: &[VmId],
+    want: &Want,
+    seed: bool,
+) -> Result<Listed, Failure> {
     let loads = join_all(vms.iter().map(|vm| async move {
         let mut loaded = load_vm(io, settings, vm, want).await?;
+        let entry = if seed { seed_of(&loaded) } else { None };
         let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
-        Ok::<_, Failure>((loaded, piece))
+        Ok::<_, Failure>((loaded, piece, entry))
     }))
     .await;
     let mut listed = Listed::default();
     let mut parts = Vec::with_capacity(vms.len());
     for (vm, load) in vms.iter().zip(loads) {
-        let (loaded, piece) = load?;
+        let (loaded, piece, entry) = load?;
         listed.absorb(loaded, settings);
+        if let Some(entry) = entry {
+            listed.index_seed.push((vm.as_str().to_string(), entry));
+        }
         parts.push((vm.as_str().to_string(), piece));
     }
     Ok(listed.finish(parts))
+}
+
+/// Whether a restore view that finds no index seeds one: on a repository
+/// brcache may write (not immutable, not read through a trusted share),
+/// with the index not turned off, and for the whole view (a filtered one
+/// does not hold every restore point).
+fn seeds_index(settings: &Settings, filter: &Filter) -> bool {
+    settings.index != IndexMode::Off
+        && !settings.immutable
+        && !settings.trusted
+        && *filter == Filter::default()
+}
+
+/// A VM's index entry from a load that found its cache true as it lies
+/// (the fast path): the cache's generation and fingerprint, and every
+/// summary. `None` for any other load: a cache to repair publishes its
+/// own entry when the repair writes it.
+fn seed_of(loaded: &Loaded) -> Option<crate::index::VmEntry> {
+    if !loaded.fast_path || loaded.changed {
+        return None;
+    }
+    let header = crate::codec::read_header(loaded.read.bytes()?).ok()??;
+    let Answer::Summaries(summaries) = &loaded.answer else {
+        return None;
+    };
+    Some(crate::index::VmEntry {
+        generation: header.generation,
+        fingerprint: header.fingerprint.map(|f| f.to_hex()),
+        summaries: summaries.iter().map(crate::index::RawSummary::of).collect(),
+    })
 }
 
 /// The restore view: `{ vm: summaries }`, from the repository-wide index
@@ -208,7 +260,8 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
     let (vms, index) = join(share::list_vm_folders(io), index_for_listing(io, settings)).await;
     let (vms, index) = (vms?, index?);
     let Some(index) = index else {
-        return from_caches(io, settings, &vms, &want).await;
+        let seed = seeds_index(settings, &filter);
+        return from_caches_seeding(io, settings, &vms, &want, seed).await;
     };
     let current = index.loaded.current();
     let unknown: Vec<VmId> = vms

@@ -202,7 +202,21 @@ pub fn build_index(settings: Settings) -> Op {
 
 /// The background repairs a listing found (see [`Listed::repairs`]).
 pub fn repair(settings: Settings, loaded: Vec<Loaded>) -> Op {
+    follow_up(settings, Vec::new(), loaded)
+}
+
+/// What a listing leaves to do once it has answered: make the index from
+/// the entries it found (see [`Listed::index_seed`]), then the repairs,
+/// which then publish their entries into it.
+pub fn follow_up(
+    settings: Settings,
+    index_seed: Vec<(String, crate::index::VmEntry)>,
+    loaded: Vec<Loaded>,
+) -> Op {
     Op::new(|io| async move {
+        if !index_seed.is_empty() {
+            index_check::seed_index(&io, &settings, index_seed).await;
+        }
         let written = exec::join_all(
             loaded
                 .into_iter()

@@ -213,7 +213,7 @@ pub async fn write(
     index_listing: &Option<Vec<String>>,
 ) -> Result<Publish, Failure> {
     cache.continue_after(previous);
-    if previous == 0 && index_ops::active(settings, index_listing) {
+    if previous == 0 && index_ops::active(settings) && index_listing.is_some() {
         // A cache without a generation of its own (none yet, unusable, or
         // rewritten by XO) would start again from 0 and lose every fold to
         // the entry the index still holds for the VM: continue after it.
@@ -241,7 +241,7 @@ pub async fn commit(
     index_listing: &Option<Vec<String>>,
 ) -> Result<Publish, Failure> {
     let path = share::cache_path(vm);
-    let segment = index_ops::active(settings, index_listing)
+    let segment = index_ops::active(settings)
         .then(|| index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits));
     share::done(
         io.call(Request::Replace {

@@ -36,6 +36,7 @@ pub struct WireOp {
     outstanding: BTreeMap<RequestId, Request>,
     settings: Settings,
     repairs: Vec<super::Loaded>,
+    index_seed: Vec<(String, crate::index::VmEntry)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -215,6 +216,7 @@ impl WireOp {
             outstanding: BTreeMap::new(),
             settings,
             repairs: Vec::new(),
+            index_seed: Vec::new(),
         }
     }
 
@@ -353,6 +355,7 @@ impl WireOp {
                 listed.write_json(out);
                 out.push_str(&tail);
                 self.repairs = listed.repairs;
+                self.index_seed = listed.index_seed;
                 return;
             }
             Output::Vms(vms) => json!(vms).to_string(),
@@ -380,12 +383,14 @@ impl WireOp {
         out.push_str(&text);
     }
 
-    /// The background repairs the listing's answer found, as one operation.
+    /// What the listing leaves to do in the background (the repairs it
+    /// found, the index it found missing), as one operation.
     pub fn repairs(&mut self) -> Option<WireOp> {
         let repairs = std::mem::take(&mut self.repairs);
-        (!repairs.is_empty()).then(|| {
+        let seed = std::mem::take(&mut self.index_seed);
+        (!repairs.is_empty() || !seed.is_empty()).then(|| {
             WireOp::new(
-                super::repair(self.settings.clone(), repairs),
+                super::follow_up(self.settings.clone(), seed, repairs),
                 self.settings.clone(),
             )
         })
