@@ -140,16 +140,17 @@ pub async fn read(
     ))
 }
 
-/// Publishes one segment under a name no one else picks, written
-/// atomically (a crash never leaves half a segment), then compacts when
-/// segments pile up. `listing` is the folder as listed before.
+/// Publishes one segment under a name no one else picks (`now`, the
+/// caller's clock, and a nonce), written atomically (a crash never leaves
+/// half a segment), then compacts when segments pile up. `listing` is the
+/// folder as listed before.
 pub async fn publish(
     io: &Io,
     settings: &Settings,
     segment: Vec<u8>,
+    now: f64,
     listing: &Option<Vec<String>>,
 ) -> Result<(), StepFailure> {
-    let now = share::now(io).await;
     let name = index::segment_name(now.max(0.0) as u64, settings.unique());
     let response = io
         .call(Request::Replace {
