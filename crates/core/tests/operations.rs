@@ -555,3 +555,79 @@ fn a_delete_cut_between_its_halves_is_seen_not_believed() {
         assert_eq!(restore_view(&mut sim, IndexMode::Auto), folder);
     }
 }
+
+/// Writers that publish side by side past the compaction point elect one
+/// compactor (a try-lock in the index folder): whatever the interleaving,
+/// one snapshot is attempted, not one per writer, no segment is lost, and
+/// the index lists every restore point.
+#[test]
+fn writers_at_once_past_the_compaction_point_compact_once() {
+    for seed in 0..12 {
+        let mut sim = Sim::new(100 + seed);
+        sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+            .unwrap();
+        // COMPACT_AFTER segments waiting: the next writers are all past it.
+        for i in 0..brcache_core::COMPACT_AFTER as u64 {
+            let vm = VMS[i as usize % VMS.len()];
+            sim.run_one(
+                ops::write_backup(
+                    settings(IndexMode::Auto, 10 + i),
+                    vm,
+                    metadata(vm, timestamp(i)),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        }
+        let creates = sim.share.calls["create"];
+        const WRITERS: u64 = 6;
+        for i in 0..WRITERS {
+            let vm = VMS[i as usize % VMS.len()];
+            sim.start(
+                format!("write {i}"),
+                ops::write_backup(
+                    settings(IndexMode::Auto, 1000 + i),
+                    vm,
+                    metadata(vm, timestamp(1000 + i)),
+                )
+                .unwrap(),
+            );
+        }
+        sim.run();
+        for finished in &sim.finished {
+            assert!(
+                finished.output.is_ok(),
+                "{}: {:?}",
+                finished.label,
+                finished.output
+            );
+        }
+        let snapshots = sim.share.calls["create"] - creates - WRITERS as usize;
+        assert_eq!(snapshots, 1, "seed {seed}: one compaction");
+        let index_files: Vec<&String> = sim
+            .share
+            .files
+            .keys()
+            .filter(|p| p.starts_with("xo-vm-backups/.brcache-index/"))
+            .collect();
+        assert!(
+            index_files.len() <= 1 + WRITERS as usize,
+            "seed {seed}: folded: {index_files:?}"
+        );
+        let Output::Listed(listed) = sim
+            .run_one(ops::restore_view(
+                settings(IndexMode::Auto, 2000),
+                Filter::default(),
+            ))
+            .unwrap()
+        else {
+            panic!("a listing")
+        };
+        assert!(listed.from_index);
+        assert_eq!(
+            view_keys(&Output::Listed(listed)),
+            sim.share.metadata_keys(),
+            "seed {seed}: the index lists every restore point"
+        );
+    }
+}
