@@ -157,22 +157,6 @@ pub struct Edit {
     pub removed: Vec<MetadataName>,
 }
 
-/// Brings the cache up to date after `edit`, under the VM's lock, from the
-/// cache as read and the folder as listed after the edit (see [`prepare`]),
-/// and replaces it.
-pub async fn update(
-    io: &Io,
-    settings: &Settings,
-    vm: &VmId,
-    read: CacheRead,
-    entries: Vec<String>,
-    edit: &Edit,
-    index_listing: &Option<Vec<String>>,
-) -> Result<Publish, Failure> {
-    let bytes = prepare(io, settings, vm, read, entries, edit, index_listing).await?;
-    commit(io, settings, vm, bytes, index_listing).await
-}
-
 /// The bytes of the cache after `edit`, from the cache as read and the
 /// folder as listed after the edit (or as it will be once the edit is
 /// done: a delete computes its cache before deleting). When the header

@@ -10,11 +10,15 @@
 //! are the handler's):
 //! 1. lock;
 //! 2. the metadata file created, the cache read, the VM folder and the
-//!    index folder listed, dead writers' temp files cleaned, all at once (the listing is the folder with the
-//!    new file, whether or not it shows it yet: the lock keeps other
-//!    brcache writers out);
-//! 3. the cache replaced;
+//!    index folder listed, dead writers' temp files cleaned, all at once
+//!    (the listing is the folder with the new file, whether or not it
+//!    shows it yet: the lock keeps other brcache writers out); the new
+//!    cache is computed as soon as the reads are in, the create may still
+//!    be on its way;
+//! 3. the cache replaced (its index segment computed meanwhile);
 //! 4. unlock, and the index segment published beside it.
+//!
+//! A delete takes four as well (see `delete_vm_backups`).
 
 use super::exec::{Io, join, join_all};
 use super::io::{Failure, Level, Request, Response};
@@ -131,15 +135,11 @@ pub async fn write_backup(
     let key = vm.key(name);
     let path = share::vm_file(vm, name.as_str());
     let locked = !settings.immutable && lock_or_warn(io, vm, "write", true).await?;
-    let mut requests = vec![Request::Create {
+    let create = io.call(Request::Create {
         path: path.clone(),
         bytes: metadata.clone(),
-    }];
-    if locked {
-        requests.extend(mutate::locked_reads(settings, vm));
-    }
-    let mut responses = io.all(requests).await.into_iter();
-    let created = match responses.next().expect("the create's response") {
+    });
+    let created = |response| match response {
         Response::Failed(error) if error.code == "EEXIST" => Err(Failure::io(
             format_args!(
                 "a restore point of VM {} already exists at {}",
@@ -152,31 +152,42 @@ pub async fn write_backup(
         _ => Ok(()),
     };
     if !locked {
-        return created.map(|()| key);
+        return created(create.await).map(|()| key);
     }
-    let result = match created {
+    let edit = Edit {
+        added: vec![(name.clone(), metadata)],
+        removed: Vec::new(),
+    };
+    // The new cache is computed as soon as the reads are in, while the
+    // create (a create-only write, the round's slowest call on most
+    // shares) may still be on its way; it is written only once the create
+    // succeeded.
+    let preparing = async {
+        let mut responses = io.all(mutate::locked_reads(settings, vm)).await.into_iter();
+        let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+        let mut entries = reads.entries;
+        if !entries.iter().any(|e| e == name.as_str()) {
+            entries.push(name.as_str().to_string());
+        }
+        let bytes = mutate::prepare(
+            io,
+            settings,
+            vm,
+            reads.cache,
+            entries,
+            &edit,
+            &reads.index_listing,
+        )
+        .await?;
+        Ok::<_, Failure>((bytes, reads.index_listing))
+    };
+    let (response, prepared) = join(create, preparing).await;
+    let result = match created(response) {
         Err(failure) => Err(failure),
         Ok(()) => {
             let update = async {
-                let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
-                let mut entries = reads.entries;
-                if !entries.iter().any(|e| e == name.as_str()) {
-                    entries.push(name.as_str().to_string());
-                }
-                let edit = Edit {
-                    added: vec![(name.clone(), metadata)],
-                    removed: Vec::new(),
-                };
-                mutate::update(
-                    io,
-                    settings,
-                    vm,
-                    reads.cache,
-                    entries,
-                    &edit,
-                    &reads.index_listing,
-                )
-                .await
+                let (bytes, index_listing) = prepared?;
+                mutate::commit(io, settings, vm, bytes, &index_listing).await
             };
             settle(io, vm, "write", update.await)
         }
