@@ -17,13 +17,17 @@
 //! | 4    | number of chunks |
 //! | 16 each | compressed length, plain length, CRC-32 of the plain text, entries |
 //!
-//! So adding a restore point costs the inflate and deflate of the last
-//! chunk (which the new entry joins, until it is full), whatever the
-//! cache's size; a delete recompresses the chunks that held what it
-//! deletes. The trailer's
-//! CRC-32 is combined from the chunks'. A table that does not match the
-//! member (another writer, a damaged file) is never trusted: [`splice`]
-//! then answers `None` and the caller writes the whole cache.
+//! So adding a restore point costs the inflate of the last chunk and the
+//! deflate of the new entry alone, as the continuation of that chunk's
+//! stream (see [`extend`]; the chunk is cut and written again once full),
+//! whatever the cache's size. Inside a chunk, a sync flush every
+//! [`SYNC_EVERY`] bytes of text gives a delete of its first entries (at
+//! retention, the oldest) a place to start copying from (see
+//! [`trim_front`]); other deletes recompress the chunks that held what
+//! they delete. The trailer's CRC-32 is combined from the chunks'. A
+//! table that does not match the member (another writer, a damaged file)
+//! is never trusted: [`splice`] then answers `None` and the caller writes
+//! the whole cache.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gzip;
