@@ -1091,4 +1091,138 @@ mod tests {
             .is_none()
         );
     }
+
+    /// A record of about `size` bytes: alike from one record to the next
+    /// (deflate finds most of one in the one before), with some noise.
+    fn record(i: usize, size: usize, seed: u64) -> Box<RawValue> {
+        let mut state = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let noise: String = (0..size / 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b"0123456789abcdef"[(state % 16) as usize])
+            })
+            .collect();
+        let common = value(0, size);
+        RawValue::from_string(format!(
+            "{{\"n\":{i},\"noise\":\"{noise}\",\"common\":{}}}",
+            common.get()
+        ))
+        .unwrap()
+    }
+
+    /// One edit of a schedule: adds after the newest, deletes of the oldest
+    /// or of any entries.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add(usize),
+        DeleteOldest(usize),
+        Delete(Vec<usize>),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (1usize..4).prop_map(Step::Add),
+            3 => (1usize..4).prop_map(Step::DeleteOldest),
+            1 => proptest::collection::vec(0usize..200, 1..4).prop_map(Step::Delete),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        /// Whatever the schedule, record sizes and chunk size, every splice
+        /// reads exactly as a full rewrite of the same entries, its table
+        /// matches, and a splice that is refused leaves the caller a full
+        /// rewrite to make (as the write path does).
+        #[test]
+        fn every_splice_reads_as_a_full_rewrite(
+            start in 1usize..60,
+            size in 200usize..6000,
+            small in proptest::bool::ANY,
+            seed in proptest::prelude::any::<u64>(),
+            steps in proptest::collection::vec(step(), 1..16),
+        ) {
+            let target = if small { 48 << 10 } else { 4 << 20 };
+            let all: Vec<(String, Box<RawValue>)> =
+                (0..start + 64).map(|i| (key(i), record(i, size, seed))).collect();
+            let full = |live: &[usize], generation: u64| {
+                encode_with_target(
+                    Some(&header(live.len(), generation)),
+                    live.iter().map(|&i| (all[i].0.as_str(), &*all[i].1)),
+                    6,
+                    target,
+                )
+            };
+            let mut live: Vec<usize> = (0..start).collect();
+            let mut next = start;
+            let mut bytes = full(&live, 1);
+            for (n, step) in steps.iter().enumerate() {
+                let generation = 2 + n as u64;
+                let (appended, removed): (Vec<(String, Box<RawValue>)>, Vec<String>) = match step {
+                    Step::Add(k) => {
+                        let k = (*k).min(all.len() - next);
+                        let added = all[next..next + k].to_vec();
+                        live.extend(next..next + k);
+                        next += k;
+                        (added, Vec::new())
+                    }
+                    Step::DeleteOldest(k) => {
+                        let k = (*k).min(live.len());
+                        let gone: Vec<String> = live.drain(..k).map(|i| all[i].0.clone()).collect();
+                        (Vec::new(), gone)
+                    }
+                    Step::Delete(at) => {
+                        let mut gone = Vec::new();
+                        for &a in at {
+                            if !live.is_empty() {
+                                let i = live.remove(a % live.len());
+                                gone.push(all[i].0.clone());
+                            }
+                        }
+                        (Vec::new(), gone)
+                    }
+                };
+                let edit = Edit { appended: &appended, removed: &removed };
+                let expected = full(&live, generation);
+                match splice_with_target(&bytes, &header(live.len(), generation), &edit, 6, target) {
+                    Some(spliced) => {
+                        proptest::prop_assert_eq!(body(&spliced), body(&expected), "step {}: {:?}", n, step);
+                        proptest::prop_assert!(table_matches(&spliced).unwrap());
+                        bytes = spliced;
+                    }
+                    None => bytes = expected,
+                }
+            }
+        }
+    }
+
+    /// A chunk whose bytes past a flush were damaged is never spliced into
+    /// a cache that reads otherwise: the proof of the flush fails, the
+    /// chunk is inflated whole, its CRC does not match, and the splice is
+    /// refused (the caller then rebuilds the cache from the metadata files).
+    #[test]
+    fn a_damaged_chunk_is_refused_not_copied() {
+        let all = entries(0..120, 3000);
+        let bytes = encode_with_target(
+            Some(&header(120, 1)),
+            all.iter().map(|(k, v)| (k.as_str(), &**v)),
+            6,
+            4 << 20,
+        );
+        let (_, body_start) = gzip::read_header(&bytes).unwrap();
+        let chunk = parse(&bytes).unwrap().table[0];
+        let removed = vec![key(0)];
+        let edit = Edit {
+            appended: &[],
+            removed: &removed,
+        };
+        assert!(splice_with_target(&bytes, &header(119, 2), &edit, 6, 4 << 20).is_some());
+        // A byte near the end of the first chunk, well past its first flush.
+        let mut damaged = bytes.clone();
+        damaged[body_start + chunk.compressed as usize - 40] ^= 0x55;
+        assert!(splice_with_target(&damaged, &header(119, 2), &edit, 6, 4 << 20).is_none());
+    }
 }
