@@ -157,6 +157,11 @@ async function update({ runs, retentions = [45, 1000] }) {
         () => onShare.deleteVmBackups([metadataKey(vm.uuid, backups[oldest++].filename)]),
         runs,
       )
+      const removeIndexed = await measure(
+        share,
+        () => indexed.deleteVmBackups([metadataKey(vm.uuid, backups[oldest++].filename)]),
+        runs,
+      )
       const xoAdd = await measure(
         share,
         async () => {
@@ -181,6 +186,7 @@ async function update({ runs, retentions = [45, 1000] }) {
       results[`add one, retention ${retention}: brcache + index`] = addIndexed
       results[`delete one, retention ${retention}: XO-style`] = xoRemove
       results[`delete one, retention ${retention}: brcache`] = remove
+      results[`delete one, retention ${retention}: brcache + index`] = removeIndexed
     })
   }
   return {

@@ -226,7 +226,8 @@ async fn reconcile(
 
 async fn publish_plain(io: &Io, settings: &Settings, segment: Vec<u8>) -> Result<(), Failure> {
     // No compaction here: the check compacts once, after every catch-up.
-    index_ops::publish(io, settings, segment, &None)
+    let now = share::now(io).await;
+    index_ops::publish(io, settings, segment, now, &None)
         .await
         .map_err(Failure::from)
 }

@@ -140,16 +140,17 @@ pub async fn read(
     ))
 }
 
-/// Publishes one segment under a name no one else picks, written
-/// atomically (a crash never leaves half a segment), then compacts when
-/// segments pile up. `listing` is the folder as listed before.
+/// Publishes one segment under a name no one else picks (`now`, the
+/// caller's clock, and a nonce), written atomically (a crash never leaves
+/// half a segment), then compacts when segments pile up. `listing` is the
+/// folder as listed before.
 pub async fn publish(
     io: &Io,
     settings: &Settings,
     segment: Vec<u8>,
+    now: f64,
     listing: &Option<Vec<String>>,
 ) -> Result<(), StepFailure> {
-    let now = share::now(io).await;
     let name = index::segment_name(now.max(0.0) as u64, settings.unique());
     let response = io
         .call(Request::Replace {
@@ -170,9 +171,69 @@ pub async fn publish(
             .len()
     });
     if waiting + 1 > index::COMPACT_AFTER {
-        compact(io, settings, false).await?;
+        compact_elected(io, settings).await?;
     }
     Ok(())
+}
+
+/// The lock (in the index folder) that elects one compactor among the
+/// writers that see segments pile up at once (a backup job's VMs publish
+/// side by side): without it each of them would read every segment to
+/// fold them, and all but one would create nothing.
+const COMPACTION_LOCK: &str = "compaction";
+
+/// Compacts if this writer wins the election (a try-lock: nobody waits)
+/// and segments still pile up once it holds the lock (the writer before
+/// may have just folded them). A writer that loses leaves its segment
+/// for the winner or the next compaction: nothing is lost, the segment
+/// is read until a snapshot folds it.
+async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFailure> {
+    let lock = path(COMPACTION_LOCK);
+    let taken = io
+        .call(Request::Lock {
+            path: lock.clone(),
+            wait: false,
+        })
+        .await;
+    if let Response::Failed(error) = taken {
+        io.log(
+            Level::Debug,
+            "brcache: the index compaction is left to another writer",
+            json!({ "file": lock, "reason": error.message }),
+        );
+        return Ok(());
+    }
+    let result = async {
+        let listing = list(io).await?;
+        let due = listing.as_ref().is_some_and(|names| {
+            ReadPlan::from_listing(names.iter().map(String::as_str))
+                .segments
+                .len()
+                > index::COMPACT_AFTER
+        });
+        Ok(due.then_some(listing))
+    }
+    .await
+    .map_err(|failure| StepFailure {
+        step: "compaction",
+        failure,
+    });
+    let result = match result {
+        Ok(Some(listing)) => compact_listed(io, settings, false, listing)
+            .await
+            .map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(failure) => Err(failure),
+    };
+    if let Response::Failed(error) = io.call(Request::Unlock { path: lock.clone() }).await {
+        // It goes stale and is taken over; only compactions wait till then.
+        io.log(
+            Level::Debug,
+            "brcache: could not release the index compaction lock",
+            json!({ "file": lock, "reason": error.message }),
+        );
+    }
+    result
 }
 
 /// What a compaction or rebuild did.
@@ -191,11 +252,21 @@ pub async fn compact(
     settings: &Settings,
     drop_unreadable: bool,
 ) -> Result<Option<Compacted>, StepFailure> {
+    compact_listed(io, settings, drop_unreadable, None).await
+}
+
+/// [`compact`], from the folder as just listed when `listing` is given.
+async fn compact_listed(
+    io: &Io,
+    settings: &Settings,
+    drop_unreadable: bool,
+    listing: Option<Vec<String>>,
+) -> Result<Option<Compacted>, StepFailure> {
     let step = |failure| StepFailure {
         step: "compaction",
         failure,
     };
-    let Some(read) = read(io, settings, None).await.map_err(step)? else {
+    let Some(read) = read(io, settings, listing).await.map_err(step)? else {
         return Ok(None);
     };
     let compaction = read.loaded.compact(read.plan.generation);

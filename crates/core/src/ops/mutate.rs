@@ -6,7 +6,7 @@
 //! generation, so their order never matters, and the write need not wait
 //! for it). No other code writes a cache.
 
-use super::exec::{Io, join_all};
+use super::exec::{Io, join, join_all};
 use super::index_ops;
 use super::io::{Failure, IoError, Level, Request, Response};
 use super::load::{self, Want};
@@ -124,6 +124,8 @@ pub fn cleaned(io: &Io, vm: &VmId, response: Response) {
 pub struct Publish {
     segment: Option<crate::Result<Vec<u8>>>,
     listing: Option<Vec<String>>,
+    /// The caller's clock as the cache went out: the segment's name.
+    time: f64,
 }
 
 /// Releases the VM's lock and publishes what was committed under it, side
@@ -136,7 +138,7 @@ pub async fn release(io: &Io, settings: &Settings, vm: &VmId, publish: Publish) 
             Some(Err(error)) => warn_unpublished(io, vm, "publish", &error.to_string()),
             Some(Ok(segment)) => {
                 if let Err(failure) =
-                    index_ops::publish(io, settings, segment, &publish.listing).await
+                    index_ops::publish(io, settings, segment, publish.time, &publish.listing).await
                 {
                     warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
                 }
@@ -155,12 +157,13 @@ pub struct Edit {
     pub removed: Vec<MetadataName>,
 }
 
-/// Brings the cache up to date after `edit`, under the VM's lock, from the
-/// cache as read and the folder as listed after the edit. When the header
+/// The bytes of the cache after `edit`, from the cache as read and the
+/// folder as listed after the edit (or as it will be once the edit is
+/// done: a delete computes its cache before deleting). When the header
 /// proves the cache was true before the edit, the change is spliced into
 /// its compressed bytes; otherwise the cache is made true as a listing
 /// makes it, then changed.
-pub async fn update(
+pub async fn prepare(
     io: &Io,
     settings: &Settings,
     vm: &VmId,
@@ -168,7 +171,7 @@ pub async fn update(
     entries: Vec<String>,
     edit: &Edit,
     index_listing: &Option<Vec<String>>,
-) -> Result<Publish, Failure> {
+) -> Result<Vec<u8>, Failure> {
     if let Some(bytes) = read.bytes() {
         let listing = Listing::from_entries(entries.iter().map(String::as_str));
         let added: Vec<(MetadataName, &[u8])> = edit
@@ -177,7 +180,7 @@ pub async fn update(
             .map(|(n, b)| (n.clone(), &b[..]))
             .collect();
         if let Some(next) = splice::splice_cache(vm, bytes, &listing, &added, &edit.removed)? {
-            return commit(io, settings, vm, next, index_listing).await;
+            return Ok(next);
         }
     }
     // The created files are the writer's own: no need to read them back.
@@ -193,14 +196,14 @@ pub async fn update(
     for name in &edit.removed {
         cache.remove_name(name.clone());
     }
-    write(
+    Ok(encode(
         io,
         settings,
         cache,
         loaded.previous_generation,
         index_listing,
     )
-    .await
+    .await)
 }
 
 /// Writes a cache made in memory, its generation after `previous` (the
@@ -208,10 +211,23 @@ pub async fn update(
 pub async fn write(
     io: &Io,
     settings: &Settings,
-    mut cache: VmCache,
+    cache: VmCache,
     previous: u64,
     index_listing: &Option<Vec<String>>,
 ) -> Result<Publish, Failure> {
+    let vm = cache.vm().clone();
+    let bytes = encode(io, settings, cache, previous, index_listing).await;
+    commit(io, settings, &vm, bytes, index_listing).await
+}
+
+/// The bytes of a cache made in memory, its generation after `previous`.
+async fn encode(
+    io: &Io,
+    settings: &Settings,
+    mut cache: VmCache,
+    previous: u64,
+    index_listing: &Option<Vec<String>>,
+) -> Vec<u8> {
     cache.continue_after(previous);
     if previous == 0 && index_ops::active(settings) && index_listing.is_some() {
         // A cache without a generation of its own (none yet, unusable, or
@@ -226,9 +242,7 @@ pub async fn write(
             );
         }
     }
-    let vm = cache.vm().clone();
-    let bytes = cache.commit();
-    commit(io, settings, &vm, bytes, index_listing).await
+    cache.commit()
 }
 
 /// Replaces the cache file with `bytes`; what to publish of it comes back
@@ -240,21 +254,50 @@ pub async fn commit(
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
 ) -> Result<Publish, Failure> {
+    commit_beside(io, settings, vm, bytes, index_listing, Vec::new())
+        .await
+        .0
+}
+
+/// [`commit`], with `beside` (requests that do not depend on the replace)
+/// in the same round trip; their responses come back in order. The
+/// segment is computed while the cache is on its way: the clock answers
+/// at once, the share a round trip later, so its CPU is off the write's
+/// path.
+pub async fn commit_beside(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    bytes: Vec<u8>,
+    index_listing: &Option<Vec<String>>,
+    beside: Vec<Request>,
+) -> (Result<Publish, Failure>, Vec<Response>) {
     let path = share::cache_path(vm);
-    let segment = index_ops::active(settings)
-        .then(|| index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits));
-    share::done(
-        io.call(Request::Replace {
-            path: path.clone(),
-            bytes,
-        })
-        .await,
-        || format!("cannot write {path}"),
-    )?;
-    Ok(Publish {
-        segment,
-        listing: index_listing.clone(),
-    })
+    let kept = index_ops::active(settings).then(|| bytes.clone());
+    let mut requests = vec![Request::Replace {
+        path: path.clone(),
+        bytes,
+    }];
+    requests.extend(beside);
+    let segment = async {
+        let bytes = kept?;
+        let time = share::now(io).await;
+        Some((
+            time,
+            index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits),
+        ))
+    };
+    let (mut responses, segment) = join(io.all(requests), segment).await;
+    let replaced = responses.remove(0);
+    let result = share::done(replaced, || format!("cannot write {path}")).map(|()| {
+        let (time, segment) = segment.map_or((0.0, None), |(t, s)| (t, Some(s)));
+        Publish {
+            segment,
+            listing: index_listing.clone(),
+            time,
+        }
+    });
+    (result, responses)
 }
 
 /// The index only lags: the next check catches it up.

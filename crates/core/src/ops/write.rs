@@ -10,13 +10,17 @@
 //! are the handler's):
 //! 1. lock;
 //! 2. the metadata file created, the cache read, the VM folder and the
-//!    index folder listed, dead writers' temp files cleaned, all at once (the listing is the folder with the
-//!    new file, whether or not it shows it yet: the lock keeps other
-//!    brcache writers out);
-//! 3. the cache replaced;
+//!    index folder listed, dead writers' temp files cleaned, all at once
+//!    (the listing is the folder with the new file, whether or not it
+//!    shows it yet: the lock keeps other brcache writers out); the new
+//!    cache is computed as soon as the reads are in, the create may still
+//!    be on its way;
+//! 3. the cache replaced (its index segment computed meanwhile);
 //! 4. unlock, and the index segment published beside it.
+//!
+//! A delete takes four as well (see `delete_vm_backups`).
 
-use super::exec::{Io, join_all};
+use super::exec::{Io, join, join_all};
 use super::io::{Failure, Level, Request, Response};
 use super::mutate::{self, Edit};
 use super::settings::Settings;
@@ -131,15 +135,11 @@ pub async fn write_backup(
     let key = vm.key(name);
     let path = share::vm_file(vm, name.as_str());
     let locked = !settings.immutable && lock_or_warn(io, vm, "write", true).await?;
-    let mut requests = vec![Request::Create {
+    let create = io.call(Request::Create {
         path: path.clone(),
         bytes: metadata.clone(),
-    }];
-    if locked {
-        requests.extend(mutate::locked_reads(settings, vm));
-    }
-    let mut responses = io.all(requests).await.into_iter();
-    let created = match responses.next().expect("the create's response") {
+    });
+    let created = |response| match response {
         Response::Failed(error) if error.code == "EEXIST" => Err(Failure::io(
             format_args!(
                 "a restore point of VM {} already exists at {}",
@@ -152,31 +152,42 @@ pub async fn write_backup(
         _ => Ok(()),
     };
     if !locked {
-        return created.map(|()| key);
+        return created(create.await).map(|()| key);
     }
-    let result = match created {
+    let edit = Edit {
+        added: vec![(name.clone(), metadata)],
+        removed: Vec::new(),
+    };
+    // The new cache is computed as soon as the reads are in, while the
+    // create (a create-only write, the round's slowest call on most
+    // shares) may still be on its way; it is written only once the create
+    // succeeded.
+    let preparing = async {
+        let mut responses = io.all(mutate::locked_reads(settings, vm)).await.into_iter();
+        let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+        let mut entries = reads.entries;
+        if !entries.iter().any(|e| e == name.as_str()) {
+            entries.push(name.as_str().to_string());
+        }
+        let bytes = mutate::prepare(
+            io,
+            settings,
+            vm,
+            reads.cache,
+            entries,
+            &edit,
+            &reads.index_listing,
+        )
+        .await?;
+        Ok::<_, Failure>((bytes, reads.index_listing))
+    };
+    let (response, prepared) = join(create, preparing).await;
+    let result = match created(response) {
         Err(failure) => Err(failure),
         Ok(()) => {
             let update = async {
-                let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
-                let mut entries = reads.entries;
-                if !entries.iter().any(|e| e == name.as_str()) {
-                    entries.push(name.as_str().to_string());
-                }
-                let edit = Edit {
-                    added: vec![(name.clone(), metadata)],
-                    removed: Vec::new(),
-                };
-                mutate::update(
-                    io,
-                    settings,
-                    vm,
-                    reads.cache,
-                    entries,
-                    &edit,
-                    &reads.index_listing,
-                )
-                .await
+                let (bytes, index_listing) = prepared?;
+                mutate::commit(io, settings, vm, bytes, &index_listing).await
             };
             settle(io, vm, "write", update.await)
         }
@@ -194,10 +205,10 @@ pub async fn write_backup(
 }
 
 /// Deletes restore points (metadata paths, any VMs): per VM under its lock,
-/// their metadata first (so nothing lists a half-deleted backup), then the
-/// data files they name (a full backup's `.xva` and its checksum; VHDs are
-/// left to a clean step) beside the cache read, then their cache entries.
-/// Every path is checked before anything is deleted.
+/// their metadata, then the data files they name (a full backup's `.xva`
+/// and its checksum; VHDs are left to a clean step), so nothing ever lists
+/// a half-deleted backup, and their cache entries. Every path is checked
+/// before anything is deleted.
 pub async fn delete_backups(io: &Io, settings: &Settings, paths: &[String]) -> Result<(), Failure> {
     let mut by_vm: std::collections::BTreeMap<VmId, Vec<MetadataName>> = Default::default();
     for path in paths {
@@ -237,6 +248,20 @@ pub fn split_key(path: &str) -> Result<(VmId, MetadataName), Failure> {
     Ok((vm, name))
 }
 
+/// One VM's deletes. Under the lock, in four round trips:
+/// 1. lock;
+/// 2. the metadata files read (for the data files they name) beside the
+///    cache, the VM folder, the index folder and the clean of dead
+///    writers' temp files;
+/// 3. the metadata files deleted beside the cache replaced by the one of
+///    the folder as it will be once they are gone;
+/// 4. unlock, the data files deleted and the index segment published.
+///
+/// Between 3's two halves, or should a crash cut them apart, the cache and
+/// the folder disagree, and the cache's fingerprint (of the names it
+/// covers) says so: a reader then goes by the folder, a cache that still
+/// lists a deleted file drops it, one that lacks a file still there reads
+/// it back. The segment goes out only once both halves are done.
 async fn delete_vm_backups(
     io: &Io,
     settings: &Settings,
@@ -244,68 +269,40 @@ async fn delete_vm_backups(
     names: &[MetadataName],
 ) -> Result<(), Failure> {
     let locked = !settings.immutable && lock_or_warn(io, vm, "delete", false).await?;
-    let result = async {
-        // What the metadata names is needed before it goes.
-        let reads = io
-            .all(
-                names
-                    .iter()
-                    .map(|n| Request::Read {
-                        path: share::vm_file(vm, n.as_str()),
-                    })
-                    .collect(),
-            )
-            .await;
-        let mut data_files = Vec::new();
-        for (name, response) in names.iter().zip(reads) {
-            match response {
-                Response::Bytes(bytes) => {
-                    data_files.extend(full_backup_files(io, vm, name, &bytes))
-                }
-                // Already gone, or unreadable: the metadata goes anyway, and
-                // its data files are an orphan for the clean step to find.
-                Response::Failed(error)
-                    if error.code == "ENOENT"
-                        || error.code == "DECRYPTION_FAILED"
-                        || error.code == "EISDIR" => {}
-                Response::Failed(error) => {
-                    return Err(Failure::io(
-                        format_args!("cannot read {}", share::vm_file(vm, name.as_str())),
-                        &error,
-                    ));
-                }
-                _ => {}
-            }
-        }
-        share::delete_if_present(
-            io,
-            names
-                .iter()
-                .map(|n| share::vm_file(vm, n.as_str()))
-                .collect(),
-        )
-        .await?;
-        if !locked {
-            share::delete_if_present(io, data_files).await?;
-            return Ok(mutate::Publish::default());
-        }
-        let data_count = data_files.len();
-        let mut requests: Vec<Request> = data_files
-            .into_iter()
-            .map(|path| Request::Delete { path })
-            .collect();
+    let metadata: Vec<String> = names
+        .iter()
+        .map(|n| share::vm_file(vm, n.as_str()))
+        .collect();
+    let mut requests: Vec<Request> = metadata
+        .iter()
+        .map(|path| Request::Read { path: path.clone() })
+        .collect();
+    if locked {
         requests.extend(mutate::locked_reads(settings, vm));
-        let paths: Vec<String> = requests.iter().map(|r| r.path().to_string()).collect();
-        let mut responses = io.all(requests).await.into_iter();
-        for path in paths.iter().take(data_count) {
-            if let Some(Response::Failed(error)) = responses.next() {
-                if error.code != "ENOENT" {
-                    return Err(Failure::io(format_args!("cannot delete {path}"), &error));
-                }
+    }
+    let mut responses = io.all(requests).await.into_iter();
+    let data_files = match data_files_of(io, vm, names, responses.by_ref().take(names.len())) {
+        Ok(files) => files,
+        Err(failure) => {
+            if locked {
+                mutate::unlock(io, vm).await;
             }
+            return Err(failure);
         }
-        let update = async {
-            let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+    };
+    if !locked {
+        share::delete_if_present(io, metadata).await?;
+        return share::delete_if_present(io, data_files).await;
+    }
+    let reads = mutate::take_locked_reads(io, settings, vm, &mut responses);
+    let index_listing = reads
+        .as_ref()
+        .ok()
+        .and_then(|reads| reads.index_listing.clone());
+    // The cache of the folder as it will be: its listing less the files
+    // about to be deleted.
+    let prepared = match reads {
+        Ok(reads) => {
             let entries: Vec<String> = reads
                 .entries
                 .into_iter()
@@ -315,34 +312,81 @@ async fn delete_vm_backups(
                 added: Vec::new(),
                 removed: names.to_vec(),
             };
-            mutate::update(
+            mutate::prepare(
                 io,
                 settings,
                 vm,
                 reads.cache,
                 entries,
                 &edit,
-                &reads.index_listing,
+                &index_listing,
             )
             .await
-        };
-        settle(io, vm, "delete", update.await)
-    }
-    .await;
-    match result {
-        Ok(publish) => {
-            if locked {
-                mutate::release(io, settings, vm, publish).await;
-            }
-            Ok(())
         }
+        Err(failure) => Err(failure),
+    };
+    let deletes: Vec<Request> = metadata
+        .iter()
+        .map(|path| Request::Delete { path: path.clone() })
+        .collect();
+    let (update, deleted) = match prepared {
+        Ok(bytes) => mutate::commit_beside(io, settings, vm, bytes, &index_listing, deletes).await,
+        Err(failure) => (Err(failure), io.all(deletes).await),
+    };
+    let deleted = metadata
+        .iter()
+        .zip(deleted)
+        .try_for_each(|(path, response)| match response {
+            Response::Failed(error) if error.code != "ENOENT" => {
+                Err(Failure::io(format_args!("cannot delete {path}"), &error))
+            }
+            _ => Ok(()),
+        });
+    let publish = match deleted.and_then(|()| settle(io, vm, "delete", update)) {
+        Ok(publish) => publish,
         Err(failure) => {
-            if locked {
-                mutate::unlock(io, vm).await;
+            // A metadata file still there: the cache, written without it,
+            // disagrees with the folder (a reader reads it back), and no
+            // segment may say it is gone. Its data files stay.
+            mutate::unlock(io, vm).await;
+            return Err(failure);
+        }
+    };
+    let (_, data) = join(
+        mutate::release(io, settings, vm, publish),
+        share::delete_if_present(io, data_files),
+    )
+    .await;
+    data
+}
+
+/// The data files the metadata files read name, from their responses.
+fn data_files_of(
+    io: &Io,
+    vm: &VmId,
+    names: &[MetadataName],
+    responses: impl Iterator<Item = Response>,
+) -> Result<Vec<String>, Failure> {
+    let mut data_files = Vec::new();
+    for (name, response) in names.iter().zip(responses) {
+        match response {
+            Response::Bytes(bytes) => data_files.extend(full_backup_files(io, vm, name, &bytes)),
+            // Already gone, or unreadable: the metadata goes anyway, and
+            // its data files are an orphan for the clean step to find.
+            Response::Failed(error)
+                if error.code == "ENOENT"
+                    || error.code == "DECRYPTION_FAILED"
+                    || error.code == "EISDIR" => {}
+            Response::Failed(error) => {
+                return Err(Failure::io(
+                    format_args!("cannot read {}", share::vm_file(vm, name.as_str())),
+                    &error,
+                ));
             }
-            Err(failure)
+            _ => {}
         }
     }
+    Ok(data_files)
 }
 
 /// The data files of a full backup (`xva` and its checksum), relative to
