@@ -50,9 +50,8 @@ pub struct DecodedText {
 
 /// Unwraps the gzip member and checks the body as text.
 pub fn decode_text(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedText> {
-    let mut body = Vec::new();
-    let header = decode_body_into(bytes, limits, &mut body)?;
-    let text = String::from_utf8(body).expect("decode_body_into checked UTF-8");
+    let DecodedText { header, text } = decode_records_text(bytes, limits)?;
+    json::check_depth(text.as_bytes(), limits.max_depth)?;
     Ok(DecodedText { header, text })
 }
 
@@ -75,8 +74,9 @@ pub fn decode_records_text(bytes: &[u8], limits: &DecodeLimits) -> Result<Decode
     let mut body = Vec::new();
     let member = gzip::read_member_into(bytes, limits.max_inflated_size, &mut body)?;
     let header = CacheHeader::from_extra(member.extra);
-    check_text(&body, limits)?;
-    let text = String::from_utf8(body).expect("check_text checked UTF-8");
+    check_size(&body, limits)?;
+    // One pass over the text for its UTF-8, not two (tens of MB).
+    let text = String::from_utf8(body).map_err(|e| not_utf8(e.utf8_error()))?;
     Ok(DecodedText { header, text })
 }
 
@@ -89,6 +89,17 @@ pub fn check_body(body: &[u8], limits: &DecodeLimits) -> Result<()> {
 
 /// A body's size and UTF-8.
 fn check_text(body: &[u8], limits: &DecodeLimits) -> Result<()> {
+    check_size(body, limits)?;
+    std::str::from_utf8(body).map_err(not_utf8)?;
+    Ok(())
+}
+
+fn not_utf8(e: std::str::Utf8Error) -> Error {
+    Error::new(ErrorKind::InvalidUtf8, "the cache body is not valid UTF-8")
+        .at(e.valid_up_to() as u64)
+}
+
+fn check_size(body: &[u8], limits: &DecodeLimits) -> Result<()> {
     if body.len() > limits.max_inflated_size {
         return Err(Error::new(
             ErrorKind::TooLarge,
@@ -98,12 +109,6 @@ fn check_text(body: &[u8], limits: &DecodeLimits) -> Result<()> {
                 limits.max_inflated_size
             ),
         ));
-    }
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(
-            Error::new(ErrorKind::InvalidUtf8, "the cache body is not valid UTF-8")
-                .at(e.valid_up_to() as u64),
-        );
     }
     Ok(())
 }
