@@ -298,6 +298,23 @@ async fn compact_listed(
     }))
 }
 
+/// The segments `plan` names, read at once: those still there, by name.
+async fn read_segments(io: &Io, plan: &ReadPlan) -> Vec<(String, Vec<u8>)> {
+    let requests = plan
+        .segments
+        .iter()
+        .map(|n| Request::Read { path: path(n) })
+        .collect();
+    plan.segments
+        .iter()
+        .zip(io.all(requests).await)
+        .filter_map(|(name, response)| match response {
+            Response::Bytes(bytes) => Some((name.clone(), bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Makes the first snapshot from entries a listing found in true caches
 /// (see [`super::Listed::index_seed`]), folded with the segments writers
 /// published meanwhile, by generation. Only when there is still no
@@ -319,22 +336,9 @@ pub async fn seed(
     if plan.snapshot.is_some() {
         return Ok(None);
     }
-    let requests = plan
-        .segments
-        .iter()
-        .map(|n| Request::Read { path: path(n) })
-        .collect();
     // A vanished segment was folded by a snapshot made meanwhile, whose
     // name this seed's create then finds taken.
-    let segments: Vec<(String, Vec<u8>)> = plan
-        .segments
-        .iter()
-        .zip(io.all(requests).await)
-        .filter_map(|(name, response)| match response {
-            Response::Bytes(bytes) => Some((name.clone(), bytes)),
-            _ => None,
-        })
-        .collect();
+    let segments = read_segments(io, &plan).await;
     let (listed, unreadable) = index::decode_segments(segments, &settings.limits);
     let mut compaction = index::rebuild(&plan, entries, listed);
     // What did not decode stays for a check to judge.
@@ -403,22 +407,9 @@ pub async fn rebuild(
         let existed = *existed.get_or_insert(listed.is_some());
         let names = listed.unwrap_or_default();
         let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
-        let requests = plan
-            .segments
-            .iter()
-            .map(|n| Request::Read { path: path(n) })
-            .collect();
         // A vanished segment was folded by a compaction: it only matters
         // that the rebuild outranks that compaction's snapshot, which it does.
-        let segments: Vec<(String, Vec<u8>)> = plan
-            .segments
-            .iter()
-            .zip(io.all(requests).await)
-            .filter_map(|(name, response)| match response {
-                Response::Bytes(bytes) => Some((name.clone(), bytes)),
-                _ => None,
-            })
-            .collect();
+        let segments = read_segments(io, &plan).await;
         let compaction =
             index::rebuild_from_bytes(&plan, from_caches.clone(), segments, &settings.limits)
                 .map_err(|e| StepFailure {
