@@ -165,7 +165,7 @@ export interface RepositoryOptions {
   s3?: { http?: boolean }
   /** The key of a repository Xen Orchestra encrypts (its remote's 32-character `encryptionKey`). */
   encryptionKey?: string | Uint8Array
-  /** After an answer from the index, a verification in the background at most this often (default 60,000 ms; Infinity: never). */
+  /** After an answer from the index, a verification in the background at most this often, counted from the object's creation (default 60,000 ms; Infinity: never). */
   verifyEveryMs?: number
 }
 

@@ -209,12 +209,13 @@ describe('the index by default', () => {
     assert.deepStrictEqual(exact.vms, await perVm(dir))
 
     // A long-running process verifies in the background after an answer
-    // from the index: the next answer has what was written meanwhile.
+    // from the index, every verifyEveryMs at most (0 here: after each):
+    // the next answer has what was written meanwhile.
     const again = nextBackup(dir, vm, createRandom('again'))
     const againName = `${formatFilenameDate(again.timestamp)}.json`
     fs.writeFileSync(vmPath(dir, vm, againName), JSON.stringify(again))
     writeXoCache(dir, vm)
-    const server = openRepository(dir)
+    const server = openRepository(dir, { verifyEveryMs: 0 })
     assert.ok(!ids(await server.restoreView()).includes(`/xo-vm-backups/${vm}/${againName}`))
     await server.settle()
     const after = await server.restoreView()

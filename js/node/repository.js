@@ -82,7 +82,7 @@ export class Repository {
   #drive
   #pending = new Set()
   #verifying
-  #verifiedAt = -Infinity
+  #verifiedAt
   #verifyEveryMs
 
   constructor(
@@ -114,8 +114,12 @@ export class Repository {
     this.#settings = { limits, immutable, index: immutable || handler.supportsLocks === false ? false : index }
     this.#drive = { concurrency, logger: { ...silent, ...logger }, lockStaleMs }
     // Infinity: never in the background (a one-shot command, which asks
-    // for a verified answer when it needs one).
+    // for a verified answer when it needs one). Counted from the object's
+    // creation: an object made per request never verifies in the
+    // background (each would read every cache); a long-lived one (a backup
+    // server's) does, every verifyEveryMs at most.
     this.#verifyEveryMs = verifyEveryMs
+    this.#verifiedAt = Date.now()
   }
 
   /** Runs one core operation through the (encrypting) handler. */
@@ -215,8 +219,9 @@ export class Repository {
    * is exact for writers that know nothing of the index (Xen Orchestra):
    * an answer from the index is not, until a verification (see verify)
    * has caught the index up; one runs in the background after such an
-   * answer (every `verifyEveryMs` at most). With `{ verified: true }`, the
-   * answer waits for a verification that starts after the call.
+   * answer once the object has lived `verifyEveryMs` since it was made or
+   * last verified (60 s by default). With `{ verified: true }`, the answer
+   * waits for a verification that starts after the call.
    */
   async restoreView(filter, { vm, verified = false } = {}) {
     if (vm !== undefined) {
