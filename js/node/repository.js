@@ -134,14 +134,20 @@ export class Repository {
    * nothing but a later one.
    */
   #inBackground(operation) {
-    const task = drive(operation, this.#handler, this.#drive).catch((error) => {
-      this.#drive.logger.debug('brcache: background repair failed', { reason: error.message })
-    })
+    this.#track(
+      drive(operation, this.#handler, this.#drive).catch((error) => {
+        this.#drive.logger.debug('brcache: background repair failed', { reason: error.message })
+      }),
+    )
+  }
+
+  /** Keeps `task` (which never rejects) for settle() until it ends. */
+  #track(task) {
     this.#pending.add(task)
     task.finally(() => this.#pending.delete(task))
   }
 
-  /** Waits for background repairs (tests, and a clean shutdown). */
+  /** Waits for background repairs and verifications (tests, and a clean shutdown). */
   async settle() {
     while (this.#pending.size > 0) await Promise.all([...this.#pending])
   }
@@ -267,12 +273,13 @@ export class Repository {
    * listing sees (see `verify`).
    */
   #verifyInBackground() {
-    if (this.#verifyEveryMs === Infinity || this.#verifying || Date.now() - this.#verifiedAt < this.#verifyEveryMs) return
-    const task = this.verify().catch((error) => {
-      this.#drive.logger.warn('brcache: background verification of the repository index failed', { reason: error.message })
-    })
-    this.#pending.add(task)
-    task.finally(() => this.#pending.delete(task))
+    // (Infinity never lets a time pass the bound.)
+    if (this.#verifying || Date.now() - this.#verifiedAt < this.#verifyEveryMs) return
+    this.#track(
+      this.verify().catch((error) => {
+        this.#drive.logger.warn('brcache: background verification of the repository index failed', { reason: error.message })
+      }),
+    )
   }
 
   /** One VM's restore view (summaries), sorted by timestamp. */

@@ -337,14 +337,9 @@ pub async fn build_index(io: &Io, settings: &Settings) -> Result<Built, Failure>
 /// caches it found true (see [`super::Listed::index_seed`] and
 /// [`index_ops::seed`]). A failure only leaves the repository without its
 /// index until the next listing tries again.
-pub async fn seed_index(io: &Io, settings: &Settings, seed: Vec<(String, index::VmEntry)>) {
-    let on = settings.with_index(super::settings::IndexMode::On);
+pub async fn seed_index(io: &Io, settings: &Settings, seed: Vec<Segment>) {
     let vms = seed.len();
-    let entries = seed
-        .into_iter()
-        .map(|(vm, entry)| Segment::new(&vm, entry))
-        .collect();
-    match index_ops::seed(io, &on, entries).await {
+    match index_ops::seed(io, settings, seed).await {
         Ok(Some(made)) => io.log(
             Level::Info,
             "brcache: made the repository index from the caches a listing read",

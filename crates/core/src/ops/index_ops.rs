@@ -339,12 +339,10 @@ pub async fn seed(
     // A vanished segment was folded by a snapshot made meanwhile, whose
     // name this seed's create then finds taken.
     let segments = read_segments(io, &plan).await;
-    let (listed, unreadable) = index::decode_segments(segments, &settings.limits);
-    let mut compaction = index::rebuild(&plan, entries, listed);
-    // What did not decode stays for a check to judge.
-    compaction
-        .segments_to_delete
-        .retain(|name| !unreadable.iter().any(|(u, _)| u == name));
+    // What did not decode is not folded, so not deleted: it stays for a
+    // check to judge.
+    let (listed, _) = index::decode_segments(segments, &settings.limits);
+    let compaction = index::rebuild(&plan, entries, listed);
     let created = create(io, &compaction.name, compaction.snapshot.encode())
         .await
         .map_err(|error| {

@@ -33,7 +33,7 @@ pub struct Listed {
     /// it found true, for the follow-up that makes the index
     /// ([`super::follow_up`]). No one has to run a command for a writable
     /// repository to get its index.
-    pub index_seed: Vec<(String, crate::index::VmEntry)>,
+    pub index_seed: Vec<crate::index::Segment>,
 }
 
 /// One VM's answer as JSON text, `open ‖ body ‖ close`: a body may be tens
@@ -175,21 +175,12 @@ pub async fn list_vm(
 /// Every VM's records or summaries from their checked caches.
 pub async fn list_all(io: &Io, settings: &Settings, want: Want) -> Result<Listed, Failure> {
     let vms = share::list_vm_folders(io).await?;
-    from_caches(io, settings, &vms, &want).await
-}
-
-async fn from_caches(
-    io: &Io,
-    settings: &Settings,
-    vms: &[VmId],
-    want: &Want,
-) -> Result<Listed, Failure> {
-    from_caches_seeding(io, settings, vms, want, false).await
+    from_caches(io, settings, &vms, &want, false).await
 }
 
 /// Every VM's answer from its checked cache; with `seed`, also the index
 /// entries of the caches found true ([`Listed::index_seed`]).
-async fn from_caches_seeding(
+async fn from_caches(
     io: &Io,
     settings: &Settings,
     vms: &[VmId],
@@ -198,7 +189,7 @@ async fn from_caches_seeding(
 ) -> Result<Listed, Failure> {
     let loads = join_all(vms.iter().map(|vm| async move {
         let mut loaded = load_vm(io, settings, vm, want).await?;
-        let entry = if seed { seed_of(&loaded) } else { None };
+        let entry = if seed { seed_of(vm, &loaded) } else { None };
         let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
         Ok::<_, Failure>((loaded, piece, entry))
     }))
@@ -208,9 +199,7 @@ async fn from_caches_seeding(
     for (vm, load) in vms.iter().zip(loads) {
         let (loaded, piece, entry) = load?;
         listed.absorb(loaded, settings);
-        if let Some(entry) = entry {
-            listed.index_seed.push((vm.as_str().to_string(), entry));
-        }
+        listed.index_seed.extend(entry);
         parts.push((vm.as_str().to_string(), piece));
     }
     Ok(listed.finish(parts))
@@ -231,7 +220,7 @@ fn seeds_index(settings: &Settings, filter: &Filter) -> bool {
 /// (the fast path): the cache's generation and fingerprint, and every
 /// summary. `None` for any other load: a cache to repair publishes its
 /// own entry when the repair writes it.
-fn seed_of(loaded: &Loaded) -> Option<crate::index::VmEntry> {
+fn seed_of(vm: &VmId, loaded: &Loaded) -> Option<crate::index::Segment> {
     if !loaded.fast_path || loaded.changed {
         return None;
     }
@@ -239,11 +228,12 @@ fn seed_of(loaded: &Loaded) -> Option<crate::index::VmEntry> {
     let Answer::Summaries(summaries) = &loaded.answer else {
         return None;
     };
-    Some(crate::index::VmEntry {
+    let entry = crate::index::VmEntry {
         generation: header.generation,
         fingerprint: header.fingerprint.map(|f| f.to_hex()),
         summaries: summaries.iter().map(crate::index::RawSummary::of).collect(),
-    })
+    };
+    Some(crate::index::Segment::new(vm.as_str(), entry))
 }
 
 /// The restore view: `{ vm: summaries }`, from the repository-wide index
@@ -261,7 +251,7 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
     let (vms, index) = (vms?, index?);
     let Some(index) = index else {
         let seed = seeds_index(settings, &filter);
-        return from_caches_seeding(io, settings, &vms, &want, seed).await;
+        return from_caches(io, settings, &vms, &want, seed).await;
     };
     let current = index.loaded.current();
     let unknown: Vec<VmId> = vms
@@ -276,7 +266,7 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
             json!({ "vms": unknown.iter().map(VmId::as_str).collect::<Vec<_>>() }),
         );
     }
-    let mut listed = from_caches(io, settings, &unknown, &want).await?;
+    let mut listed = from_caches(io, settings, &unknown, &want, false).await?;
     let mut cached: std::collections::BTreeMap<String, Piece> =
         std::mem::take(&mut listed.parts).into_iter().collect();
     let view = current.filtered_view(&filter);
@@ -299,15 +289,13 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
     }
     let repairs = std::mem::take(&mut listed.repairs);
     let unreadable = std::mem::take(&mut listed.unreadable);
-    let mut out = Listed {
+    Ok(Listed {
         repairs,
         unreadable,
         from_index: true,
         ..Listed::default()
     }
-    .finish(parts);
-    out.from_index = true;
-    Ok(out)
+    .finish(parts))
 }
 
 /// The index, if there is one with a snapshot and it reads; else `None`

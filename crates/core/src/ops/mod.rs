@@ -210,7 +210,7 @@ pub fn repair(settings: Settings, loaded: Vec<Loaded>) -> Op {
 /// which then publish their entries into it.
 pub fn follow_up(
     settings: Settings,
-    index_seed: Vec<(String, crate::index::VmEntry)>,
+    index_seed: Vec<crate::index::Segment>,
     loaded: Vec<Loaded>,
 ) -> Op {
     Op::new(|io| async move {

@@ -10,7 +10,7 @@ use super::exec::{Io, join, join_all};
 use super::index_ops;
 use super::io::{Failure, IoError, Level, Request, Response};
 use super::load::{self, Want};
-use super::settings::{IndexMode, Settings};
+use super::settings::Settings;
 use super::share::{self, CacheRead};
 use crate::coherency::Listing;
 use crate::index::{self, Segment};
@@ -72,7 +72,7 @@ pub fn locked_reads(settings: &Settings, vm: &VmId) -> Vec<Request> {
         share::list_vm_request(vm),
         clean_request(vm),
     ];
-    if settings.index != IndexMode::Off {
+    if index_ops::active(settings) {
         requests.push(index_ops::list_request());
     }
     requests
@@ -96,7 +96,7 @@ pub fn take_locked_reads(
     let cache = share::cache_read(io, vm, next())?;
     let entries = share::vm_listing(vm, next())?;
     cleaned(io, vm, next());
-    let index_listing = if settings.index != IndexMode::Off {
+    let index_listing = if index_ops::active(settings) {
         index_ops::listed(next())?
     } else {
         None

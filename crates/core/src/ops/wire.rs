@@ -36,7 +36,7 @@ pub struct WireOp {
     outstanding: BTreeMap<RequestId, Request>,
     settings: Settings,
     repairs: Vec<super::Loaded>,
-    index_seed: Vec<(String, crate::index::VmEntry)>,
+    index_seed: Vec<crate::index::Segment>,
 }
 
 #[derive(Deserialize, Default)]
