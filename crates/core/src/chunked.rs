@@ -412,7 +412,14 @@ pub fn splice_with_target(
             .filter(|(key, _)| removed.binary_search(&key.as_str()).is_err())
             .map(|(key, value)| (key.as_str(), &**value))
             .collect();
-        if i == data - 1 && !edit.appended.is_empty() && survivors.len() == entries.len() {
+        // Extended in place only if something before it opens the object
+        // (or it does): a last chunk whose every predecessor was emptied
+        // starts with a comma, and is written again below, opening it.
+        if i == data - 1
+            && !edit.appended.is_empty()
+            && survivors.len() == entries.len()
+            && (opened || i == 0)
+        {
             if let Some(extended) =
                 extend(deflated[i], &chunk, &text, &entries, edit, target, level)
             {
