@@ -5,6 +5,10 @@
 //! writer put it. Parsing follows JSON.parse where the two could differ: a
 //! duplicate key keeps its first position and takes its last value.
 
+mod check;
+
+pub use check::check_records;
+
 use crate::error::{Error, ErrorKind, Result};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -312,6 +316,80 @@ mod tests {
     }
 
     #[test]
+    fn check_records_agrees_with_a_full_decode_on_the_grammar() {
+        let full = |text: &str| {
+            check_depth(text.as_bytes(), 8).and_then(|()| parse_entries(text).map(|_| ()))
+        };
+        for body in [
+            r#"{"a":{"n":-0,"f":0.5e+10,"g":1E-5,"i":120,"z":0}}"#,
+            r#"{"a":{"n":01}}"#,
+            r#"{"a":{"n":1.}}"#,
+            r#"{"a":{"n":.5}}"#,
+            r#"{"a":{"n":-}}"#,
+            r#"{"a":{"n":1e}}"#,
+            r#"{"a":{"n":+1}}"#,
+            r#"{"a":{"n":1.5.2}}"#,
+            r#"{"a":{"t":true,"f":false,"n":null}}"#,
+            r#"{"a":{"t":tru}}"#,
+            r#"{"a":{"t":nul}}"#,
+            r#"{"a":{"t":True}}"#,
+            "{\"a\":{\"s\":\"x\u{1}y\"}}",
+            "{\"a\":{\"s\":\"tab\there\"}}",
+            r#"{"a":{"s":"\x"}}"#,
+            r#"{"a":{"s":"\u12"}}"#,
+            r#"{"a":{"s":"\u12g4"}}"#,
+            r#"{"a":{"s":"\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"}}"#,
+            r#"{"a":{"s":"\ud83d\u0041"}}"#,
+            "{\"a\":{}}\u{c}",
+            "\u{feff}{\"a\":{}}",
+            " \t\r\n{ \"a\" : { \"b\" : [ 1 , [ ] , { } ] } }\n",
+            r#"{"":{}}"#,
+            r#"{"a":{"b":[1,]}}"#,
+            r#"{"a":{"b":[,1]}}"#,
+            r#"{"a":{"b":{"c"}}}"#,
+            r#"{"a":{"b":{"c":}}}"#,
+            r#"{"a":{"b":{,}}}"#,
+            r#"{"a":{"b":1 2}}"#,
+            r#"{"a":{"b":[1 2]}}"#,
+            r#"{"a":{"b":"x"}"#,
+            r#"{"a":{"b":"x}}"#,
+            r#"{"a":{"b":[}}"#,
+            r#"{"a":{"b":]}}"#,
+            r#"{"a":{},"b":{}}"#,
+            r#"{"a":{} "b":{}}"#,
+            r#"{"a" {}}"#,
+            r#"{a:{}}"#,
+            r#"{"a":{}}}"#,
+            "{}",
+            "{ }",
+        ] {
+            assert_eq!(
+                check_records(body, 8).is_ok(),
+                full(body).is_ok(),
+                "{body:?}"
+            );
+        }
+        // JSON.parse makes this Infinity: refused here, kept as text by a
+        // full decode (see check_records).
+        let beyond = r#"{"a":{"n":1e400}}"#;
+        assert!(full(beyond).is_ok());
+        assert!(
+            check_records(beyond, 8)
+                .unwrap_err()
+                .detail()
+                .contains("number out of range")
+        );
+        let long = format!(r#"{{"a":{{"n":{}}}}}"#, "9".repeat(400));
+        assert!(
+            check_records(&long, 8)
+                .unwrap_err()
+                .detail()
+                .contains("number out of range")
+        );
+        assert!(check_records(&format!(r#"{{"a":{{"n":{}}}}}"#, "9".repeat(300)), 8).is_ok());
+    }
+
+    #[test]
     fn json_errors_are_located() {
         let err = parse_entries("{\"a\":{},\n \"b\" {}}").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidJson);
@@ -335,164 +413,5 @@ mod tests {
         let keys: Vec<_> = entries.keys().map(String::as_str).collect();
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(entries["a"].get(), r#"{"v":2}"#);
-    }
-}
-
-/// Checks a cache body in one pass, as a reader that hands the text on
-/// (to JSON.parse) needs it checked: valid JSON, an object of objects,
-/// nested at most `max_depth` deep, every string a Rust string could hold
-/// (no lone surrogate). Returns its keys, in document order.
-///
-/// A body it accepts, [`check_depth`] and [`parse_entries`] accept too, so
-/// that handing the text on never lets through what a full decode would
-/// refuse; what it refuses, the caller decodes fully (for the exact error,
-/// or the answer: a number beyond f64, which JSON.parse makes Infinity, is
-/// refused here, where a full decode keeps it as text).
-/// One pass rather than those two: the fast path of a listing of full
-/// records runs this over every byte of every cache.
-pub fn check_records(text: &str, max_depth: usize) -> Result<Vec<std::borrow::Cow<'_, str>>> {
-    use serde::Deserializer as _;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let keys = deserializer
-        .deserialize_map(checked::Records { max_depth })
-        .and_then(|keys| deserializer.end().map(|()| keys))
-        .map_err(|e| json_error(text, &e))?;
-    Ok(keys)
-}
-
-/// The visitors of [`check_records`]: each value is walked, not built,
-/// and strings are parsed (so that their escapes are checked), not skipped.
-mod checked {
-    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-    use std::borrow::Cow;
-    use std::fmt;
-
-    pub struct Records {
-        pub max_depth: usize,
-    }
-
-    impl<'de> Visitor<'de> for Records {
-        type Value = Vec<Cow<'de, str>>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object of objects")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            if self.max_depth < 1 {
-                return Err(de::Error::custom("JSON nests too deep"));
-            }
-            let mut keys = Vec::new();
-            while let Some(key) = map.next_key::<Key<'de>>()? {
-                keys.push(key.0);
-                map.next_value_seed(Value {
-                    depth_left: self.max_depth - 1,
-                    object: true,
-                })?;
-            }
-            Ok(keys)
-        }
-    }
-
-    /// A string, borrowed when it has no escapes.
-    struct Key<'de>(Cow<'de, str>);
-
-    impl<'de> de::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct KeyVisitor;
-            impl<'de> Visitor<'de> for KeyVisitor {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(s)))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(s.to_string())))
-                }
-            }
-            d.deserialize_str(KeyVisitor)
-        }
-    }
-
-    /// Any value (`object`: only an object), at most `depth_left` levels
-    /// of arrays and objects deep, itself included.
-    #[derive(Clone, Copy)]
-    struct Value {
-        depth_left: usize,
-        object: bool,
-    }
-
-    impl Value {
-        fn nested<E: de::Error>(self) -> Result<Value, E> {
-            if self.depth_left == 0 {
-                return Err(E::custom("JSON nests too deep"));
-            }
-            Ok(Value {
-                depth_left: self.depth_left - 1,
-                object: false,
-            })
-        }
-
-        fn scalar<E: de::Error>(self) -> Result<(), E> {
-            if self.object {
-                return Err(E::custom("an entry is not an object"));
-            }
-            Ok(())
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Value {
-        type Value = ();
-
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Value {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-            self.scalar()
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            self.scalar()
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            self.scalar()?;
-            let inner = self.nested()?;
-            while seq.next_element_seed(inner)?.is_some() {}
-            Ok(())
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let inner = self.nested()?;
-            while map.next_key::<Key<'de>>()?.is_some() {
-                map.next_value_seed(inner)?;
-            }
-            Ok(())
-        }
     }
 }
