@@ -8,6 +8,8 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
+import { BACKUP_DIR, CACHE_FILE } from '../js/common/layout.js'
+import { INDEX_DIR } from '../js/common/repo-index.js'
 import { loadNativeAddon, loadWasmModule } from '../js/node/load-core.js'
 
 const root = join(import.meta.dirname, '..')
@@ -97,5 +99,13 @@ describe('the core’s JS surface', () => {
     const files = (build) => build.newCipher('chacha20-poly1305', new Uint8Array(32)).initialFiles(new Uint8Array(12), 'u')
     for (const list of [files(builds.napi), files(builds.wasm)]) assert.ok(list.every((file) => file instanceof Uint8Array))
     assert.deepEqual(files(builds.napi).map((f) => Buffer.from(f)), files(builds.wasm).map((f) => Buffer.from(f)))
+  })
+
+  test("the JS side's repository layout is the core's", () => {
+    // js/common/layout.js keeps its own constants (the page and the sample
+    // generator use them before any core is loaded): they must be these.
+    const core = builds.napi.repositoryLayout()
+    assert.deepEqual(builds.wasm.repositoryLayout(), core)
+    assert.deepEqual({ backupDir: BACKUP_DIR, cacheFile: CACHE_FILE, indexDir: INDEX_DIR }, core)
   })
 })

@@ -2,7 +2,7 @@
 //! driver (js/common/operations.js) performs its requests through a
 //! handler and hands each result back.
 
-use crate::wire::{self, Bytes, BytesOut, Json, Throws};
+use crate::wire::{self, Bytes, BytesOut, Json, Plain, Throws};
 use brcache_core::ops::wire::{self as ops_wire, WireOp};
 
 class! {
@@ -76,4 +76,25 @@ functions! {
         let inner = ops_wire::start(&kind, &settings, &args, bytes.map(|b| b.to_vec()))?;
         Ok(NativeOperation { inner })
     }
+
+    /// Where things live in a repository, as the core reads and writes it
+    /// (`{ backupDir, cacheFile, indexDir }`): the JS side's own constants
+    /// (js/common/layout.js, which the page and the sample generator use
+    /// before any core is loaded) are held to these by a test.
+    #[export(js_name = "repositoryLayout")]
+    pub fn repository_layout() -> Plain<RepositoryLayout> {
+        Plain(RepositoryLayout {
+            backup_dir: brcache_core::BACKUP_DIR,
+            cache_file: brcache_core::CACHE_FILE,
+            index_dir: brcache_core::INDEX_DIR,
+        })
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryLayout {
+    backup_dir: &'static str,
+    cache_file: &'static str,
+    index_dir: &'static str,
 }

@@ -1,5 +1,7 @@
 // Where things live in a backup repository (Xen Orchestra's layout).
-// Free of Node-only imports: the browser and the sample generator use it.
+// Free of Node-only imports: the browser and the sample generator use it,
+// before any core is loaded; tests/surface.test.mjs holds these constants
+// to the core's (`repositoryLayout`).
 
 export const BACKUP_DIR = 'xo-vm-backups'
 export const CACHE_FILE = 'cache.json.gz'

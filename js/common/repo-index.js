@@ -6,6 +6,8 @@
 import { call } from './codec.js'
 import { drive, makeOperationsApi } from './operations.js'
 
+// The core's INDEX_DIR, kept here for code that runs before a core is
+// loaded; tests/surface.test.mjs holds the two equal.
 export const INDEX_DIR = 'xo-vm-backups/.brcache-index'
 
 /** The index glue over a backend (napi addon or wasm module). */

@@ -66,7 +66,7 @@ pub use chunked::{encode_with_target, table_matches};
 pub use gzip::{read_member as read_gzip_member, write_member as write_gzip_member};
 
 // A VM's cache and what is read from it.
-pub use key::{CACHE_FILE, MetadataName, VmId};
+pub use key::{BACKUP_DIR, CACHE_FILE, MetadataName, VmId};
 pub use summary::{Filter, Summary, summaries, summaries_of_bytes};
 pub use vm_cache::{Change, VmCache};
 
