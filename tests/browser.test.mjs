@@ -99,7 +99,10 @@ describe('the restore view of a healthy repository', () => {
   let page
   let errors
   before(async () => {
-    server = await listen(dir)
+    // The caches path, VM by VM: without --no-index the server would make
+    // the index at the page's first look (tested below), and every later
+    // copy of this repository would have it.
+    server = await listen(dir, { index: false })
     cleanups.push(server.close)
     ;({ page, errors } = await open(server.url))
   })
@@ -360,7 +363,7 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
 describe('a server with a token: the page signs in first', () => {
   test('the sign-in form, a wrong token refused, the right one shows the view, a reload keeps the session', async () => {
     const token = 'browser-test-token-for-the-restore-view'
-    const server = await listen(dir, { auth: token })
+    const server = await listen(dir, { auth: token, index: false })
     cleanups.push(server.close)
     const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
     const errors = []
@@ -491,7 +494,8 @@ describe('several repositories in one page, live', () => {
     cpSync(dir, locked, { recursive: true })
     encryptAsXo(locked, { algorithm: 'chacha20-poly1305', caches: 'keep' })
     const missing = join(tmpdir(), 'brcache-browser-no-such-repository')
-    const server = await listen([dir, second, missing, locked])
+    // (--no-index: no index made in the shared repository.)
+    const server = await listen([dir, second, missing, locked], { index: false })
     cleanups.push(server.close)
     const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 900 } })
     const errors = []
