@@ -472,7 +472,14 @@ async function serve(args) {
       // The page trusts the index as listings do: made now when there is
       // none, else caught up once with what Xen Orchestra (or a crash)
       // changed behind it, before the first page.
-      const kept = await served.prepareIndex()
+      let kept
+      try {
+        kept = await served.prepareIndex()
+      } catch (error) {
+        // The page can still read the caches: said, not fatal, and no
+        // other repository held back.
+        state = `, repository index not kept: ${error.message}`
+      }
       if (kept?.made) state = ', repository index made from the VM caches'
       else if (kept?.check?.exists) {
         const { check } = kept
