@@ -20,6 +20,7 @@ import { browserFiles } from '../js/node/browser-safe.js'
 import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
 import { createRandom, makeMetadata, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
+import { KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
 const root = join(import.meta.dirname, '..')
 const cleanups = []
@@ -466,10 +467,12 @@ describe('brcache serve keeps the repository index', () => {
     const { http, share } = page(served)
     // The page's poll: each look at the index folder lets the server verify
     // in the background once the window has passed since the last time.
+    // (The catch-up's segment can be listed before the verification ends
+    // and the listing says so: both are waited for.)
     let read
     for (let i = 0; i < 200; i++) {
       read = await readView(share, http)
-      if (ids(read).includes(id)) break
+      if (ids(read).includes(id) && read.view.verifiedAt >= written) break
       await sleep(25)
     }
     assert.ok(ids(read).includes(id), 'caught up in the background')
@@ -518,14 +521,43 @@ describe('brcache serve keeps the repository index', () => {
     assert.equal((await get(noRepair.port, '/api/index')).headers['x-brcache-verified-at'], undefined)
   })
 
-  test('immutable, --no-index, --no-repair: no index made, nothing verified', async () => {
-    for (const options of [{ immutable: true }, { index: false }, { repair: false }]) {
-      const { dir, served } = await serving('untouched', { ...options, verifyEveryMs: 0 })
+  test('immutable, --no-index, --no-repair, encrypted without the key: no index made, nothing verified', async () => {
+    for (const options of [{ immutable: true }, { index: false }, { repair: false }, { encrypted: true }]) {
+      const dir = await repositoryDir('untouched')
+      if (options.encrypted) encryptAsXo(dir, { algorithm: 'aes-256-gcm', caches: 'keep' })
+      const served = await listenOn(dir, { ...options, verifyEveryMs: 0 })
+      cleanups.push(served.close)
       for (let i = 0; i < 3; i++) assert.equal((await get(served.port, '/api/index')).status, 404, JSON.stringify(options))
       assert.equal(await served.server.repositories[0].prepareIndex(), undefined)
       await served.server.settle()
       assert.equal(existsSync(join(dir, INDEX_DIR)), false, JSON.stringify(options))
     }
+    // With the key, the server reads the caches: it makes the index as on a plaintext repository.
+    const dir = await repositoryDir('encrypted-keyed')
+    encryptAsXo(dir, { algorithm: 'aes-256-gcm', caches: 'keep' })
+    const served = await listenOn(dir, { encryptionKey: KEY })
+    cleanups.push(served.close)
+    assert.deepStrictEqual(await served.server.repositories[0].prepareIndex(), { made: true })
+    assert.ok(hasIndex(dir))
+  })
+
+  test('within the window, looks at the index read no VM cache: one verification per window at most', async () => {
+    const dir = await repositoryDir('bounded')
+    await openRepository(dir).buildIndex()
+    const { handler, calls } = recording(dir)
+    const served = await listenOn(handler, { verifyEveryMs: 60_000 })
+    cleanups.push(served.close)
+    for (let i = 0; i < 20; i++) assert.equal((await get(served.port, '/api/index')).status, 200)
+    await served.server.settle()
+    assert.deepStrictEqual(calls.filter(([, path]) => String(path).endsWith(CACHE_FILE)), [])
+    // Past the window (0 here), the next look sets one off, and settle() waits for it.
+    const eager = await listenOn(handler, { verifyEveryMs: 0 })
+    cleanups.push(eager.close)
+    calls.length = 0
+    await get(eager.port, '/api/index')
+    await eager.server.settle()
+    const reads = calls.filter(([, path]) => String(path).endsWith(CACHE_FILE)).length
+    assert.ok(reads >= 3, `every VM cache read once: ${reads}`)
   })
 })
 
