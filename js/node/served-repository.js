@@ -8,6 +8,12 @@
 // Every file goes out as it lies on the share. On an encrypted repository
 // the page decrypts; a server given the key still checks and repairs
 // caches first, one without it serves them unchecked.
+//
+// Where it may write, the server also keeps the repository index, which the
+// page only reads: it makes it when there is none, and verifies it against
+// the VM caches in the background (Xen Orchestra rewrites caches without
+// telling the index), bounded by verifyEveryMs, through the library's own
+// seed and verification.
 
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../common/encryption.js'
 import { HttpError, jsonRevalidated, notFound, send } from './http.js'
