@@ -191,8 +191,12 @@ export declare class Repository {
   listSummaries(filter?: SummaryFilter, options?: { verified?: boolean }): Promise<Record<string, Summary[]>>
   /** `verified: true`: from the index, waits for a verification that starts after the call. */
   restoreView(filter?: SummaryFilter, options?: { vm?: string; verified?: boolean }): Promise<RestoreView>
-  /** Compares every cache with the index and catches up what changed behind its back (see checkIndex). */
+  /** Compares every cache with the index and catches up what changed behind its back (see checkIndex); calls while one runs share the next one. */
   verify(): Promise<IndexCheck>
+  /** When the last verification that caught the index up began (ms since the epoch), or undefined. */
+  readonly verifiedAsOf: number | undefined
+  /** Starts a verification in the background if none runs and the last ended `verifyEveryMs` ago; whether one started. */
+  verifyInBackground(): boolean
   /** What encryption.json names and whether this repository object can read it (`reason` when not). */
   encryption(): Promise<{ algorithm: EncryptionAlgorithm | null; readable: boolean; code?: string; reason?: string }>
   writeVmBackupMetadata(vm: string, metadata: { timestamp: number; [field: string]: unknown }): Promise<string>

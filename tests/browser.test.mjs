@@ -10,10 +10,11 @@ import { spawnSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
-import { CACHE_FILE, vmFile } from '../js/common/layout.js'
+import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { describeVm, formatBytes, formatDate } from '../js/common/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
@@ -99,7 +100,10 @@ describe('the restore view of a healthy repository', () => {
   let page
   let errors
   before(async () => {
-    server = await listen(dir)
+    // The caches path, VM by VM: without --no-index the server would make
+    // the index at the page's first look (tested below), and every later
+    // copy of this repository would have it.
+    server = await listen(dir, { index: false })
     cleanups.push(server.close)
     ;({ page, errors } = await open(server.url))
   })
@@ -357,10 +361,76 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
   })
 })
 
+describe('a fresh writable repository: the server makes the index, and the page reads it', () => {
+  test('the first load from the caches, then from the index the server made: a handful of requests; what XO writes shows without a command', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-fresh-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    // A short window, so that the page's own poll shows XO's write soon.
+    const server = await listen(copy, { verifyEveryMs: 200 })
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    // The first look at the index folder found none, and made it behind its answer.
+    assert.equal(await page.getAttribute('body', 'data-source'), 'caches')
+    assert.equal(await page.isVisible('#verified'), false)
+    await server.server.settle()
+    // Refresh (as the page's poll would) finds the index and reads it from then on.
+    await page.click('#refresh')
+    await page.waitForSelector('body[data-source="index"]', { timeout: 15_000 })
+
+    requests.length = 0
+    await page.reload()
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    const rows = await rowsOf(page)
+    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
+    for (const row of rows) {
+      assert.equal(row.state, 'ok', row.error)
+      assert.equal(row.count, view[row.vm].length, row.vm)
+      assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
+      assert.equal(row.last, formatDate(view[row.vm].at(-1).timestamp, { seconds: false }))
+    }
+    const api = requests.filter((url) => url.startsWith('/api/'))
+    assert.deepStrictEqual(
+      api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),
+      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', '/api/repositories'],
+      'no VM cache',
+    )
+    assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 1, 'the snapshot the server made')
+    assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
+    // Made from checked caches, so verified as of then; said discreetly.
+    assert.match(await page.textContent('#verified'), /^index verified \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/)
+    const verifiedAt = Date.parse(await page.getAttribute('body', 'data-verified-at'))
+    assert.ok(verifiedAt <= Date.now())
+
+    // Xen Orchestra adds a restore point behind the index: a metadata file
+    // and its cache rewritten as plain gzip JSON, no segment. The page's
+    // poll of the index folder lets the server verify; the next shows it.
+    const [vm] = Object.keys(view)
+    const folder = join(copy, 'xo-vm-backups', vm)
+    const last = view[vm].at(-1)
+    const rng = createRandom('browser-xo-write')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: last.timestamp + 3600_000 })
+    const name = `${formatFilenameDate(metadata.timestamp)}.json`
+    writeFileSync(join(folder, name), JSON.stringify(metadata))
+    const cache = JSON.parse(gunzipSync(readFileSync(join(folder, CACHE_FILE))))
+    const key = `/xo-vm-backups/${vm}/${name}`
+    cache[key] = { ...metadata, _filename: key, id: key }
+    writeFileSync(join(folder, CACHE_FILE), gzipSync(JSON.stringify(cache)))
+    await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm, count: view[vm].length + 1 }, { timeout: 30_000 })
+    // The catch-up's segment may be listed before the verification ends: its time comes with a later poll.
+    await page.waitForFunction((before) => Date.parse(document.body.dataset.verifiedAt) > before, verifiedAt, { timeout: 15_000 })
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
 describe('a server with a token: the page signs in first', () => {
   test('the sign-in form, a wrong token refused, the right one shows the view, a reload keeps the session', async () => {
     const token = 'browser-test-token-for-the-restore-view'
-    const server = await listen(dir, { auth: token })
+    const server = await listen(dir, { auth: token, index: false })
     cleanups.push(server.close)
     const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 640 } })
     const errors = []
@@ -491,7 +561,8 @@ describe('several repositories in one page, live', () => {
     cpSync(dir, locked, { recursive: true })
     encryptAsXo(locked, { algorithm: 'chacha20-poly1305', caches: 'keep' })
     const missing = join(tmpdir(), 'brcache-browser-no-such-repository')
-    const server = await listen([dir, second, missing, locked])
+    // (--no-index: no index made in the shared repository.)
+    const server = await listen([dir, second, missing, locked], { index: false })
     cleanups.push(server.close)
     const page = await chromium.browser.newPage({ viewport: { width: 1440, height: 900 } })
     const errors = []

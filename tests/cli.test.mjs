@@ -185,6 +185,12 @@ describe('brcache serve', () => {
       assert.equal(cache.headers.get('content-type'), 'application/gzip')
       assert.deepStrictEqual(Buffer.from(await cache.arrayBuffer()), readFileSync(join(dir, 'xo-vm-backups', vms[0], 'cache.json.gz')))
       assert.equal((await fetch(url)).status, 200)
+      // A writable repository without an index: made before the first page.
+      assert.match(await line, /repository index made from the VM caches\) at http:/)
+      const index = await fetch(new URL('api/index', url))
+      assert.equal(index.status, 200)
+      assert.match((await index.json())[0], /^snapshot-/)
+      assert.ok(index.headers.get('x-brcache-verified-at'))
     } finally {
       child.kill()
     }
@@ -244,11 +250,12 @@ describe('brcache serve', () => {
     assert.match(refused.stderr, /metadata\.json: does not decrypt/)
   })
 
-  test('a missing repository or a bad port is an error before listening', () => {
-    for (const args of [[join(tmpdir(), 'no-such-brcache-dir')], [temp(), '--port', 'http']]) {
+  test('a missing repository, a bad port or a bad window is an error before listening', () => {
+    for (const args of [[join(tmpdir(), 'no-such-brcache-dir')], [temp(), '--port', 'http'], [temp(), '--verify-every', 'often']]) {
       const r = brcache('serve', ...args)
       assert.equal(r.code, 2, r.err)
       assert.match(r.err, /^brcache: /)
+      if (args.includes('often')) assert.match(r.err, /--verify-every expects a whole number/)
     }
   })
 })

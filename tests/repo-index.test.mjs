@@ -222,6 +222,33 @@ describe('the index by default', () => {
     assert.ok(ids(after).includes(`/xo-vm-backups/${vm}/${againName}`), 'caught up in the background')
     assert.deepStrictEqual(after.vms, await perVm(dir))
   })
+
+  test('verifications asked for at once share the next one; verifiedAsOf says when the last that caught up began', async (t) => {
+    const dir = await indexed(t, { vms: 3, retention: 2, seed: 'brcache/tests/index/verify-shared' })
+    const share = measuredShare(dir)
+    const repository = openRepository(share.handler, { verifyEveryMs: Infinity })
+    assert.equal(repository.verifiedAsOf, undefined)
+    await repository.verify() // (the object's first call also reads encryption.json)
+    const before = Date.now()
+    const start = share.calls().readFile
+    await repository.verify()
+    const asOf = repository.verifiedAsOf
+    assert.ok(asOf >= before, 'one that found nothing to catch up counts')
+    const one = share.calls().readFile - start
+    assert.ok(one >= 3, `every VM cache read: ${one}`)
+    // The first starts at once; the nine asked for while it runs share the one after it.
+    const reports = await Promise.all(Array.from({ length: 10 }, () => repository.verify()))
+    assert.equal(share.calls().readFile - start, one * 3, 'two more verifications, not ten')
+    assert.ok(reports.every((report) => report.exists && Object.keys(report.drift).length === 0))
+    assert.ok(repository.verifiedAsOf >= asOf)
+    // Off the bound (Infinity), none starts in the background; at 0, one does.
+    assert.equal(repository.verifyInBackground(), false)
+    const eager = openRepository(dir, { verifyEveryMs: 0 })
+    assert.equal(eager.verifyInBackground(), true)
+    assert.equal(eager.verifyInBackground(), false, 'one at a time')
+    await eager.settle()
+    assert.ok(eager.verifiedAsOf !== undefined)
+  })
 })
 
 // --- building and reading --------------------------------------------------------

@@ -3,18 +3,24 @@
 // repository or the asset list.
 
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { gzipSync } from 'node:zlib'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
+import { EncryptedShare, encryptionApi, init } from '../js/browser.js'
+import { httpShare } from '../js/web/http-share.js'
+import { readView } from '../js/web/reader.js'
 import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/common/repo-index.js'
 import { browserFiles } from '../js/node/browser-safe.js'
-import { CACHE_FILE, vmFile } from '../js/common/layout.js'
-import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
+import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
+import { createRandom, makeMetadata, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
+import { KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
 const root = join(import.meta.dirname, '..')
 const cleanups = []
@@ -302,7 +308,8 @@ describe('brcache serve: the bytes are true to the folder', () => {
 
 describe('brcache serve: the repository index', () => {
   test('without an index, /api/index is a 404 saying so', async () => {
-    const port = await listen(await repositoryDir('no-index'))
+    // (Without repair, the server makes none: see "keeps the index" below.)
+    const port = await listen(await repositoryDir('no-index'), { repair: false })
     const r = await get(port, '/api/index')
     assert.equal(r.status, 404)
     assert.deepStrictEqual(JSON.parse(r.body), { error: 'no repository index' })
@@ -338,8 +345,12 @@ describe('brcache serve: the repository index', () => {
     await openRepository(dir).buildIndex()
     writeFileSync(join(dir, INDEX_DIR, '.snapshot-00000000000000000009.json.gz.tmp-1'), 'temp')
     const { handler, calls } = recording(dir)
-    const port = await listen(handler)
+    const served = await listenOn(handler)
+    cleanups.push(served.close)
+    const { port } = served
     const [snapshot] = JSON.parse((await get(port, '/api/index')).body)
+    // What a listing sets off behind its answer (whether to verify the index).
+    await served.server.settle()
     for (const path of [
       '/api/index/..%2f..%2f..%2fsecret.txt',
       '/api/index/..%2F..%2Fxo-vm-backups',
@@ -368,6 +379,185 @@ describe('brcache serve: the repository index', () => {
       const r = await get(await listen(dir, options), '/api/index')
       assert.equal(r.status, 404, JSON.stringify(options))
     }
+  })
+})
+
+/** A restore point Xen Orchestra writes behind brcache's back: its metadata file, then its cache as plain gzip JSON, no header, no segment. */
+function writeAsXo(dir, vm, seed) {
+  const folder = join(dir, 'xo-vm-backups', vm)
+  const names = readdirSync(folder).filter((n) => /^\d{8}T\d{6}Z\.json$/.test(n)).sort()
+  const last = JSON.parse(readFileSync(join(folder, names.at(-1))))
+  const rng = createRandom(seed)
+  const metadata = makeMetadata(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, jobId: last.jobId, scheduleId: last.scheduleId, timestamp: last.timestamp + 3600_000, mode: 'delta' })
+  const name = `${formatFilenameDate(metadata.timestamp)}.json`
+  writeFileSync(join(folder, name), JSON.stringify(metadata))
+  const cache = {}
+  for (const file of [...names, name]) {
+    const key = `/xo-vm-backups/${vm}/${file}`
+    cache[key] = { ...JSON.parse(readFileSync(join(folder, file))), _filename: key, id: key }
+  }
+  writeFileSync(join(folder, CACHE_FILE), gzipSync(JSON.stringify(cache)))
+  return `/xo-vm-backups/${vm}/${name}`
+}
+
+const hasIndex = (dir) => existsSync(join(dir, INDEX_DIR)) && readdirSync(join(dir, INDEX_DIR)).some((n) => n.startsWith('snapshot-'))
+
+describe('brcache serve keeps the repository index', () => {
+  // What the page reads: the core's restoreView over the server's HTTP API.
+  const page = (served) => {
+    const http = httpShare(new URL('api/r/0/', served.url))
+    return { http, share: new EncryptedShare(http, encryptionApi) }
+  }
+  const ids = (read) => Object.values(read.view?.vms ?? {}).flat().map((s) => s.id)
+  async function serving(name, options) {
+    const dir = await repositoryDir(name)
+    const served = await listenOn(dir, options)
+    cleanups.push(served.close)
+    return { dir, served }
+  }
+  before(async () => {
+    // Node's fetch reads no file: URL, so the module's bytes are handed over.
+    await init(readFileSync(join(root, 'js/generated/wasm-web/brcache_wasm_bg.wasm')))
+  })
+
+  test('a writable repository without an index gets one at the first look, from its checked caches; the page then reads it', async () => {
+    const { dir, served } = await serving('made')
+    const truth = await openRepository(dir, { index: false }).listSummaries()
+    assert.equal(hasIndex(dir), false)
+    // The first look answers at once, from what there is; the index is made behind it.
+    const first = await get(served.port, '/api/index')
+    assert.equal(first.status, 404)
+    let listing
+    for (let i = 0; i < 200 && listing?.status !== 200; i++) {
+      if (i > 0) await sleep(25)
+      listing = await get(served.port, '/api/index')
+    }
+    assert.equal(listing.status, 200, 'the index was made')
+    assert.ok(hasIndex(dir))
+    assert.match(JSON.parse(listing.body)[0], /^snapshot-\d{20}\.json\.gz$/)
+    // Made from caches each checked against its folder: as exact as a
+    // verification, which the listing says once the making is over.
+    await served.server.settle()
+    listing = await get(served.port, '/api/index')
+    assert.ok(Date.parse(listing.headers['x-brcache-verified-at']) <= Date.now())
+    const { http, share } = page(served)
+    const read = await readView(share, http)
+    assert.equal(read.view.fromIndex, true)
+    assert.deepStrictEqual(read.view.vms, truth)
+    assert.deepStrictEqual(read.served, {}, 'no cache fetched')
+    assert.equal(read.view.verifiedAt, Date.parse(listing.headers['x-brcache-verified-at']))
+  })
+
+  test('prepareIndex (what brcache serve runs before it listens) makes it, then verifies it', async () => {
+    const { dir, served } = await serving('prepared', { verifyEveryMs: Infinity })
+    const [repository] = served.server.repositories
+    assert.deepStrictEqual(await repository.prepareIndex(), { made: true })
+    assert.ok(hasIndex(dir))
+    const again = await repository.prepareIndex()
+    assert.deepStrictEqual(again.check.drift, {})
+    assert.equal((await get(served.port, '/api/index')).status, 200)
+  })
+
+  test("what Xen Orchestra writes (a plain gzip cache, no segment) shows in the served index within the window, with no command", async () => {
+    const { dir, served } = await serving('xo-write', { verifyEveryMs: 100 })
+    await served.server.repositories[0].prepareIndex()
+    const [, vm] = await openRepository(dir).listAllVms()
+    const written = Date.now()
+    const id = writeAsXo(dir, vm, 'serve-xo-write')
+    const { http, share } = page(served)
+    // The page's poll: each look at the index folder lets the server verify
+    // in the background once the window has passed since the last time.
+    // (The catch-up's segment can be listed before the verification ends
+    // and the listing says so: both are waited for.)
+    let read
+    for (let i = 0; i < 200; i++) {
+      read = await readView(share, http)
+      if (ids(read).includes(id) && read.view.verifiedAt >= written) break
+      await sleep(25)
+    }
+    assert.ok(ids(read).includes(id), 'caught up in the background')
+    assert.deepStrictEqual(read.view.vms, await openRepository(dir, { index: false }).listSummaries())
+    assert.ok(read.view.verifiedAt >= written, 'and the listing says it was verified since')
+    // Caught up by a segment: what a brcache listing of the share reads too.
+    const onShare = await openRepository(dir, { verifyEveryMs: Infinity }).restoreView()
+    assert.equal(onShare.fromIndex, true)
+    assert.ok(Object.values(onShare.vms).flat().some((s) => s.id === id))
+  })
+
+  test('?verified=1 answers once a verification begun after it caught the index up', async () => {
+    // No verification in the background: only the one asked for.
+    const { dir, served } = await serving('verified', { verifyEveryMs: Infinity })
+    await served.server.repositories[0].prepareIndex()
+    const [vm] = await openRepository(dir).listAllVms()
+    const plain = await get(served.port, '/api/index')
+    const madeAt = plain.headers['x-brcache-verified-at']
+    const id = writeAsXo(dir, vm, 'serve-verified')
+    const { http, share } = page(served)
+    const stale = await readView(share, http)
+    assert.ok(!ids(stale).includes(id), 'the index does not know it yet')
+    assert.equal(new Date(stale.view.verifiedAt).toISOString(), madeAt, 'and says since when it was not verified')
+
+    const asked = Date.now()
+    const verified = await get(served.port, '/api/index?verified=1')
+    assert.equal(verified.status, 200)
+    assert.ok(Date.parse(verified.headers['x-brcache-verified-at']) >= asked)
+    const names = JSON.parse(verified.body)
+    assert.ok(names.length > JSON.parse(plain.body).length, 'the catch-up published a segment')
+    assert.ok(ids(await readView(share, http)).includes(id))
+    // Verified again with nothing new: the same files, but a page polling
+    // with the old ETag gets a 200 that says so, not a 304.
+    const later = await get(served.port, '/api/index?verified=1', { headers: { 'If-None-Match': verified.headers.etag } })
+    assert.equal(later.status, 200)
+    assert.deepStrictEqual(JSON.parse(later.body), names)
+    assert.ok(Date.parse(later.headers['x-brcache-verified-at']) >= Date.parse(verified.headers['x-brcache-verified-at']))
+    assert.equal((await get(served.port, '/api/index', { headers: { 'If-None-Match': later.headers.etag } })).status, 304, 'then 304s')
+
+    // A server that cannot verify says so rather than answer unverified.
+    const noRepair = await listenOn(dir, { repair: false })
+    cleanups.push(noRepair.close)
+    const refused = await get(noRepair.port, '/api/index?verified=1')
+    assert.equal(refused.status, 409)
+    assert.match(JSON.parse(refused.body).error, /does not verify/)
+    assert.equal((await get(noRepair.port, '/api/index')).headers['x-brcache-verified-at'], undefined)
+  })
+
+  test('immutable, --no-index, --no-repair, encrypted without the key: no index made, nothing verified', async () => {
+    for (const options of [{ immutable: true }, { index: false }, { repair: false }, { encrypted: true }]) {
+      const dir = await repositoryDir('untouched')
+      if (options.encrypted) encryptAsXo(dir, { algorithm: 'aes-256-gcm', caches: 'keep' })
+      const served = await listenOn(dir, { ...options, verifyEveryMs: 0 })
+      cleanups.push(served.close)
+      for (let i = 0; i < 3; i++) assert.equal((await get(served.port, '/api/index')).status, 404, JSON.stringify(options))
+      assert.equal(await served.server.repositories[0].prepareIndex(), undefined)
+      await served.server.settle()
+      assert.equal(existsSync(join(dir, INDEX_DIR)), false, JSON.stringify(options))
+    }
+    // With the key, the server reads the caches: it makes the index as on a plaintext repository.
+    const dir = await repositoryDir('encrypted-keyed')
+    encryptAsXo(dir, { algorithm: 'aes-256-gcm', caches: 'keep' })
+    const served = await listenOn(dir, { encryptionKey: KEY })
+    cleanups.push(served.close)
+    assert.deepStrictEqual(await served.server.repositories[0].prepareIndex(), { made: true })
+    assert.ok(hasIndex(dir))
+  })
+
+  test('within the window, looks at the index read no VM cache: one verification per window at most', async () => {
+    const dir = await repositoryDir('bounded')
+    await openRepository(dir).buildIndex()
+    const { handler, calls } = recording(dir)
+    const served = await listenOn(handler, { verifyEveryMs: 60_000 })
+    cleanups.push(served.close)
+    for (let i = 0; i < 20; i++) assert.equal((await get(served.port, '/api/index')).status, 200)
+    await served.server.settle()
+    assert.deepStrictEqual(calls.filter(([, path]) => String(path).endsWith(CACHE_FILE)), [])
+    // Past the window (0 here), the next look sets one off, and settle() waits for it.
+    const eager = await listenOn(handler, { verifyEveryMs: 0 })
+    cleanups.push(eager.close)
+    calls.length = 0
+    await get(eager.port, '/api/index')
+    await eager.server.settle()
+    const reads = calls.filter(([, path]) => String(path).endsWith(CACHE_FILE)).length
+    assert.ok(reads >= 3, `every VM cache read once: ${reads}`)
   })
 })
 

@@ -87,6 +87,7 @@ ${KEY_HELP}
 Exit status: 0 coherent or repaired, 1 incoherent and left as it is, 2 error.`,
   serve: `Usage: brcache serve <dir|s3://…> [<dir|s3://…>…] [--port P] [--host H] [--auth | --auth-file FILE]
                      [--tls-cert FILE --tls-key FILE] [--no-repair] [--immutable] [--no-index]
+                     [--verify-every S]
 
 Serves the restore view of one or more repositories as a web page (a
 repository that fails shows its error; the others load): the browser fetches the repository
@@ -113,15 +114,25 @@ files, nothing else.
                   (no index either, as for brcache list)
   --no-index      ignore the repository index: every VM's cache is checked
                   against its folder (unless --no-repair) and fetched
+  --verify-every S
+                  while pages read the index, verify it against every VM
+                  cache at most every S seconds (default 60), so that what
+                  Xen Orchestra writes shows within that window
   --encryption-key-file FILE, or $BRCACHE_ENCRYPTION_KEY
                   on an encrypted repository, lets the server check and
                   repair caches before serving them; without it they are
                   served as they lie. Either way the page asks for the key
                   and decrypts in the browser: the key never reaches the server.
 
-With an index and repair on, the index is checked against every VM's cache
-once at start (brcache check's index part), so that what Xen Orchestra did
-behind its back shows on the first page.`,
+With repair on (and neither --immutable nor --no-index), the server keeps the
+index: before it listens, it makes it when the repository has none (one
+listing of the VM caches, as brcache list does), or else verifies it against
+every VM's cache (brcache check's index part), so that the first page reads
+the index and what Xen Orchestra did behind its back shows on it. Then,
+while pages poll the index, it verifies it in the background, one
+verification at a time, at most every --verify-every seconds. The index
+listing (/api/index) says when it was last verified (X-Brcache-Verified-At);
+/api/index?verified=1 answers after a verification that began after it.`,
   index: `Usage: brcache index <dir> [--json]
 
 Rebuilds the repository-wide index (xo-vm-backups/.brcache-index/) from the
@@ -406,6 +417,7 @@ async function serve(args) {
     'no-repair': { type: 'boolean' },
     immutable: { type: 'boolean' },
     'no-index': { type: 'boolean' },
+    'verify-every': { type: 'string', default: '60' },
     auth: { type: 'boolean' },
     'auth-file': { type: 'string' },
     'tls-cert': { type: 'string' },
@@ -416,6 +428,7 @@ async function serve(args) {
   if (positionals.length === 0) throw new UsageError('serve expects one or more repositories (see brcache serve --help)')
   const dirs = positionals
   const port = number(values.port, 'port')
+  const verifyEvery = number(values['verify-every'], 'verify-every')
   const { generateToken, isLoopback } = await import('./auth.js')
   if (values.auth && values['auth-file'] !== undefined) throw new UsageError('--auth generates a token, --auth-file reads one: give one of them')
   let token
@@ -436,6 +449,7 @@ async function serve(args) {
     immutable: values.immutable,
     index: !values['no-index'],
     encryptionKey: key,
+    verifyEveryMs: verifyEvery * 1000,
     auth: token,
     tls,
   })
@@ -446,7 +460,7 @@ async function serve(args) {
   const failed = started.filter(({ error }) => error)
   if (failed.length === started.length) throw failed[0].error
   const states = []
-  for (const { served, vms, encryption, repository, error } of started) {
+  for (const { served, vms, encryption, error } of started) {
     if (error) {
       states.push(`${served.name}: ${error.message}`)
       continue
@@ -454,15 +468,26 @@ async function serve(args) {
     let state = ''
     if (!encryption.readable) {
       state = `, encrypted with ${encryption.algorithm}: served as it lies, unchecked; the page asks for the key`
-    } else if (!values['no-index'] && !values.immutable && !values['no-repair']) {
-      // The page trusts the index as listings do; catch it up once with what
-      // Xen Orchestra (or a crash) changed behind it, before the first page.
-      const check = await repository.checkIndex({ repair: true })
-      const behind = Object.keys(check.drift).length
-      if (!check.exists) state = ''
-      else if (check.vms !== undefined) state = ', repository index rebuilt'
-      else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
-      else state = check.repaired ? ', repository index repaired' : ', repository index in step'
+    } else {
+      // The page trusts the index as listings do: made now when there is
+      // none, else caught up once with what Xen Orchestra (or a crash)
+      // changed behind it, before the first page.
+      let kept
+      try {
+        kept = await served.prepareIndex()
+      } catch (error) {
+        // The page can still read the caches: said, not fatal, and no
+        // other repository held back.
+        state = `, repository index not kept: ${error.message}`
+      }
+      if (kept?.made) state = ', repository index made from the VM caches'
+      else if (kept?.check?.exists) {
+        const { check } = kept
+        const behind = Object.keys(check.drift).length
+        if (check.vms !== undefined) state = ', repository index rebuilt'
+        else if (behind > 0) state = `, repository index caught up on ${behind} VM${behind === 1 ? '' : 's'}`
+        else state = check.repaired ? ', repository index repaired' : ', repository index in step'
+      }
     }
     if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
     states.push(`${served.name} (${vms.length} VMs${state})`)

@@ -32,8 +32,7 @@ function notModified(request, etag, mtimeMs) {
   return Number.isFinite(since) && Math.floor(mtimeMs / 1000) * 1000 <= since
 }
 
-export function send(request, response, bytes, { type, mtimeMs, headers = {} }) {
-  const etag = etagOf(bytes)
+export function send(request, response, bytes, { type, mtimeMs, headers = {}, etag = etagOf(bytes) }) {
   response.setHeader('ETag', etag)
   response.setHeader('Last-Modified', new Date(mtimeMs).toUTCString())
   // Always revalidate: a cache changes with every backup.
@@ -61,8 +60,12 @@ export function json(request, response, status, value) {
 
 /**
  * JSON that changes now and then (a folder's listing): an ETag, so that a
- * page polling it gets 304s until something changed.
+ * page polling it gets 304s until something changed. `version` is what
+ * else the answer says (in `headers`) that a change of must be a 200 too:
+ * a 304's headers are not what every client goes by.
  */
-export function jsonRevalidated(request, response, value) {
-  send(request, response, Buffer.from(JSON.stringify(value)), { type: 'application/json; charset=utf-8', mtimeMs: Date.now() })
+export function jsonRevalidated(request, response, value, { headers = {}, version = '' } = {}) {
+  const body = Buffer.from(JSON.stringify(value))
+  const etag = etagOf(version === '' ? body : Buffer.concat([body, Buffer.from(`\n${version}`)]))
+  send(request, response, body, { type: 'application/json; charset=utf-8', mtimeMs: Date.now(), headers, etag })
 }

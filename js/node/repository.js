@@ -82,7 +82,9 @@ export class Repository {
   #drive
   #pending = new Set()
   #verifying
+  #nextVerification
   #verifiedAt
+  #verifiedAsOf
   #verifyEveryMs
 
   constructor(
@@ -239,7 +241,7 @@ export class Repository {
       await this.verify()
       answer = await this.#run('restoreView', { filter })
     } else if (answer.fromIndex) {
-      this.#verifyInBackground()
+      this.verifyInBackground()
     }
     const { vms, unreadable, fromIndex } = answer
     // From the caches, each was checked against its folder; from the
@@ -252,15 +254,34 @@ export class Repository {
    * Orchestra rewrites caches without publishing): every VM folder's cache
    * is compared with the index, and every VM that changed behind its back
    * is caught up (its cache checked and republished). Resolves to the
-   * check's report once done; a call while one runs waits for it and then
-   * runs its own, which starts after the call.
+   * check's report once done. Calls made while one runs share the next
+   * one, which starts once it ends, so after every one of them: a server
+   * asked for verified answers by many clients at once runs two, not one
+   * per client.
    */
   async verify() {
-    while (this.#verifying) await this.#verifying.catch(() => {})
+    if (this.#verifying) {
+      this.#nextVerification ??= (async () => {
+        while (this.#verifying) await this.#verifying.catch(() => {})
+        this.#nextVerification = undefined
+        return this.#verifyNow()
+      })()
+      return this.#nextVerification
+    }
+    return this.#verifyNow()
+  }
+
+  async #verifyNow() {
+    const started = Date.now()
     const running = this.#run('checkIndex', { repair: !this.#settings.immutable })
     this.#verifying = running
     try {
-      return await running
+      const report = await running
+      // Caught up only if nothing was left behind: a drift the check could
+      // not repair leaves the index as inexact as before.
+      const drifted = Object.keys(report.drift).length > 0 || report.unusable || report.damaged?.length > 0
+      if (report.exists && (report.repaired || !drifted)) this.#verifiedAsOf = started
+      return report
     } finally {
       this.#verifying = undefined
       this.#verifiedAt = Date.now()
@@ -268,18 +289,31 @@ export class Repository {
   }
 
   /**
-   * After an answer from the index: a verification in the background, at
-   * most one at a time and one per `verifyEveryMs`, whose catch-up the next
-   * listing sees (see `verify`).
+   * When the last verification that caught the index up began (ms since
+   * the epoch), or undefined: the index holds what every VM cache said
+   * then. Writes since may be missing until the next one.
    */
-  #verifyInBackground() {
+  get verifiedAsOf() {
+    return this.#verifiedAsOf
+  }
+
+  /**
+   * A verification in the background, if none runs and the last ended
+   * `verifyEveryMs` ago or more (counted from the object's creation before
+   * the first): what restoreView does after an answer from the index, for
+   * a process that serves the index's files rather than its answers
+   * (`brcache serve`). Its catch-up the next listing sees (see `verify`).
+   * Returns whether one started.
+   */
+  verifyInBackground() {
     // (Infinity never lets a time pass the bound.)
-    if (this.#verifying || Date.now() - this.#verifiedAt < this.#verifyEveryMs) return
+    if (this.#verifying || Date.now() - this.#verifiedAt < this.#verifyEveryMs) return false
     this.#track(
       this.verify().catch((error) => {
         this.#drive.logger.warn('brcache: background verification of the repository index failed', { reason: error.message })
       }),
     )
+    return true
   }
 
   /** One VM's restore view (summaries), sorted by timestamp. */

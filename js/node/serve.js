@@ -25,7 +25,7 @@ import { HttpError, json, notFound, send } from './http.js'
 import { servedRepository } from './served-repository.js'
 import { browserFiles } from './browser-safe.js'
 
-export { UNREADABLE_HEADER } from './served-repository.js'
+export { UNREADABLE_HEADER, VERIFIED_HEADER } from './served-repository.js'
 
 const packageDir = join(import.meta.dirname, '..', '..')
 
@@ -54,22 +54,31 @@ const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; i
  * @param {string | object | Array<string | object>} sources the repositories: folders, s3:// URLs
  *   or handlers, as `openRepository` takes them
  * @param {{ repair?: boolean, immutable?: boolean, index?: boolean, encryptionKey?: string,
- *   auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
+ *   verifyEveryMs?: number, auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
  *   repair) before serving it, so the bytes are true to the folder;
  *   `immutable`: never write a cache (implies no repair, and no index, as
  *   for listings); `index`: offer the repository index, when there is one,
  *   so the page loads every VM's restore view in a few requests (the VMs
- *   the index does not know still come from their caches); `encryptionKey`: on an
+ *   the index does not know still come from their caches), and, with
+ *   repair on, keep it: made at the first listing of the index folder when
+ *   the repository has none (or by `prepareIndex()` before listening), and
+ *   verified against every VM cache in the background after such
+ *   listings, at most one at a time and one per `verifyEveryMs` (default
+ *   60,000; Infinity: never), so that what Xen Orchestra writes shows
+ *   within that window; `encryptionKey`: on an
  *   encrypted repository, what lets the server check caches (the page asks
  *   for the key itself; a plaintext repository ignores it); `auth`: the token (or an
  *   Auth) every /api/ request must carry, itself or through the session cookie a
  *   sign-in gives; `tls`: serve HTTPS
- * @returns the node:http (or https) server, with `repositories`: what each source became
+ * @returns the node:http (or https) server, with `repositories`: what each source became, and
+ *   `settle()`: waits for what they do in the background
  */
-export function createServer(sources, { repair = true, immutable = false, index = true, encryptionKey, auth, tls } = {}) {
+export function createServer(sources, { repair = true, immutable = false, index = true, encryptionKey, verifyEveryMs = 60_000, auth, tls } = {}) {
   const gate = typeof auth === 'string' ? new Auth(auth, { secure: Boolean(tls) }) : auth
-  const repositories = (Array.isArray(sources) ? sources : [sources]).map((source) => servedRepository(source, { repair, immutable, index, encryptionKey }))
+  const repositories = (Array.isArray(sources) ? sources : [sources]).map((source) =>
+    servedRepository(source, { repair, immutable, index, encryptionKey, verifyEveryMs }),
+  )
 
   async function asset(file, request, response) {
     const path = join(packageDir, file)
@@ -138,7 +147,8 @@ export function createServer(sources, { repair = true, immutable = false, index 
     })
   }
   const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handle) : createHttpServer(handle)
-  return Object.assign(server, { repositories })
+  const settle = () => Promise.all(repositories.map((served) => served.settle()))
+  return Object.assign(server, { repositories, settle })
 }
 
 const MAX_BODY = 4096

@@ -8,6 +8,12 @@
 // Every file goes out as it lies on the share. On an encrypted repository
 // the page decrypts; a server given the key still checks and repairs
 // caches first, one without it serves them unchecked.
+//
+// Where it may write, the server also keeps the repository index, which the
+// page only reads: it makes it when there is none, and verifies it against
+// the VM caches in the background (Xen Orchestra rewrites caches without
+// telling the index), bounded by verifyEveryMs, through the library's own
+// seed and verification.
 
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../common/encryption.js'
 import { HttpError, jsonRevalidated, notFound, send } from './http.js'
@@ -18,6 +24,13 @@ import { listVmFolders, openRepository } from './repository.js'
 
 /** On a checked cache: the VM's metadata files that could not be read, `[{ id, reason }]`. */
 export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
+
+/**
+ * On the index listing: when (ISO 8601) this server last verified the
+ * index against every VM cache, or made it from them; absent when it has
+ * not since it started, or cannot (see `keepsIndex`).
+ */
+export const VERIFIED_HEADER = 'X-Brcache-Verified-At'
 
 const METADATA_NAME = /^\d{8}T\d{6}Z\.json$/
 
@@ -30,10 +43,12 @@ export function repositoryName(source) {
 
 /**
  * @param {string | object} source a folder, an s3:// URL or a handler
- * @param {{ repair: boolean, immutable: boolean, index: boolean, encryptionKey?: string }} options
+ * @param {{ repair: boolean, immutable: boolean, index: boolean, encryptionKey?: string, verifyEveryMs: number }} options
  */
-export function servedRepository(source, { repair, immutable, index, encryptionKey }) {
-  let repository = openRepository(source, { immutable, encryptionKey })
+export function servedRepository(source, { repair, immutable, index, encryptionKey, verifyEveryMs }) {
+  // One object for the server's life: its background verifications are
+  // bounded by verifyEveryMs from its creation (see Repository).
+  let repository = openRepository(source, { immutable, encryptionKey, verifyEveryMs })
   const share = repository.handler
   const offerIndex = index && repository.usesIndex
   // Checks need to read the caches: not on an encrypted repository whose
@@ -44,7 +59,7 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     let state = await repository.encryption()
     // A key given for the server's other repositories is not this one's.
     if (state.code === 'NOT_ENCRYPTED') {
-      repository = openRepository(source, { immutable })
+      repository = openRepository(source, { immutable, verifyEveryMs })
       state = await repository.encryption()
     }
     return state
@@ -57,19 +72,127 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     return readable
   }
   const canCheck = async () => repair && !immutable && (await encryption()).readable
+  // Whether this server makes the index and verifies it: it offers one
+  // (not --no-index, not immutable, not S3) and may write what its checks
+  // find (repair on, the caches readable).
+  const keepsIndex = async () => offerIndex && (await canCheck())
 
-  /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
-  async function indexFiles() {
-    if (!offerIndex) throw new HttpError(404, 'no repository index')
+  /** The index folder's listing: its files, newest snapshot first, and the snapshot (null without one). */
+  async function indexListing() {
     let names
     try {
       names = await share.list(INDEX_DIR)
     } catch (error) {
-      if (error.code === 'ENOENT') throw new HttpError(404, 'no repository index')
+      if (error.code === 'ENOENT') return { files: [], snapshot: null }
       throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
     }
     const plan = indexApi.readPlan(names)
-    return [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean)
+    return { files: [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean), snapshot: plan.snapshot ?? null }
+  }
+
+  /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
+  async function indexFiles() {
+    if (!offerIndex) throw new HttpError(404, 'no repository index')
+    const { files } = await indexListing()
+    if (files.length === 0) throw new HttpError(404, 'no repository index')
+    return files
+  }
+
+  // Work this server does beside its answers (making and verifying the
+  // index), for settle().
+  const background = new Set()
+  function track(task) {
+    const quiet = task.catch(() => {})
+    background.add(quiet)
+    quiet.finally(() => background.delete(quiet))
+  }
+
+  // The index this server made: as of when (what the caches said as its
+  // listing began), the attempt under way, and when the last one began.
+  let madeAsOf
+  let making
+  let madeTriedAt = -Infinity
+
+  /**
+   * Makes the index of a repository that has no snapshot, by the library's
+   * own seed: a restore view from the caches, each checked against its
+   * folder, whose follow-up makes the index from those it found true.
+   * Resolves to whether there is a snapshot now.
+   */
+  function makeIndex() {
+    making ??= (async () => {
+      const started = Date.now()
+      madeTriedAt = started
+      try {
+        const view = await repository.restoreView()
+        await repository.settle()
+        const { snapshot } = await indexListing()
+        // From the index: someone made it meanwhile, as of a time not known.
+        if (snapshot && !view.fromIndex) madeAsOf = started
+        return Boolean(snapshot)
+      } finally {
+        making = undefined
+      }
+    })()
+    return making
+  }
+
+  /** When this server last verified or made the index (ms), or undefined. */
+  function verifiedAsOf() {
+    const times = [madeAsOf, repository.verifiedAsOf].filter((t) => t !== undefined)
+    return times.length === 0 ? undefined : Math.max(...times)
+  }
+
+  /**
+   * After an index listing, in the background: the index made when there
+   * is none (after a failed attempt, again once verifyEveryMs has passed),
+   * else verified once verifyEveryMs has passed since the last
+   * verification (Repository.verifyInBackground). So the page's poll of the
+   * index folder keeps it caught up with what Xen Orchestra wrote, and a
+   * server nobody looks at reads nothing.
+   */
+  function keepUp(snapshot) {
+    track(
+      (async () => {
+        if (!(await keepsIndex())) return
+        if (snapshot) repository.verifyInBackground()
+        else if (!making && Date.now() - madeTriedAt >= verifyEveryMs) await makeIndex()
+      })(),
+    )
+  }
+
+  /**
+   * `GET index`: the listing, with when the index was last verified.
+   * `?verified=1` answers once a verification (or the making of the index)
+   * that began after the request has caught the index up, or fails.
+   */
+  async function indexRoute(request, response) {
+    if (!offerIndex) throw new HttpError(404, 'no repository index')
+    const query = new URL(request.url ?? '', 'http://localhost').searchParams
+    if (query.has('verified') && query.get('verified') !== '0') {
+      if (!(await keepsIndex())) {
+        throw new HttpError(409, 'this server does not verify the repository index (--no-repair, or an encrypted repository without its key)')
+      }
+      const arrived = Date.now()
+      if (!(await indexListing()).snapshot) {
+        // One under way began before this request: what it makes may miss
+        // what came since, and a verification follows.
+        await making?.catch(() => {})
+        if (!(await indexListing()).snapshot) await makeIndex()
+      }
+      // (An index still missing is the 404 below.)
+      const exists = Boolean((await indexListing()).snapshot)
+      if (exists && !(verifiedAsOf() >= arrived)) await repository.verify()
+      if (exists && !(verifiedAsOf() >= arrived)) {
+        throw new HttpError(503, 'the repository index could not be caught up with the VM caches (see brcache check)')
+      }
+    }
+    const { files, snapshot } = await indexListing()
+    keepUp(snapshot)
+    if (files.length === 0) throw new HttpError(404, 'no repository index')
+    const asOf = verifiedAsOf()
+    const stamp = asOf === undefined ? '' : new Date(asOf).toISOString()
+    return jsonRevalidated(request, response, files, { headers: stamp ? { [VERIFIED_HEADER]: stamp } : {}, version: stamp })
   }
 
   /** A file of the share with its date; `missing` is the 404's message. */
@@ -177,6 +300,23 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
       if (!state.readable && encryptionKey !== undefined && state.algorithm) throw new Error(state.reason)
       return { vms: await listVmFolders(share), encryption: state, repository }
     },
+    /**
+     * Before the first page (`brcache serve` runs it before it listens):
+     * the index made when there is none, else verified, so that the first
+     * page reads an index and what Xen Orchestra wrote while no brcache ran
+     * shows on it. `{ made }` or `{ check }` (the verification's report);
+     * undefined when this server keeps no index.
+     */
+    async prepareIndex() {
+      if (!(await keepsIndex())) return undefined
+      if (!(await indexListing()).snapshot) return { made: await makeIndex() }
+      return { check: await repository.verify() }
+    },
+    /** Waits for what the server does in the background (tests, and a clean shutdown). */
+    async settle() {
+      while (background.size > 0) await Promise.all([...background])
+      await repository.settle()
+    },
     /** Answers `rest`, the URL path after `/api/r/<id>/` (or after `/api/`). */
     async route(rest, request, response) {
       if (rest === 'vms') return jsonRevalidated(request, response, await listVmFolders(share))
@@ -187,7 +327,7 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
         const { info, bytes } = await readShared(rest, `no ${rest}: the repository is not encrypted`)
         return send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
       }
-      if (rest === 'index') return jsonRevalidated(request, response, await indexFiles())
+      if (rest === 'index') return indexRoute(request, response)
       const indexMatch = /^index\/([^/]+)$/.exec(rest)
       if (indexMatch) return indexFile(indexMatch[1], request, response)
       const cacheMatch = /^vms\/([^/]+)\/cache$/.exec(rest)

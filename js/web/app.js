@@ -13,15 +13,17 @@
 //
 // Once loaded, the page watches for changes on its own: the index folder's
 // listing every few seconds (one small request, a 304 while nothing
-// changed), or without an index the VM caches now and then (304s too), and
-// the Refresh button does the same at once.
+// changed), or without an index the VM caches now and then (304s too) and
+// whether an index has appeared (`brcache serve` makes one), and the
+// Refresh button does the same at once. The server verifies the index
+// against the VM caches in the background; the page says when it last did.
 
 import { EncryptedShare, encryptionApi, init } from '../browser.js'
 import { mapLimit } from '../common/concurrency.js'
 import { INDEX_DIR } from '../common/repo-index.js'
 import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
-import { describeVm, formatBytes } from '../common/format.js'
+import { describeVm, formatBytes, formatDate } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
 import { CONCURRENCY, listVm, listVms, readView } from './reader.js'
 import { createVmTable } from './table.js'
@@ -31,6 +33,7 @@ const POLL_CACHES_MS = 30_000
 
 const $ = (id) => document.getElementById(id)
 const status = $('status')
+const verified = $('verified')
 const progress = $('progress')
 const details = $('details')
 const list = $('repositories')
@@ -180,6 +183,8 @@ class RepositoryView {
     // The server's listings of the VM folders and of the index folder, as last read.
     this.listed = undefined
     this.source = undefined
+    // When the server last verified the index this page read (ms), if it said.
+    this.verifiedAt = undefined
     this.error = undefined
   }
 
@@ -240,6 +245,7 @@ class RepositoryView {
     this.vms = vms
     this.listed = listed
     this.source = view?.fromIndex ? 'index' : 'caches'
+    this.verifiedAt = view?.verifiedAt
     let pending = vms
     if (view) {
       pending = []
@@ -284,8 +290,15 @@ class RepositoryView {
     const folders = await this.http.list(BACKUP_DIR)
     if (this.source === 'index') {
       const index = await this.share.list(INDEX_DIR).catch(absent)
+      this.verifiedAt = this.http.verifiedAt()
       if (!force && same(folders, this.listed.folders) && sameNames(index, this.listed.index)) return
       return this.show(await this.read(this.share, this.encryptionKey))
+    }
+    if (this.listed.index === null) {
+      // The server makes the index of a repository that has none at its
+      // first look: read it from then on, as the next load would.
+      const index = await this.share.list(INDEX_DIR).catch(absent)
+      if (index !== null) return this.show(await this.read(this.share, this.encryptionKey))
     }
     const vms = await listVms(this.share, Promise.resolve(folders))
     for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
@@ -324,6 +337,7 @@ function showTotals() {
   const unreadable = ok.reduce((n, row) => n + (row.unreadable?.length ?? 0), 0)
   const broken = repositories.filter((r) => r.error).length
   const sources = new Set(repositories.filter((r) => !r.error).map((r) => r.source))
+  document.body.dataset.source = sources.size === 1 ? [...sources][0] : 'mixed'
   status.textContent =
     `${rows.length} VM${rows.length === 1 ? '' : 's'}, ${points} restore points, ${formatBytes(size)}` +
     (failed ? ` · ${failed} VM${failed === 1 ? '' : 's'} could not be read` : '') +
@@ -331,6 +345,7 @@ function showTotals() {
     (broken ? ` · ${broken} repositor${broken === 1 ? 'y' : 'ies'} could not be read` : '') +
     (sources.size === 1 && sources.has('index') ? ' · from the repository index' : '')
   status.classList.toggle('has-errors', failed + unreadable + broken > 0)
+  showVerified(repositories.filter((r) => !r.error && r.source === 'index'))
   progress.hidden = true
   // One line per repository when there are several: its counts, or its error.
   list.hidden = repositories.length < 2
@@ -343,11 +358,35 @@ function showTotals() {
         li.textContent = `${repository.name}: ${repository.error.message}`
       } else {
         const mine = ok.filter((row) => row.repository === repository.name && row.key.startsWith(`${repository.id}/`))
-        li.textContent = `${repository.name}: ${repository.vms.length} VMs, ${mine.reduce((n, row) => n + row.info.count, 0)} restore points`
+        li.textContent =
+          `${repository.name}: ${repository.vms.length} VMs, ${mine.reduce((n, row) => n + row.info.count, 0)} restore points` +
+          (repository.source === 'index' ? `, ${verifiedText(repository.verifiedAt)}` : '')
       }
       return li
     }),
   )
+}
+
+const verifiedText = (at) => (at === undefined ? 'index not verified yet' : `index verified ${formatDate(at)} UTC`)
+
+/**
+ * Whether the index answers were verified, discreetly: the server checks
+ * the index against every VM cache now and then, and what Xen Orchestra
+ * wrote since its last check may not show yet. The oldest of the indexed
+ * repositories, the weakest promise.
+ */
+function showVerified(indexed) {
+  verified.hidden = indexed.length === 0
+  if (verified.hidden) return
+  const times = indexed.map((r) => r.verifiedAt)
+  const oldest = times.includes(undefined) ? undefined : Math.min(...times)
+  verified.textContent = verifiedText(oldest)
+  verified.title =
+    oldest === undefined
+      ? 'The server has not yet checked the repository index against the VM caches: what Xen Orchestra wrote without brcache may be missing until it does (within its --verify-every window while this page is open).'
+      : 'When the server last checked the repository index against every VM cache: what Xen Orchestra wrote since may show only after its next check.'
+  if (oldest === undefined) delete document.body.dataset.verifiedAt
+  else document.body.dataset.verifiedAt = new Date(oldest).toISOString()
 }
 
 /** Loads every repository; one that fails says so and holds no other back. */
@@ -371,8 +410,6 @@ async function loadAll() {
     ),
   )
   await table.settle()
-  const sources = new Set(repositories.map((r) => r.source).filter(Boolean))
-  document.body.dataset.source = sources.size === 1 ? [...sources][0] : 'mixed'
   showTotals()
 }
 
@@ -405,8 +442,9 @@ function watch() {
       document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed ?? 0) + 1)
     }
   }
-  const fast = repositories.some((r) => r.source === 'index')
-  setInterval(tick, fast ? POLL_INDEX_MS : POLL_CACHES_MS)
+  // The pace is chosen again after each look: a repository may have gained an index.
+  const next = () => setTimeout(() => tick().finally(next), repositories.some((r) => r.source === 'index') ? POLL_INDEX_MS : POLL_CACHES_MS)
+  next()
   $('refresh').addEventListener('click', () => tick({ force: true }))
 }
 

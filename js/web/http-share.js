@@ -44,6 +44,7 @@ function apiPath(file) {
 export function httpShare(base) {
   const url = (path) => new URL(path, base)
   const seen = new Map()
+  let verifiedAt
   async function get(path) {
     const response = await fetch(url(path))
     if (!response.ok) throw await httpError(response)
@@ -51,7 +52,12 @@ export function httpShare(base) {
   }
   return {
     async list(dir) {
-      if (dir === INDEX_DIR) return (await get('index')).json()
+      if (dir === INDEX_DIR) {
+        const response = await get('index')
+        const header = response.headers.get('X-Brcache-Verified-At')
+        verifiedAt = header ? Date.parse(header) : undefined
+        return response.json()
+      }
       if (dir === BACKUP_DIR) return (await get('vms')).json()
       throw new Error(`only ${BACKUP_DIR} and ${INDEX_DIR} are listed, not ${dir}`)
     },
@@ -66,6 +72,10 @@ export function httpShare(base) {
     /** The ETag of the last answer for `file`, or undefined. */
     etag(file) {
       return seen.get(file)?.etag ?? undefined
+    },
+    /** When the server last verified its index against every VM cache (ms), as its last index listing said; undefined if not. */
+    verifiedAt() {
+      return verifiedAt
     },
     /** The metadata files the server's check of a cache could not read: `[{ id, reason }]`. */
     unreadable(file) {

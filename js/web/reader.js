@@ -50,7 +50,8 @@ export function listVms(share, folders = share.list(BACKUP_DIR)) {
  * The repository's restore view. `listed` is what the server listed (the
  * VM folders, and the index folder or null when it offers none), `vms` the
  * VM folders. With an index, `view` is the restoreView operation's answer
- * (`{ vms, unreadable, fromIndex }`) and `served` what the server said it
+ * (`{ vms, unreadable, fromIndex }`, and `verifiedAt`: when the server last
+ * verified the index, if it said) and `served` what the server said it
  * could not read in each cache the operation fetched (VMs the index does
  * not know). Without one the caches are fetched VM by VM (listVm), so that
  * rows arrive as they come: `view` is undefined.
@@ -67,7 +68,7 @@ export async function readView(share, http) {
   const { vms: summaries, unreadable, fromIndex } = await drive(operations.start('restoreView', SETTINGS), handler, { concurrency: CONCURRENCY })
   const served = {}
   for (const vm of vms) if (http.etag(vmFile(vm, CACHE_FILE)) !== undefined) served[vm] = http.unreadable(vmFile(vm, CACHE_FILE))
-  return { listed, vms, view: { vms: summaries, unreadable, fromIndex }, served }
+  return { listed, vms, view: { vms: summaries, unreadable, fromIndex, verifiedAt: http.verifiedAt() }, served }
 }
 
 /** A VM's summaries by the core's listVm; `bytes`: its cache, already read by the page. */

@@ -11,11 +11,15 @@ export async function listen(dirOrHandler, options) {
     server,
     port,
     url: `http://127.0.0.1:${port}/`,
-    close: () =>
-      new Promise((resolve) => {
+    close: async () => {
+      await new Promise((resolve) => {
         // Keep-alive connections would hold close() open.
         server.closeAllConnections()
         server.close(resolve)
-      }),
+      })
+      // What the server does in the background (making, verifying the
+      // index) ends before the repository is removed.
+      await server.settle()
+    },
   }
 }
