@@ -46,6 +46,12 @@ const cacheBytes = (dir, sample = A) => (fs.existsSync(onDisk(dir, CACHE(sample)
 /** The names of `sample`'s VM folder. */
 const folder = (dir, sample = A) => fs.readdirSync(onDisk(dir, `xo-vm-backups/${sample.vm.uuid}`))
 
+/** Locks and temp files left: in the VM folder, and the VM's lock beside it (`<vm>.lock`). */
+const leftovers = (dir, sample = A) => [
+  ...folder(dir, sample).filter((name) => name.endsWith('.lock') || isTempName(name)),
+  ...fs.readdirSync(onDisk(dir, 'xo-vm-backups')).filter((name) => name === `${sample.vm.uuid}.lock`),
+]
+
 /** The body of the VM's cache, or of a cache rebuilt from the folder as it is now. */
 function cacheBody(dir, sample = A) {
   return VmCache.decode(sample.vm.uuid, cacheBytes(dir, sample)).body()
@@ -222,7 +228,7 @@ describe('a failed listing is an error, never "no backups"', () => {
     assert.equal(lists, 2, 'the repair re-listed the folder under the lock')
     assert.deepStrictEqual(cacheBytes(dir), old)
     assert.deepStrictEqual(share.of('writeFile'), [])
-    assert.deepStrictEqual(folder(dir).filter((name) => name.endsWith('.lock') || isTempName(name)), [])
+    assert.deepStrictEqual(leftovers(dir), [])
   })
 })
 
@@ -396,7 +402,7 @@ describe('slow calls change nothing but the time', () => {
     const report = await first.checkVm(VM)
     assert.deepStrictEqual([report.coherent, report.fastPath], [true, true])
     assert.equal(cacheBody(dir), rebuiltBody(dir))
-    assert.deepStrictEqual(folder(dir).filter((name) => name.endsWith('.lock') || isTempName(name)), [])
+    assert.deepStrictEqual(leftovers(dir), [])
   })
 
   test('a slow cache read and a slow folder listing: the listing still agrees with the folder', async (t) => {

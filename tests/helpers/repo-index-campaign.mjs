@@ -25,7 +25,7 @@ import { LOCK_SUFFIX } from '../../js/node/handlers/index.js'
 import { Children, vmFolders } from '../../scripts/campaigns/common.mjs'
 
 export { vmFolders }
-import { BACKUP_DIR, CACHE_FILE } from '../../js/common/layout.js'
+import { BACKUP_DIR } from '../../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../../js/sample/metadata.js'
 
 const HELPERS = import.meta.dirname
@@ -240,7 +240,7 @@ export const WRITERS_MUST_BE_ZERO = ['readerErrors', 'phantomListed', 'writerFai
 function ageLocks(dir) {
   const past = new Date(Date.now() - 60_000)
   for (const vm of vmFolders(dir)) {
-    const lock = path.join(dir, BACKUP_DIR, vm, CACHE_FILE + LOCK_SUFFIX)
+    const lock = path.join(dir, BACKUP_DIR, vm + LOCK_SUFFIX)
     if (fs.existsSync(lock)) fs.utimesSync(lock, past, past)
   }
 }

@@ -101,7 +101,7 @@ pub async fn check_vm(
     if write {
         mutate::lock(io, vm, true)
             .await
-            .map_err(|e| Failure::io(format_args!("cannot lock {}", share::cache_path(vm)), &e))?;
+            .map_err(|e| Failure::io(format_args!("cannot lock {}", share::lock_path(vm)), &e))?;
     }
     let result = async {
         // A repair reads what a locked writer reads; a plain check, the load.
@@ -258,8 +258,12 @@ pub async fn repair_in_background(
         let mutate::LockedReads {
             cache: read,
             entries,
+            folder,
             index_listing,
         } = mutate::take_locked_reads(io, settings, &vm, &mut responses)?;
+        if !folder {
+            return Ok(None); // removed since: a cache would bring it back
+        }
         // Not even a readable header: generation 0, as the load counted it.
         let current = read
             .bytes()

@@ -21,11 +21,11 @@ use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
 
-/// Takes the VM's lock (it lives beside the cache it guards).
+/// Takes the VM's lock, on the VM folder (see [`share::lock_path`]).
 pub async fn lock(io: &Io, vm: &VmId, wait: bool) -> Result<(), IoError> {
     match io
         .call(Request::Lock {
-            path: share::cache_path(vm),
+            path: share::lock_path(vm),
             wait,
         })
         .await
@@ -39,14 +39,14 @@ pub async fn lock(io: &Io, vm: &VmId, wait: bool) -> Result<(), IoError> {
 pub async fn unlock(io: &Io, vm: &VmId) {
     if let Response::Failed(error) = io
         .call(Request::Unlock {
-            path: share::cache_path(vm),
+            path: share::lock_path(vm),
         })
         .await
     {
         io.log(
             Level::Debug,
-            "brcache: could not release the cache lock",
-            json!({ "file": share::cache_path(vm), "reason": error.message }),
+            "brcache: could not release the VM lock",
+            json!({ "file": share::lock_path(vm), "reason": error.message }),
         );
     }
 }
@@ -82,6 +82,10 @@ pub fn locked_reads(settings: &Settings, vm: &VmId) -> Vec<Request> {
 pub struct LockedReads {
     pub cache: CacheRead,
     pub entries: Vec<String>,
+    /// Whether the VM folder is there: the lock, on the folder's path, is
+    /// had without it, and a cache written then would bring back a folder
+    /// someone removed.
+    pub folder: bool,
     pub index_listing: Option<Vec<String>>,
 }
 
@@ -94,7 +98,9 @@ pub fn take_locked_reads(
 ) -> Result<LockedReads, Failure> {
     let mut next = || responses.next().expect("a response to each locked read");
     let cache = share::cache_read(io, vm, next())?;
-    let entries = share::vm_listing(vm, next())?;
+    let listing = next();
+    let folder = !matches!(&listing, Response::Failed(error) if error.code == "ENOENT");
+    let entries = share::vm_listing(vm, listing)?;
     cleaned(io, vm, next());
     let index_listing = if index_ops::active(settings) {
         index_ops::listed(next())?
@@ -104,6 +110,7 @@ pub fn take_locked_reads(
     Ok(LockedReads {
         cache,
         entries,
+        folder,
         index_listing,
     })
 }

@@ -67,8 +67,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The VM's lock for a change, or `None` (logged) when it cannot be had:
 /// the cache update is then left to the next check. `create_folder`: a
-/// VM's first backup creates the folder the lock lives in; a delete never
-/// brings a vanished VM folder back.
+/// VM's first backup creates `xo-vm-backups/` when even that is missing;
+/// a delete never brings a vanished folder back (see [`mutate::LockedReads::folder`]).
 async fn lock_or_warn(
     io: &Io,
     vm: &VmId,
@@ -90,7 +90,7 @@ async fn lock_or_warn(
             io.log(
                 Level::Warn,
                 "brcache: the cache was not updated; the next check will repair it",
-                json!({ "file": share::cache_path(vm), "operation": operation, "reason": error.message }),
+                json!({ "file": share::cache_path(vm), "lock": share::lock_path(vm), "operation": operation, "reason": error.message }),
             );
             Ok(false)
         }
@@ -295,6 +295,12 @@ async fn delete_vm_backups(
         return share::delete_if_present(io, data_files).await;
     }
     let reads = mutate::take_locked_reads(io, settings, vm, &mut responses);
+    if matches!(&reads, Ok(reads) if !reads.folder) {
+        // The folder is gone: nothing to delete, and no cache to write
+        // (it would bring the folder back).
+        mutate::unlock(io, vm).await;
+        return share::delete_if_present(io, data_files).await;
+    }
     let index_listing = reads
         .as_ref()
         .ok()
