@@ -128,7 +128,7 @@ pub async fn check_vm(
         if options.deep {
             report.incomplete = Some(incomplete(io, &loaded).await?);
         }
-        let mut publish = mutate::Publish::default();
+        let mut publish = mutate::Committed::default();
         if write && loaded.changed {
             let cache = loaded.cache.expect("decoded");
             publish = mutate::write(

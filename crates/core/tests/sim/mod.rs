@@ -449,15 +449,35 @@ impl Sim {
     }
 
     /// Runs `op` alone, every round's requests answered together, and
-    /// answers the kinds of requests each round asked for.
+    /// answers the kinds of requests each round asked for. `now` is the
+    /// caller's clock, not the share: it is answered at once, and what the
+    /// operation asks next, while the round's other calls are still on
+    /// their way, goes out in the same round trip.
     pub fn rounds(&mut self, op: &mut Op) -> Vec<Vec<&'static str>> {
         let mut rounds = Vec::new();
-        while let Status::Requests(requests) = op.poll() {
-            rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
-            for (id, request) in requests {
+        while let Status::Requests(mut requests) = op.poll() {
+            let mut kinds = Vec::new();
+            let mut on_the_way = Vec::new();
+            loop {
+                for (id, request) in requests {
+                    kinds.push(request.kind());
+                    if matches!(request, Request::Now) {
+                        let response = self.share.perform(0, &request);
+                        op.respond(id, response).expect("outstanding");
+                    } else {
+                        on_the_way.push((id, request));
+                    }
+                }
+                match op.poll() {
+                    Status::Requests(more) => requests = more,
+                    _ => break,
+                }
+            }
+            for (id, request) in on_the_way {
                 let response = self.share.perform(0, &request);
                 op.respond(id, response).expect("outstanding");
             }
+            rounds.push(kinds);
         }
         rounds
     }
