@@ -250,6 +250,26 @@ pub async fn repair_in_background(
     if mutate::lock(io, &vm, false).await.is_err() {
         return Ok(false); // somebody else is writing this cache
     }
+    if loaded.settle {
+        // The listing saw the lock (a writer that died, or was just done)
+        // and went by the folder: under the lock, the cache and the index
+        // entry are made to agree with it, read afresh (the index too),
+        // so the lag a dead writer left ends here, not at the next write.
+        return match mutate::settle_locked(io, settings, &vm).await {
+            Ok(Some(committed)) => {
+                mutate::release(io, settings, &vm, committed).await;
+                Ok(true)
+            }
+            Ok(None) => {
+                mutate::unlock(io, &vm).await;
+                Ok(false)
+            }
+            Err(failure) => {
+                mutate::unlock(io, &vm).await;
+                Err(failure)
+            }
+        };
+    }
     let result = async {
         let mut responses = io
             .all(mutate::locked_reads(settings, &vm))

@@ -5,7 +5,9 @@
 //! from the very bytes written, in the same round trip, and the lock is
 //! released only once both are done. A reader that lists `xo-vm-backups/`
 //! therefore sees, for every VM, the lock or an index entry as new as its
-//! cache. No other code writes a cache.
+//! cache: while it sees the lock, it reads that VM from its cache and
+//! folder instead of trusting the index (see
+//! [`super::listing::restore_view`]). No other code writes a cache.
 
 use super::exec::{Io, join, join_all};
 use super::index_ops;
