@@ -178,6 +178,28 @@ for (const algorithm of ALGORITHMS) {
       assertAllEncrypted(encrypted, algorithm)
     })
 
+    test("writes and deletes lock the VM folder (`<vm>.lock` beside it, as XO's backup runs do), through the encryption", async (t) => {
+      const { encrypted } = await pair(t, algorithm, { vms: 1, retention: 2 })
+      const [vm] = fs.readdirSync(path.join(encrypted, 'xo-vm-backups')).filter((name) => !name.startsWith('.'))
+      const held = []
+      class Recording extends LocalHandler {
+        async lock(file, options) {
+          const release = await super.lock(file, options)
+          held.push([file, fs.statSync(path.join(encrypted, `${file}.lock`)).isDirectory()])
+          return release
+        }
+      }
+      const repository = openRepository(new Recording(encrypted), { encryptionKey: KEY })
+      const id = await repository.writeVmBackupMetadata(vm, { mode: 'delta', timestamp: Date.UTC(2025, 0, 1), vhds: {}, size: 1, vm: { name_label: 'lock-probe' } })
+      await repository.deleteVmBackups([id])
+      assert.deepStrictEqual(held, [
+        [`xo-vm-backups/${vm}`, true],
+        [`xo-vm-backups/${vm}`, true],
+      ])
+      assert.equal(fs.existsSync(path.join(encrypted, 'xo-vm-backups', `${vm}.lock`)), false, 'released')
+      assert.deepStrictEqual(await repository.listAllVms(), [vm])
+    })
+
     test('the repository index is encrypted too: no name, size or file name in clear', async (t) => {
       const { plain, encrypted } = await pair(t, algorithm, { vms: 4 })
       const repository = openRepository(encrypted, { encryptionKey: KEY, index: true })

@@ -16,6 +16,7 @@ import { pathToFileURL } from 'node:url'
 // lock was compromised, without sleeping a guessed amount of time.
 import lockfile from 'proper-lockfile/lib/lockfile.js'
 import { LocalHandler, SimulatedShare, TEMP_PREFIX, isTempName, openHandler } from '../js/node/handlers/index.js'
+import { openRepository } from '../js/node/repository.js'
 
 const localModule = pathToFileURL(path.join(import.meta.dirname, '..', 'js', 'node', 'handlers', 'local.js')).href
 
@@ -335,6 +336,37 @@ describe('LocalHandler: locks', () => {
     await release2()
     assert.equal(fs.existsSync(lockDir), false)
     assert.equal(fs.existsSync(path.join(root, target)), false)
+  })
+
+  test("a VM folder's lock is the folder `<vm>.lock` beside it: exclusive, stale ones taken over, never listed as a VM nor cleaned", async (t) => {
+    // brcache locks a VM on its folder's path, as Xen Orchestra's backup
+    // runs do (handler.lock(vmDir)): the two exclude each other.
+    const { root, handler } = tempRepo(t)
+    await handler.mkdir('xo-vm-backups/vm1')
+    await handler.writeFile('xo-vm-backups/vm1/cache.json.gz', new Uint8Array([1]))
+    const lockDir = path.join(root, 'xo-vm-backups', 'vm1.lock')
+    const release = await handler.lock('xo-vm-backups/vm1', quick)
+    assert.ok(fs.statSync(lockDir).isDirectory())
+    assert.deepEqual(await handler.list('xo-vm-backups/vm1'), ['cache.json.gz'], 'nothing inside the VM folder')
+    await assert.rejects(new LocalHandler(root).lock('xo-vm-backups/vm1', quick), { code: 'ELOCKED', path: 'xo-vm-backups/vm1' })
+    assert.deepEqual(await handler.cleanTemps('xo-vm-backups', { olderThanMs: 0 }), [])
+    assert.ok(fs.existsSync(lockDir), 'cleanTemps leaves a lock alone')
+    assert.deepEqual(await openRepository(root).listAllVms(), ['vm1'])
+    await release()
+    assert.equal(fs.existsSync(lockDir), false)
+    // A dead holder's lock, once stale, is taken over.
+    fs.mkdirSync(lockDir)
+    await assert.rejects(handler.lock('xo-vm-backups/vm1', quick), { code: 'ELOCKED' })
+    age(lockDir, 60 * 60_000)
+    const successor = await handler.lock('xo-vm-backups/vm1', quick)
+    assert.ok(Date.now() - fs.statSync(lockDir).mtimeMs < 60_000, 'lock directory not refreshed')
+    await successor()
+    assert.equal(fs.existsSync(lockDir), false)
+    // A VM folder that does not exist yet can be locked (a first backup).
+    const first = await handler.lock('xo-vm-backups/vm2', quick)
+    assert.ok(fs.existsSync(path.join(root, 'xo-vm-backups', 'vm2.lock')))
+    assert.equal(fs.existsSync(path.join(root, 'xo-vm-backups', 'vm2')), false)
+    await first()
   })
 
   test('a lock in a missing folder fails at once with ENOENT', async (t) => {

@@ -1060,5 +1060,6 @@ describe('several processes on one VM folder', () => {
     assert.deepStrictEqual([report.coherent, report.stale, report.missing, report.unreadable], [true, [], [], []])
     assert.equal(cacheBody(dir, VM), rebuiltBody(dir, VM))
     assert.deepStrictEqual(fs.readdirSync(vmPath(dir, VM)).filter((name) => isTempName(name) || name.endsWith('.lock')), [])
+    assert.equal(fs.existsSync(`${vmPath(dir, VM)}.lock`), false, "the VM's lock is released")
   })
 })

@@ -136,7 +136,8 @@ export class Children {
 }
 
 export const vmFolder = (dir, vm) => path.join(dir, BACKUP_DIR, vm)
-export const lockFolder = (dir, vm) => path.join(dir, BACKUP_DIR, vm, CACHE_FILE + LOCK_SUFFIX)
+/** A VM's lock: proper-lockfile's folder beside the VM folder (the lock is taken on the folder's path). */
+export const lockFolder = (dir, vm) => path.join(dir, BACKUP_DIR, vm + LOCK_SUFFIX)
 export const cacheFile = (dir, vm) => path.join(dir, BACKUP_DIR, vm, CACHE_FILE)
 
 /** The VM folders of a repository, read from the disk. */

@@ -264,8 +264,9 @@ proptest! {
 /// The calls of one add to a VM whose cache is true, round by round. `now`
 /// is the caller's clock, answered at once: asked beside the cache's
 /// replace, it lets the segment be computed while the cache is on its way,
-/// and the segment's replace goes out beside the unlock: four round trips
-/// on the share.
+/// and the segment's replace goes out in the same round; the unlock comes
+/// only once both are done, so that no reader sees the lock gone before
+/// the index holds the write: four round trips on the share.
 #[test]
 fn an_add_costs_four_round_trips() {
     let mut sim = Sim::new(1);
@@ -285,8 +286,8 @@ fn an_add_costs_four_round_trips() {
         vec![
             vec!["lock"],
             vec!["create", "read", "list", "cleanTemps", "list"],
-            vec!["replace", "now"],
-            vec!["unlock", "replace"],
+            vec!["replace", "now", "replace"],
+            vec!["unlock"],
         ]
     );
 }
@@ -420,7 +421,7 @@ fn a_trusted_share_is_read_without_listing_folders() {
 /// `.xva`) from a VM whose cache is true: four round trips on the share,
 /// as for an add. The metadata is read beside the cache and the listings,
 /// deleted beside the cache's replace (the cache of the folder without
-/// it), and its data files go beside the unlock and the segment.
+/// it) and the segment's, and its data files go beside the unlock.
 #[test]
 fn a_delete_costs_four_round_trips() {
     let mut sim = Sim::new(5);
@@ -455,8 +456,8 @@ fn a_delete_costs_four_round_trips() {
         vec![
             vec!["lock"],
             vec!["read", "read", "list", "cleanTemps", "list"],
-            vec!["replace", "delete", "now"],
-            vec!["unlock", "replace", "delete", "delete"],
+            vec!["replace", "delete", "now", "replace"],
+            vec!["unlock", "delete", "delete"],
         ]
     );
     assert!(

@@ -206,7 +206,7 @@ async function job({ runs, vms = 50, retention = 45 }) {
     await generateRepository(dir, { vms, retention, seed: 'job' })
     await openRepository(dir).buildIndex()
     const share = new SimulatedShare(new LocalHandler(dir), SHARE)
-    const folders = (await share.listWithTypes('xo-vm-backups')).filter((e) => e.isDirectory && !e.name.startsWith('.')).map((e) => e.name)
+    const folders = (await share.listWithTypes('xo-vm-backups')).filter((e) => e.isDirectory && !e.name.startsWith('.') && !e.name.endsWith('.lock')).map((e) => e.name)
     const rng = createRandom('job-writes')
     let hour = 0
     // Each round's backups: one per VM, an hour after the last round's.

@@ -101,7 +101,7 @@ pub async fn check_vm(
     if write {
         mutate::lock(io, vm, true)
             .await
-            .map_err(|e| Failure::io(format_args!("cannot lock {}", share::cache_path(vm)), &e))?;
+            .map_err(|e| Failure::io(format_args!("cannot lock {}", share::lock_path(vm)), &e))?;
     }
     let result = async {
         // A repair reads what a locked writer reads; a plain check, the load.
@@ -128,7 +128,7 @@ pub async fn check_vm(
         if options.deep {
             report.incomplete = Some(incomplete(io, &loaded).await?);
         }
-        let mut publish = mutate::Publish::default();
+        let mut publish = mutate::Committed::default();
         if write && loaded.changed {
             let cache = loaded.cache.expect("decoded");
             publish = mutate::write(
@@ -250,6 +250,26 @@ pub async fn repair_in_background(
     if mutate::lock(io, &vm, false).await.is_err() {
         return Ok(false); // somebody else is writing this cache
     }
+    if loaded.settle {
+        // The listing saw the lock (a writer that died, or was just done)
+        // and went by the folder: under the lock, the cache and the index
+        // entry are made to agree with it, read afresh (the index too),
+        // so the lag a dead writer left ends here, not at the next write.
+        return match mutate::settle_locked(io, settings, &vm).await {
+            Ok(Some(committed)) => {
+                mutate::release(io, settings, &vm, committed).await;
+                Ok(true)
+            }
+            Ok(None) => {
+                mutate::unlock(io, &vm).await;
+                Ok(false)
+            }
+            Err(failure) => {
+                mutate::unlock(io, &vm).await;
+                Err(failure)
+            }
+        };
+    }
     let result = async {
         let mut responses = io
             .all(mutate::locked_reads(settings, &vm))
@@ -258,8 +278,12 @@ pub async fn repair_in_background(
         let mutate::LockedReads {
             cache: read,
             entries,
+            folder,
             index_listing,
         } = mutate::take_locked_reads(io, settings, &vm, &mut responses)?;
+        if !folder {
+            return Ok(None); // removed since: a cache would bring it back
+        }
         // Not even a readable header: generation 0, as the load counted it.
         let current = read
             .bytes()

@@ -151,6 +151,20 @@ pub async fn publish(
     now: f64,
     listing: &Option<Vec<String>>,
 ) -> Result<(), StepFailure> {
+    write_segment(io, settings, segment, now).await?;
+    if compaction_due(listing) {
+        compact_elected(io, settings).await?;
+    }
+    Ok(())
+}
+
+/// Writes one segment (see [`publish`]), without compacting.
+pub async fn write_segment(
+    io: &Io,
+    settings: &Settings,
+    segment: Vec<u8>,
+    now: f64,
+) -> Result<(), StepFailure> {
     let name = index::segment_name(now.max(0.0) as u64, settings.unique());
     let response = io
         .call(Request::Replace {
@@ -164,16 +178,18 @@ pub async fn publish(
     .map_err(|failure| StepFailure {
         step: "publish",
         failure,
-    })?;
+    })
+}
+
+/// Whether one more segment than `listing` shows waiting puts the index
+/// past the compaction point.
+pub fn compaction_due(listing: &Option<Vec<String>>) -> bool {
     let waiting = listing.as_ref().map_or(0, |names| {
         ReadPlan::from_listing(names.iter().map(String::as_str))
             .segments
             .len()
     });
-    if waiting + 1 > index::COMPACT_AFTER {
-        compact_elected(io, settings).await?;
-    }
-    Ok(())
+    waiting + 1 > index::COMPACT_AFTER
 }
 
 /// The lock (in the index folder) that elects one compactor among the
@@ -187,7 +203,7 @@ const COMPACTION_LOCK: &str = "compaction";
 /// may have just folded them). A writer that loses leaves its segment
 /// for the winner or the next compaction: nothing is lost, the segment
 /// is read until a snapshot folds it.
-async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFailure> {
+pub async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFailure> {
     let lock = path(COMPACTION_LOCK);
     let taken = io
         .call(Request::Lock {

@@ -8,10 +8,13 @@ use super::load::{self, Answer, Loaded, Want};
 use super::settings::{IndexMode, Settings};
 use super::share;
 use crate::coherency::Unreadable;
+use crate::index::Snapshot;
 use crate::json::push_string;
 use crate::key::VmId;
 use crate::summary::Filter;
 use serde_json::json;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A listing's answer: per VM (in order, those without restore points
 /// omitted) the JSON text of its answer, plus what could not be read and
@@ -92,7 +95,7 @@ impl Listed {
             self.unreadable
                 .push((share::vm_file(&loaded.vm, name.as_str()), reason.clone()));
         }
-        if loaded.changed && !settings.immutable {
+        if (loaded.changed || loaded.settle) && !settings.immutable {
             self.repairs.push(loaded);
         }
     }
@@ -175,20 +178,37 @@ pub async fn list_vm(
 /// Every VM's records or summaries from their checked caches.
 pub async fn list_all(io: &Io, settings: &Settings, want: Want) -> Result<Listed, Failure> {
     let vms = share::list_vm_folders(io).await?;
-    from_caches(io, settings, &vms, &want, false).await
+    from_caches(io, settings, &vms, &want, false, None, Preloaded::default()).await
 }
 
+/// Loads a listing made before it knew it would need them (the locked
+/// VMs', beside the index's reads), taken by [`from_caches`].
+type Preloaded = RefCell<BTreeMap<VmId, Result<Loaded, Failure>>>;
+
 /// Every VM's answer from its checked cache; with `seed`, also the index
-/// entries of the caches found true ([`Listed::index_seed`]).
+/// entries of the caches found true ([`Listed::index_seed`]). With
+/// `locked`, the index a listing answers the other VMs from, and the VMs
+/// whose lock it saw: each of those whose entry there disagrees with its
+/// cache gets a background repair that levels them.
 async fn from_caches(
     io: &Io,
     settings: &Settings,
     vms: &[VmId],
     want: &Want,
     seed: bool,
+    locked: Option<(&Snapshot, &BTreeSet<VmId>)>,
+    preloaded: Preloaded,
 ) -> Result<Listed, Failure> {
+    let preloaded = &preloaded;
     let loads = join_all(vms.iter().map(|vm| async move {
-        let mut loaded = load_vm(io, settings, vm, want).await?;
+        let early = preloaded.borrow_mut().remove(vm);
+        let mut loaded = match early {
+            Some(loaded) => loaded?,
+            None => load_vm(io, settings, vm, want).await?,
+        };
+        if let Some((index, locked)) = locked {
+            loaded.settle = locked.contains(vm) && disagrees(index, &loaded);
+        }
         let entry = if seed { seed_of(vm, &loaded) } else { None };
         let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
         Ok::<_, Failure>((loaded, piece, entry))
@@ -236,22 +256,66 @@ fn seed_of(vm: &VmId, loaded: &Loaded) -> Option<crate::index::Segment> {
     Some(crate::index::Segment::new(vm.as_str(), entry))
 }
 
+/// Whether a VM's index entry is not the cache a load read: another
+/// generation or fingerprint, or an entry with restore points for a VM
+/// without a cache (or none for a VM with one).
+fn disagrees(index: &Snapshot, loaded: &Loaded) -> bool {
+    let header = loaded
+        .read
+        .bytes()
+        .and_then(|bytes| crate::codec::read_header(bytes).ok().flatten());
+    match (index.vms.get(loaded.vm.as_str()), header) {
+        (Some(entry), Some(header)) => {
+            entry.generation != header.generation
+                || entry.fingerprint != header.fingerprint.map(|f| f.to_hex())
+        }
+        (Some(entry), None) => !entry.summaries.is_empty() || loaded.read.bytes().is_some(),
+        (None, _) => true,
+    }
+}
+
 /// The restore view: `{ vm: summaries }`, from the repository-wide index
 /// when there is one, else from every VM's checked cache. With the index,
 /// the VM folders are listed at the same time: a folder the index does not
 /// know (Xen Orchestra backed it up behind the index's back) is read from
 /// its cache, and one that is gone is not listed. Two round trips whatever
 /// the VM count, when the index knows every folder.
+///
+/// A VM whose lock shows in the same listing is read from its cache and
+/// folder too, as without an index: a brcache writer holds the lock from
+/// before it touches the folder until its segment is published, and one
+/// that dies leaves it, so the index is trusted exactly for the VMs no
+/// writer of brcache's is (or was, when it died) between its first change
+/// and its segment. Those reads go out beside the index's, in the second
+/// round trip. The background repair of a locked VM whose entry disagrees
+/// with its cache takes the lock once it is free (a dead writer's goes
+/// stale and is taken over) and publishes the entry, so the extra reads
+/// last until the next listing after that, not until the VM's next write.
 pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Result<Listed, Failure> {
     let want = Want::Summaries(filter.clone());
     if settings.index == IndexMode::Off {
         return list_all(io, settings, want).await;
     }
-    let (vms, index) = join(share::list_vm_folders(io), index_for_listing(io, settings)).await;
-    let (vms, index) = (vms?, index?);
+    // The locked VMs are known from the first round trip: their loads go
+    // out beside the index's reads.
+    let folders_and_locked = async {
+        let folders = share::list_backup_folders(io).await?;
+        let locked: Vec<VmId> = folders
+            .vms
+            .iter()
+            .filter(|vm| folders.locked.contains(vm))
+            .cloned()
+            .collect();
+        let loads = join_all(locked.iter().map(|vm| load_vm(io, settings, vm, &want))).await;
+        Ok::<_, Failure>((folders, locked.into_iter().zip(loads).collect()))
+    };
+    let (folders, index) = join(folders_and_locked, index_for_listing(io, settings)).await;
+    let ((folders, preloaded), index) = (folders?, index?);
+    let preloaded = RefCell::new(preloaded);
+    let vms = folders.vms;
     let Some(index) = index else {
         let seed = seeds_index(settings, &filter);
-        return from_caches(io, settings, &vms, &want, seed).await;
+        return from_caches(io, settings, &vms, &want, seed, None, preloaded).await;
     };
     let current = index.loaded.current();
     let unknown: Vec<VmId> = vms
@@ -266,7 +330,28 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
             json!({ "vms": unknown.iter().map(VmId::as_str).collect::<Vec<_>>() }),
         );
     }
-    let mut listed = from_caches(io, settings, &unknown, &want, false).await?;
+    let verified: Vec<VmId> = vms
+        .iter()
+        .filter(|vm| unknown.contains(vm) || folders.locked.contains(vm))
+        .cloned()
+        .collect();
+    if verified.len() > unknown.len() {
+        io.log(
+            Level::Debug,
+            "brcache: VMs whose lock is held (or left by a writer that died), read from their caches",
+            json!({ "vms": verified.iter().filter(|vm| !unknown.contains(vm)).map(VmId::as_str).collect::<Vec<_>>() }),
+        );
+    }
+    let mut listed = from_caches(
+        io,
+        settings,
+        &verified,
+        &want,
+        false,
+        Some((current, &folders.locked)),
+        preloaded,
+    )
+    .await?;
     let mut cached: std::collections::BTreeMap<String, Piece> =
         std::mem::take(&mut listed.parts).into_iter().collect();
     let view = current.filtered_view(&filter);
@@ -274,7 +359,7 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
     for vm in &vms {
         let piece = match cached.remove(vm.as_str()) {
             Some(piece) => Some(piece),
-            None if unknown.contains(vm) => None,
+            None if verified.contains(vm) => None,
             None => deliver(
                 io,
                 settings,

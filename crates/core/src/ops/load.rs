@@ -72,6 +72,10 @@ pub struct Loaded {
     pub previous_generation: u64,
     /// Whether the cache file should be rewritten to match `cache`.
     pub changed: bool,
+    /// Whether its background repair must also bring the VM's index entry
+    /// level with the cache (the listing saw the VM's lock, see
+    /// [`super::mutate::settle_locked`]).
+    pub settle: bool,
 }
 
 /// Reads and makes true a VM's cache (see the module's steps).
@@ -134,6 +138,7 @@ pub async fn load_trusted(
         cache_error: None,
         previous_generation: 0,
         changed: false,
+        settle: false,
     })
 }
 
@@ -178,6 +183,7 @@ pub async fn resolve(
                         fast_path: true,
                         cache_error: None,
                         changed: false,
+                        settle: false,
                         read,
                     });
                 }
@@ -219,6 +225,7 @@ pub async fn resolve(
         cache_error,
         previous_generation,
         changed: false,
+        settle: false,
         read,
     };
     if loaded.plan.is_coherent() {

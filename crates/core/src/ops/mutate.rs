@@ -2,9 +2,12 @@
 //! written or deleted, a check's repair, a listing's background repair, the
 //! index's catch-up): under the VM's lock, the cache is replaced atomically
 //! and, when the repository keeps an index, the VM's segment is published
-//! from the very bytes written, as the lock is released (segments fold by
-//! generation, so their order never matters, and the write need not wait
-//! for it). No other code writes a cache.
+//! from the very bytes written, in the same round trip, and the lock is
+//! released only once both are done. A reader that lists `xo-vm-backups/`
+//! therefore sees, for every VM, the lock or an index entry as new as its
+//! cache: while it sees the lock, it reads that VM from its cache and
+//! folder instead of trusting the index (see
+//! [`super::listing::restore_view`]). No other code writes a cache.
 
 use super::exec::{Io, join, join_all};
 use super::index_ops;
@@ -21,11 +24,11 @@ use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
 
-/// Takes the VM's lock (it lives beside the cache it guards).
+/// Takes the VM's lock, on the VM folder (see [`share::lock_path`]).
 pub async fn lock(io: &Io, vm: &VmId, wait: bool) -> Result<(), IoError> {
     match io
         .call(Request::Lock {
-            path: share::cache_path(vm),
+            path: share::lock_path(vm),
             wait,
         })
         .await
@@ -39,14 +42,14 @@ pub async fn lock(io: &Io, vm: &VmId, wait: bool) -> Result<(), IoError> {
 pub async fn unlock(io: &Io, vm: &VmId) {
     if let Response::Failed(error) = io
         .call(Request::Unlock {
-            path: share::cache_path(vm),
+            path: share::lock_path(vm),
         })
         .await
     {
         io.log(
             Level::Debug,
-            "brcache: could not release the cache lock",
-            json!({ "file": share::cache_path(vm), "reason": error.message }),
+            "brcache: could not release the VM lock",
+            json!({ "file": share::lock_path(vm), "reason": error.message }),
         );
     }
 }
@@ -82,6 +85,10 @@ pub fn locked_reads(settings: &Settings, vm: &VmId) -> Vec<Request> {
 pub struct LockedReads {
     pub cache: CacheRead,
     pub entries: Vec<String>,
+    /// Whether the VM folder is there: the lock, on the folder's path, is
+    /// had without it, and a cache written then would bring back a folder
+    /// someone removed.
+    pub folder: bool,
     pub index_listing: Option<Vec<String>>,
 }
 
@@ -94,7 +101,9 @@ pub fn take_locked_reads(
 ) -> Result<LockedReads, Failure> {
     let mut next = || responses.next().expect("a response to each locked read");
     let cache = share::cache_read(io, vm, next())?;
-    let entries = share::vm_listing(vm, next())?;
+    let listing = next();
+    let folder = !matches!(&listing, Response::Failed(error) if error.code == "ENOENT");
+    let entries = share::vm_listing(vm, listing)?;
     cleaned(io, vm, next());
     let index_listing = if index_ops::active(settings) {
         index_ops::listed(next())?
@@ -104,6 +113,7 @@ pub fn take_locked_reads(
     Ok(LockedReads {
         cache,
         entries,
+        folder,
         index_listing,
     })
 }
@@ -119,33 +129,58 @@ pub fn cleaned(io: &Io, vm: &VmId, response: Response) {
     }
 }
 
-/// What a commit leaves to publish as the lock is released.
+/// What a commit leaves for after the lock: its segment is already
+/// published, but a compaction, when segments piled up, need not hold the
+/// VM's lock.
 #[derive(Debug, Default)]
-pub struct Publish {
-    segment: Option<crate::Result<Vec<u8>>>,
-    listing: Option<Vec<String>>,
-    /// The caller's clock as the cache went out: the segment's name.
-    time: f64,
+pub struct Committed {
+    compact: bool,
 }
 
-/// Releases the VM's lock and publishes what was committed under it, side
-/// by side.
-pub async fn release(io: &Io, settings: &Settings, vm: &VmId, publish: Publish) {
+/// Releases the VM's lock, and compacts the index beside it when the
+/// commit left segments past the compaction point.
+pub async fn release(io: &Io, settings: &Settings, vm: &VmId, committed: Committed) {
     let unlocking: Pin<Box<dyn Future<Output = ()>>> = Box::pin(unlock(io, vm));
-    let publishing: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
-        match publish.segment {
-            None => {}
-            Some(Err(error)) => warn_unpublished(io, vm, "publish", &error.to_string()),
-            Some(Ok(segment)) => {
-                if let Err(failure) =
-                    index_ops::publish(io, settings, segment, publish.time, &publish.listing).await
-                {
-                    warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
-                }
+    let compacting: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+        if committed.compact {
+            if let Err(failure) = index_ops::compact_elected(io, settings).await {
+                warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
             }
         }
     });
-    join_all([unlocking, publishing]).await;
+    join_all([unlocking, compacting]).await;
+}
+
+/// Publishes the VM's segment of cache `bytes` (as written, or as they lie
+/// when they are true and the index is behind them). A failure is logged:
+/// the index lags until the next write or check catches it up.
+async fn publish_bytes(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    bytes: &[u8],
+    index_listing: &Option<Vec<String>>,
+) -> Committed {
+    // The caller's clock answers at once: asked beside the cache's replace,
+    // it gives the core its turn to compute the segment while the cache is
+    // on its way, and the segment goes out in the same round trip.
+    let time = share::now(io).await;
+    let segment = match index::segment_of_bytes(vm.as_str(), bytes, &settings.limits) {
+        Ok(segment) => segment,
+        Err(error) => {
+            warn_unpublished(io, vm, "publish", &error.to_string());
+            return Committed::default();
+        }
+    };
+    match index_ops::write_segment(io, settings, segment, time).await {
+        Ok(()) => Committed {
+            compact: index_ops::compaction_due(index_listing),
+        },
+        Err(failure) => {
+            warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
+            Committed::default()
+        }
+    }
 }
 
 /// What a writer changed in the folder before updating the cache.
@@ -214,7 +249,7 @@ pub async fn write(
     cache: VmCache,
     previous: u64,
     index_listing: &Option<Vec<String>>,
-) -> Result<Publish, Failure> {
+) -> Result<Committed, Failure> {
     let vm = cache.vm().clone();
     let bytes = encode(io, settings, cache, previous, index_listing).await;
     commit(io, settings, &vm, bytes, index_listing).await
@@ -245,15 +280,15 @@ async fn encode(
     cache.commit()
 }
 
-/// Replaces the cache file with `bytes`; what to publish of it comes back
-/// for [`release`].
+/// Replaces the cache file with `bytes` and publishes its segment beside
+/// it; what is left for after the lock comes back for [`release`].
 pub async fn commit(
     io: &Io,
     settings: &Settings,
     vm: &VmId,
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
-) -> Result<Publish, Failure> {
+) -> Result<Committed, Failure> {
     commit_beside(io, settings, vm, bytes, index_listing, Vec::new())
         .await
         .0
@@ -261,9 +296,13 @@ pub async fn commit(
 
 /// [`commit`], with `beside` (requests that do not depend on the replace)
 /// in the same round trip; their responses come back in order. The
-/// segment is computed while the cache is on its way: the clock answers
-/// at once, the share a round trip later, so its CPU is off the write's
-/// path.
+/// segment, made from the same bytes, goes out in that round too: the
+/// clock, asked beside the replace, answers at once and the segment is
+/// computed and sent while the cache is on its way. Both are done before
+/// the caller unlocks, so that no reader sees the lock gone and the index
+/// behind the cache. Should the replace fail, the segment may be out all
+/// the same: it holds the folder as the writer made it, and the cache
+/// behind it is what a listing or check repairs.
 pub async fn commit_beside(
     io: &Io,
     settings: &Settings,
@@ -271,7 +310,7 @@ pub async fn commit_beside(
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
     beside: Vec<Request>,
-) -> (Result<Publish, Failure>, Vec<Response>) {
+) -> (Result<Committed, Failure>, Vec<Response>) {
     let path = share::cache_path(vm);
     let kept = index_ops::active(settings).then(|| bytes.clone());
     let mut requests = vec![Request::Replace {
@@ -279,25 +318,90 @@ pub async fn commit_beside(
         bytes,
     }];
     requests.extend(beside);
-    let segment = async {
-        let bytes = kept?;
-        let time = share::now(io).await;
-        Some((
-            time,
-            index::segment_of_bytes(vm.as_str(), &bytes, &settings.limits),
-        ))
-    };
-    let (mut responses, segment) = join(io.all(requests), segment).await;
-    let replaced = responses.remove(0);
-    let result = share::done(replaced, || format!("cannot write {path}")).map(|()| {
-        let (time, segment) = segment.map_or((0.0, None), |(t, s)| (t, Some(s)));
-        Publish {
-            segment,
-            listing: index_listing.clone(),
-            time,
+    let publishing = async {
+        match kept {
+            Some(bytes) => publish_bytes(io, settings, vm, &bytes, index_listing).await,
+            None => Committed::default(),
         }
-    });
+    };
+    let (mut responses, committed) = join(io.all(requests), publishing).await;
+    let replaced = responses.remove(0);
+    let result = share::done(replaced, || format!("cannot write {path}")).map(|()| committed);
     (result, responses)
+}
+
+/// Under the VM's lock, which the caller holds: makes the cache true to
+/// its folder and the VM's index entry equal to the cache, whatever a
+/// writer that died (or failed) under the lock left. The cache and the
+/// folder are read, and the index, all under the lock; a cache that is
+/// true and newer than its entry is published as it lies, anything else
+/// (a cache behind its folder, an entry newer than the cache, or as new
+/// and different) is rewritten past both generations and published.
+/// Answers `None` when there was nothing to do, or no folder to do it in.
+pub async fn settle_locked(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+) -> Result<Option<Committed>, Failure> {
+    let mut responses = io.all(locked_reads(settings, vm)).await.into_iter();
+    let reads = take_locked_reads(io, settings, vm, &mut responses)?;
+    if !reads.folder {
+        return Ok(None);
+    }
+    let index = match &reads.index_listing {
+        Some(listing) => index_ops::read(io, settings, Some(listing.clone())).await?,
+        None => None,
+    };
+    let entry = index
+        .as_ref()
+        .and_then(|read| read.loaded.current().vms.get(vm.as_str()).cloned());
+    let header = reads
+        .cache
+        .bytes()
+        .and_then(|bytes| crate::codec::read_header(bytes).ok().flatten())
+        .map(|h| (h.generation, h.fingerprint.map(|f| f.to_hex())));
+    let loaded = load::resolve(
+        io,
+        vm,
+        &Want::Cache,
+        &settings.limits,
+        reads.cache,
+        reads.entries,
+    )
+    .await?;
+    if !loaded.changed {
+        let behind = match (&header, &entry) {
+            _ if index.is_none() => return Ok(None),
+            (Some((generation, fingerprint)), Some(entry)) => {
+                if entry.generation == *generation && entry.fingerprint == *fingerprint {
+                    return Ok(None);
+                }
+                entry.generation < *generation
+            }
+            (Some(_), None) => true,
+            // No cache, nothing in the folder: an entry without restore
+            // points is as true.
+            (None, entry) => {
+                if entry.as_ref().is_none_or(|e| e.summaries.is_empty()) {
+                    return Ok(None);
+                }
+                false
+            }
+        };
+        if behind {
+            let bytes = loaded.read.bytes().expect("a cache with a header");
+            return Ok(Some(
+                publish_bytes(io, settings, vm, bytes, &reads.index_listing).await,
+            ));
+        }
+    }
+    let cache = loaded.cache.expect("a load for writing decodes the cache");
+    let previous = loaded
+        .previous_generation
+        .max(entry.map_or(0, |e| e.generation));
+    write(io, settings, cache, previous, &reads.index_listing)
+        .await
+        .map(Some)
 }
 
 /// The index only lags: the next check catches it up.

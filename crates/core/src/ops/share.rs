@@ -30,6 +30,18 @@ pub fn cache_path(vm: &VmId) -> String {
     format!("{}/{CACHE_FILE}", vm.dir())
 }
 
+/// The path a VM's lock is taken on: the VM folder itself, as Xen
+/// Orchestra's backup runs and cleanVm take it (`handler.lock(vmDir)`), so
+/// that brcache and XO exclude each other. proper-lockfile makes the lock
+/// `xo-vm-backups/<vm>.lock`, beside the folder: a reader's listing of
+/// `xo-vm-backups/` shows which VMs are being written.
+pub fn lock_path(vm: &VmId) -> String {
+    vm.dir()
+}
+
+/// The suffix of a lock's folder (`<path>.lock`), as lock handlers make it.
+pub const LOCK_SUFFIX: &str = ".lock";
+
 pub fn vm_file(vm: &VmId, name: &str) -> String {
     format!("{}/{name}", vm.dir())
 }
@@ -102,6 +114,19 @@ pub fn vm_listing(vm: &VmId, response: Response) -> Result<Vec<String>, Failure>
 /// No backup folder is an empty repository only if the repository itself
 /// is there: an unmounted share is an error.
 pub async fn list_vm_folders(io: &Io) -> Result<Vec<VmId>, Failure> {
+    Ok(list_backup_folders(io).await?.vms)
+}
+
+/// What the listing of `xo-vm-backups/` shows: the VM folders, sorted, and
+/// the VMs whose lock is there (held, or left by a writer that died).
+#[derive(Debug, Clone, Default)]
+pub struct BackupFolders {
+    pub vms: Vec<VmId>,
+    pub locked: std::collections::BTreeSet<VmId>,
+}
+
+/// [`list_vm_folders`], with the locks the same listing shows.
+pub async fn list_backup_folders(io: &Io) -> Result<BackupFolders, Failure> {
     let response = io
         .call(Request::ListFolders {
             path: BACKUP_DIR.to_string(),
@@ -118,7 +143,7 @@ pub async fn list_vm_folders(io: &Io) -> Result<Vec<VmId>, Failure> {
             ) {
                 return Err(Failure::io("cannot list the repository root", error));
             }
-            return Ok(Vec::new());
+            return Ok(BackupFolders::default());
         }
         Response::Failed(error) => {
             return Err(Failure::io(
@@ -128,13 +153,15 @@ pub async fn list_vm_folders(io: &Io) -> Result<Vec<VmId>, Failure> {
         }
         other => return Err(unexpected("a folder listing", &other)),
     };
-    let mut vms: Vec<VmId> = names
-        .iter()
-        .filter(|name| !name.starts_with('.') && !name.ends_with(".lock"))
-        .filter_map(|name| VmId::new(name).ok())
-        .collect();
-    vms.sort();
-    Ok(vms)
+    let mut folders = BackupFolders::default();
+    for name in names.iter().filter(|name| !name.starts_with('.')) {
+        match name.strip_suffix(LOCK_SUFFIX) {
+            Some(stem) => folders.locked.extend(VmId::new(stem).ok()),
+            None => folders.vms.extend(VmId::new(name).ok()),
+        }
+    }
+    folders.vms.sort();
+    Ok(folders)
 }
 
 /// Metadata files as read: contents by name, and those that failed one by

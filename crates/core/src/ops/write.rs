@@ -15,8 +15,13 @@
 //!    shows it yet: the lock keeps other brcache writers out); the new
 //!    cache is computed as soon as the reads are in, the create may still
 //!    be on its way;
-//! 3. the cache replaced (its index segment computed meanwhile);
-//! 4. unlock, and the index segment published beside it.
+//! 3. the cache replaced and, beside it, the index segment of the same
+//!    bytes published (the caller's clock, asked with the replace, answers
+//!    at once: the segment is computed and sent while the cache is on its
+//!    way);
+//! 4. unlock, once both are done: a reader that lists `xo-vm-backups/`
+//!    sees the lock until the index holds the write (see
+//!    [`super::listing::restore_view`]).
 //!
 //! A delete takes four as well (see `delete_vm_backups`).
 
@@ -67,8 +72,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The VM's lock for a change, or `None` (logged) when it cannot be had:
 /// the cache update is then left to the next check. `create_folder`: a
-/// VM's first backup creates the folder the lock lives in; a delete never
-/// brings a vanished VM folder back.
+/// VM's first backup creates `xo-vm-backups/` when even that is missing;
+/// a delete never brings a vanished folder back (see [`mutate::LockedReads::folder`]).
 async fn lock_or_warn(
     io: &Io,
     vm: &VmId,
@@ -90,7 +95,7 @@ async fn lock_or_warn(
             io.log(
                 Level::Warn,
                 "brcache: the cache was not updated; the next check will repair it",
-                json!({ "file": share::cache_path(vm), "operation": operation, "reason": error.message }),
+                json!({ "file": share::cache_path(vm), "lock": share::lock_path(vm), "operation": operation, "reason": error.message }),
             );
             Ok(false)
         }
@@ -104,8 +109,8 @@ fn settle(
     io: &Io,
     vm: &VmId,
     operation: &str,
-    result: Result<mutate::Publish, Failure>,
-) -> Result<mutate::Publish, Failure> {
+    result: Result<mutate::Committed, Failure>,
+) -> Result<mutate::Committed, Failure> {
     match result {
         Err(Failure::Core(error)) if error.kind() == ErrorKind::InvalidKey => {
             Err(Failure::Core(error))
@@ -116,7 +121,7 @@ fn settle(
                 "brcache: the cache was not updated; the next check will repair it",
                 json!({ "file": share::cache_path(vm), "operation": operation, "reason": failure.to_string() }),
             );
-            Ok(mutate::Publish::default())
+            Ok(mutate::Committed::default())
         }
         Ok(publish) => Ok(publish),
     }
@@ -254,14 +259,19 @@ pub fn split_key(path: &str) -> Result<(VmId, MetadataName), Failure> {
 ///    cache, the VM folder, the index folder and the clean of dead
 ///    writers' temp files;
 /// 3. the metadata files deleted beside the cache replaced by the one of
-///    the folder as it will be once they are gone;
-/// 4. unlock, the data files deleted and the index segment published.
+///    the folder as it will be once they are gone, and the index segment
+///    of that cache published;
+/// 4. unlock, and the data files deleted.
 ///
-/// Between 3's two halves, or should a crash cut them apart, the cache and
-/// the folder disagree, and the cache's fingerprint (of the names it
-/// covers) says so: a reader then goes by the folder, a cache that still
-/// lists a deleted file drops it, one that lacks a file still there reads
-/// it back. The segment goes out only once both halves are done.
+/// Between 3's parts, or should a crash cut them apart, the cache and the
+/// folder disagree, and the cache's fingerprint (of the names it covers)
+/// says so: a reader then goes by the folder, a cache that still lists a
+/// deleted file drops it, one that lacks a file still there reads it back.
+/// The index may hold the delete before the folder does; the lock, held
+/// until all three are done (and left by a crash), is what tells readers
+/// to go by the folder meanwhile. A metadata delete that fails is put
+/// right under the lock before it is released (see
+/// [`mutate::settle_locked`]): no segment says a file still there is gone.
 async fn delete_vm_backups(
     io: &Io,
     settings: &Settings,
@@ -295,6 +305,12 @@ async fn delete_vm_backups(
         return share::delete_if_present(io, data_files).await;
     }
     let reads = mutate::take_locked_reads(io, settings, vm, &mut responses);
+    if matches!(&reads, Ok(reads) if !reads.folder) {
+        // The folder is gone: nothing to delete, and no cache to write
+        // (it would bring the folder back).
+        mutate::unlock(io, vm).await;
+        return share::delete_if_present(io, data_files).await;
+    }
     let index_listing = reads
         .as_ref()
         .ok()
@@ -346,9 +362,26 @@ async fn delete_vm_backups(
         Ok(publish) => publish,
         Err(failure) => {
             // A metadata file still there: the cache, written without it,
-            // disagrees with the folder (a reader reads it back), and no
-            // segment may say it is gone. Its data files stay.
-            mutate::unlock(io, vm).await;
+            // disagrees with the folder (a reader reads it back), and the
+            // segment, published beside, says it is gone. Put both right
+            // while the lock still tells readers to go by the folder. Its
+            // data files stay.
+            if super::index_ops::active(settings) {
+                match mutate::settle_locked(io, settings, vm).await {
+                    Ok(Some(committed)) => mutate::release(io, settings, vm, committed).await,
+                    Ok(None) => mutate::unlock(io, vm).await,
+                    Err(settling) => {
+                        io.log(
+                            Level::Warn,
+                            "brcache: the repository index was not updated (its segment was not published); the next check will catch up",
+                            json!({ "vm": vm.as_str(), "step": "publish", "reason": settling.to_string() }),
+                        );
+                        mutate::unlock(io, vm).await;
+                    }
+                }
+            } else {
+                mutate::unlock(io, vm).await;
+            }
             return Err(failure);
         }
     };

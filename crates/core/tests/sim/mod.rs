@@ -52,8 +52,14 @@ pub struct Life {
 pub struct Share {
     pub files: BTreeMap<String, File>,
     pub dirs: BTreeSet<String>,
-    /// Lock path -> the operation holding it.
+    /// Lock path -> the operation holding it. A lock shows in its
+    /// parent's listings as the folder `<name>.lock`, as proper-lockfile
+    /// makes it.
     pub locks: BTreeMap<String, usize>,
+    /// Operations killed: their locks stay, stale, until someone takes
+    /// them over (any lock request does, as once proper-lockfile finds
+    /// them stale).
+    pub dead: BTreeSet<usize>,
     pub clock: f64,
     pub step: u64,
     /// Every metadata file's lives (a name can be written again after a delete).
@@ -108,7 +114,14 @@ impl Share {
                 .map(str::to_string)
         };
         let files = self.files.keys().filter_map(direct).collect();
-        let dirs = self.dirs.iter().filter_map(direct).collect();
+        let locks = self.locks.keys().map(|lock| format!("{lock}.lock"));
+        let dirs = self
+            .dirs
+            .iter()
+            .cloned()
+            .chain(locks)
+            .filter_map(|d| direct(&d))
+            .collect();
         (files, dirs)
     }
 
@@ -147,7 +160,10 @@ impl Share {
     /// makes a waiting lock request wait).
     pub fn ready(&self, owner: usize, request: &Request) -> bool {
         match request {
-            Request::Lock { path, wait: true } => self.locks.get(path).is_none_or(|o| *o == owner),
+            Request::Lock { path, wait: true } => self
+                .locks
+                .get(path)
+                .is_none_or(|o| *o == owner || self.dead.contains(o)),
             _ => true,
         }
     }
@@ -224,7 +240,7 @@ impl Share {
                     return failed("ENOENT", path);
                 }
                 match self.locks.get(path) {
-                    Some(o) if *o != owner => failed("ELOCKED", path),
+                    Some(o) if *o != owner && !self.dead.contains(o) => failed("ELOCKED", path),
                     _ => {
                         self.locks.insert(path.clone(), owner);
                         Response::Done
@@ -240,9 +256,15 @@ impl Share {
         }
     }
 
-    /// A killed writer's locks go stale and are taken over.
+    /// A killed writer's locks go stale: they stay where they are, and the
+    /// next lock request takes them over.
     pub fn release_locks_of(&mut self, owner: usize) {
-        self.locks.retain(|_, o| *o != owner);
+        self.dead.insert(owner);
+    }
+
+    /// The locks there now, held or stale.
+    pub fn lock_paths(&self) -> BTreeSet<String> {
+        self.locks.keys().cloned().collect()
     }
 
     /// Metadata files there now, by key (`/xo-vm-backups/<vm>/<name>`).
@@ -427,15 +449,35 @@ impl Sim {
     }
 
     /// Runs `op` alone, every round's requests answered together, and
-    /// answers the kinds of requests each round asked for.
+    /// answers the kinds of requests each round asked for. `now` is the
+    /// caller's clock, not the share: it is answered at once, and what the
+    /// operation asks next, while the round's other calls are still on
+    /// their way, goes out in the same round trip.
     pub fn rounds(&mut self, op: &mut Op) -> Vec<Vec<&'static str>> {
         let mut rounds = Vec::new();
-        while let Status::Requests(requests) = op.poll() {
-            rounds.push(requests.iter().map(|(_, r)| r.kind()).collect());
-            for (id, request) in requests {
+        while let Status::Requests(mut requests) = op.poll() {
+            let mut kinds = Vec::new();
+            let mut on_the_way = Vec::new();
+            loop {
+                for (id, request) in requests {
+                    kinds.push(request.kind());
+                    if matches!(request, Request::Now) {
+                        let response = self.share.perform(0, &request);
+                        op.respond(id, response).expect("outstanding");
+                    } else {
+                        on_the_way.push((id, request));
+                    }
+                }
+                match op.poll() {
+                    Status::Requests(more) => requests = more,
+                    _ => break,
+                }
+            }
+            for (id, request) in on_the_way {
                 let response = self.share.perform(0, &request);
                 op.respond(id, response).expect("outstanding");
             }
+            rounds.push(kinds);
         }
         rounds
     }
