@@ -225,7 +225,7 @@ export class LocalHandler {
     // proper-lockfile retries every error, so a missing folder would spin
     // for the whole backoff before surfacing; fail fast instead.
     const parent = path.dirname(absolute)
-    const parentStats = await this.#run(file, () => fs.stat(parent))
+    const parentStats = await this.#run(file, () => statFolder(parent))
     if (!parentStats.isDirectory()) throw codedError('ENOTDIR', `parent of '${file}' is not a directory`, file)
 
     let compromised = false
@@ -275,6 +275,24 @@ export class LocalHandler {
    */
   async cleanTemps(dir, options) {
     return cleanTempsWith(this, dir, options)
+  }
+}
+
+/**
+ * `fs.stat` of a folder that should be there, asked again a few times over
+ * ~150 ms when it says ENOENT: on smbnetfs (SMB through FUSE), a folder
+ * whose entries change (the VM locks live in xo-vm-backups/, created and
+ * removed by every writer) was once reported missing for an instant in the
+ * SMB crash campaign. A folder truly missing still fails, that much later.
+ */
+async function statFolder(folder) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fs.stat(folder)
+    } catch (error) {
+      if (error?.code !== 'ENOENT' || attempt === 3) throw error
+      await new Promise((resolve) => setTimeout(resolve, 20 << attempt))
+    }
   }
 }
 
