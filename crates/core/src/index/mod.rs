@@ -49,13 +49,23 @@ mod tests;
 pub use compaction::{Compaction, compact, rebuild, rebuild_from_bytes};
 pub use drift::{CacheStates, Drift, drift, parse_caches};
 pub use fold::{Loaded, Named, decode_segments, entry_of, entry_of_bytes, named, segment_of_bytes};
-pub use format::{RawSummary, Segment, Snapshot, VmEntry};
+pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
 pub use read_plan::{ReadPlan, segment_name, snapshot_name};
 
 /// The index folder, relative to the repository root.
 pub const INDEX_DIR: &str = "xo-vm-backups/.brcache-index";
-/// The index format this code reads and writes.
+/// The index format of snapshots and view segments.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of delta segments: the next one, so that a release that
+/// knows only views skips deltas as unreadable.
+pub const DELTA_VERSION: u32 = 2;
+/// How much earlier than a view a delta may be named and still not be in
+/// it (ms): the time from a writer's clock reading to its delta being
+/// listable, plus the clock skew between servers. A delta named before
+/// `view time - SKEW` is taken as seen by the view; one named after is
+/// applied over it, which changes nothing when the view already has it
+/// (a put replaces a summary by id; a removal wins).
+pub const SKEW_MS: u64 = 5 * 60 * 1000;
 /// Segments past which a writer compacts. Each segment is one more read
 /// (in parallel) for every listing; each compaction rewrites the whole
 /// snapshot (7.8 MiB at 1,000 VMs x 100). 64 keeps the snapshot's rewrite

@@ -20,6 +20,14 @@ pub fn segment_name(time_ms: u64, random: u64) -> String {
     format!("{time_ms:015}-{random:016x}{SEGMENT_SUFFIX}")
 }
 
+/// When a segment was published: its name's ms (the writer's clock).
+pub fn segment_time(name: &str) -> Option<u64> {
+    let time = name.get(..15)?;
+    (is_segment(name) && time.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| time.parse().ok())
+        .flatten()
+}
+
 fn snapshot_generation(name: &str) -> Option<u64> {
     name.strip_prefix(SNAPSHOT_PREFIX)?
         .strip_suffix(SNAPSHOT_SUFFIX)?

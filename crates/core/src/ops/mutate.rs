@@ -355,6 +355,12 @@ pub async fn settle_locked(
     let entry = index
         .as_ref()
         .and_then(|read| read.loaded.current().vms.get(vm.as_str()).cloned());
+    // An entry folded from deltas that do not add up to the cache they
+    // name may hold that cache's generation and fingerprint: only a view
+    // ends the doubt.
+    let unsure = index
+        .as_ref()
+        .is_some_and(|read| read.loaded.current().is_unsure(vm.as_str()));
     let header = reads
         .cache
         .bytes()
@@ -373,10 +379,10 @@ pub async fn settle_locked(
         let behind = match (&header, &entry) {
             _ if index.is_none() => return Ok(None),
             (Some((generation, fingerprint)), Some(entry)) => {
-                if entry.generation == *generation && entry.fingerprint == *fingerprint {
+                if entry.generation == *generation && entry.fingerprint == *fingerprint && !unsure {
                     return Ok(None);
                 }
-                entry.generation < *generation
+                entry.generation < *generation || (unsure && entry.generation == *generation)
             }
             (Some(_), None) => true,
             // No cache, nothing in the folder: an entry without restore
