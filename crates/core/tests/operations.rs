@@ -842,3 +842,128 @@ fn seeds_read_before_a_delete_never_bring_it_back() {
     );
     assert_eq!(view, keys[1..].iter().cloned().collect());
 }
+
+/// The index segments' bodies, gunzipped, in name order.
+fn segment_bodies(sim: &Sim) -> Vec<Value> {
+    index_files(sim)
+        .iter()
+        .filter(|p| !p.contains("snapshot-"))
+        .map(|p| {
+            let text =
+                brcache_core::decode_text(&sim.share.files[p].bytes, &DecodeLimits::default())
+                    .unwrap()
+                    .text;
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect()
+}
+
+/// A backup written or deleted on a cache known true publishes only what
+/// it changed (a delta), which folds over the VM's view: the listing after
+/// it answers from the index alone. (A VM's first backup makes its cache
+/// from the folder: it publishes the whole view.)
+#[test]
+fn writers_publish_deltas_and_listings_fold_them() {
+    let mut sim = Sim::new(3);
+    let vm = VMS[0];
+    sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+        .unwrap();
+    let first = written(&mut sim, 2, vm, 0);
+    assert!(segment_bodies(&sim)[0]["kind"].is_null(), "a view");
+    let second = written(&mut sim, 5, vm, 1);
+    let bodies = segment_bodies(&sim);
+    assert_eq!(bodies.last().unwrap()["kind"], "delta");
+    assert_eq!(bodies.last().unwrap()["put"][0]["id"], second.as_str());
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 6);
+    assert!(listed.from_index && listed.repairs.is_empty());
+    assert_eq!(
+        view_keys(&Output::Listed(listed)),
+        [first.clone(), second.clone()].into()
+    );
+    assert_eq!(
+        calls(&sim) - before,
+        2 + index_files(&sim).len(),
+        "the folders, the index folder, and its files: no cache read"
+    );
+    sim.run_one(ops::delete_backups(settings(IndexMode::Auto, 7), vec![first.clone()]).unwrap())
+        .unwrap();
+    let bodies = segment_bodies(&sim);
+    assert_eq!(bodies.last().unwrap()["remove"][0], first.as_str());
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 8);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), [second].into());
+    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+}
+
+/// A delta that does not add up to the cache it names (here one made up on
+/// the share, as a writer without the lock could leave: a phantom restore
+/// point) leaves its VM in doubt: the listing
+/// reads that VM from its cache, never shows the phantom, and its repair
+/// publishes the VM's view, after which the index alone answers.
+#[test]
+fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
+    let mut sim = Sim::new(4);
+    let vm = VMS[0];
+    sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+        .unwrap();
+    let first = written(&mut sim, 2, vm, 0);
+    written(&mut sim, 3, VMS[1], 1);
+    let truth = sim.share.metadata_keys();
+    let phantom = format!("/xo-vm-backups/{vm}/{}", name(timestamp(9)));
+    let mut delta = segment_bodies(&sim)[0].clone();
+    delta["version"] = 2.into();
+    delta["kind"] = "delta".into();
+    delta["put"] = delta["summaries"].clone();
+    delta["put"][0]["id"] = phantom.clone().into();
+    delta["remove"] = serde_json::json!([]);
+    delta.as_object_mut().unwrap().remove("summaries");
+    let path = format!(
+        "xo-vm-backups/.brcache-index/{}",
+        brcache_core::segment_name(sim.share.clock as u64 - 1, 7)
+    );
+    sim.share.files.insert(
+        path,
+        sim::File {
+            bytes: delta.to_string().into_bytes(),
+            mtime: sim.share.clock,
+        },
+    );
+    let mut listed = listing(&mut sim, 4);
+    let repairs = std::mem::take(&mut listed.repairs);
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(repairs.len(), 1, "the VM in doubt gets its view");
+    sim.run_one(ops::repair(settings(IndexMode::Auto, 5), repairs))
+        .unwrap();
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 6);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+    assert!(truth.contains(&first) && !truth.contains(&phantom));
+}
+
+fn written(sim: &mut Sim, nonce: u64, vm: &str, i: u64) -> String {
+    let op = ops::write_backup(
+        settings(IndexMode::Auto, nonce),
+        vm,
+        metadata(vm, timestamp(i)),
+    );
+    let Output::Written(key) = sim.run_one(op.unwrap()).unwrap() else {
+        panic!()
+    };
+    key
+}
+
+fn calls(sim: &Sim) -> usize {
+    sim.share.calls.values().sum()
+}
+
+fn listing(sim: &mut Sim, nonce: u64) -> Listed {
+    let op = ops::restore_view(settings(IndexMode::Auto, nonce), Filter::default());
+    let Output::Listed(listed) = sim.run_one(op).unwrap() else {
+        panic!()
+    };
+    listed
+}

@@ -9,10 +9,10 @@ use super::read_plan::segment_time;
 use crate::Fingerprint;
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
-use crate::key::VmId;
+use crate::key::{MetadataName, VmId};
 use crate::summary::{self, Filter};
 use crate::vm_cache::VmCache;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Snapshot {
     /// Folds one segment in: [`Snapshot::fold_all`] of it alone.
@@ -24,12 +24,17 @@ impl Snapshot {
     ///
     /// 1. The base is the highest view by (generation, fingerprint): the
     ///    entry held or a view segment, which takes its name's time.
-    /// 2. Every delta named after `base time - SKEW_MS` is applied over it
-    ///    (all of them without a base, or over an entry of the first
-    ///    format, which has no time): puts by (time, name), a later put of
-    ///    an id replacing its summary, then every removal, so that a put
-    ///    arriving late never brings a removed restore point back. Older
-    ///    deltas are taken as seen by the base.
+    /// 2. A delta older than the base by both clocks (named no later, of a
+    ///    cache generation no later), or named more than `SKEW_MS` before
+    ///    it, is taken as seen by the base: under a VM's lock generations
+    ///    order its writes exactly, and a view published after a delta
+    ///    (a repair after a failed delete) is the later truth. Every other
+    ///    delta is applied over the base (all of them without one): puts
+    ///    by (time, name), a later put of an id replacing its summary, then
+    ///    every removal, so that a put arriving late never brings a removed
+    ///    restore point back. An entry without a time (first format, or
+    ///    read from caches by a seed or rebuild) is ordered by generation
+    ///    alone.
     /// 3. The entry takes the highest (generation, fingerprint) of the base
     ///    and the deltas applied, and says whether it can be trusted: one
     ///    made of deltas only is partial, and one whose restore points are
@@ -68,9 +73,16 @@ impl Snapshot {
     /// 3 of [`Snapshot::fold_all`]).
     fn apply(&mut self, vm: &str, deltas: impl Iterator<Item = (u64, Delta)>) {
         let base = self.vms.get(vm);
-        let floor = base.and_then(|e| e.time).map(|t| t.saturating_sub(SKEW_MS));
+        let seen = |time: u64, delta: &Delta| {
+            base.is_some_and(|base| match base.time {
+                Some(at) => {
+                    time + SKEW_MS <= at || (time <= at && delta.generation <= base.generation)
+                }
+                None => delta.generation <= base.generation,
+            })
+        };
         let applied: Vec<Delta> = deltas
-            .filter(|(time, _)| floor.is_none_or(|floor| *time > floor))
+            .filter(|(time, delta)| !seen(*time, delta))
             .map(|(_, delta)| delta)
             .collect();
         if applied.is_empty() {
@@ -221,6 +233,33 @@ pub fn entry_of_bytes(vm: &VmId, bytes: &[u8], limits: &DecodeLimits) -> Result<
 pub fn segment_of_bytes(vm: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
     let id = VmId::new(vm)?;
     Ok(Segment::new(vm, entry_of_bytes(&id, bytes, limits)?).encode())
+}
+
+/// The delta a writer publishes after writing `vm`'s cache `bytes` with
+/// `added` created and `removed` deleted: their summaries from the cache
+/// as written (as a view would hold them), and the cache's generation and
+/// fingerprint.
+pub fn delta_of_bytes(
+    vm: &VmId,
+    bytes: &[u8],
+    added: &[&MetadataName],
+    removed: &[MetadataName],
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>> {
+    let header = codec::read_header(bytes)?;
+    let added: BTreeSet<String> = added.iter().map(|name| vm.key(name)).collect();
+    let put = summary::summaries_of_bytes(vm, bytes, limits, &Filter::default())?
+        .iter()
+        .filter(|s| added.contains(&s.id))
+        .map(RawSummary::of)
+        .collect();
+    let delta = Delta {
+        generation: header.map_or(0, |h| h.generation),
+        fingerprint: header.and_then(|h| h.fingerprint).map(|f| f.to_hex()),
+        put,
+        remove: removed.iter().map(|name| vm.key(name)).collect(),
+    };
+    Ok(Segment::delta(vm.as_str(), delta).encode())
 }
 
 /// An index as read from the share: the newest snapshot and the segments

@@ -116,9 +116,13 @@ pub struct VmEntry {
 }
 
 impl VmEntry {
-    /// Whether this entry is the later truth than `other` (same VM).
+    /// Whether this entry is the later truth than `other` (same VM): by
+    /// generation, then fingerprint (so that the result never depends on
+    /// the order), then time, since of two views of one cache the later
+    /// one has seen more deltas.
     pub(super) fn supersedes(&self, other: &VmEntry) -> bool {
-        (self.generation, &self.fingerprint) > (other.generation, &other.fingerprint)
+        (self.generation, &self.fingerprint, self.time)
+            > (other.generation, &other.fingerprint, other.time)
     }
 
     /// Checks what a decoded entry of `vm` holds: a VM folder name, and

@@ -48,7 +48,10 @@ mod tests;
 // lives in.
 pub use compaction::{Compaction, compact, rebuild, rebuild_from_bytes};
 pub use drift::{CacheStates, Drift, drift, parse_caches};
-pub use fold::{Loaded, Named, decode_segments, entry_of, entry_of_bytes, named, segment_of_bytes};
+pub use fold::{
+    Loaded, Named, decode_segments, delta_of_bytes, entry_of, entry_of_bytes, named,
+    segment_of_bytes,
+};
 pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
 pub use read_plan::{ReadPlan, segment_name, snapshot_name};
 

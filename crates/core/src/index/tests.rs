@@ -318,6 +318,28 @@ fn deltas_named_before_the_view_less_the_skew_are_in_it() {
 }
 
 #[test]
+fn a_view_later_by_both_clocks_has_the_delta_it_follows() {
+    // A delete whose metadata delete failed: its delta went out, then the
+    // repair's view of the file still there, past its generation.
+    let segments = vec![
+        (segment_name(1_000, 1), delta("a", 6, &[], &["x"], &[])),
+        (segment_name(1_000, 2), true_view("a", 7, &["x"])),
+    ];
+    let snapshot = folded(&segments);
+    assert_eq!(ids(&snapshot, "a"), [id("a", "x")]);
+    assert!(!snapshot.is_unsure("a"));
+    // A delta of the same generation named after the view was not seen by
+    // it (a writer without the lock): applied, and the entry is in doubt.
+    let segments = vec![
+        segments[1].clone(),
+        (segment_name(1_001, 3), delta("a", 7, &["y"], &[], &["y"])),
+    ];
+    let snapshot = folded(&segments);
+    assert_eq!(ids(&snapshot, "a"), [id("a", "x"), id("a", "y")]);
+    assert!(snapshot.is_unsure("a"));
+}
+
+#[test]
 fn deltas_without_a_view_are_partial() {
     let segments = vec![(
         segment_name(1_000, 1),
