@@ -24,10 +24,11 @@ impl Snapshot {
     ///
     /// 1. The base is the highest view by (generation, fingerprint): the
     ///    entry held or a view segment, which takes its name's time.
-    /// 2. A delta older than the base by both clocks (named no later, of a
-    ///    cache generation no later), or named more than `SKEW_MS` before
-    ///    it, is taken as seen by the base: under a VM's lock generations
-    ///    order its writes exactly, and a view published after a delta
+    /// 2. A delta named more than `SKEW_MS` before the base is taken as
+    ///    seen by it; so is one written under a lock that excludes
+    ///    ([`Delta::locked`]) and older than the base by both clocks (named
+    ///    no later, of a cache generation no later): generations then
+    ///    order the VM's writes, and a view published after such a delta
     ///    (a repair after a failed delete) is the later truth. Every other
     ///    delta is applied over the base (all of them without one): puts
     ///    by (time, name), a later put of an id replacing its summary, then
@@ -74,11 +75,10 @@ impl Snapshot {
     fn apply(&mut self, vm: &str, deltas: impl Iterator<Item = (u64, Delta)>) {
         let base = self.vms.get(vm);
         let seen = |time: u64, delta: &Delta| {
+            let ordered = |base: &VmEntry| delta.locked && delta.generation <= base.generation;
             base.is_some_and(|base| match base.time {
-                Some(at) => {
-                    time + SKEW_MS <= at || (time <= at && delta.generation <= base.generation)
-                }
-                None => delta.generation <= base.generation,
+                Some(at) => time + SKEW_MS <= at || (time <= at && ordered(base)),
+                None => ordered(base),
             })
         };
         let applied: Vec<Delta> = deltas
@@ -244,6 +244,7 @@ pub fn delta_of_bytes(
     bytes: &[u8],
     added: &[&MetadataName],
     removed: &[MetadataName],
+    locked: bool,
     limits: &DecodeLimits,
 ) -> Result<Vec<u8>> {
     let header = codec::read_header(bytes)?;
@@ -258,6 +259,7 @@ pub fn delta_of_bytes(
         fingerprint: header.and_then(|h| h.fingerprint).map(|f| f.to_hex()),
         put,
         remove: removed.iter().map(|name| vm.key(name)).collect(),
+        locked,
     };
     Ok(Segment::delta(vm.as_str(), delta).encode())
 }

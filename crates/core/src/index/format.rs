@@ -180,6 +180,12 @@ pub struct Delta {
     pub fingerprint: Option<String>,
     pub put: Vec<RawSummary>,
     pub remove: Vec<String>,
+    /// Written under the VM's lock, on a share whose locks exclude: its
+    /// generation then orders it among the VM's writes. Without (S3),
+    /// two writers may leave the same generation and neither cache has
+    /// both their restore points.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
 }
 
 impl Delta {
@@ -229,6 +235,8 @@ struct SegmentFields {
     put: Option<Vec<RawSummary>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     remove: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    locked: bool,
 }
 
 impl TryFrom<SegmentFields> for Segment {
@@ -247,6 +255,7 @@ impl TryFrom<SegmentFields> for Segment {
                 fingerprint: f.fingerprint,
                 put,
                 remove,
+                locked: f.locked,
             }),
             _ => return Err("neither a view (summaries) nor a delta (put, remove)".into()),
         };
@@ -260,7 +269,7 @@ impl TryFrom<SegmentFields> for Segment {
 
 impl From<Segment> for SegmentFields {
     fn from(s: Segment) -> SegmentFields {
-        let (kind, generation, fingerprint, summaries, put, remove) = match s.body {
+        let (kind, generation, fingerprint, summaries, put, remove, locked) = match s.body {
             Body::View(e) => (
                 None,
                 e.generation,
@@ -268,6 +277,7 @@ impl From<Segment> for SegmentFields {
                 Some(e.summaries),
                 None,
                 None,
+                false,
             ),
             Body::Delta(d) => (
                 Some(DELTA_KIND.to_string()),
@@ -276,6 +286,7 @@ impl From<Segment> for SegmentFields {
                 None,
                 Some(d.put),
                 Some(d.remove),
+                d.locked,
             ),
         };
         SegmentFields {
@@ -287,6 +298,7 @@ impl From<Segment> for SegmentFields {
             summaries,
             put,
             remove,
+            locked,
         }
     }
 }

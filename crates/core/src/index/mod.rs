@@ -53,7 +53,7 @@ pub use fold::{
     segment_of_bytes,
 };
 pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
-pub use read_plan::{ReadPlan, segment_name, snapshot_name};
+pub use read_plan::{ReadPlan, segment_name, snapshot_name, snapshot_time, unique_snapshot_name};
 
 /// The index folder, relative to the repository root.
 pub const INDEX_DIR: &str = "xo-vm-backups/.brcache-index";
@@ -74,3 +74,8 @@ pub const SKEW_MS: u64 = 5 * 60 * 1000;
 /// snapshot (7.8 MiB at 1,000 VMs x 100). 64 keeps the snapshot's rewrite
 /// to a few percent of a backup's index cost.
 pub const COMPACT_AFTER: usize = 64;
+/// On a share without locks, how old the snapshot a compaction starts
+/// from must be before the compaction deletes what it folded (ms); and
+/// twice the longest a compaction may take from its listing to its
+/// create (see `ops::index_ops::compact_unlocked`).
+pub const GRACE_MS: u64 = 10 * 60 * 1000;

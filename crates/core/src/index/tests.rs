@@ -205,6 +205,7 @@ fn delta(vm: &str, generation: u64, put: &[&str], remove: &[&str], after: &[&str
                 .iter()
                 .map(|n| format!("/xo-vm-backups/{vm}/{n}.json"))
                 .collect(),
+            locked: true,
         },
     )
 }
@@ -328,6 +329,18 @@ fn a_view_later_by_both_clocks_has_the_delta_it_follows() {
     let snapshot = folded(&segments);
     assert_eq!(ids(&snapshot, "a"), [id("a", "x")]);
     assert!(!snapshot.is_unsure("a"));
+    // Without a lock that excludes, generations do not order writes: the
+    // delete applies over the view, and the entry is in doubt until the
+    // view is SKEW_MS newer.
+    let mut unlocked = segments.clone();
+    if let Body::Delta(d) = &mut unlocked[0].1.body {
+        d.locked = false;
+    }
+    let snapshot = folded(&unlocked);
+    assert!(ids(&snapshot, "a").is_empty());
+    assert!(snapshot.is_unsure("a"));
+    unlocked[1].0 = segment_name(1_000 + SKEW_MS, 2);
+    assert_eq!(ids(&folded(&unlocked), "a"), [id("a", "x")]);
     // A delta of the same generation named after the view was not seen by
     // it (a writer without the lock): applied, and the entry is in doubt.
     let segments = vec![
@@ -432,4 +445,24 @@ fn deltas_round_trip_and_are_checked() {
     json["remove"] = serde_json::json!([]);
     json["summaries"] = serde_json::json!([]);
     assert!(Segment::decode(json.to_string().as_bytes(), &limits).is_err());
+}
+
+#[test]
+fn readers_take_the_greatest_snapshot_name_of_the_highest_generation() {
+    let older = snapshot_name(3);
+    let sibling = unique_snapshot_name(4, 1_000, 0xb);
+    let chosen = unique_snapshot_name(4, 1_000, 0xc);
+    let names = [
+        older.as_str(),
+        chosen.as_str(),
+        sibling.as_str(),
+        "snapshot-00000000000000000009-1-2.json.gz",
+        "snapshot-9.json.gz",
+    ];
+    let plan = ReadPlan::from_listing(names);
+    assert_eq!(plan.snapshot.as_deref(), Some(chosen.as_str()));
+    assert_eq!(plan.generation, 4);
+    assert_eq!(plan.old_snapshots, [sibling.clone(), older.clone()]);
+    assert_eq!(snapshot_time(&chosen), 1_000);
+    assert_eq!(snapshot_time(&older), 0);
 }

@@ -170,7 +170,8 @@ async fn publish_bytes(
     let segment = match edit {
         Some(edit) => {
             let added: Vec<&MetadataName> = edit.added.iter().map(|(name, _)| name).collect();
-            index::delta_of_bytes(vm, bytes, &added, &edit.removed, &settings.limits)
+            let locked = settings.locks;
+            index::delta_of_bytes(vm, bytes, &added, &edit.removed, locked, &settings.limits)
         }
         None => index::segment_of_bytes(vm.as_str(), bytes, &settings.limits),
     };

@@ -192,7 +192,7 @@ pub async fn write_backup(
         Ok(()) => {
             let update = async {
                 let (bytes, spliced, index_listing) = prepared?;
-                let delta = spliced.then_some(&edit);
+                let delta = delta_of(settings, spliced, &edit);
                 mutate::commit(io, settings, vm, bytes, &index_listing, delta).await
             };
             settle(io, vm, "write", update.await)
@@ -208,6 +208,15 @@ pub async fn write_backup(
             Err(failure)
         }
     }
+}
+
+/// What a writer publishes to the index: with locks that exclude, the
+/// delta of its edit when that is all that changed in the cache (else the
+/// cache's whole view, which then is the truth); without, always the
+/// delta: a view made from a cache or folder read without a lock may miss
+/// what another writer did meanwhile, and would outrank it.
+fn delta_of<'a>(settings: &Settings, spliced: bool, edit: &'a Edit) -> Option<&'a Edit> {
+    (spliced || !settings.locks).then_some(edit)
 }
 
 /// Deletes restore points (metadata paths, any VMs): per VM under its lock,
@@ -348,7 +357,7 @@ async fn delete_vm_backups(
         .collect();
     let (update, deleted) = match prepared {
         Ok((bytes, spliced)) => {
-            let delta = spliced.then_some(&edit);
+            let delta = delta_of(settings, spliced, &edit);
             mutate::commit_beside(io, settings, vm, bytes, &index_listing, delta, deletes).await
         }
         Err(failure) => (Err(failure), io.all(deletes).await),
