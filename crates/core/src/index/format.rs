@@ -104,7 +104,7 @@ pub struct VmEntry {
     pub fingerprint: Option<String>,
     pub summaries: Vec<RawSummary>,
     /// When the view was published (its segment's name, in ms), once a
-    /// fold knows it: deltas published before it, less [`super::SKEW`],
+    /// fold knows it: deltas published before it, less [`super::SKEW_MS`],
     /// are already in it. `None` for entries of the first format, which
     /// no delta can precede.
     #[serde(default, skip_serializing_if = "Option::is_none")]

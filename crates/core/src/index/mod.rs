@@ -8,24 +8,28 @@
 //! repository-wide lock:
 //!
 //! - **Segments** (`<ms>-<random>.json.gz`, unique names, gzip JSON): after
-//!   a writer updates a VM's cache (under that VM's lock), it publishes the
-//!   VM's whole restore view at that cache generation. Writers of different
-//!   VMs never contend; a segment is never rewritten.
-//! - **Snapshots** (`snapshot-<generation>.json.gz`): the fold of an older
-//!   snapshot and segments, written create-only by whoever compacts; the
-//!   segments it folded are then deleted.
+//!   a writer updates a VM's cache, it publishes either what it changed (a
+//!   *delta*: the summaries it put, the ids it removed) or the VM's whole
+//!   restore view at that cache generation (a *view*: a first backup, a
+//!   repair, a check, a seed). Writers of different VMs never contend; a
+//!   segment is never rewritten.
+//! - **Snapshots** (`snapshot-<generation>.json.gz`, or with `-<ms>-<random>`
+//!   on a share without locks): the fold of an older snapshot and segments,
+//!   written by whoever compacts; the segments it folded are then deleted
+//!   (at once under the compaction lock, a grace period later without).
 //!
 //! A reader lists the folder, then reads the newest snapshot and every
 //! segment it has not folded, in parallel: two round trips.
 //!
-//! Folding keeps, per VM, the entry of the highest cache generation (then
-//! the greater fingerprint, so the result never depends on the order):
-//! since a VM's cache writes are serialised and each increments its
-//! generation, that entry is the latest truth. Folding is therefore
-//! commutative and idempotent: a segment read twice, or in any order,
-//! changes nothing. A VM whose view is empty (its last backup deleted) is
-//! kept as an empty entry, so that a late segment of an older generation
-//! cannot bring it back.
+//! Folding ([`Snapshot::fold_all`]) takes, per VM, the highest view by
+//! (generation, fingerprint, time) and applies over it the deltas it has
+//! not seen, a removal winning over any put; the result never depends on
+//! the order segments are read in, and reading one twice changes nothing.
+//! A VM whose view is empty (its last backup deleted) is kept as an empty
+//! entry, so that a late segment of an older generation cannot bring it
+//! back. An entry whose restore points are not the set its fingerprint
+//! names, or made of deltas only, is in doubt ([`Snapshot::unsure`]): a
+//! listing reads that VM from its cache.
 //!
 //! The index never has the last word: `check` compares each VM's entry with
 //! its cache header (generation and fingerprint) and its folder, and
