@@ -1126,3 +1126,53 @@ fn listing_without_locks(sim: &mut Sim, nonce: u64) -> Listed {
     };
     listed
 }
+
+/// On a share without locks, folded segments linger until a cleanup: a
+/// listing reads with the snapshot only the segments named after it (less
+/// a margin), and in a second round an older one the snapshot did not fold
+/// (a writer whose clock was behind).
+#[test]
+fn listings_without_locks_skip_the_segments_the_snapshot_folded() {
+    let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
+    let mut sim = Sim::new(6);
+    sim.share.lockless = true;
+    sim.run_one(ops::build_index(settings(1))).unwrap();
+    for (i, vm) in VMS.iter().enumerate() {
+        let op = ops::write_backup(
+            settings(2 + i as u64),
+            vm,
+            metadata(vm, timestamp(i as u64)),
+        );
+        sim.run_one(op.unwrap()).unwrap();
+    }
+    let repairs = listing_without_locks(&mut sim, 8).repairs;
+    sim.run_one(ops::repair(settings(9), repairs)).unwrap();
+    sim.share.clock += 60_000.0;
+    sim.run_one(ops::compact_index(settings(10), false))
+        .unwrap();
+    let truth = sim.share.metadata_keys();
+    let segments = index_files(&sim).len() - 2;
+    assert!(segments >= 6, "the folded segments linger: {segments}");
+    let before = calls(&sim);
+    let listed = listing_without_locks(&mut sim, 11);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(
+        calls(&sim) - before,
+        3,
+        "the folders, the index folder, the snapshot"
+    );
+    // A backup whose writer's clock is behind the compaction's.
+    sim.share.clock -= 30_000.0;
+    let late = written(&mut sim, 12, VMS[0], 9);
+    sim.share.clock += 30_000.0;
+    let before = calls(&sim);
+    let listed = listing_without_locks(&mut sim, 13);
+    assert!(listed.repairs.is_empty());
+    assert!(view_keys(&Output::Listed(listed)).contains(&late));
+    assert_eq!(
+        calls(&sim) - before,
+        4,
+        "and the late segment, in a second round"
+    );
+}

@@ -280,6 +280,9 @@ pub struct Loaded {
     /// large repository, and callers ask it one VM at a time). `None` when
     /// no segment waits: the snapshot itself, not a copy of it.
     current: Option<Snapshot>,
+    /// Segments listed that the snapshot folded, left unread (see
+    /// `ops::index_ops::read`): a compaction counts them folded too.
+    skipped: Vec<String>,
 }
 
 impl Loaded {
@@ -291,6 +294,17 @@ impl Loaded {
         limits: &DecodeLimits,
     ) -> Result<Loaded> {
         let snapshot = snapshot.map_or(Ok(Snapshot::empty()), |b| Snapshot::decode(b, limits))?;
+        Ok(Loaded::of(snapshot, segments, Vec::new(), limits))
+    }
+
+    /// [`Loaded::decode`] of a snapshot already decoded, with `skipped`,
+    /// segments listed that it folded and that were not read.
+    pub fn of(
+        snapshot: Snapshot,
+        segments: Vec<(String, Vec<u8>)>,
+        skipped: Vec<String>,
+        limits: &DecodeLimits,
+    ) -> Loaded {
         let (segments, unreadable) = decode_segments(segments, limits);
         let mut waiting = segments
             .iter()
@@ -301,12 +315,13 @@ impl Loaded {
             current.fold_all(waiting.map(|(name, segment)| (name.clone(), segment.clone())));
             current
         });
-        Ok(Loaded {
+        Loaded {
             snapshot,
             segments,
             unreadable,
             current,
-        })
+            skipped,
+        }
     }
 
     /// The index as it is now.
@@ -328,7 +343,14 @@ impl Loaded {
     pub fn compact(&self, listed: u64) -> Compaction {
         let mut snapshot = self.snapshot.clone();
         snapshot.generation = snapshot.generation.max(listed);
-        compact(snapshot, self.segments.clone())
+        let mut compaction = compact(snapshot, self.segments.clone());
+        // In the snapshot read, so in the new one.
+        compaction
+            .snapshot
+            .folded
+            .extend(self.skipped.iter().cloned());
+        compaction.segments_to_delete = compaction.snapshot.folded.iter().cloned().collect();
+        compaction
     }
 }
 

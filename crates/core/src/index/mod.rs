@@ -57,7 +57,9 @@ pub use fold::{
     segment_of_bytes,
 };
 pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
-pub use read_plan::{ReadPlan, segment_name, snapshot_name, snapshot_time, unique_snapshot_name};
+pub use read_plan::{
+    ReadPlan, segment_name, segment_time, snapshot_name, snapshot_time, unique_snapshot_name,
+};
 
 /// The index folder, relative to the repository root.
 pub const INDEX_DIR: &str = "xo-vm-backups/.brcache-index";
@@ -83,3 +85,10 @@ pub const COMPACT_AFTER: usize = 64;
 /// twice the longest a compaction may take from its listing to its
 /// create (see `ops::index_ops::compact_unlocked`).
 pub const GRACE_MS: u64 = 10 * 60 * 1000;
+/// A reader reads with a snapshot only the segments named after its time
+/// less this (ms), and those older that it did not fold in a second round
+/// trip, rare: a segment listed by none of the compactions before it, its
+/// writer's clock behind or its publication slow. Without it, a listing on
+/// a share without locks would read every segment a compaction folded
+/// until the cleanup a grace period later.
+pub const READ_MARGIN_MS: u64 = 5_000;

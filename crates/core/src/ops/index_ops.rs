@@ -69,11 +69,13 @@ pub struct Read {
 }
 
 /// The index as it is now, or `None` when there is none: the folder is
-/// listed, then the newest snapshot and every segment are read at once. A
-/// file that vanished meanwhile was compacted away: read again. A newest
-/// snapshot that does not decode is an error, never a reason to use an
-/// older one: the compaction that wrote it may have deleted segments only
-/// it holds.
+/// listed, then the newest snapshot and the segments named after it (less
+/// [`index::READ_MARGIN_MS`]) are read at once; older segments the snapshot
+/// did not fold, if any, in a second round (older ones it folded linger on
+/// a share without locks until a cleanup; they are not read). A file that
+/// vanished meanwhile was compacted away: read again. A newest snapshot
+/// that does not decode is an error, never a reason to use an older one:
+/// the compaction that wrote it may have deleted segments only it holds.
 pub async fn read(
     io: &Io,
     settings: &Settings,
@@ -88,43 +90,41 @@ pub async fn read(
         };
         let Some(names) = names else { return Ok(None) };
         let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
-        let requests: Vec<Request> = plan
+        // Snapshots named by generation alone have no time: every segment
+        // is read with them, as before.
+        let floor = plan
             .snapshot
+            .as_deref()
+            .map_or(0, index::snapshot_time)
+            .saturating_sub(index::READ_MARGIN_MS);
+        let (recent, older): (Vec<String>, Vec<String>) = plan
+            .segments
             .iter()
-            .chain(&plan.segments)
-            .map(|name| Request::Read { path: path(name) })
-            .collect();
-        let files: Vec<Response> = io.all(requests).await;
-        let mut contents = Vec::with_capacity(files.len());
-        let mut vanished = false;
-        for (name, response) in plan.snapshot.iter().chain(&plan.segments).zip(files) {
-            match response {
-                Response::Bytes(bytes) => contents.push(bytes),
-                Response::Failed(error) if error.code == "ENOENT" => vanished = true,
-                Response::Failed(error) if is_repository_error(&error.code) => {
-                    return Err(Failure::Io(error));
-                }
-                Response::Failed(error) => {
-                    return Err(Failure::io(
-                        format_args!("cannot read {}", path(name)),
-                        &error,
-                    ));
-                }
-                _ => vanished = true,
-            }
-        }
-        if vanished {
+            .cloned()
+            .partition(|name| index::segment_time(name).is_none_or(|time| time >= floor));
+        let first: Vec<String> = plan.snapshot.iter().cloned().chain(recent).collect();
+        let Some(mut contents) = fetch(io, &first).await? else {
             continue;
-        }
-        let mut contents = contents.into_iter();
-        let snapshot = plan
-            .snapshot
-            .as_ref()
-            .map(|_| contents.next().expect("read"));
-        let segments = plan.segments.iter().cloned().zip(contents).collect();
+        };
         let file = plan.snapshot.as_deref().map_or(INDEX_DIR.to_string(), path);
-        let loaded = Loaded::decode(snapshot.as_deref(), segments, &settings.limits)
-            .map_err(|e| Failure::Core(e.in_file(file)))?;
+        let snapshot = match plan.snapshot {
+            Some(_) => index::Snapshot::decode(&contents.remove(0), &settings.limits)
+                .map_err(|e| Failure::Core(e.in_file(file)))?,
+            None => index::Snapshot::empty(),
+        };
+        let (skipped, late): (Vec<String>, Vec<String>) = older
+            .into_iter()
+            .partition(|name| snapshot.folded.contains(name));
+        let Some(late_contents) = fetch(io, &late).await? else {
+            continue;
+        };
+        let mut segments: Vec<(String, Vec<u8>)> = first
+            .into_iter()
+            .skip(usize::from(plan.snapshot.is_some()))
+            .zip(contents)
+            .collect();
+        segments.extend(late.into_iter().zip(late_contents));
+        let loaded = Loaded::of(snapshot, segments, skipped, &settings.limits);
         for (name, reason) in &loaded.unreadable {
             io.log(
                 Level::Warn,
@@ -138,6 +138,37 @@ pub async fn read(
         "EAGAIN",
         format!("{INDEX_DIR} keeps changing while it is read"),
     ))
+}
+
+/// The index files `names`, read at once; `None` when one vanished (a
+/// compaction's cleanup: read the folder again). Nothing is asked for none.
+async fn fetch(io: &Io, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+    if names.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let requests = names
+        .iter()
+        .map(|name| Request::Read { path: path(name) })
+        .collect();
+    let mut contents = Vec::with_capacity(names.len());
+    let mut vanished = false;
+    for (name, response) in names.iter().zip(io.all(requests).await) {
+        match response {
+            Response::Bytes(bytes) => contents.push(bytes),
+            Response::Failed(error) if error.code == "ENOENT" => vanished = true,
+            Response::Failed(error) if is_repository_error(&error.code) => {
+                return Err(Failure::Io(error));
+            }
+            Response::Failed(error) => {
+                return Err(Failure::io(
+                    format_args!("cannot read {}", path(name)),
+                    &error,
+                ));
+            }
+            _ => vanished = true,
+        }
+    }
+    Ok((!vanished).then_some(contents))
 }
 
 /// Publishes one segment under a name no one else picks (`now`, the
