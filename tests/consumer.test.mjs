@@ -136,7 +136,9 @@ describe('the packed package, installed as a consumer installs it', () => {
     ]) {
       assert.ok(paths.includes(needed), `${needed} is missing`)
     }
-    assert.ok(main.size < 640 * 1024, `the tarball grew to ${main.size} bytes`)
+    // 688 KiB: the index without locks (deltas, their fold, unlocked
+    // compaction) adds about 110 KB of wasm, 37 KB to the tarball (636 KB before).
+    assert.ok(main.size < 688 * 1024, `the tarball grew to ${main.size} bytes`)
     assert.ok(!paths.some((path) => path.startsWith('js/generated/wasm-node/')), 'one wasm build, not two')
   })
 

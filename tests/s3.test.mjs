@@ -138,12 +138,39 @@ describe('the repository API on S3', () => {
     assert.deepStrictEqual(await h.list(`xo-vm-backups/${VM}`), ['20240101T000000Z.json', '20240102T000000Z.json'])
   })
 
-  test('the repository index stays off without locks: listings go through the checked VM caches', async () => {
+  test('the repository index on S3: made by the first listing, then listings read no VM folder or cache', { timeout: 120_000 }, async (t) => {
     const h = s3()
-    assert.throws(() => openRepository(h, { index: true }), /locks/)
-    const repository = openRepository(h)
-    await repository.writeVmBackupMetadata(VM, record(Date.UTC(2024, 0, 1)))
-    await assert.rejects(h.list('xo-vm-backups/.brcache-index'), { code: 'ENOENT' })
+    const vms = Array.from({ length: 60 }, (_, i) => `cccccccc-0000-4000-8000-${String(i).padStart(12, '0')}`)
+    const writer = openRepository(h, { concurrency: 16 })
+    await Promise.all(vms.map((vm, i) => writer.writeVmBackupMetadata(vm, record(Date.UTC(2024, 0, 1) + i * 1000))))
+    await writer.settle()
+    const first = openRepository(h)
+    assert.equal(Object.keys(await first.listSummaries()).length, 60)
+    await first.settle()
+    const read = []
+    const counted = new Proxy(h, {
+      get(target, name) {
+        const value = Reflect.get(target, name, target)
+        if (typeof value !== 'function') return value
+        return (...args) => {
+          read.push(`${String(name)} ${args[0]}`)
+          return value.apply(target, args)
+        }
+      },
+    })
+    const view = await openRepository(counted).listSummaries()
+    assert.deepStrictEqual(Object.keys(view).sort(), [...vms].sort())
+    // Besides the encryption probe every repository object makes once.
+    const outside = read.filter((call) => !call.includes('.brcache-index') && !/^list(WithTypes)? xo-vm-backups$/.test(call) && call !== 'readFile encryption.json')
+    assert.deepStrictEqual(outside, [], 'only the VM folders listed, and the index read')
+    t.diagnostic(`a listing of 60 VMs: ${read.length} calls, ${read.filter((c) => c.includes('.brcache-index/')).length} of them index files`)
+    // A backup and a delete, each a delta the next listing folds.
+    const added = await writer.writeVmBackupMetadata(vms[0], record(Date.UTC(2024, 1, 1)))
+    await writer.deleteVmBackups([view[vms[1]][0].id])
+    await writer.settle()
+    const next = await openRepository(h).listSummaries()
+    assert.deepStrictEqual(next[vms[0]].map((s) => s.id).sort(), [view[vms[0]][0].id, added].sort())
+    assert.equal(next[vms[1]], undefined)
   })
 })
 
@@ -175,7 +202,7 @@ describe('many backup servers, one S3 repository', () => {
     const readers = (async () => {
       while (running) {
         try {
-          await reader.listAllVmBackups()
+          await reader.listSummaries()
           readings++
         } catch (error) {
           readerErrors.push(`${error.code} ${error.message}`)
@@ -201,6 +228,11 @@ describe('many backup servers, one S3 repository', () => {
     assert.deepStrictEqual([...truth].sort(), [...expected].sort(), 'a metadata write or delete was lost')
     const listed = new Set(Object.values(await openRepository(h).listAllVmBackups()).flat().map((b) => b.id))
     assert.deepStrictEqual([...listed].sort(), [...truth].sort(), 'the listing is not the truth')
+    // Through the index (the reader's first listing made it), before any
+    // repair: the VMs it doubts are read from their caches and folders.
+    const summaries = new Set(Object.values(await openRepository(h).listSummaries()).flat().map((b) => b.id))
+    assert.deepStrictEqual([...summaries].sort(), [...truth].sort(), 'the index listing is not the truth')
+    assert.ok((await h.list('xo-vm-backups/.brcache-index')).some((name) => name.startsWith('snapshot-')), 'the index was made')
     assert.deepStrictEqual(readerErrors, [])
     assert.ok(readings > 0)
     // After a check, every cache equals a rebuild of its folder.

@@ -30,9 +30,10 @@ export function makeOperationsApi(backend) {
   return {
     /**
      * A new operation: `kind` and `args` as crates/core/src/ops/wire.rs
-     * lists them, `settings` `{ limits, immutable, index, trusted }`
+     * lists them, `settings` `{ limits, immutable, index, trusted, locks }`
      * (`trusted`: the share serves caches already checked, as `brcache
-     * serve` does to its page).
+     * serve` does to its page; `locks: false`: the handler's locks do not
+     * exclude, as on S3).
      */
     start(kind, settings, args = {}, bytes = undefined) {
       const [high, low] = crypto.getRandomValues(new Uint32Array(2))
@@ -42,6 +43,7 @@ export function makeOperationsApi(backend) {
         immutable: Boolean(settings.immutable),
         trusted: Boolean(settings.trusted),
         index: settings.index === true ? 'on' : settings.index === false ? 'off' : 'auto',
+        locks: settings.locks !== false,
         // 53 bits: exact in a JS number.
         nonce: (high & 0x1fffff) * 2 ** 32 + low,
         // drive() takes a listing's VMs as the core makes them: the parse

@@ -106,14 +106,10 @@ export class Repository {
     // repository's encryption, so no write can happen before it is known.
     this.#handler = new EncryptedShare(handler, core.encryptionApi, encryptionKey)
     this.#core = core
-    // Without locks (S3), two writers of one VM could publish conflicting
-    // entries of the same generation, and the index could lag behind the
-    // folder until a check: such repositories list through their checked
-    // VM caches, which stay true whatever the writers do.
-    if (index === true && handler.supportsLocks === false) {
-      throw new Error('the repository index needs a handler with locks (not S3); the VM caches serve listings there')
-    }
-    this.#settings = { limits, immutable, index: immutable || handler.supportsLocks === false ? false : index }
+    // Without locks (S3), the core keeps the index with records no two
+    // writers need to order (deltas) and compacts it without deleting what
+    // a concurrent compaction may still need.
+    this.#settings = { limits, immutable, index: immutable ? false : index, locks: handler.supportsLocks !== false }
     this.#drive = { concurrency, logger: { ...silent, ...logger }, lockStaleMs }
     // Infinity: never in the background (a one-shot command, which asks
     // for a verified answer when it needs one). Counted from the object's

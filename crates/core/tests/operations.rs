@@ -6,7 +6,9 @@
 
 mod sim;
 
-use brcache_core::ops::{self, CheckOptions, IndexMode, Listed, Output, Request, Settings, Want};
+use brcache_core::ops::{
+    self, CheckOptions, IndexMode, Listed, Output, Request, Settings, Status, Want,
+};
 use brcache_core::{DecodeLimits, Filter};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -59,9 +61,12 @@ fn timestamp(i: u64) -> u64 {
     1_700_000_000_000 + i * 1000
 }
 
-/// One random schedule: writers, deleters and listers side by side.
-fn schedule(seed: u64, index: IndexMode, faults: Faults) -> Sim {
+/// One random schedule: writers, deleters and listers side by side (and,
+/// on a share without locks, compactors too).
+fn schedule(seed: u64, index: IndexMode, faults: Faults, lockless: bool) -> Sim {
+    let settings = |index, nonce| share_settings(index, nonce, lockless);
     let mut sim = Sim::new(seed);
+    sim.share.lockless = lockless;
     if index != IndexMode::Off {
         sim.run_one(ops::build_index(settings(index, 2)))
             .expect("an index");
@@ -76,6 +81,17 @@ fn schedule(seed: u64, index: IndexMode, faults: Faults) -> Sim {
         written.push(format!("/xo-vm-backups/{vm}/{}", name(timestamp(i))));
     }
     sim.faults = faults;
+    if lockless {
+        // The snapshot built is old enough for compactions to clean what
+        // it folded, while writers publish and other compactors fold.
+        sim.share.clock += brcache_core::INDEX_GRACE_MS as f64;
+        for i in 0..3u64 {
+            sim.start(
+                format!("compact {i}"),
+                ops::compact_index(settings(index, 550 + i), false),
+            );
+        }
+    }
     for i in 4..12u64 {
         let vm = VMS[sim.rng.below(VMS.len())];
         sim.start(
@@ -222,8 +238,18 @@ fn assert_settled(sim: &mut Sim, index: IndexMode, faulty: bool) {
     }
 }
 
+/// Settings for a schedule's operations, on a share with locks or not.
+fn share_settings(index: IndexMode, nonce: u64, lockless: bool) -> Settings {
+    let settings = settings(index, nonce);
+    if lockless {
+        settings.without_locks()
+    } else {
+        settings
+    }
+}
+
 fn campaign(seed: u64, index: IndexMode, faults: Faults) {
-    let mut sim = schedule(seed, index, faults);
+    let mut sim = schedule(seed, index, faults, false);
     let faulty = faults.io_errors > 0 || faults.kills > 0;
     assert_listings_exact(&sim, faulty);
     assert_never_torn(&sim);
@@ -259,6 +285,49 @@ proptest! {
     fn kills_lose_nothing_a_repair_cannot_find(seed in any::<u64>()) {
         campaign(seed, IndexMode::Auto, Faults { io_errors: 0, kills: 15 });
     }
+
+    #[test]
+    fn without_locks_the_index_loses_nothing(seed in any::<u64>()) {
+        lockless_campaign(seed);
+    }
+}
+
+/// On a share like Garage (locks granted to all and shown nowhere,
+/// create-only writes that overwrite), writers of the same VMs, deleters
+/// and compactors run side by side. Listings made meanwhile may lag by the
+/// round trip of a write in flight (no lock shows it); once the writers are
+/// done, the index, with the VMs it doubts read from their caches, lists
+/// exactly the folder, before any repair and after compactions that clean
+/// up. Caches may have lost updates (no lock orders their writes): a
+/// repair makes them true.
+fn lockless_campaign(seed: u64) {
+    let mut sim = schedule(seed, IndexMode::Auto, Faults::default(), true);
+    assert_never_torn(&sim);
+    for finished in &sim.finished {
+        if let Err(failure) = &finished.output {
+            panic!("{} failed without a fault: {failure}", finished.label);
+        }
+    }
+    let folder = sim.share.metadata_keys();
+    let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
+    let listed = |sim: &mut Sim, nonce| {
+        view_keys(
+            &sim.run_one(ops::restore_view(settings(nonce), Filter::default()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(listed(&mut sim, 800), folder, "the index after the run");
+    for (round, nonce) in [(0, 810), (1, 820)] {
+        sim.share.clock += brcache_core::INDEX_GRACE_MS as f64;
+        sim.run_one(ops::compact_index(settings(nonce), false))
+            .unwrap();
+        assert_eq!(
+            listed(&mut sim, nonce + 1),
+            folder,
+            "the index after cleanup {round}"
+        );
+    }
+    assert_settled(&mut sim, IndexMode::Auto, true);
 }
 
 /// The calls of one add to a VM whose cache is true, round by round. `now`
@@ -841,4 +910,269 @@ fn seeds_read_before_a_delete_never_bring_it_back() {
         "the deleted backup is back: {view:?}"
     );
     assert_eq!(view, keys[1..].iter().cloned().collect());
+}
+
+/// The index segments' bodies, gunzipped, in name order.
+fn segment_bodies(sim: &Sim) -> Vec<Value> {
+    index_files(sim)
+        .iter()
+        .filter(|p| !p.contains("snapshot-"))
+        .map(|p| {
+            let text =
+                brcache_core::decode_text(&sim.share.files[p].bytes, &DecodeLimits::default())
+                    .unwrap()
+                    .text;
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect()
+}
+
+/// A backup written or deleted on a cache known true publishes only what
+/// it changed (a delta), which folds over the VM's view: the listing after
+/// it answers from the index alone. (A VM's first backup makes its cache
+/// from the folder: it publishes the whole view.)
+#[test]
+fn writers_publish_deltas_and_listings_fold_them() {
+    let mut sim = Sim::new(3);
+    let vm = VMS[0];
+    sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+        .unwrap();
+    let first = written(&mut sim, 2, vm, 0);
+    assert!(segment_bodies(&sim)[0]["kind"].is_null(), "a view");
+    let second = written(&mut sim, 5, vm, 1);
+    let bodies = segment_bodies(&sim);
+    assert_eq!(bodies.last().unwrap()["kind"], "delta");
+    assert_eq!(bodies.last().unwrap()["put"][0]["id"], second.as_str());
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 6);
+    assert!(listed.from_index && listed.repairs.is_empty());
+    assert_eq!(
+        view_keys(&Output::Listed(listed)),
+        [first.clone(), second.clone()].into()
+    );
+    assert_eq!(
+        calls(&sim) - before,
+        2 + index_files(&sim).len(),
+        "the folders, the index folder, and its files: no cache read"
+    );
+    sim.run_one(ops::delete_backups(settings(IndexMode::Auto, 7), vec![first.clone()]).unwrap())
+        .unwrap();
+    let bodies = segment_bodies(&sim);
+    assert_eq!(bodies.last().unwrap()["remove"][0], first.as_str());
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 8);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), [second].into());
+    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+}
+
+/// A delta that does not add up to the cache it names (here one made up on
+/// the share: a phantom restore point, as from a writer whose view of the
+/// index lagged) leaves its VM in doubt: the listing
+/// reads that VM from its cache, never shows the phantom, and its repair
+/// publishes the VM's view, after which the index alone answers.
+#[test]
+fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
+    let mut sim = Sim::new(4);
+    let vm = VMS[0];
+    sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
+        .unwrap();
+    let first = written(&mut sim, 2, vm, 0);
+    written(&mut sim, 3, VMS[1], 1);
+    let truth = sim.share.metadata_keys();
+    let phantom = format!("/xo-vm-backups/{vm}/{}", name(timestamp(9)));
+    let mut delta = segment_bodies(&sim)[0].clone();
+    delta["version"] = 2.into();
+    delta["kind"] = "delta".into();
+    delta["put"] = delta["summaries"].clone();
+    delta["put"][0]["id"] = phantom.clone().into();
+    delta["remove"] = serde_json::json!([]);
+    delta["locked"] = true.into();
+    delta.as_object_mut().unwrap().remove("summaries");
+    let path = format!(
+        "xo-vm-backups/.brcache-index/{}",
+        brcache_core::segment_name(sim.share.clock as u64 - 1, 7)
+    );
+    sim.share.files.insert(
+        path,
+        sim::File {
+            bytes: delta.to_string().into_bytes(),
+            mtime: sim.share.clock,
+        },
+    );
+    let mut listed = listing(&mut sim, 4);
+    let repairs = std::mem::take(&mut listed.repairs);
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(repairs.len(), 1, "the VM in doubt gets its view");
+    sim.run_one(ops::repair(settings(IndexMode::Auto, 5), repairs))
+        .unwrap();
+    let before = calls(&sim);
+    let listed = listing(&mut sim, 6);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+    assert!(truth.contains(&first) && !truth.contains(&phantom));
+}
+
+fn written(sim: &mut Sim, nonce: u64, vm: &str, i: u64) -> String {
+    let op = ops::write_backup(
+        settings(IndexMode::Auto, nonce),
+        vm,
+        metadata(vm, timestamp(i)),
+    );
+    let Output::Written(key) = sim.run_one(op.unwrap()).unwrap() else {
+        panic!()
+    };
+    key
+}
+
+fn calls(sim: &Sim) -> usize {
+    sim.share.calls.values().sum()
+}
+
+fn listing(sim: &mut Sim, nonce: u64) -> Listed {
+    let op = ops::restore_view(settings(IndexMode::Auto, nonce), Filter::default());
+    let Output::Listed(listed) = sim.run_one(op).unwrap() else {
+        panic!()
+    };
+    listed
+}
+
+/// Two compactions without a lock, the first one slow: it has read the
+/// index when a backup publishes its delta, the second reads that delta
+/// and creates its snapshot, then the first creates one with a greater
+/// name, the one readers take, which lacks the delta. Nothing it lacks may
+/// be deleted: the second compaction deletes nothing while the snapshot it
+/// started from is young, and the delta stays a segment every listing
+/// reads. Once the snapshots are older than the grace period, a third
+/// compaction cleans up and the listing is still whole.
+#[test]
+fn a_slow_compaction_without_a_lock_loses_nothing() {
+    let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
+    let mut sim = Sim::new(5);
+    sim.share.lockless = true;
+    sim.run_one(ops::build_index(settings(1))).unwrap();
+    for (i, vm) in VMS.iter().enumerate() {
+        let op = ops::write_backup(
+            settings(2 + i as u64),
+            vm,
+            metadata(vm, timestamp(i as u64)),
+        );
+        sim.run_one(op.unwrap()).unwrap();
+    }
+    // Without locks every backup publishes a delta: the VMs are in doubt
+    // until a listing's repair publishes their views.
+    let repairs = listing_without_locks(&mut sim, 8).repairs;
+    assert_eq!(repairs.len(), VMS.len());
+    sim.run_one(ops::repair(settings(9), repairs)).unwrap();
+    sim.run_one(ops::compact_index(settings(10), false))
+        .unwrap();
+    assert!(listing_without_locks(&mut sim, 10).repairs.is_empty());
+    let mut slow = ops::compact_index(settings(11), false);
+    let mut nows = 0;
+    let held = 'reading: loop {
+        let Status::Requests(requests) = slow.poll() else {
+            panic!("the compaction ended early")
+        };
+        for (id, request) in requests {
+            if matches!(request, Request::Now) {
+                nows += 1;
+                if nows == 2 {
+                    break 'reading id;
+                }
+            }
+            let response = sim.share.perform(0, &request);
+            slow.respond(id, response).unwrap();
+        }
+    };
+    let late = written(&mut sim, 12, VMS[0], 9);
+    sim.run_one(ops::compact_index(settings(13), false))
+        .unwrap();
+    let response = sim.share.perform(0, &Request::Now);
+    slow.respond(held, response).unwrap();
+    while let Status::Requests(requests) = slow.poll() {
+        for (id, request) in requests {
+            let response = sim.share.perform(0, &request);
+            slow.respond(id, response).unwrap();
+        }
+    }
+    assert!(matches!(slow.take_output(), Some(Ok(_))));
+    let truth = sim.share.metadata_keys();
+    assert!(truth.contains(&late));
+    let listed = listing_without_locks(&mut sim, 14);
+    assert!(listed.repairs.is_empty(), "the index alone answers");
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    let files = index_files(&sim).len();
+    sim.share.clock += brcache_core::INDEX_GRACE_MS as f64;
+    sim.run_one(ops::compact_index(settings(15), false))
+        .unwrap();
+    assert!(
+        index_files(&sim).len() < files,
+        "the cleanup deleted what was folded"
+    );
+    assert_eq!(
+        view_keys(&Output::Listed(listing_without_locks(&mut sim, 16))),
+        truth
+    );
+}
+
+fn listing_without_locks(sim: &mut Sim, nonce: u64) -> Listed {
+    let op = ops::restore_view(
+        share_settings(IndexMode::Auto, nonce, true),
+        Filter::default(),
+    );
+    let Output::Listed(listed) = sim.run_one(op).unwrap() else {
+        panic!()
+    };
+    listed
+}
+
+/// On a share without locks, folded segments linger until a cleanup: a
+/// listing reads with the snapshot only the segments named after it (less
+/// a margin), and in a second round an older one the snapshot did not fold
+/// (a writer whose clock was behind).
+#[test]
+fn listings_without_locks_skip_the_segments_the_snapshot_folded() {
+    let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
+    let mut sim = Sim::new(6);
+    sim.share.lockless = true;
+    sim.run_one(ops::build_index(settings(1))).unwrap();
+    for (i, vm) in VMS.iter().enumerate() {
+        let op = ops::write_backup(
+            settings(2 + i as u64),
+            vm,
+            metadata(vm, timestamp(i as u64)),
+        );
+        sim.run_one(op.unwrap()).unwrap();
+    }
+    let repairs = listing_without_locks(&mut sim, 8).repairs;
+    sim.run_one(ops::repair(settings(9), repairs)).unwrap();
+    sim.share.clock += 60_000.0;
+    sim.run_one(ops::compact_index(settings(10), false))
+        .unwrap();
+    let truth = sim.share.metadata_keys();
+    let segments = index_files(&sim).len() - 2;
+    assert!(segments >= 6, "the folded segments linger: {segments}");
+    let before = calls(&sim);
+    let listed = listing_without_locks(&mut sim, 11);
+    assert!(listed.repairs.is_empty());
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
+    assert_eq!(
+        calls(&sim) - before,
+        3,
+        "the folders, the index folder, the snapshot"
+    );
+    // A backup whose writer's clock is behind the compaction's.
+    sim.share.clock -= 30_000.0;
+    let late = written(&mut sim, 12, VMS[0], 9);
+    sim.share.clock += 30_000.0;
+    let before = calls(&sim);
+    let listed = listing_without_locks(&mut sim, 13);
+    assert!(listed.repairs.is_empty());
+    assert!(view_keys(&Output::Listed(listed)).contains(&late));
+    assert_eq!(
+        calls(&sim) - before,
+        4,
+        "and the late segment, in a second round"
+    );
 }

@@ -2,11 +2,10 @@
 //! rebuilding the index from the VM caches.
 
 use super::fold::decode_segments;
-use super::format::{Segment, Snapshot};
+use super::format::{Body, Segment, Snapshot};
 use super::read_plan::{ReadPlan, snapshot_name};
 use crate::codec::DecodeLimits;
 use crate::error::Result;
-use std::collections::BTreeSet;
 
 /// What compacting gives: the snapshot to write (create-only, at the next
 /// generation) and, once it is written, what to delete.
@@ -35,19 +34,34 @@ impl Compaction {
 /// snapshot's `folded` names exactly those segments, which are deleted once
 /// it is written; a segment published after the listing stays unfolded.
 ///
+/// Except the deltas of a VM whose fold is unsure or partial: a snapshot
+/// does not record doubt, so they stay segments, read and folded by every
+/// listing (which then reads that VM's cache) until a view of the VM makes
+/// the fold whole again.
+///
 /// Snapshots are written create-only: two compactions of the same snapshot
 /// race for one name, and the loser deletes nothing.
-pub fn compact(mut snapshot: Snapshot, segments: Vec<(String, Segment)>) -> Compaction {
-    let names: BTreeSet<String> = segments.iter().map(|(name, _)| name.clone()).collect();
-    for (_, segment) in segments {
-        snapshot.put(&segment.vm, segment.entry);
+pub fn compact(snapshot: Snapshot, segments: Vec<(String, Segment)>) -> Compaction {
+    let mut folded = snapshot.clone();
+    folded.fold_all(segments.clone());
+    if !folded.unsure.is_empty() {
+        let doubtful = std::mem::take(&mut folded.unsure);
+        let sure: Vec<(String, Segment)> = segments
+            .into_iter()
+            .filter(|(_, s)| matches!(s.body, Body::View(_)) || !doubtful.contains(&s.vm))
+            .collect();
+        folded = snapshot;
+        folded.fold_all(sure.clone());
+        folded.folded = sure.into_iter().map(|(name, _)| name).collect();
+        debug_assert!(folded.unsure.is_empty());
+    } else {
+        folded.folded = segments.into_iter().map(|(name, _)| name).collect();
     }
-    snapshot.generation += 1;
-    snapshot.folded = names.clone();
+    folded.generation += 1;
     Compaction {
-        name: snapshot_name(snapshot.generation),
-        snapshot,
-        segments_to_delete: names.into_iter().collect(),
+        name: snapshot_name(folded.generation),
+        segments_to_delete: folded.folded.iter().cloned().collect(),
+        snapshot: folded,
     }
 }
 
@@ -70,7 +84,9 @@ pub fn rebuild(
     let mut snapshot = Snapshot::empty();
     snapshot.generation = plan.generation;
     for segment in from_caches {
-        snapshot.put(&segment.vm, segment.entry);
+        if let Body::View(entry) = segment.body {
+            snapshot.put(&segment.vm, entry);
+        }
     }
     compact(snapshot, listed)
 }

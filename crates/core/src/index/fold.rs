@@ -2,27 +2,149 @@
 //! documentation of `index`), the entries writers publish, and an index as
 //! a reader loads it.
 
+use super::SKEW_MS;
 use super::compaction::{Compaction, compact};
-use super::format::{RawSummary, Segment, Snapshot, VmEntry};
+use super::format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry, summary_order};
+use super::read_plan::segment_time;
+use crate::Fingerprint;
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
-use crate::key::VmId;
+use crate::key::{MetadataName, VmId};
 use crate::summary::{self, Filter};
 use crate::vm_cache::VmCache;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Snapshot {
-    /// Folds a segment in (see the module documentation for the rule).
+    /// Folds one segment in: [`Snapshot::fold_all`] of it alone.
     pub fn fold(&mut self, name: &str, segment: Segment) {
-        self.folded.insert(name.to_string());
-        self.put(&segment.vm, segment.entry);
+        self.fold_all([(name.to_string(), segment)]);
     }
 
-    /// Records a VM's entry, unless the index already holds a later one.
+    /// Folds segments in, per VM, whatever their order:
+    ///
+    /// 1. The base is the highest view by (generation, fingerprint): the
+    ///    entry held or a view segment, which takes its name's time.
+    /// 2. A delta named more than `SKEW_MS` before the base is taken as
+    ///    seen by it; so is one written under a lock that excludes
+    ///    ([`Delta::locked`]) and older than the base by both clocks (named
+    ///    no later, of a cache generation no later): generations then
+    ///    order the VM's writes, and a view published after such a delta
+    ///    (a repair after a failed delete) is the later truth. Every other
+    ///    delta is applied over the base (all of them without one): puts
+    ///    by (time, name), a later put of an id replacing its summary, then
+    ///    every removal, so that a put arriving late never brings a removed
+    ///    restore point back. An entry without a time (first format, or
+    ///    read from caches by a seed or rebuild) is ordered by generation
+    ///    alone.
+    /// 3. The entry takes the highest (generation, fingerprint) of the base
+    ///    and the deltas applied, and says whether it can be trusted: one
+    ///    made of deltas only is partial, and one whose restore points are
+    ///    not the set its fingerprint names is unsure (both in
+    ///    [`Snapshot::unsure`]).
+    ///
+    /// Folding the same segments again, or in another order, gives the
+    /// same snapshot; deltas must be folded in one batch with the views
+    /// they may be older than, which a reader does (every segment it
+    /// listed at once).
+    pub fn fold_all(&mut self, segments: impl IntoIterator<Item = (String, Segment)>) {
+        let mut deltas: BTreeMap<String, Vec<(u64, String, Delta)>> = BTreeMap::new();
+        for (name, segment) in segments {
+            let time = segment_time(&name);
+            self.folded.insert(name.clone());
+            match segment.body {
+                Body::View(entry) => self.put(&segment.vm, VmEntry { time, ..entry }),
+                Body::Delta(delta) => {
+                    deltas
+                        .entry(segment.vm)
+                        .or_default()
+                        .push((time.unwrap_or(0), name, delta))
+                }
+            }
+        }
+        for (vm, mut deltas) in deltas {
+            deltas.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            self.apply(
+                &vm,
+                deltas.into_iter().map(|(time, _, delta)| (time, delta)),
+            );
+        }
+    }
+
+    /// Applies a VM's deltas, by (time, name), over its entry (step 2 and
+    /// 3 of [`Snapshot::fold_all`]).
+    fn apply(&mut self, vm: &str, deltas: impl Iterator<Item = (u64, Delta)>) {
+        let base = self.vms.get(vm);
+        let seen = |time: u64, delta: &Delta| {
+            let ordered = |base: &VmEntry| delta.locked && delta.generation <= base.generation;
+            base.is_some_and(|base| match base.time {
+                Some(at) => time + SKEW_MS <= at || (time <= at && ordered(base)),
+                None => ordered(base),
+            })
+        };
+        let applied: Vec<Delta> = deltas
+            .filter(|(time, delta)| !seen(*time, delta))
+            .map(|(_, delta)| delta)
+            .collect();
+        if applied.is_empty() {
+            return;
+        }
+        let mut entry = base.cloned().unwrap_or(VmEntry {
+            partial: true,
+            ..VmEntry::default()
+        });
+        let mut points: BTreeMap<String, RawSummary> = entry
+            .summaries
+            .drain(..)
+            .map(|s| (summary_order(&s).1, s))
+            .collect();
+        for delta in &applied {
+            for put in &delta.put {
+                points.insert(summary_order(put).1, put.clone());
+            }
+            if (delta.generation, &delta.fingerprint) > (entry.generation, &entry.fingerprint) {
+                entry.generation = delta.generation;
+                entry.fingerprint = delta.fingerprint.clone();
+            }
+        }
+        for id in applied.iter().flat_map(|d| &d.remove) {
+            points.remove(id);
+        }
+        let mut summaries: Vec<(f64, String, RawSummary)> = points
+            .into_iter()
+            .map(|(id, s)| (summary_order(&s).0, id, s))
+            .collect();
+        summaries.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let names = summaries.iter().map(|(_, id, _)| metadata_name(id));
+        let consistent = entry
+            .fingerprint
+            .as_ref()
+            .is_none_or(|fp| *fp == Fingerprint::of_names(names).to_hex());
+        entry.summaries = summaries.into_iter().map(|(_, _, s)| s).collect();
+        if entry.partial || !consistent {
+            self.unsure.insert(vm.to_string());
+        } else {
+            self.unsure.remove(vm);
+        }
+        self.vms.insert(vm.to_string(), entry);
+    }
+
+    /// Whether a listing must read `vm`'s cache rather than trust its
+    /// entry (see [`Snapshot::unsure`]).
+    pub fn is_unsure(&self, vm: &str) -> bool {
+        self.unsure.contains(vm)
+    }
+
+    /// Records a VM's entry, unless the index already holds a later one
+    /// (or, when the one it holds is in doubt, a strictly later one). A
+    /// view is whole and read from one cache: the entry it replaces is no
+    /// longer in doubt.
     pub fn put(&mut self, vm: &str, entry: VmEntry) {
+        let doubt = self.unsure.contains(vm);
         match self.vms.get(vm) {
-            Some(current) if !entry.supersedes(current) => {}
+            Some(current) if doubt && current.supersedes(&entry) => {}
+            Some(current) if !doubt && !entry.supersedes(current) => {}
             _ => {
+                self.unsure.remove(vm);
                 self.vms.insert(vm.to_string(), entry);
             }
         }
@@ -66,10 +188,15 @@ impl Snapshot {
     pub fn gone_entry(&self, vm: &str) -> VmEntry {
         VmEntry {
             generation: self.vms.get(vm).map_or(0, |e| e.generation + 1),
-            fingerprint: None,
-            summaries: Vec::new(),
+            ..VmEntry::default()
         }
     }
+}
+
+/// The metadata file name an id ends with, as cache fingerprints name it
+/// (ids were checked to be `/xo-vm-backups/<vm>/<name>` when decoded).
+fn metadata_name(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
 }
 
 /// A VM's entry from its cache as just written (after `commit`).
@@ -81,6 +208,7 @@ pub fn entry_of(cache: &VmCache) -> Result<VmEntry> {
             .iter()
             .map(RawSummary::of)
             .collect(),
+        ..VmEntry::default()
     })
 }
 
@@ -96,6 +224,7 @@ pub fn entry_of_bytes(vm: &VmId, bytes: &[u8], limits: &DecodeLimits) -> Result<
             .iter()
             .map(RawSummary::of)
             .collect(),
+        ..VmEntry::default()
     })
 }
 
@@ -104,6 +233,35 @@ pub fn entry_of_bytes(vm: &VmId, bytes: &[u8], limits: &DecodeLimits) -> Result<
 pub fn segment_of_bytes(vm: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
     let id = VmId::new(vm)?;
     Ok(Segment::new(vm, entry_of_bytes(&id, bytes, limits)?).encode())
+}
+
+/// The delta a writer publishes after writing `vm`'s cache `bytes` with
+/// `added` created and `removed` deleted: their summaries from the cache
+/// as written (as a view would hold them), and the cache's generation and
+/// fingerprint.
+pub fn delta_of_bytes(
+    vm: &VmId,
+    bytes: &[u8],
+    added: &[&MetadataName],
+    removed: &[MetadataName],
+    locked: bool,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>> {
+    let header = codec::read_header(bytes)?;
+    let added: BTreeSet<String> = added.iter().map(|name| vm.key(name)).collect();
+    let put = summary::summaries_of_bytes(vm, bytes, limits, &Filter::default())?
+        .iter()
+        .filter(|s| added.contains(&s.id))
+        .map(RawSummary::of)
+        .collect();
+    let delta = Delta {
+        generation: header.map_or(0, |h| h.generation),
+        fingerprint: header.and_then(|h| h.fingerprint).map(|f| f.to_hex()),
+        put,
+        remove: removed.iter().map(|name| vm.key(name)).collect(),
+        locked,
+    };
+    Ok(Segment::delta(vm.as_str(), delta).encode())
 }
 
 /// An index as read from the share: the newest snapshot and the segments
@@ -122,6 +280,9 @@ pub struct Loaded {
     /// large repository, and callers ask it one VM at a time). `None` when
     /// no segment waits: the snapshot itself, not a copy of it.
     current: Option<Snapshot>,
+    /// Segments listed that the snapshot folded, left unread (see
+    /// `ops::index_ops::read`): a compaction counts them folded too.
+    skipped: Vec<String>,
 }
 
 impl Loaded {
@@ -133,6 +294,17 @@ impl Loaded {
         limits: &DecodeLimits,
     ) -> Result<Loaded> {
         let snapshot = snapshot.map_or(Ok(Snapshot::empty()), |b| Snapshot::decode(b, limits))?;
+        Ok(Loaded::of(snapshot, segments, Vec::new(), limits))
+    }
+
+    /// [`Loaded::decode`] of a snapshot already decoded, with `skipped`,
+    /// segments listed that it folded and that were not read.
+    pub fn of(
+        snapshot: Snapshot,
+        segments: Vec<(String, Vec<u8>)>,
+        skipped: Vec<String>,
+        limits: &DecodeLimits,
+    ) -> Loaded {
         let (segments, unreadable) = decode_segments(segments, limits);
         let mut waiting = segments
             .iter()
@@ -140,17 +312,16 @@ impl Loaded {
             .peekable();
         let current = waiting.peek().is_some().then(|| {
             let mut current = snapshot.clone();
-            for (name, segment) in waiting {
-                current.fold(name, segment.clone());
-            }
+            current.fold_all(waiting.map(|(name, segment)| (name.clone(), segment.clone())));
             current
         });
-        Ok(Loaded {
+        Loaded {
             snapshot,
             segments,
             unreadable,
             current,
-        })
+            skipped,
+        }
     }
 
     /// The index as it is now.
@@ -172,7 +343,14 @@ impl Loaded {
     pub fn compact(&self, listed: u64) -> Compaction {
         let mut snapshot = self.snapshot.clone();
         snapshot.generation = snapshot.generation.max(listed);
-        compact(snapshot, self.segments.clone())
+        let mut compaction = compact(snapshot, self.segments.clone());
+        // In the snapshot read, so in the new one.
+        compaction
+            .snapshot
+            .folded
+            .extend(self.skipped.iter().cloned());
+        compaction.segments_to_delete = compaction.snapshot.folded.iter().cloned().collect();
+        compaction
     }
 }
 

@@ -1,7 +1,7 @@
 //! The index's files as bytes: summaries kept as raw JSON, VM entries,
 //! segments and snapshots, and the checks every one of them passes when read.
 
-use super::FORMAT_VERSION;
+use super::{DELTA_VERSION, FORMAT_VERSION};
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gzip;
@@ -96,19 +96,33 @@ struct DiskShape {
 }
 
 /// One VM's restore view, at the cache generation it was taken from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VmEntry {
     pub generation: u64,
     /// The cache's fingerprint (hex), or `None` for a cache without one.
     pub fingerprint: Option<String>,
     pub summaries: Vec<RawSummary>,
+    /// When the view was published (its segment's name, in ms), once a
+    /// fold knows it: deltas published before it, less [`super::SKEW_MS`],
+    /// are already in it. `None` for entries of the first format, which
+    /// no delta can precede.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<u64>,
+    /// Made of deltas only: the index never saw this VM whole, so a
+    /// listing reads its cache (see [`super::Snapshot::unsure`]).
+    #[serde(skip)]
+    pub partial: bool,
 }
 
 impl VmEntry {
-    /// Whether this entry is the later truth than `other` (same VM).
+    /// Whether this entry is the later truth than `other` (same VM): by
+    /// generation, then fingerprint (so that the result never depends on
+    /// the order), then time, since of two views of one cache the later
+    /// one has seen more deltas.
     pub(super) fn supersedes(&self, other: &VmEntry) -> bool {
-        (self.generation, &self.fingerprint) > (other.generation, &other.fingerprint)
+        (self.generation, &self.fingerprint, self.time)
+            > (other.generation, &other.fingerprint, other.time)
     }
 
     /// Checks what a decoded entry of `vm` holds: a VM folder name, and
@@ -116,75 +130,201 @@ impl VmEntry {
     /// folder, each once. An index file is on the share for anyone to
     /// write: a listing must not hand on an id that points elsewhere.
     fn check(&self, vm: &str) -> Result<()> {
-        let vm = VmId::new(vm)?;
-        let mut ids = Vec::with_capacity(self.summaries.len());
-        for summary in &self.summaries {
-            let shape: SummaryShape = serde_json::from_str(summary.get()).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidJson,
-                    format!("not a summary of VM {}: {e}", vm.as_str()),
-                )
-            })?;
-            ids.push(shape.id);
-        }
-        vm.check_keys(ids.iter().map(String::as_str))?;
+        check_summaries(vm, &self.summaries)
+    }
+}
+
+/// Checks summaries of `vm` as [`VmEntry::check`] says.
+fn check_summaries(vm: &str, summaries: &[RawSummary]) -> Result<()> {
+    let vm = VmId::new(vm)?;
+    let mut ids = Vec::with_capacity(summaries.len());
+    for summary in summaries {
+        ids.push(summary_id(vm.as_str(), summary)?);
+    }
+    vm.check_keys(ids.iter().map(String::as_str))?;
+    Ok(())
+}
+
+/// A summary's place in a view: by timestamp, then id (as
+/// [`crate::summary`] sorts them).
+pub(super) fn summary_order(summary: &RawSummary) -> (f64, String) {
+    #[derive(Deserialize)]
+    struct Key {
+        id: String,
+        timestamp: Value,
+    }
+    serde_json::from_str::<Key>(summary.get()).map_or((f64::NEG_INFINITY, String::new()), |k| {
+        (k.timestamp.as_f64().unwrap_or(f64::NEG_INFINITY), k.id)
+    })
+}
+
+/// A summary's id, its shape checked.
+pub(super) fn summary_id(vm: &str, summary: &RawSummary) -> Result<String> {
+    let shape: SummaryShape = serde_json::from_str(summary.get()).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidJson,
+            format!("not a summary of VM {vm}: {e}"),
+        )
+    })?;
+    Ok(shape.id)
+}
+
+/// What one writer changed in a VM's restore points, as it published it:
+/// the summaries it added (`put`) and the ids it removed, with the cache
+/// it left. Unlike a view, a delta needs nothing read before it: writers
+/// that do not order their writes (no lock) never hide each other's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    pub generation: u64,
+    pub fingerprint: Option<String>,
+    pub put: Vec<RawSummary>,
+    pub remove: Vec<String>,
+    /// Written under the VM's lock, on a share whose locks exclude: its
+    /// generation then orders it among the VM's writes. Without (S3),
+    /// two writers may leave the same generation and neither cache has
+    /// both their restore points.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
+}
+
+impl Delta {
+    /// The same checks as a view's: ids of metadata files of `vm`, each
+    /// once on either side.
+    fn check(&self, vm: &str) -> Result<()> {
+        check_summaries(vm, &self.put)?;
+        VmId::new(vm)?.check_keys(self.remove.iter().map(String::as_str))?;
         Ok(())
     }
 }
 
+/// What a segment holds: a VM's whole view, or a writer's change to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    View(VmEntry),
+    Delta(Delta),
+}
+
 /// A journal segment: one VM's entry, as a writer published it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "SegmentFields", into = "SegmentFields")]
+#[serde(try_from = "SegmentFields", into = "SegmentFields")]
 pub struct Segment {
     pub version: u32,
     pub vm: String,
-    pub entry: VmEntry,
+    pub body: Body,
 }
 
+const DELTA_KIND: &str = "delta";
+
 /// A segment as written: the entry's fields beside `version` and `vm`
-/// (spelled out: serde's flatten cannot carry raw summaries).
+/// (spelled out: serde's flatten cannot carry raw summaries). A view has
+/// `summaries` and no `kind` (as in the first format); a delta has
+/// `kind: "delta"`, `put` and `remove`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SegmentFields {
     version: u32,
     vm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
     generation: u64,
     fingerprint: Option<String>,
-    summaries: Vec<RawSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summaries: Option<Vec<RawSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    put: Option<Vec<RawSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remove: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    locked: bool,
 }
 
-impl From<SegmentFields> for Segment {
-    fn from(f: SegmentFields) -> Segment {
-        Segment {
-            version: f.version,
-            vm: f.vm,
-            entry: VmEntry {
+impl TryFrom<SegmentFields> for Segment {
+    type Error = String;
+
+    fn try_from(f: SegmentFields) -> std::result::Result<Segment, String> {
+        let body = match (f.kind.as_deref(), f.summaries, f.put, f.remove) {
+            (None, Some(summaries), None, None) => Body::View(VmEntry {
                 generation: f.generation,
                 fingerprint: f.fingerprint,
-                summaries: f.summaries,
-            },
-        }
+                summaries,
+                ..VmEntry::default()
+            }),
+            (Some(DELTA_KIND), None, Some(put), Some(remove)) => Body::Delta(Delta {
+                generation: f.generation,
+                fingerprint: f.fingerprint,
+                put,
+                remove,
+                locked: f.locked,
+            }),
+            _ => return Err("neither a view (summaries) nor a delta (put, remove)".into()),
+        };
+        Ok(Segment {
+            version: f.version,
+            vm: f.vm,
+            body,
+        })
     }
 }
 
 impl From<Segment> for SegmentFields {
     fn from(s: Segment) -> SegmentFields {
+        let (kind, generation, fingerprint, summaries, put, remove, locked) = match s.body {
+            Body::View(e) => (
+                None,
+                e.generation,
+                e.fingerprint,
+                Some(e.summaries),
+                None,
+                None,
+                false,
+            ),
+            Body::Delta(d) => (
+                Some(DELTA_KIND.to_string()),
+                d.generation,
+                d.fingerprint,
+                None,
+                Some(d.put),
+                Some(d.remove),
+                d.locked,
+            ),
+        };
         SegmentFields {
             version: s.version,
             vm: s.vm,
-            generation: s.entry.generation,
-            fingerprint: s.entry.fingerprint,
-            summaries: s.entry.summaries,
+            kind,
+            generation,
+            fingerprint,
+            summaries,
+            put,
+            remove,
+            locked,
         }
     }
 }
 
 impl Segment {
+    /// A view segment, in the first format: every release reads it.
     pub fn new(vm: &str, entry: VmEntry) -> Segment {
         Segment {
             version: FORMAT_VERSION,
             vm: vm.to_string(),
-            entry,
+            body: Body::View(VmEntry {
+                time: None,
+                partial: false,
+                ..entry
+            }),
+        }
+    }
+
+    /// A delta segment. Its format is the next one: a release that does
+    /// not know deltas skips it as unreadable rather than take it for a
+    /// view.
+    pub fn delta(vm: &str, delta: Delta) -> Segment {
+        Segment {
+            version: DELTA_VERSION,
+            vm: vm.to_string(),
+            body: Body::Delta(delta),
         }
     }
 
@@ -207,8 +347,21 @@ impl Segment {
             serde_json::from_slice(bytes)
         }
         .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("not an index segment: {e}")))?;
-        check_version(segment.version)?;
-        segment.entry.check(&segment.vm)?;
+        match &segment.body {
+            Body::View(entry) => {
+                check_version(segment.version)?;
+                entry.check(&segment.vm)?;
+            }
+            Body::Delta(delta) => {
+                if segment.version != DELTA_VERSION {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("a delta segment of index format {}", segment.version),
+                    ));
+                }
+                delta.check(&segment.vm)?;
+            }
+        }
         Ok(segment)
     }
 }
@@ -234,6 +387,13 @@ pub struct Snapshot {
     /// The segments folded in, by name: readers skip them.
     pub folded: BTreeSet<String>,
     pub vms: BTreeMap<String, VmEntry>,
+    /// VMs whose entry a listing must not trust (not written: computed by
+    /// each fold): made of deltas only, or whose restore points after the
+    /// deltas are not the set their recorded fingerprint names (writers
+    /// without a lock, or Xen Orchestra writing behind the index between
+    /// two brcache writers' deltas).
+    #[serde(skip)]
+    pub unsure: BTreeSet<String>,
 }
 
 impl Snapshot {

@@ -8,24 +8,28 @@
 //! repository-wide lock:
 //!
 //! - **Segments** (`<ms>-<random>.json.gz`, unique names, gzip JSON): after
-//!   a writer updates a VM's cache (under that VM's lock), it publishes the
-//!   VM's whole restore view at that cache generation. Writers of different
-//!   VMs never contend; a segment is never rewritten.
-//! - **Snapshots** (`snapshot-<generation>.json.gz`): the fold of an older
-//!   snapshot and segments, written create-only by whoever compacts; the
-//!   segments it folded are then deleted.
+//!   a writer updates a VM's cache, it publishes either what it changed (a
+//!   *delta*: the summaries it put, the ids it removed) or the VM's whole
+//!   restore view at that cache generation (a *view*: a first backup, a
+//!   repair, a check, a seed). Writers of different VMs never contend; a
+//!   segment is never rewritten.
+//! - **Snapshots** (`snapshot-<generation>.json.gz`, or with `-<ms>-<random>`
+//!   on a share without locks): the fold of an older snapshot and segments,
+//!   written by whoever compacts; the segments it folded are then deleted
+//!   (at once under the compaction lock, a grace period later without).
 //!
 //! A reader lists the folder, then reads the newest snapshot and every
 //! segment it has not folded, in parallel: two round trips.
 //!
-//! Folding keeps, per VM, the entry of the highest cache generation (then
-//! the greater fingerprint, so the result never depends on the order):
-//! since a VM's cache writes are serialised and each increments its
-//! generation, that entry is the latest truth. Folding is therefore
-//! commutative and idempotent: a segment read twice, or in any order,
-//! changes nothing. A VM whose view is empty (its last backup deleted) is
-//! kept as an empty entry, so that a late segment of an older generation
-//! cannot bring it back.
+//! Folding ([`Snapshot::fold_all`]) takes, per VM, the highest view by
+//! (generation, fingerprint, time) and applies over it the deltas it has
+//! not seen, a removal winning over any put; the result never depends on
+//! the order segments are read in, and reading one twice changes nothing.
+//! A VM whose view is empty (its last backup deleted) is kept as an empty
+//! entry, so that a late segment of an older generation cannot bring it
+//! back. An entry whose restore points are not the set its fingerprint
+//! names, or made of deltas only, is in doubt ([`Snapshot::unsure`]): a
+//! listing reads that VM from its cache.
 //!
 //! The index never has the last word: `check` compares each VM's entry with
 //! its cache header (generation and fingerprint) and its folder, and
@@ -48,16 +52,43 @@ mod tests;
 // lives in.
 pub use compaction::{Compaction, compact, rebuild, rebuild_from_bytes};
 pub use drift::{CacheStates, Drift, drift, parse_caches};
-pub use fold::{Loaded, Named, decode_segments, entry_of, entry_of_bytes, named, segment_of_bytes};
-pub use format::{RawSummary, Segment, Snapshot, VmEntry};
-pub use read_plan::{ReadPlan, segment_name, snapshot_name};
+pub use fold::{
+    Loaded, Named, decode_segments, delta_of_bytes, entry_of, entry_of_bytes, named,
+    segment_of_bytes,
+};
+pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
+pub use read_plan::{
+    ReadPlan, segment_name, segment_time, snapshot_name, snapshot_time, unique_snapshot_name,
+};
 
 /// The index folder, relative to the repository root.
 pub const INDEX_DIR: &str = "xo-vm-backups/.brcache-index";
-/// The index format this code reads and writes.
+/// The index format of snapshots and view segments.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of delta segments: the next one, so that a release that
+/// knows only views skips deltas as unreadable.
+pub const DELTA_VERSION: u32 = 2;
+/// How much earlier than a view a delta may be named and still not be in
+/// it (ms): the time from a writer's clock reading to its delta being
+/// listable, plus the clock skew between servers. A delta named before
+/// `view time - SKEW` is taken as seen by the view; one named after is
+/// applied over it, which changes nothing when the view already has it
+/// (a put replaces a summary by id; a removal wins).
+pub const SKEW_MS: u64 = 5 * 60 * 1000;
 /// Segments past which a writer compacts. Each segment is one more read
 /// (in parallel) for every listing; each compaction rewrites the whole
 /// snapshot (7.8 MiB at 1,000 VMs x 100). 64 keeps the snapshot's rewrite
 /// to a few percent of a backup's index cost.
 pub const COMPACT_AFTER: usize = 64;
+/// On a share without locks, how old the snapshot a compaction starts
+/// from must be before the compaction deletes what it folded (ms); and
+/// twice the longest a compaction may take from its listing to its
+/// create (see `ops::index_ops::compact_unlocked`).
+pub const GRACE_MS: u64 = 10 * 60 * 1000;
+/// A reader reads with a snapshot only the segments named after its time
+/// less this (ms), and those older that it did not fold in a second round
+/// trip, rare: a segment listed by none of the compactions before it, its
+/// writer's clock behind or its publication slow. Without it, a listing on
+/// a share without locks would read every segment a compaction folded
+/// until the cleanup a grace period later.
+pub const READ_MARGIN_MS: u64 = 5_000;

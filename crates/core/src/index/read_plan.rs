@@ -10,8 +10,32 @@ const SEGMENT_SUFFIX: &str = ".json.gz";
 const PLAIN_SEGMENT_SUFFIX: &str = ".json";
 
 /// The name of the snapshot of a generation; names sort by generation.
+/// On a share that enforces create-only writes, two compactors of one
+/// snapshot race for this one name and one of them wins.
 pub fn snapshot_name(generation: u64) -> String {
     format!("{SNAPSHOT_PREFIX}{generation:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// The name of a snapshot on a share that may not enforce create-only
+/// writes (S3 without conditional writes, Garage): unique like a
+/// segment's, so that two compactors never write one name, and sorting
+/// by generation, then time. The greatest name of the highest generation
+/// is the one readers use.
+pub fn unique_snapshot_name(generation: u64, time_ms: u64, random: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{generation:020}-{time_ms:015}-{random:016x}{SNAPSHOT_SUFFIX}")
+}
+
+/// When a snapshot was created: its name's ms, or 0 for a name of the
+/// generation alone (made under the compaction lock, long settled).
+pub fn snapshot_time(name: &str) -> u64 {
+    let stem = name
+        .strip_prefix(SNAPSHOT_PREFIX)
+        .and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX))
+        .unwrap_or_default();
+    stem.split('-')
+        .nth(1)
+        .and_then(|time| time.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A segment's name from the writer's clock and randomness (the core has
@@ -20,11 +44,35 @@ pub fn segment_name(time_ms: u64, random: u64) -> String {
     format!("{time_ms:015}-{random:016x}{SEGMENT_SUFFIX}")
 }
 
+/// When a segment was published: its name's ms (the writer's clock).
+pub fn segment_time(name: &str) -> Option<u64> {
+    let time = name.get(..15)?;
+    (is_segment(name) && time.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| time.parse().ok())
+        .flatten()
+}
+
 fn snapshot_generation(name: &str) -> Option<u64> {
-    name.strip_prefix(SNAPSHOT_PREFIX)?
-        .strip_suffix(SNAPSHOT_SUFFIX)?
-        .parse()
-        .ok()
+    let stem = name
+        .strip_prefix(SNAPSHOT_PREFIX)?
+        .strip_suffix(SNAPSHOT_SUFFIX)?;
+    let mut parts = stem.split('-');
+    let generation = parts.next().filter(|g| g.len() == 20)?;
+    let well_formed = match (parts.next(), parts.next(), parts.next()) {
+        (None, None, None) => true,
+        (Some(time), Some(random), None) => {
+            time.len() == 15
+                && time.bytes().all(|b| b.is_ascii_digit())
+                && random.len() == 16
+                && random.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        _ => false,
+    };
+    if well_formed && generation.bytes().all(|b| b.is_ascii_digit()) {
+        generation.parse().ok()
+    } else {
+        None
+    }
 }
 
 fn is_segment(name: &str) -> bool {

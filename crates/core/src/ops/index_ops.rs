@@ -69,11 +69,13 @@ pub struct Read {
 }
 
 /// The index as it is now, or `None` when there is none: the folder is
-/// listed, then the newest snapshot and every segment are read at once. A
-/// file that vanished meanwhile was compacted away: read again. A newest
-/// snapshot that does not decode is an error, never a reason to use an
-/// older one: the compaction that wrote it may have deleted segments only
-/// it holds.
+/// listed, then the newest snapshot and the segments named after it (less
+/// [`index::READ_MARGIN_MS`]) are read at once; older segments the snapshot
+/// did not fold, if any, in a second round (older ones it folded linger on
+/// a share without locks until a cleanup; they are not read). A file that
+/// vanished meanwhile was compacted away: read again. A newest snapshot
+/// that does not decode is an error, never a reason to use an older one:
+/// the compaction that wrote it may have deleted segments only it holds.
 pub async fn read(
     io: &Io,
     settings: &Settings,
@@ -88,43 +90,41 @@ pub async fn read(
         };
         let Some(names) = names else { return Ok(None) };
         let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
-        let requests: Vec<Request> = plan
+        // Snapshots named by generation alone have no time: every segment
+        // is read with them, as before.
+        let floor = plan
             .snapshot
+            .as_deref()
+            .map_or(0, index::snapshot_time)
+            .saturating_sub(index::READ_MARGIN_MS);
+        let (recent, older): (Vec<String>, Vec<String>) = plan
+            .segments
             .iter()
-            .chain(&plan.segments)
-            .map(|name| Request::Read { path: path(name) })
-            .collect();
-        let files: Vec<Response> = io.all(requests).await;
-        let mut contents = Vec::with_capacity(files.len());
-        let mut vanished = false;
-        for (name, response) in plan.snapshot.iter().chain(&plan.segments).zip(files) {
-            match response {
-                Response::Bytes(bytes) => contents.push(bytes),
-                Response::Failed(error) if error.code == "ENOENT" => vanished = true,
-                Response::Failed(error) if is_repository_error(&error.code) => {
-                    return Err(Failure::Io(error));
-                }
-                Response::Failed(error) => {
-                    return Err(Failure::io(
-                        format_args!("cannot read {}", path(name)),
-                        &error,
-                    ));
-                }
-                _ => vanished = true,
-            }
-        }
-        if vanished {
+            .cloned()
+            .partition(|name| index::segment_time(name).is_none_or(|time| time >= floor));
+        let first: Vec<String> = plan.snapshot.iter().cloned().chain(recent).collect();
+        let Some(mut contents) = fetch(io, &first).await? else {
             continue;
-        }
-        let mut contents = contents.into_iter();
-        let snapshot = plan
-            .snapshot
-            .as_ref()
-            .map(|_| contents.next().expect("read"));
-        let segments = plan.segments.iter().cloned().zip(contents).collect();
+        };
         let file = plan.snapshot.as_deref().map_or(INDEX_DIR.to_string(), path);
-        let loaded = Loaded::decode(snapshot.as_deref(), segments, &settings.limits)
-            .map_err(|e| Failure::Core(e.in_file(file)))?;
+        let snapshot = match plan.snapshot {
+            Some(_) => index::Snapshot::decode(&contents.remove(0), &settings.limits)
+                .map_err(|e| Failure::Core(e.in_file(file)))?,
+            None => index::Snapshot::empty(),
+        };
+        let (skipped, late): (Vec<String>, Vec<String>) = older
+            .into_iter()
+            .partition(|name| snapshot.folded.contains(name));
+        let Some(late_contents) = fetch(io, &late).await? else {
+            continue;
+        };
+        let mut segments: Vec<(String, Vec<u8>)> = first
+            .into_iter()
+            .skip(usize::from(plan.snapshot.is_some()))
+            .zip(contents)
+            .collect();
+        segments.extend(late.into_iter().zip(late_contents));
+        let loaded = Loaded::of(snapshot, segments, skipped, &settings.limits);
         for (name, reason) in &loaded.unreadable {
             io.log(
                 Level::Warn,
@@ -138,6 +138,37 @@ pub async fn read(
         "EAGAIN",
         format!("{INDEX_DIR} keeps changing while it is read"),
     ))
+}
+
+/// The index files `names`, read at once; `None` when one vanished (a
+/// compaction's cleanup: read the folder again). Nothing is asked for none.
+async fn fetch(io: &Io, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+    if names.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let requests = names
+        .iter()
+        .map(|name| Request::Read { path: path(name) })
+        .collect();
+    let mut contents = Vec::with_capacity(names.len());
+    let mut vanished = false;
+    for (name, response) in names.iter().zip(io.all(requests).await) {
+        match response {
+            Response::Bytes(bytes) => contents.push(bytes),
+            Response::Failed(error) if error.code == "ENOENT" => vanished = true,
+            Response::Failed(error) if is_repository_error(&error.code) => {
+                return Err(Failure::Io(error));
+            }
+            Response::Failed(error) => {
+                return Err(Failure::io(
+                    format_args!("cannot read {}", path(name)),
+                    &error,
+                ));
+            }
+            _ => vanished = true,
+        }
+    }
+    Ok((!vanished).then_some(contents))
 }
 
 /// Publishes one segment under a name no one else picks (`now`, the
@@ -204,6 +235,15 @@ const COMPACTION_LOCK: &str = "compaction";
 /// for the winner or the next compaction: nothing is lost, the segment
 /// is read until a snapshot folds it.
 pub async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFailure> {
+    if !settings.locks {
+        // No lock to elect one: a due writer compacts one time in four, so
+        // that a backup job's writers do not all fold at once, and the
+        // segments wait a little longer for the next one otherwise.
+        if settings.unique() % 4 != 0 {
+            return Ok(());
+        }
+        return compact_unlocked(io, settings, false).await.map(|_| ());
+    }
     let lock = path(COMPACTION_LOCK);
     let taken = io
         .call(Request::Lock {
@@ -268,7 +308,106 @@ pub async fn compact(
     settings: &Settings,
     drop_unreadable: bool,
 ) -> Result<Option<Compacted>, StepFailure> {
+    if !settings.locks {
+        return compact_unlocked(io, settings, drop_unreadable).await;
+    }
     compact_listed(io, settings, drop_unreadable, None).await
+}
+
+/// Compacts on a share without locks or create-only writes, where any
+/// number of compactors may run at once and each one's create succeeds:
+///
+/// - the snapshot gets a unique name at the next generation
+///   ([`index::unique_snapshot_name`]); readers take the greatest name of
+///   the highest generation, and a sibling (same generation, smaller name)
+///   is merely not read;
+/// - nothing is deleted at once. A compactor deletes what the snapshot it
+///   started from (the base) folded, and the snapshots below the base,
+///   only once the base is older than [`index::GRACE_MS`];
+/// - a compactor whose listing is older than half that when it is about to
+///   create gives up.
+///
+/// Why nothing is lost: a sibling of the base was made from a listing
+/// taken before the first snapshot of the base's generation existed (a
+/// later listing shows that snapshot, and its compactor writes the next
+/// generation), so it is created within `GRACE_MS / 2` of the base. A
+/// cleanup runs on a listing at most that old, of a base older than
+/// `GRACE_MS`: every sibling is in it, the base is the greatest of its
+/// generation, and every snapshot that can still come (from this listing
+/// or a later one) starts from the base or above, so holds what the base
+/// folded. Segments the base did not fold (published later, or the deltas
+/// of a VM in doubt) are never deleted here. What a compaction that gave
+/// up or lost folded stays in the segments it read.
+async fn compact_unlocked(
+    io: &Io,
+    settings: &Settings,
+    drop_unreadable: bool,
+) -> Result<Option<Compacted>, StepFailure> {
+    let step = |failure| StepFailure {
+        step: "compaction",
+        failure,
+    };
+    let listed_at = share::now(io).await;
+    let Some(read) = read(io, settings, None).await.map_err(step)? else {
+        return Ok(None);
+    };
+    let mut compaction = read.loaded.compact(read.plan.generation);
+    let now = share::now(io).await;
+    if now - listed_at > (index::GRACE_MS / 2) as f64 {
+        io.log(
+            Level::Debug,
+            "brcache: an index compaction took too long to be safe without a lock, given up",
+            json!({ "ms": now - listed_at }),
+        );
+        return Ok(None);
+    }
+    compaction.name = index::unique_snapshot_name(
+        compaction.snapshot.generation,
+        now.max(0.0) as u64,
+        settings.unique(),
+    );
+    let created = create(io, &compaction.name, compaction.snapshot.encode())
+        .await
+        .map_err(|error| {
+            step(Failure::io(
+                format_args!(
+                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
+                    path(&compaction.name)
+                ),
+                &error,
+            ))
+        })?;
+    if !created {
+        return Ok(None);
+    }
+    let mut doomed: Vec<String> = Vec::new();
+    let settled = read
+        .plan
+        .snapshot
+        .as_deref()
+        .is_some_and(|base| now - index::snapshot_time(base) as f64 >= index::GRACE_MS as f64);
+    if settled {
+        doomed.extend(
+            read.plan
+                .segments
+                .iter()
+                .filter(|name| read.loaded.snapshot.folded.contains(*name))
+                .cloned(),
+        );
+        doomed.extend(read.plan.old_snapshots.iter().cloned());
+    }
+    if drop_unreadable {
+        // Folded by no one: a check has just republished every VM that
+        // disagreed.
+        doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
+    }
+    share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
+        .await
+        .map_err(step)?;
+    Ok(Some(Compacted {
+        generation: compaction.snapshot.generation,
+        folded: compaction.segments_to_delete.len(),
+    }))
 }
 
 /// [`compact`], from the folder as just listed when `listing` is given.
@@ -358,7 +497,10 @@ pub async fn seed(
     // What did not decode is not folded, so not deleted: it stays for a
     // check to judge.
     let (listed, _) = index::decode_segments(segments, &settings.limits);
-    let compaction = index::rebuild(&plan, entries, listed);
+    let mut compaction = index::rebuild(&plan, entries, listed);
+    if !settings.locks {
+        unlocked_name(io, settings, &mut compaction).await;
+    }
     let created = create(io, &compaction.name, compaction.snapshot.encode())
         .await
         .map_err(|error| {
@@ -370,20 +512,31 @@ pub async fn seed(
     if !created {
         return Ok(None);
     }
-    share::delete_if_present(
-        io,
-        compaction
-            .segments_to_delete
-            .iter()
-            .map(|n| path(n))
-            .collect(),
-    )
-    .await
-    .map_err(step)?;
+    // Without locks, two seeds may both create: what each folded stays
+    // until a compaction's cleanup (see `compact_unlocked`).
+    let doomed = if settings.locks {
+        compaction.segments_to_delete.clone()
+    } else {
+        Vec::new()
+    };
+    share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
+        .await
+        .map_err(step)?;
     Ok(Some(Compacted {
         generation: compaction.snapshot.generation,
         folded: compaction.segments_to_delete.len(),
     }))
+}
+
+/// Gives a seed's or rebuild's snapshot a unique name, on a share without
+/// create-only writes (see [`compact_unlocked`]).
+async fn unlocked_name(io: &Io, settings: &Settings, compaction: &mut index::Compaction) {
+    let now = share::now(io).await;
+    compaction.name = index::unique_snapshot_name(
+        compaction.snapshot.generation,
+        now.max(0.0) as u64,
+        settings.unique(),
+    );
 }
 
 /// Creates an index file; false if the name is taken.
@@ -424,17 +577,26 @@ pub async fn rebuild(
         // A vanished segment was folded by a compaction: it only matters
         // that the rebuild outranks that compaction's snapshot, which it does.
         let segments = read_segments(io, &plan).await;
-        let compaction =
+        let mut compaction =
             index::rebuild_from_bytes(&plan, from_caches.clone(), segments, &settings.limits)
                 .map_err(|e| StepFailure {
                     step: "snapshot",
                     failure: e.into(),
                 })?;
+        if !settings.locks {
+            unlocked_name(io, settings, &mut compaction).await;
+        }
         match create(io, &compaction.name, compaction.snapshot.encode()).await {
             Ok(true) => {
-                let mut doomed = compaction.segments_to_delete.clone();
-                doomed.extend(plan.snapshot.iter().cloned());
-                doomed.extend(plan.old_snapshots.iter().cloned());
+                // Without locks, the rebuilt snapshot outranks the others,
+                // which a compaction's cleanup deletes later (see
+                // `compact_unlocked`).
+                let mut doomed = Vec::new();
+                if settings.locks {
+                    doomed.extend(compaction.segments_to_delete.iter().cloned());
+                    doomed.extend(plan.snapshot.iter().cloned());
+                    doomed.extend(plan.old_snapshots.iter().cloned());
+                }
                 share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
                     .await
                     .map_err(|failure| StepFailure {

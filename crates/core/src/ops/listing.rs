@@ -207,7 +207,8 @@ async fn from_caches(
             None => load_vm(io, settings, vm, want).await?,
         };
         if let Some((index, locked)) = locked {
-            loaded.settle = locked.contains(vm) && disagrees(index, &loaded);
+            loaded.settle =
+                (locked.contains(vm) || index.is_unsure(vm.as_str())) && disagrees(index, &loaded);
         }
         let entry = if seed { seed_of(vm, &loaded) } else { None };
         let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
@@ -252,14 +253,19 @@ fn seed_of(vm: &VmId, loaded: &Loaded) -> Option<crate::index::Segment> {
         generation: header.generation,
         fingerprint: header.fingerprint.map(|f| f.to_hex()),
         summaries: summaries.iter().map(crate::index::RawSummary::of).collect(),
+        ..crate::index::VmEntry::default()
     };
     Some(crate::index::Segment::new(vm.as_str(), entry))
 }
 
 /// Whether a VM's index entry is not the cache a load read: another
-/// generation or fingerprint, or an entry with restore points for a VM
-/// without a cache (or none for a VM with one).
+/// generation or fingerprint, an entry with restore points for a VM
+/// without a cache (or none for a VM with one), or an entry the index
+/// itself doubts (see [`Snapshot::unsure`]).
 fn disagrees(index: &Snapshot, loaded: &Loaded) -> bool {
+    if index.is_unsure(loaded.vm.as_str()) {
+        return true;
+    }
     let header = loaded
         .read
         .bytes()
@@ -330,16 +336,35 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
             json!({ "vms": unknown.iter().map(VmId::as_str).collect::<Vec<_>>() }),
         );
     }
-    let verified: Vec<VmId> = vms
+    // Entries folded from deltas that do not add up (writers without a
+    // lock, a VM the index never saw whole): read like unknown folders,
+    // and levelled by the background repair.
+    let doubted: Vec<VmId> = vms
         .iter()
-        .filter(|vm| unknown.contains(vm) || folders.locked.contains(vm))
+        .filter(|vm| current.is_unsure(vm.as_str()))
         .cloned()
         .collect();
-    if verified.len() > unknown.len() {
+    if !doubted.is_empty() {
+        io.log(
+            Level::Debug,
+            "brcache: VMs whose index entry is in doubt, read from their caches",
+            json!({ "vms": doubted.iter().map(VmId::as_str).collect::<Vec<_>>() }),
+        );
+    }
+    let verified: Vec<VmId> = vms
+        .iter()
+        .filter(|vm| unknown.contains(vm) || doubted.contains(vm) || folders.locked.contains(vm))
+        .cloned()
+        .collect();
+    let locked: Vec<&VmId> = verified
+        .iter()
+        .filter(|vm| folders.locked.contains(vm) && !unknown.contains(vm))
+        .collect();
+    if !locked.is_empty() {
         io.log(
             Level::Debug,
             "brcache: VMs whose lock is held (or left by a writer that died), read from their caches",
-            json!({ "vms": verified.iter().filter(|vm| !unknown.contains(vm)).map(VmId::as_str).collect::<Vec<_>>() }),
+            json!({ "vms": locked.iter().map(|vm| vm.as_str()).collect::<Vec<_>>() }),
         );
     }
     let mut listed = from_caches(

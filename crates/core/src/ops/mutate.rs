@@ -152,20 +152,30 @@ pub async fn release(io: &Io, settings: &Settings, vm: &VmId, committed: Committ
 }
 
 /// Publishes the VM's segment of cache `bytes` (as written, or as they lie
-/// when they are true and the index is behind them). A failure is logged:
-/// the index lags until the next write or check catches it up.
+/// when they are true and the index is behind them): the delta `edit` made
+/// when given, else the whole view. A failure is logged: the index lags
+/// until the next write or check catches it up.
 async fn publish_bytes(
     io: &Io,
     settings: &Settings,
     vm: &VmId,
     bytes: &[u8],
     index_listing: &Option<Vec<String>>,
+    edit: Option<&Edit>,
 ) -> Committed {
     // The caller's clock answers at once: asked beside the cache's replace,
     // it gives the core its turn to compute the segment while the cache is
     // on its way, and the segment goes out in the same round trip.
     let time = share::now(io).await;
-    let segment = match index::segment_of_bytes(vm.as_str(), bytes, &settings.limits) {
+    let segment = match edit {
+        Some(edit) => {
+            let added: Vec<&MetadataName> = edit.added.iter().map(|(name, _)| name).collect();
+            let locked = settings.locks;
+            index::delta_of_bytes(vm, bytes, &added, &edit.removed, locked, &settings.limits)
+        }
+        None => index::segment_of_bytes(vm.as_str(), bytes, &settings.limits),
+    };
+    let segment = match segment {
         Ok(segment) => segment,
         Err(error) => {
             warn_unpublished(io, vm, "publish", &error.to_string());
@@ -197,7 +207,9 @@ pub struct Edit {
 /// done: a delete computes its cache before deleting). When the header
 /// proves the cache was true before the edit, the change is spliced into
 /// its compressed bytes; otherwise the cache is made true as a listing
-/// makes it, then changed.
+/// makes it, then changed. Answers the bytes and whether they are the
+/// cache as read with `edit` spliced in: the one case where the edit is
+/// all that changed, so that a delta of it describes the new cache.
 pub async fn prepare(
     io: &Io,
     settings: &Settings,
@@ -206,7 +218,7 @@ pub async fn prepare(
     entries: Vec<String>,
     edit: &Edit,
     index_listing: &Option<Vec<String>>,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<(Vec<u8>, bool), Failure> {
     if let Some(bytes) = read.bytes() {
         let listing = Listing::from_entries(entries.iter().map(String::as_str));
         let added: Vec<(MetadataName, &[u8])> = edit
@@ -215,7 +227,7 @@ pub async fn prepare(
             .map(|(n, b)| (n.clone(), &b[..]))
             .collect();
         if let Some(next) = splice::splice_cache(vm, bytes, &listing, &added, &edit.removed)? {
-            return Ok(next);
+            return Ok((next, true));
         }
     }
     // The created files are the writer's own: no need to read them back.
@@ -231,14 +243,15 @@ pub async fn prepare(
     for name in &edit.removed {
         cache.remove_name(name.clone());
     }
-    Ok(encode(
+    let bytes = encode(
         io,
         settings,
         cache,
         loaded.previous_generation,
         index_listing,
     )
-    .await)
+    .await;
+    Ok((bytes, false))
 }
 
 /// Writes a cache made in memory, its generation after `previous` (the
@@ -252,7 +265,7 @@ pub async fn write(
 ) -> Result<Committed, Failure> {
     let vm = cache.vm().clone();
     let bytes = encode(io, settings, cache, previous, index_listing).await;
-    commit(io, settings, &vm, bytes, index_listing).await
+    commit(io, settings, &vm, bytes, index_listing, None).await
 }
 
 /// The bytes of a cache made in memory, its generation after `previous`.
@@ -281,15 +294,17 @@ async fn encode(
 }
 
 /// Replaces the cache file with `bytes` and publishes its segment beside
-/// it; what is left for after the lock comes back for [`release`].
+/// it (the delta of `edit`, when given: see [`publish_bytes`]); what is
+/// left for after the lock comes back for [`release`].
 pub async fn commit(
     io: &Io,
     settings: &Settings,
     vm: &VmId,
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
+    edit: Option<&Edit>,
 ) -> Result<Committed, Failure> {
-    commit_beside(io, settings, vm, bytes, index_listing, Vec::new())
+    commit_beside(io, settings, vm, bytes, index_listing, edit, Vec::new())
         .await
         .0
 }
@@ -309,6 +324,7 @@ pub async fn commit_beside(
     vm: &VmId,
     bytes: Vec<u8>,
     index_listing: &Option<Vec<String>>,
+    edit: Option<&Edit>,
     beside: Vec<Request>,
 ) -> (Result<Committed, Failure>, Vec<Response>) {
     let path = share::cache_path(vm);
@@ -320,7 +336,7 @@ pub async fn commit_beside(
     requests.extend(beside);
     let publishing = async {
         match kept {
-            Some(bytes) => publish_bytes(io, settings, vm, &bytes, index_listing).await,
+            Some(bytes) => publish_bytes(io, settings, vm, &bytes, index_listing, edit).await,
             None => Committed::default(),
         }
     };
@@ -355,6 +371,12 @@ pub async fn settle_locked(
     let entry = index
         .as_ref()
         .and_then(|read| read.loaded.current().vms.get(vm.as_str()).cloned());
+    // An entry folded from deltas that do not add up to the cache they
+    // name may hold that cache's generation and fingerprint: only a view
+    // ends the doubt.
+    let unsure = index
+        .as_ref()
+        .is_some_and(|read| read.loaded.current().is_unsure(vm.as_str()));
     let header = reads
         .cache
         .bytes()
@@ -373,10 +395,10 @@ pub async fn settle_locked(
         let behind = match (&header, &entry) {
             _ if index.is_none() => return Ok(None),
             (Some((generation, fingerprint)), Some(entry)) => {
-                if entry.generation == *generation && entry.fingerprint == *fingerprint {
+                if entry.generation == *generation && entry.fingerprint == *fingerprint && !unsure {
                     return Ok(None);
                 }
-                entry.generation < *generation
+                entry.generation < *generation || (unsure && entry.generation == *generation)
             }
             (Some(_), None) => true,
             // No cache, nothing in the folder: an entry without restore
@@ -391,7 +413,7 @@ pub async fn settle_locked(
         if behind {
             let bytes = loaded.read.bytes().expect("a cache with a header");
             return Ok(Some(
-                publish_bytes(io, settings, vm, bytes, &reads.index_listing).await,
+                publish_bytes(io, settings, vm, bytes, &reads.index_listing, None).await,
             ));
         }
     }

@@ -30,6 +30,10 @@ pub struct Settings {
     /// ([`super::Operation::take_emitted`]) rather than in the final answer,
     /// so that the caller's parse overlaps the other VMs' reads.
     pub stream: bool,
+    /// The share has locks and enforces create-only writes. Without (S3,
+    /// Garage), the index is compacted without a lock: see
+    /// [`super::index_ops::compact_unlocked`].
+    pub locks: bool,
     /// Randomness from the caller (the core has none): segment names.
     nonce: Rc<Cell<u64>>,
 }
@@ -43,6 +47,7 @@ impl Settings {
             index: if immutable { IndexMode::Off } else { index },
             trusted: false,
             stream: false,
+            locks: true,
             nonce: Rc::new(Cell::new(nonce)),
         }
     }
@@ -66,6 +71,15 @@ impl Settings {
         Settings {
             trusted: true,
             immutable: true,
+            ..self.clone()
+        }
+    }
+
+    /// The same repository on a share without locks or create-only writes
+    /// (see [`Settings::locks`]).
+    pub fn without_locks(&self) -> Settings {
+        Settings {
+            locks: false,
             ..self.clone()
         }
     }

@@ -3,7 +3,9 @@
 //! no decision of their own.
 //!
 //! - `start(kind, settings, args, bytes)`: `settings` is
-//!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", nonce?, stream? }`
+//!   `{ maxInflatedSize?, maxDepth?, immutable?, trusted?, index?: "off"|"auto"|"on", locks?, nonce?, stream? }`
+//!   (`locks: false`: the share's locks do not exclude and its create-only
+//!   writes may overwrite, as on S3)
 //!   and `args` the operation's (see [`start`]); `stream`: the caller takes
 //!   a listing's VMs from `emitted()` as they come.
 //! - `poll()`: `{"done":true}`, `{"waiting":true}` or
@@ -47,6 +49,7 @@ struct SettingsArgs {
     immutable: bool,
     trusted: bool,
     index: Option<String>,
+    locks: Option<bool>,
     nonce: Option<f64>,
     stream: bool,
 }
@@ -130,6 +133,11 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
     );
     let settings = if args.trusted {
         settings.trusting()
+    } else {
+        settings
+    };
+    let settings = if args.locks == Some(false) {
+        settings.without_locks()
     } else {
         settings
     };

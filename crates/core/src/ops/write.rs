@@ -174,7 +174,7 @@ pub async fn write_backup(
         if !entries.iter().any(|e| e == name.as_str()) {
             entries.push(name.as_str().to_string());
         }
-        let bytes = mutate::prepare(
+        let (bytes, spliced) = mutate::prepare(
             io,
             settings,
             vm,
@@ -184,15 +184,16 @@ pub async fn write_backup(
             &reads.index_listing,
         )
         .await?;
-        Ok::<_, Failure>((bytes, reads.index_listing))
+        Ok::<_, Failure>((bytes, spliced, reads.index_listing))
     };
     let (response, prepared) = join(create, preparing).await;
     let result = match created(response) {
         Err(failure) => Err(failure),
         Ok(()) => {
             let update = async {
-                let (bytes, index_listing) = prepared?;
-                mutate::commit(io, settings, vm, bytes, &index_listing).await
+                let (bytes, spliced, index_listing) = prepared?;
+                let delta = delta_of(settings, spliced, &edit);
+                mutate::commit(io, settings, vm, bytes, &index_listing, delta).await
             };
             settle(io, vm, "write", update.await)
         }
@@ -207,6 +208,15 @@ pub async fn write_backup(
             Err(failure)
         }
     }
+}
+
+/// What a writer publishes to the index: with locks that exclude, the
+/// delta of its edit when that is all that changed in the cache (else the
+/// cache's whole view, which then is the truth); without, always the
+/// delta: a view made from a cache or folder read without a lock may miss
+/// what another writer did meanwhile, and would outrank it.
+fn delta_of<'a>(settings: &Settings, spliced: bool, edit: &'a Edit) -> Option<&'a Edit> {
+    (spliced || !settings.locks).then_some(edit)
 }
 
 /// Deletes restore points (metadata paths, any VMs): per VM under its lock,
@@ -317,6 +327,10 @@ async fn delete_vm_backups(
         .and_then(|reads| reads.index_listing.clone());
     // The cache of the folder as it will be: its listing less the files
     // about to be deleted.
+    let edit = Edit {
+        added: Vec::new(),
+        removed: names.to_vec(),
+    };
     let prepared = match reads {
         Ok(reads) => {
             let entries: Vec<String> = reads
@@ -324,10 +338,6 @@ async fn delete_vm_backups(
                 .into_iter()
                 .filter(|e| !names.iter().any(|n| n.as_str() == e))
                 .collect();
-            let edit = Edit {
-                added: Vec::new(),
-                removed: names.to_vec(),
-            };
             mutate::prepare(
                 io,
                 settings,
@@ -346,7 +356,10 @@ async fn delete_vm_backups(
         .map(|path| Request::Delete { path: path.clone() })
         .collect();
     let (update, deleted) = match prepared {
-        Ok(bytes) => mutate::commit_beside(io, settings, vm, bytes, &index_listing, deletes).await,
+        Ok((bytes, spliced)) => {
+            let delta = delta_of(settings, spliced, &edit);
+            mutate::commit_beside(io, settings, vm, bytes, &index_listing, delta, deletes).await
+        }
         Err(failure) => (Err(failure), io.all(deletes).await),
     };
     let deleted = metadata
