@@ -255,20 +255,8 @@ pub async fn repair_in_background(
         // and went by the folder: under the lock, the cache and the index
         // entry are made to agree with it, read afresh (the index too),
         // so the lag a dead writer left ends here, not at the next write.
-        return match mutate::settle_locked(io, settings, &vm).await {
-            Ok(Some(committed)) => {
-                mutate::release(io, settings, &vm, committed).await;
-                Ok(true)
-            }
-            Ok(None) => {
-                mutate::unlock(io, &vm).await;
-                Ok(false)
-            }
-            Err(failure) => {
-                mutate::unlock(io, &vm).await;
-                Err(failure)
-            }
-        };
+        let settled = mutate::settle_locked(io, settings, &vm).await;
+        return mutate::finish(io, settings, &vm, settled).await;
     }
     let result = async {
         let mut responses = io
@@ -318,18 +306,5 @@ pub async fn repair_in_background(
         Ok(Some(publish))
     }
     .await;
-    match result {
-        Ok(Some(publish)) => {
-            mutate::release(io, settings, &vm, publish).await;
-            Ok(true)
-        }
-        Ok(None) => {
-            mutate::unlock(io, &vm).await;
-            Ok(false)
-        }
-        Err(failure) => {
-            mutate::unlock(io, &vm).await;
-            Err(failure)
-        }
-    }
+    mutate::finish(io, settings, &vm, result).await
 }

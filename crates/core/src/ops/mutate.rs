@@ -137,6 +137,31 @@ pub struct Committed {
     compact: bool,
 }
 
+/// Ends a locked job that may have written the cache: the lock goes with
+/// the commit's release when there is one, alone otherwise. Says whether
+/// the cache was written.
+pub async fn finish(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    result: Result<Option<Committed>, Failure>,
+) -> Result<bool, Failure> {
+    match result {
+        Ok(Some(committed)) => {
+            release(io, settings, vm, committed).await;
+            Ok(true)
+        }
+        Ok(None) => {
+            unlock(io, vm).await;
+            Ok(false)
+        }
+        Err(failure) => {
+            unlock(io, vm).await;
+            Err(failure)
+        }
+    }
+}
+
 /// Releases the VM's lock, and compacts the index beside it when the
 /// commit left segments past the compaction point.
 pub async fn release(io: &Io, settings: &Settings, vm: &VmId, committed: Committed) {
