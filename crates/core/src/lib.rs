@@ -86,6 +86,11 @@ pub use index::{
     entry_of_bytes, named as named_segments, parse_caches, rebuild as rebuild_index,
     rebuild_from_bytes, segment_name, segment_of_bytes, snapshot_name,
 };
+// The snapshot as a table (a row per VM) and parts (the VMs' entries).
+pub use index::{
+    PART_BYTES as INDEX_PART_BYTES, Part as IndexPart, Row as TableRow, Stored as StoredSnapshot,
+    TABLE_VERSION as INDEX_TABLE_VERSION, Table as IndexTable, TableSummary, part_name, part_time,
+};
 
 // Encrypted repositories.
 pub use encryption::{

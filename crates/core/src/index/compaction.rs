@@ -4,17 +4,26 @@
 use super::fold::decode_segments;
 use super::format::{Body, Segment, Snapshot};
 use super::read_plan::{ReadPlan, snapshot_name};
+use super::table::{Part, Table, lay_out, part_name};
 use crate::codec::DecodeLimits;
 use crate::error::Result;
+use std::collections::BTreeSet;
 
 /// What compacting gives: the snapshot to write (create-only, at the next
 /// generation) and, once it is written, what to delete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compaction {
+    /// The fold: every VM's entry, or (from a table read in part) those of
+    /// the VMs read.
     pub snapshot: Snapshot,
     pub name: String,
     /// Segments now folded into the new snapshot.
     pub segments_to_delete: Vec<String>,
+    /// The snapshot as written: its table, once laid out
+    /// ([`Compaction::lay_out`]).
+    pub table: Table,
+    /// The parts to create before the table.
+    pub parts: Vec<(String, Part)>,
 }
 
 impl Compaction {
@@ -26,6 +35,41 @@ impl Compaction {
             "generation": self.snapshot.generation,
             "segmentsToDelete": self.segments_to_delete,
         })
+    }
+
+    /// Lays the fold out as a table and the parts to write (see
+    /// [`super::table::lay_out`]): the VMs in `kept` keep their row of
+    /// `base`, the others go to new parts named from `time_ms` and
+    /// `random`. Without a base, every VM goes to a new part.
+    pub fn lay_out(
+        &mut self,
+        base: Option<&Table>,
+        kept: &BTreeSet<String>,
+        read: &BTreeSet<String>,
+        time_ms: u64,
+        random: u64,
+    ) {
+        let generation = self.snapshot.generation;
+        let (table, parts) = lay_out(
+            generation,
+            self.snapshot.folded.clone(),
+            &self.snapshot.vms,
+            base,
+            kept,
+            read,
+            |i| part_name(generation, time_ms, random.wrapping_add(i as u64)),
+        );
+        self.table = table;
+        self.parts = parts;
+    }
+
+    /// The parts `listed` (present in the folder) that the new table does
+    /// not name.
+    pub fn unreferenced<'a>(&self, listed: &'a [String]) -> Vec<&'a String> {
+        listed
+            .iter()
+            .filter(|name| !self.table.parts.contains_key(*name))
+            .collect()
     }
 }
 
@@ -62,6 +106,8 @@ pub fn compact(snapshot: Snapshot, segments: Vec<(String, Segment)>) -> Compacti
         name: snapshot_name(folded.generation),
         segments_to_delete: folded.folded.iter().cloned().collect(),
         snapshot: folded,
+        table: Table::default(),
+        parts: Vec::new(),
     }
 }
 

@@ -2,10 +2,11 @@
 //! documentation of `index`), the entries writers publish, and an index as
 //! a reader loads it.
 
-use super::SKEW_MS;
 use super::compaction::{Compaction, compact};
 use super::format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry, summary_order};
 use super::read_plan::segment_time;
+use super::table::{Part, Summary as TableSummary, Table};
+use super::{INDEX_DIR, SKEW_MS};
 use crate::Fingerprint;
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
@@ -268,7 +269,11 @@ pub fn delta_of_bytes(
 /// listed beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The snapshot's entries as read: every VM's from a whole snapshot,
+    /// those of the parts read from a table (see [`Loaded::unread`]).
     pub snapshot: Snapshot,
+    /// The table the snapshot came from, when it is one.
+    pub table: Option<Table>,
     /// Every segment that decoded, folded ones included (a compaction
     /// takes them all).
     pub segments: Vec<(String, Segment)>,
@@ -283,6 +288,12 @@ pub struct Loaded {
     /// Segments listed that the snapshot folded, left unread (see
     /// `ops::index_ops::read`): a compaction counts them folded too.
     skipped: Vec<String>,
+    /// VMs of the table whose part was not read: no segment waits for
+    /// them (or the reader asked for one VM alone), so their row is
+    /// their fold.
+    unread: BTreeSet<String>,
+    /// The parts read.
+    parts_read: BTreeSet<String>,
 }
 
 impl Loaded {
@@ -297,6 +308,60 @@ impl Loaded {
         Ok(Loaded::of(snapshot, segments, Vec::new(), limits))
     }
 
+    /// [`Loaded::decode`] of a table and its parts (`parts`: each part's
+    /// name and bytes; those the table names, or some of them with
+    /// `whole` false: the VMs of the others stay as their rows say).
+    pub fn decode_table(
+        table: Table,
+        parts: Vec<(String, Vec<u8>)>,
+        segments: Named<Segment>,
+        skipped: Vec<String>,
+        limits: &DecodeLimits,
+    ) -> Result<Loaded> {
+        let mut snapshot = Snapshot {
+            version: table.version,
+            generation: table.generation,
+            folded: table.folded.clone(),
+            ..Snapshot::default()
+        };
+        let mut parts_read = BTreeSet::new();
+        for (name, bytes) in parts {
+            let file = format!("{INDEX_DIR}/{name}");
+            let part = Part::decode(&bytes, limits).map_err(|e| e.in_file(file.clone()))?;
+            let entries = table.entries_of(&name, part).map_err(|e| e.in_file(file))?;
+            snapshot.vms.extend(entries);
+            parts_read.insert(name);
+        }
+        let unread: BTreeSet<String> = table
+            .rows
+            .keys()
+            .filter(|vm| !snapshot.vms.contains_key(*vm))
+            .cloned()
+            .collect();
+        // Only the VMs read are folded: a segment of another could not be
+        // folded over an entry left unread.
+        let (segments, waiting_elsewhere): (Named<Segment>, Named<Segment>) = segments
+            .into_iter()
+            .partition(|(_, s)| !unread.contains(&s.vm));
+        if let Some((name, _)) = waiting_elsewhere
+            .iter()
+            .find(|(name, _)| !snapshot.folded.contains(name))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the index segment {name} waits for a VM whose part was not read"),
+            ));
+        }
+        let mut loaded = Loaded::assemble(snapshot, segments, Vec::new(), skipped);
+        loaded
+            .skipped
+            .extend(waiting_elsewhere.into_iter().map(|(n, _)| n));
+        loaded.table = Some(table);
+        loaded.unread = unread;
+        loaded.parts_read = parts_read;
+        Ok(loaded)
+    }
+
     /// [`Loaded::decode`] of a snapshot already decoded, with `skipped`,
     /// segments listed that it folded and that were not read.
     pub fn of(
@@ -306,6 +371,15 @@ impl Loaded {
         limits: &DecodeLimits,
     ) -> Loaded {
         let (segments, unreadable) = decode_segments(segments, limits);
+        Loaded::assemble(snapshot, segments, unreadable, skipped)
+    }
+
+    fn assemble(
+        snapshot: Snapshot,
+        segments: Named<Segment>,
+        unreadable: Named<String>,
+        skipped: Vec<String>,
+    ) -> Loaded {
         let mut waiting = segments
             .iter()
             .filter(|(name, _)| !snapshot.folded.contains(name))
@@ -317,16 +391,60 @@ impl Loaded {
         });
         Loaded {
             snapshot,
+            table: None,
             segments,
             unreadable,
             current,
             skipped,
+            unread: BTreeSet::new(),
+            parts_read: BTreeSet::new(),
         }
     }
 
-    /// The index as it is now.
+    /// Sets aside segments that did not decode (read by the caller).
+    pub fn set_unreadable(&mut self, unreadable: Named<String>) {
+        self.unreadable = unreadable;
+    }
+
+    /// The index as it is now, for the VMs read (every VM unless the table
+    /// was read in part: see [`Loaded::unread`]).
     pub fn current(&self) -> &Snapshot {
         self.current.as_ref().unwrap_or(&self.snapshot)
+    }
+
+    /// VMs of the table whose entry was not read: their row stands for it.
+    pub fn unread(&self) -> &BTreeSet<String> {
+        &self.unread
+    }
+
+    /// The VM table: every VM's row, as a full fold computes it (the
+    /// table's for VMs unread, whose fold its compaction computed).
+    pub fn rows(&self) -> BTreeMap<String, TableSummary> {
+        let current = self.current();
+        let mut rows: BTreeMap<String, TableSummary> = current
+            .vms
+            .iter()
+            .map(|(vm, entry)| (vm.clone(), TableSummary::of(&entry.summaries)))
+            .collect();
+        if let Some(table) = &self.table {
+            for vm in &self.unread {
+                if let Some(row) = table.rows.get(vm) {
+                    rows.insert(vm.clone(), row.summary.clone());
+                }
+            }
+        }
+        rows
+    }
+
+    /// The cache generation the index holds for `vm`, whether or not its
+    /// entry was read.
+    pub fn generation_of(&self, vm: &str) -> Option<u64> {
+        self.current().generation_of(vm).or_else(|| {
+            self.unread
+                .contains(vm)
+                .then(|| self.table.as_ref()?.rows.get(vm).map(|r| r.generation))
+                .flatten()
+        })
     }
 
     /// Segments not folded into the snapshot yet.
@@ -340,6 +458,8 @@ impl Loaded {
     /// The compaction of everything read, at the generation after both
     /// the snapshot read and `listed`, the newest snapshot listed: should
     /// one newer than the snapshot read be there, its name is never reused.
+    /// Its snapshot holds the VMs read; [`Loaded::lay_out`] gives its
+    /// table and parts.
     pub fn compact(&self, listed: u64) -> Compaction {
         let mut snapshot = self.snapshot.clone();
         snapshot.generation = snapshot.generation.max(listed);
@@ -351,6 +471,32 @@ impl Loaded {
             .extend(self.skipped.iter().cloned());
         compaction.segments_to_delete = compaction.snapshot.folded.iter().cloned().collect();
         compaction
+    }
+
+    /// `compaction`'s table and parts (named from the compactor's clock
+    /// and randomness): the VMs whose entry it did not change keep their
+    /// row and part.
+    pub fn lay_out(&self, compaction: &mut Compaction, time_ms: u64, random: u64) {
+        let kept: BTreeSet<String> = match &self.table {
+            None => BTreeSet::new(),
+            Some(table) => compaction
+                .snapshot
+                .vms
+                .iter()
+                .filter(|(vm, entry)| {
+                    table.rows.contains_key(*vm) && self.snapshot.vms.get(*vm) == Some(entry)
+                })
+                .map(|(vm, _)| vm.clone())
+                .chain(self.unread.iter().cloned())
+                .collect(),
+        };
+        compaction.lay_out(
+            self.table.as_ref(),
+            &kept,
+            &self.parts_read,
+            time_ms,
+            random,
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The index's files as bytes: summaries kept as raw JSON, VM entries,
 //! segments and snapshots, and the checks every one of them passes when read.
 
+use super::table::{TABLE_VERSION, Table};
 use super::{DELTA_VERSION, FORMAT_VERSION};
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
@@ -129,7 +130,7 @@ impl VmEntry {
     /// summaries of the right shape whose ids name metadata files of that
     /// folder, each once. An index file is on the share for anyone to
     /// write: a listing must not hand on an id that points elsewhere.
-    fn check(&self, vm: &str) -> Result<()> {
+    pub(super) fn check(&self, vm: &str) -> Result<()> {
         check_summaries(vm, &self.summaries)
     }
 }
@@ -367,12 +368,17 @@ impl Segment {
 }
 
 fn check_version(version: u32) -> Result<()> {
-    if version == FORMAT_VERSION {
+    check_version_of(version, FORMAT_VERSION)
+}
+
+/// Checks that a file is of the format `expected`.
+pub(super) fn check_version_of(version: u32, expected: u32) -> Result<()> {
+    if version == expected {
         Ok(())
     } else {
         Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!("index format {version} is not supported (this is {FORMAT_VERSION})"),
+            format!("index format {version} is not supported (this is {expected})"),
         ))
     }
 }
@@ -411,7 +417,11 @@ impl Snapshot {
 
     pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Snapshot> {
         let text = codec::decode_text(bytes, limits)?.text;
-        let snapshot: Snapshot = serde_json::from_str(&text).map_err(|e| {
+        Snapshot::decode_text(&text)
+    }
+
+    fn decode_text(text: &str) -> Result<Snapshot> {
+        let snapshot: Snapshot = serde_json::from_str(text).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidJson,
                 format!("not an index snapshot: {e}"),
@@ -422,5 +432,45 @@ impl Snapshot {
             entry.check(vm)?;
         }
         Ok(snapshot)
+    }
+}
+
+/// A snapshot file as read: a whole snapshot (the first format) or a
+/// table whose parts hold the entries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    Whole(Snapshot),
+    Table(Table),
+}
+
+impl Stored {
+    pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Stored> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let text = codec::decode_text(bytes, limits)?.text;
+        let version = serde_json::from_str::<Version>(&text).map_or(FORMAT_VERSION, |v| v.version);
+        if version != TABLE_VERSION {
+            return Snapshot::decode_text(&text).map(Stored::Whole);
+        }
+        let table: Table = serde_json::from_str(&text)
+            .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("not an index table: {e}")))?;
+        table.check()?;
+        Ok(Stored::Table(table))
+    }
+
+    pub fn folded(&self) -> &BTreeSet<String> {
+        match self {
+            Stored::Whole(snapshot) => &snapshot.folded,
+            Stored::Table(table) => &table.folded,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        match self {
+            Stored::Whole(snapshot) => snapshot.generation,
+            Stored::Table(table) => table.generation,
+        }
     }
 }

@@ -45,6 +45,7 @@ mod drift;
 mod fold;
 mod format;
 mod read_plan;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -56,9 +57,12 @@ pub use fold::{
     Loaded, Named, decode_segments, delta_of_bytes, entry_of, entry_of_bytes, named,
     segment_of_bytes,
 };
-pub use format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry};
+pub use format::{Body, Delta, RawSummary, Segment, Snapshot, Stored, VmEntry};
 pub use read_plan::{
     ReadPlan, segment_name, segment_time, snapshot_name, snapshot_time, unique_snapshot_name,
+};
+pub use table::{
+    PART_BYTES, Part, Row, Summary as TableSummary, TABLE_VERSION, Table, part_name, part_time,
 };
 
 /// The index folder, relative to the repository root.

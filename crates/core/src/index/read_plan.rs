@@ -1,6 +1,7 @@
 //! The index folder's names, and what a listing of it says to read.
 
 use super::COMPACT_AFTER;
+use super::table::is_part;
 use serde::Serialize;
 
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -108,6 +109,10 @@ pub struct ReadPlan {
     pub generation: u64,
     /// Whether enough segments wait for a writer to compact.
     pub should_compact: bool,
+    /// Every part present (see [`super::table`]): a table names those it
+    /// needs; the others are a compaction's to delete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 impl ReadPlan {
@@ -116,15 +121,19 @@ impl ReadPlan {
     pub fn from_listing<'a>(names: impl IntoIterator<Item = &'a str>) -> ReadPlan {
         let mut snapshots: Vec<(u64, &str)> = Vec::new();
         let mut segments = Vec::new();
+        let mut parts = Vec::new();
         for name in names {
             if let Some(generation) = snapshot_generation(name) {
                 snapshots.push((generation, name));
             } else if is_segment(name) {
                 segments.push(name.to_string());
+            } else if is_part(name) {
+                parts.push(name.to_string());
             }
         }
         snapshots.sort();
         segments.sort();
+        parts.sort();
         let newest = snapshots.pop();
         ReadPlan {
             snapshot: newest.map(|(_, n)| n.to_string()),
@@ -136,6 +145,7 @@ impl ReadPlan {
             generation: newest.map_or(0, |(g, _)| g),
             should_compact: segments.len() > COMPACT_AFTER,
             segments,
+            parts,
         }
     }
 }

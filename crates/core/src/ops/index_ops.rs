@@ -68,18 +68,45 @@ pub struct Read {
     pub loaded: Loaded,
 }
 
-/// The index as it is now, or `None` when there is none: the folder is
-/// listed, then the newest snapshot and the segments named after it (less
-/// [`index::READ_MARGIN_MS`]) are read at once; older segments the snapshot
-/// did not fold, if any, in a second round (older ones it folded linger on
-/// a share without locks until a cleanup; they are not read). A file that
-/// vanished meanwhile was compacted away: read again. A newest snapshot
-/// that does not decode is an error, never a reason to use an older one:
-/// the compaction that wrote it may have deleted segments only it holds.
+/// How much of a table's entries a reader needs (a whole snapshot is read
+/// whole whatever it asks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Every VM's entry: the restore view, checks, writers.
+    All,
+    /// The entries of the VMs the segments not folded yet touch: a
+    /// compaction, which keeps the others' rows, or the VM table.
+    Changed,
+    /// One VM's entry: its restore points.
+    Vm(&'a str),
+}
+
+/// The index as it is now, every VM's entry read (see [`read_scoped`]).
 pub async fn read(
     io: &Io,
     settings: &Settings,
     listing: Option<Vec<String>>,
+) -> Result<Option<Read>, Failure> {
+    read_scoped(io, settings, listing, Scope::All).await
+}
+
+/// The index as it is now, or `None` when there is none: the folder is
+/// listed, then the newest snapshot and the segments named after it (less
+/// [`index::READ_MARGIN_MS`]) are read at once; then, in a second round,
+/// older segments the snapshot did not fold, if any (older ones it folded
+/// linger on a share without locks until a cleanup; they are not read),
+/// and, when the snapshot is a table, the parts `scope` needs. Should a
+/// late segment touch a VM whose part was not read, that part is read in
+/// a third round (rare). A file that vanished meanwhile was compacted
+/// away, as was a part the table names that is not listed: read again. A
+/// newest snapshot, or a part, that does not decode is an error, never a
+/// reason to use an older one: the compaction that wrote it may have
+/// deleted segments only it holds.
+pub async fn read_scoped(
+    io: &Io,
+    settings: &Settings,
+    listing: Option<Vec<String>>,
+    scope: Scope<'_>,
 ) -> Result<Option<Read>, Failure> {
     const ATTEMPTS: usize = 5;
     let mut listing = Some(listing);
@@ -107,24 +134,37 @@ pub async fn read(
             continue;
         };
         let file = plan.snapshot.as_deref().map_or(INDEX_DIR.to_string(), path);
-        let snapshot = match plan.snapshot {
-            Some(_) => index::Snapshot::decode(&contents.remove(0), &settings.limits)
+        let stored = match plan.snapshot {
+            Some(_) => index::Stored::decode(&contents.remove(0), &settings.limits)
                 .map_err(|e| Failure::Core(e.in_file(file)))?,
-            None => index::Snapshot::empty(),
+            None => index::Stored::Whole(index::Snapshot::empty()),
         };
         let (skipped, late): (Vec<String>, Vec<String>) = older
             .into_iter()
-            .partition(|name| snapshot.folded.contains(name));
-        let Some(late_contents) = fetch(io, &late).await? else {
-            continue;
-        };
-        let mut segments: Vec<(String, Vec<u8>)> = first
+            .partition(|name| stored.folded().contains(name));
+        let segments: Vec<(String, Vec<u8>)> = first
             .into_iter()
             .skip(usize::from(plan.snapshot.is_some()))
             .zip(contents)
             .collect();
-        segments.extend(late.into_iter().zip(late_contents));
-        let loaded = Loaded::of(snapshot, segments, skipped, &settings.limits);
+        let loaded = match stored {
+            index::Stored::Whole(snapshot) => {
+                let Some(late_contents) = fetch(io, &late).await? else {
+                    continue;
+                };
+                let mut segments = segments;
+                segments.extend(late.into_iter().zip(late_contents));
+                Loaded::of(snapshot, segments, skipped, &settings.limits)
+            }
+            index::Stored::Table(table) => {
+                let Some(loaded) =
+                    read_table(io, settings, &plan, table, segments, late, skipped, scope).await?
+                else {
+                    continue;
+                };
+                loaded
+            }
+        };
         for (name, reason) in &loaded.unreadable {
             io.log(
                 Level::Warn,
@@ -138,6 +178,83 @@ pub async fn read(
         "EAGAIN",
         format!("{INDEX_DIR} keeps changing while it is read"),
     ))
+}
+
+/// The second (and rare third) round of [`read_scoped`] for a table: the
+/// late segments and the parts `scope` needs, read at once; `None` when a
+/// file vanished.
+#[allow(clippy::too_many_arguments)]
+async fn read_table(
+    io: &Io,
+    settings: &Settings,
+    plan: &ReadPlan,
+    table: index::Table,
+    recent: Vec<(String, Vec<u8>)>,
+    late: Vec<String>,
+    skipped: Vec<String>,
+    scope: Scope<'_>,
+) -> Result<Option<Loaded>, Failure> {
+    let limits = &settings.limits;
+    let (mut segments, mut unreadable) = index::decode_segments(recent, limits);
+    let touched = |segments: &index::Named<Segment>| -> Vec<String> {
+        segments
+            .iter()
+            .filter(|(name, _)| !table.folded.contains(name))
+            .map(|(_, s)| s.vm.clone())
+            .collect()
+    };
+    let mut wanted: Vec<String> = match scope {
+        Scope::All => table.rows.keys().cloned().collect(),
+        Scope::Changed => touched(&segments),
+        Scope::Vm(vm) => vec![vm.to_string()],
+    };
+    let mut parts = Vec::new();
+    let mut read_parts: Vec<String> = Vec::new();
+    let mut late = late;
+    loop {
+        let needed: Vec<String> = table
+            .parts_of(wanted.iter().map(String::as_str))
+            .into_iter()
+            .filter(|part| !read_parts.contains(part))
+            .collect();
+        if needed.iter().any(|part| !plan.parts.contains(part)) {
+            // Deleted by a compaction since the table was listed.
+            return Ok(None);
+        }
+        let names: Vec<String> = late.iter().cloned().chain(needed.iter().cloned()).collect();
+        let Some(mut contents) = fetch(io, &names).await? else {
+            return Ok(None);
+        };
+        let part_contents = contents.split_off(late.len());
+        let (late_segments, late_unreadable) = index::decode_segments(
+            std::mem::take(&mut late)
+                .into_iter()
+                .zip(contents)
+                .collect(),
+            limits,
+        );
+        unreadable.extend(late_unreadable);
+        parts.extend(needed.iter().cloned().zip(part_contents));
+        read_parts.extend(needed);
+        wanted = match scope {
+            Scope::Changed => touched(&late_segments),
+            _ => Vec::new(),
+        };
+        segments.extend(late_segments);
+        if table
+            .parts_of(wanted.iter().map(String::as_str))
+            .iter()
+            .all(|part| read_parts.contains(part))
+        {
+            break;
+        }
+    }
+    if let Scope::Vm(vm) = scope {
+        segments.retain(|(_, s)| s.vm == vm);
+    }
+    let mut loaded = Loaded::decode_table(table, parts, segments, skipped, limits)?;
+    loaded.set_unreadable(unreadable);
+    Ok(Some(loaded))
 }
 
 /// The index files `names`, read at once; `None` when one vanished (a
@@ -348,11 +465,16 @@ async fn compact_unlocked(
         failure,
     };
     let listed_at = share::now(io).await;
-    let Some(read) = read(io, settings, None).await.map_err(step)? else {
+    let Some(read) = read_scoped(io, settings, None, Scope::Changed)
+        .await
+        .map_err(step)?
+    else {
         return Ok(None);
     };
     let mut compaction = read.loaded.compact(read.plan.generation);
     let now = share::now(io).await;
+    read.loaded
+        .lay_out(&mut compaction, now.max(0.0) as u64, settings.unique());
     if now - listed_at > (index::GRACE_MS / 2) as f64 {
         io.log(
             Level::Debug,
@@ -366,7 +488,7 @@ async fn compact_unlocked(
         now.max(0.0) as u64,
         settings.unique(),
     );
-    let created = create(io, &compaction.name, compaction.snapshot.encode())
+    let created = write_snapshot(io, &compaction)
         .await
         .map_err(|error| {
             step(Failure::io(
@@ -395,6 +517,21 @@ async fn compact_unlocked(
                 .cloned(),
         );
         doomed.extend(read.plan.old_snapshots.iter().cloned());
+        // Parts neither the base nor the new table names, made before
+        // any table still to come was listed (see above: every compactor
+        // that may still create listed after `now - GRACE_MS / 2`, and
+        // makes its parts after its listing).
+        let base_parts = read.loaded.table.as_ref().map(|t| &t.parts);
+        doomed.extend(
+            compaction
+                .unreferenced(&read.plan.parts)
+                .into_iter()
+                .filter(|name| !base_parts.is_some_and(|parts| parts.contains_key(*name)))
+                .filter(|name| {
+                    index::part_time(name).is_some_and(|t| now - t as f64 >= index::GRACE_MS as f64)
+                })
+                .cloned(),
+        );
     }
     if drop_unreadable {
         // Folded by no one: a check has just republished every VM that
@@ -421,11 +558,17 @@ async fn compact_listed(
         step: "compaction",
         failure,
     };
-    let Some(read) = read(io, settings, listing).await.map_err(step)? else {
+    let Some(read) = read_scoped(io, settings, listing, Scope::Changed)
+        .await
+        .map_err(step)?
+    else {
         return Ok(None);
     };
-    let compaction = read.loaded.compact(read.plan.generation);
-    let created = create(io, &compaction.name, compaction.snapshot.encode())
+    let mut compaction = read.loaded.compact(read.plan.generation);
+    let now = share::now(io).await;
+    read.loaded
+        .lay_out(&mut compaction, now.max(0.0) as u64, settings.unique());
+    let created = write_snapshot(io, &compaction)
         .await
         .map_err(|error| {
             step(Failure::io(
@@ -441,6 +584,15 @@ async fn compact_listed(
     }
     let mut doomed = compaction.segments_to_delete.clone();
     doomed.extend(read.plan.old_snapshots.iter().cloned());
+    // Under the compaction's create-only name, no other table of this
+    // generation comes: what the new one does not name, no reader of it
+    // needs (a reader of the old table finds a part gone, and reads again).
+    doomed.extend(
+        compaction
+            .unreferenced(&read.plan.parts)
+            .into_iter()
+            .cloned(),
+    );
     if drop_unreadable {
         doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
     }
@@ -501,21 +653,22 @@ pub async fn seed(
     if !settings.locks {
         unlocked_name(io, settings, &mut compaction).await;
     }
-    let created = create(io, &compaction.name, compaction.snapshot.encode())
-        .await
-        .map_err(|error| {
-            step(Failure::io(
-                format_args!("cannot write the index snapshot {}", path(&compaction.name)),
-                &error,
-            ))
-        })?;
+    lay_out_fresh(io, settings, &mut compaction).await;
+    let created = write_snapshot(io, &compaction).await.map_err(|error| {
+        step(Failure::io(
+            format_args!("cannot write the index snapshot {}", path(&compaction.name)),
+            &error,
+        ))
+    })?;
     if !created {
         return Ok(None);
     }
     // Without locks, two seeds may both create: what each folded stays
     // until a compaction's cleanup (see `compact_unlocked`).
     let doomed = if settings.locks {
-        compaction.segments_to_delete.clone()
+        let mut doomed = compaction.segments_to_delete.clone();
+        doomed.extend(compaction.unreferenced(&plan.parts).into_iter().cloned());
+        doomed
     } else {
         Vec::new()
     };
@@ -554,6 +707,51 @@ async fn create(io: &Io, name: &str, bytes: Vec<u8>) -> Result<bool, IoError> {
     }
 }
 
+/// Writes a compaction's snapshot: its parts (create-only, unique names,
+/// at once), then its table, create-only at its name; false if the name
+/// is taken, and the parts made for it are deleted again (no table names
+/// them). A failure leaves parts no table names: the next compaction's
+/// cleanup deletes them.
+async fn write_snapshot(io: &Io, compaction: &index::Compaction) -> Result<bool, IoError> {
+    let requests = compaction
+        .parts
+        .iter()
+        .map(|(name, part)| Request::Create {
+            path: path(name),
+            bytes: part.encode(),
+        })
+        .collect();
+    for response in io.all(requests).await {
+        if let Response::Failed(error) = response {
+            return Err(error);
+        }
+    }
+    let created = create(io, &compaction.name, compaction.table.encode()).await?;
+    if !created {
+        let own = compaction
+            .parts
+            .iter()
+            .map(|(name, _)| path(name))
+            .collect();
+        // Best effort: a part left over is an unreferenced one, for a cleanup.
+        let _ = share::delete_if_present(io, own).await;
+    }
+    Ok(created)
+}
+
+/// Lays out a snapshot made from scratch (a seed, a rebuild): every VM in
+/// a new part.
+async fn lay_out_fresh(io: &Io, settings: &Settings, compaction: &mut index::Compaction) {
+    let now = share::now(io).await;
+    compaction.lay_out(
+        None,
+        &Default::default(),
+        &Default::default(),
+        now.max(0.0) as u64,
+        settings.unique(),
+    );
+}
+
 /// Replaces the index with one built from `from_caches` (each VM cache's
 /// segment, read just now) and the segments listed, never reading the
 /// snapshot, which may be what is broken. The new snapshot outranks every
@@ -586,7 +784,8 @@ pub async fn rebuild(
         if !settings.locks {
             unlocked_name(io, settings, &mut compaction).await;
         }
-        match create(io, &compaction.name, compaction.snapshot.encode()).await {
+        lay_out_fresh(io, settings, &mut compaction).await;
+        match write_snapshot(io, &compaction).await {
             Ok(true) => {
                 // Without locks, the rebuilt snapshot outranks the others,
                 // which a compaction's cleanup deletes later (see
@@ -596,6 +795,7 @@ pub async fn rebuild(
                     doomed.extend(compaction.segments_to_delete.iter().cloned());
                     doomed.extend(plan.snapshot.iter().cloned());
                     doomed.extend(plan.old_snapshots.iter().cloned());
+                    doomed.extend(compaction.unreferenced(&plan.parts).into_iter().cloned());
                 }
                 share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
                     .await

@@ -63,7 +63,7 @@ pub enum Output {
     /// How many background repairs wrote their cache.
     Repaired(usize),
     /// The index as read: `None` when there is none.
-    IndexRead(Option<index_ops::Read>),
+    IndexRead(Option<Box<index_ops::Read>>),
     /// What a compaction did: `None` when there was no index, or another
     /// compaction created the snapshot first.
     Compacted(Option<index_ops::Compacted>),
@@ -176,7 +176,7 @@ pub fn read_index(settings: Settings) -> Op {
     Op::new(|io| async move {
         index_ops::read(&io, &settings, None)
             .await
-            .map(Output::IndexRead)
+            .map(|read| Output::IndexRead(read.map(Box::new)))
     })
 }
 

@@ -68,6 +68,8 @@ pub struct Share {
     pub cache_writes: Vec<Vec<u8>>,
     /// Calls performed, by kind.
     pub calls: BTreeMap<&'static str, usize>,
+    /// The path of every create asked for, in order (taken or not).
+    pub creates: Vec<String>,
     /// A share like Garage: a lock is granted to everyone and shows
     /// nowhere, and a create-only write overwrites.
     pub lockless: bool,
@@ -206,6 +208,7 @@ impl Share {
                 None => failed("ENOENT", path),
             },
             Request::Create { path, bytes } => {
+                self.creates.push(path.clone());
                 if self.files.contains_key(path) && !self.lockless {
                     return failed("EEXIST", path);
                 }
