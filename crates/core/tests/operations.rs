@@ -81,6 +81,16 @@ fn schedule(seed: u64, index: IndexMode, faults: Faults, lockless: bool) -> Sim 
         written.push(format!("/xo-vm-backups/{vm}/{}", name(timestamp(i))));
     }
     sim.faults = faults;
+    if index != IndexMode::Off {
+        // Compactions beside the writers: each reads the table and the
+        // parts of the VMs the segments touch, and reuses the others.
+        for i in 0..2u64 {
+            sim.start(
+                format!("compact {}", 10 + i),
+                ops::compact_index(settings(index, 560 + i), false),
+            );
+        }
+    }
     if lockless {
         // The snapshot built is old enough for compactions to clean what
         // it folded, while writers publish and other compactors fold.
@@ -109,6 +119,10 @@ fn schedule(seed: u64, index: IndexMode, faults: Faults, lockless: bool) -> Sim 
         sim.start(
             format!("view {i}"),
             ops::restore_view(settings(index, 300 + i), Filter::default()),
+        );
+        sim.start(
+            format!("table {i}"),
+            ops::vm_table(settings(index, 450 + i)),
         );
         let vm = VMS[sim.rng.below(VMS.len())];
         sim.start(
@@ -236,6 +250,19 @@ fn assert_settled(sim: &mut Sim, index: IndexMode, faulty: bool) {
             "the index lists the folder"
         );
     }
+    assert_eq!(
+        vm_table(sim, index),
+        vm_table(sim, IndexMode::Off),
+        "the VM table is the caches' full fold"
+    );
+}
+
+/// The VM table's rows (JSON).
+fn vm_table(sim: &mut Sim, index: IndexMode) -> Value {
+    let Output::Listed(listed) = sim.run_one(ops::vm_table(settings(index, 702))).unwrap() else {
+        panic!("a listing")
+    };
+    serde_json::from_str(&listed.json()).unwrap()
 }
 
 /// Settings for a schedule's operations, on a share with locks or not.

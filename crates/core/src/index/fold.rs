@@ -439,11 +439,26 @@ impl Loaded {
     /// The cache generation the index holds for `vm`, whether or not its
     /// entry was read.
     pub fn generation_of(&self, vm: &str) -> Option<u64> {
-        self.current().generation_of(vm).or_else(|| {
-            self.unread
-                .contains(vm)
-                .then(|| self.table.as_ref()?.rows.get(vm).map(|r| r.generation))
-                .flatten()
+        self.state_of(vm).map(|(generation, _, _)| generation)
+    }
+
+    /// What the index holds for `vm`, whether or not its entry was read:
+    /// its generation, fingerprint, and whether it has restore points.
+    pub fn state_of(&self, vm: &str) -> Option<(u64, Option<String>, bool)> {
+        if let Some(entry) = self.current().vms.get(vm) {
+            return Some((
+                entry.generation,
+                entry.fingerprint.clone(),
+                !entry.summaries.is_empty(),
+            ));
+        }
+        let row = self.table.as_ref()?.rows.get(vm)?;
+        self.unread.contains(vm).then(|| {
+            (
+                row.generation,
+                row.fingerprint.clone(),
+                row.summary.count > 0,
+            )
         })
     }
 

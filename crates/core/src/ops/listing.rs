@@ -2,13 +2,12 @@
 //! (from the repository-wide index when there is one).
 
 use super::exec::{Io, join, join_all};
-use super::index_ops;
+use super::index_ops::{self, Scope};
 use super::io::{Failure, Level};
 use super::load::{self, Answer, Loaded, Want};
 use super::settings::{IndexMode, Settings};
 use super::share;
 use crate::coherency::Unreadable;
-use crate::index::Snapshot;
 use crate::json::push_string;
 use crate::key::VmId;
 use crate::summary::Filter;
@@ -196,7 +195,7 @@ async fn from_caches(
     vms: &[VmId],
     want: &Want,
     seed: bool,
-    locked: Option<(&Snapshot, &BTreeSet<VmId>)>,
+    locked: Option<(&crate::index::Loaded, &BTreeSet<VmId>)>,
     preloaded: Preloaded,
 ) -> Result<Listed, Failure> {
     let preloaded = &preloaded;
@@ -207,8 +206,8 @@ async fn from_caches(
             None => load_vm(io, settings, vm, want).await?,
         };
         if let Some((index, locked)) = locked {
-            loaded.settle =
-                (locked.contains(vm) || index.is_unsure(vm.as_str())) && disagrees(index, &loaded);
+            loaded.settle = (locked.contains(vm) || index.current().is_unsure(vm.as_str()))
+                && disagrees(index, &loaded);
         }
         let entry = if seed { seed_of(vm, &loaded) } else { None };
         let piece = deliver(io, settings, vm.as_str(), piece_of(&mut loaded));
@@ -262,30 +261,70 @@ fn seed_of(vm: &VmId, loaded: &Loaded) -> Option<crate::index::Segment> {
 /// generation or fingerprint, an entry with restore points for a VM
 /// without a cache (or none for a VM with one), or an entry the index
 /// itself doubts (see [`Snapshot::unsure`]).
-fn disagrees(index: &Snapshot, loaded: &Loaded) -> bool {
-    if index.is_unsure(loaded.vm.as_str()) {
+fn disagrees(index: &crate::index::Loaded, loaded: &Loaded) -> bool {
+    if index.current().is_unsure(loaded.vm.as_str()) {
         return true;
     }
     let header = loaded
         .read
         .bytes()
         .and_then(|bytes| crate::codec::read_header(bytes).ok().flatten());
-    match (index.vms.get(loaded.vm.as_str()), header) {
-        (Some(entry), Some(header)) => {
-            entry.generation != header.generation
-                || entry.fingerprint != header.fingerprint.map(|f| f.to_hex())
+    match (index.state_of(loaded.vm.as_str()), header) {
+        (Some((generation, fingerprint, _)), Some(header)) => {
+            generation != header.generation || fingerprint != header.fingerprint.map(|f| f.to_hex())
         }
-        (Some(entry), None) => !entry.summaries.is_empty() || loaded.read.bytes().is_some(),
+        (Some((_, _, points)), None) => points || loaded.read.bytes().is_some(),
         (None, _) => true,
     }
+}
+
+/// What a listing through the index answers.
+#[derive(Debug, Clone)]
+enum Wanted {
+    /// The restore view: every VM's summaries.
+    View(Filter),
+    /// The VM table: a row per VM.
+    Table,
+    /// One VM's summaries.
+    Vm(VmId, Filter),
+}
+
+impl Wanted {
+    fn filter(&self) -> Filter {
+        match self {
+            Wanted::View(filter) | Wanted::Vm(_, filter) => filter.clone(),
+            Wanted::Table => Filter::default(),
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Wanted::View(_) => Scope::All,
+            Wanted::Table => Scope::Changed,
+            Wanted::Vm(vm, _) => Scope::Vm(vm.as_str()),
+        }
+    }
+}
+
+/// A VM's row of the VM table (see [`crate::index::TableSummary`]) from
+/// its summaries' piece; `None` without restore points.
+fn row_piece(piece: Option<Piece>) -> Option<Piece> {
+    let summaries: Vec<crate::index::RawSummary> =
+        serde_json::from_str(&piece?.body).expect("a listing's summaries are JSON");
+    Some(Piece {
+        body: serde_json::to_string(&crate::index::TableSummary::of(&summaries))
+            .expect("a row serializes"),
+        ..Piece::default()
+    })
 }
 
 /// The restore view: `{ vm: summaries }`, from the repository-wide index
 /// when there is one, else from every VM's checked cache. With the index,
 /// the VM folders are listed at the same time: a folder the index does not
 /// know (Xen Orchestra backed it up behind the index's back) is read from
-/// its cache, and one that is gone is not listed. Two round trips whatever
-/// the VM count, when the index knows every folder.
+/// its cache, and one that is gone is not listed. Three round trips
+/// whatever the VM count, when the index knows every folder (the folders
+/// and the index folder; the table and the segments; the parts).
 ///
 /// A VM whose lock shows in the same listing is read from its cache and
 /// folder too, as without an index: a brcache writer holds the lock from
@@ -298,14 +337,89 @@ fn disagrees(index: &Snapshot, loaded: &Loaded) -> bool {
 /// stale and is taken over) and publishes the entry, so the extra reads
 /// last until the next listing after that, not until the VM's next write.
 pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Result<Listed, Failure> {
-    let want = Want::Summaries(filter.clone());
     if settings.index == IndexMode::Off {
-        return list_all(io, settings, want).await;
+        return list_all(io, settings, Want::Summaries(filter)).await;
     }
+    through_index(io, settings, Wanted::View(filter)).await
+}
+
+/// The VM table: `{ vm: { name, count, modes, lastBackup, size } }`, VMs
+/// without restore points omitted, by the restore view's rules (the same
+/// VMs read from their caches) but from the index's table: only the VMs
+/// that segments changed since the last compaction have their part read
+/// and folded, the others' rows are what that compaction's full fold
+/// computed. Three round trips whatever the VM count, and the table
+/// (sized by VMs) with those parts read.
+pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
+    let quiet = settings.collecting();
+    let listed = if settings.index == IndexMode::Off {
+        list_all(io, &quiet, Want::Summaries(Filter::default())).await?
+    } else {
+        through_index(io, &quiet, Wanted::Table).await?
+    };
+    let Listed {
+        parts,
+        unreadable,
+        repairs,
+        from_index,
+        index_seed,
+    } = listed;
+    // Through the index, rows already; from the caches alone, summaries.
+    let rows = parts
+        .into_iter()
+        .map(|(vm, piece)| {
+            let row = if from_index {
+                Some(piece)
+            } else {
+                row_piece(Some(piece))
+            };
+            let row = deliver(io, settings, &vm, row);
+            (vm, row)
+        })
+        .collect();
+    Ok(Listed {
+        unreadable,
+        repairs,
+        from_index,
+        index_seed,
+        ..Listed::default()
+    }
+    .finish(rows))
+}
+
+/// One VM's restore view (summaries) from the index, by the restore
+/// view's rules (from its cache and folder when the index does not know
+/// it, doubts it, or its lock shows), reading the table, that VM's part
+/// and the segments: three round trips, and one part, whatever the VM
+/// count. Without an index, from its checked cache.
+pub async fn vm_restore_view(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    filter: Filter,
+) -> Result<Listed, Failure> {
+    if settings.index == IndexMode::Off {
+        return list_vm(io, settings, vm, Want::Summaries(filter)).await;
+    }
+    through_index(io, settings, Wanted::Vm(vm.clone(), filter)).await
+}
+
+/// A listing through the index (see [`restore_view`]), answering what
+/// `wanted` asks.
+async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<Listed, Failure> {
+    let filter = wanted.filter();
+    let want = Want::Summaries(filter.clone());
+    let only = match &wanted {
+        Wanted::Vm(vm, _) => Some(vm.clone()),
+        _ => None,
+    };
     // The locked VMs are known from the first round trip: their loads go
     // out beside the index's reads.
     let folders_and_locked = async {
-        let folders = share::list_backup_folders(io).await?;
+        let mut folders = share::list_backup_folders(io).await?;
+        if let Some(vm) = &only {
+            folders.vms.retain(|folder| folder == vm);
+        }
         let locked: Vec<VmId> = folders
             .vms
             .iter()
@@ -315,18 +429,23 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
         let loads = join_all(locked.iter().map(|vm| load_vm(io, settings, vm, &want))).await;
         Ok::<_, Failure>((folders, locked.into_iter().zip(loads).collect()))
     };
-    let (folders, index) = join(folders_and_locked, index_for_listing(io, settings)).await;
+    let (folders, index) = join(
+        folders_and_locked,
+        index_for_listing(io, settings, wanted.scope()),
+    )
+    .await;
     let ((folders, preloaded), index) = (folders?, index?);
     let preloaded = RefCell::new(preloaded);
     let vms = folders.vms;
     let Some(index) = index else {
-        let seed = seeds_index(settings, &filter);
+        let seed = matches!(wanted, Wanted::View(_)) && seeds_index(settings, &filter);
         return from_caches(io, settings, &vms, &want, seed, None, preloaded).await;
     };
-    let current = index.loaded.current();
+    let loaded = &index.loaded;
+    let current = loaded.current();
     let unknown: Vec<VmId> = vms
         .iter()
-        .filter(|vm| current.generation_of(vm.as_str()).is_none())
+        .filter(|vm| loaded.generation_of(vm.as_str()).is_none())
         .cloned()
         .collect();
     if !unknown.is_empty() {
@@ -373,27 +492,41 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
         &verified,
         &want,
         false,
-        Some((current, &folders.locked)),
+        Some((loaded, &folders.locked)),
         preloaded,
     )
     .await?;
     let mut cached: std::collections::BTreeMap<String, Piece> =
         std::mem::take(&mut listed.parts).into_iter().collect();
-    let view = current.filtered_view(&filter);
+    let view = match wanted {
+        Wanted::Table => BTreeMap::new(),
+        _ => current.filtered_view(&filter),
+    };
+    let rows = match wanted {
+        Wanted::Table => loaded.rows(),
+        _ => BTreeMap::new(),
+    };
     let mut parts = Vec::with_capacity(vms.len());
     for vm in &vms {
-        let piece = match cached.remove(vm.as_str()) {
-            Some(piece) => Some(piece),
-            None if verified.contains(vm) => None,
-            None => deliver(
-                io,
-                settings,
-                vm.as_str(),
-                view.get(vm.as_str()).map(|summaries| Piece {
-                    body: serde_json::to_string(summaries).expect("raw summaries serialize"),
+        let from_index = match wanted {
+            Wanted::Table => rows
+                .get(vm.as_str())
+                .filter(|row| row.count > 0)
+                .map(|row| Piece {
+                    body: serde_json::to_string(row).expect("a row serializes"),
                     ..Piece::default()
                 }),
-            ),
+            _ => view.get(vm.as_str()).map(|summaries| Piece {
+                body: serde_json::to_string(summaries).expect("raw summaries serialize"),
+                ..Piece::default()
+            }),
+        };
+        let piece = match cached.remove(vm.as_str()) {
+            // Read from the cache: summaries, made a row for the table.
+            Some(piece) if matches!(wanted, Wanted::Table) => row_piece(Some(piece)),
+            Some(piece) => Some(piece),
+            None if verified.contains(vm) => None,
+            None => deliver(io, settings, vm.as_str(), from_index),
         };
         parts.push((vm.as_str().to_string(), piece));
     }
@@ -414,8 +547,9 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
 async fn index_for_listing(
     io: &Io,
     settings: &Settings,
+    scope: Scope<'_>,
 ) -> Result<Option<index_ops::Read>, Failure> {
-    match index_ops::read(io, settings, None).await {
+    match index_ops::read_scoped(io, settings, None, scope).await {
         Ok(Some(read)) if read.plan.snapshot.is_some() => Ok(Some(read)),
         Ok(Some(_)) => {
             io.log(

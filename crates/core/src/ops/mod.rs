@@ -114,6 +114,22 @@ pub fn restore_view(settings: Settings, filter: Filter) -> Op {
     })
 }
 
+/// The VM table (a row per VM), from the index's table when there is one.
+pub fn vm_table(settings: Settings) -> Op {
+    Op::new(|io| async move { listing::vm_table(&io, &settings).await.map(Output::Listed) })
+}
+
+/// One VM's restore view, from the index when there is one (its table,
+/// its part and the segments).
+pub fn vm_restore_view(settings: Settings, vm: &str, filter: Filter) -> Result<Op, Failure> {
+    let vm = vm_id(vm)?;
+    Ok(Op::new(|io| async move {
+        listing::vm_restore_view(&io, &settings, &vm, filter)
+            .await
+            .map(Output::Listed)
+    }))
+}
+
 /// Records a backup: `metadata` is its metadata file's bytes (JSON with a
 /// `timestamp` in ms, which names the file).
 pub fn write_backup(settings: Settings, vm: &str, metadata: Vec<u8>) -> Result<Op, Failure> {

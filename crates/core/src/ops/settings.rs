@@ -92,6 +92,15 @@ impl Settings {
         }
     }
 
+    /// The same settings, for a listing whose answers are reshaped before
+    /// they go out (the VM table's rows from summaries).
+    pub fn collecting(&self) -> Settings {
+        Settings {
+            stream: false,
+            ..self.clone()
+        }
+    }
+
     /// A fresh 64-bit value for a name no other writer picks
     /// (splitmix64 over the caller's seed).
     pub fn unique(&self) -> u64 {

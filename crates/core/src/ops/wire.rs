@@ -150,7 +150,8 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
 
 /// Starts an operation. Kinds and their `args`: `listVms`, `listVm` `{vm, want:
 /// "records"|"summaries", filter?}`, `listAll` `{want, filter?}`,
-/// `restoreView` `{filter?}`, `writeBackup` `{vm}` with the metadata as
+/// `restoreView` `{filter?}`, `vmTable`, `vmRestoreView` `{vm, filter?}`,
+/// `writeBackup` `{vm}` with the metadata as
 /// `bytes`, `deleteBackups` `{paths}`, `checkVm` `{vm, repair?, dryRun?,
 /// deep?}`, `checkAll` (the same but `vm`), `checkIndex` `{repair?}`,
 /// `buildIndex`, `readIndex`, `compactIndex` `{dropUnreadable?}`.
@@ -200,6 +201,8 @@ fn start_op(
         "listVm" => super::list_vm(s, &vm()?, want()?)?,
         "listAll" => super::list_all(s, want()?),
         "restoreView" => super::restore_view(s, filter()?),
+        "vmTable" => super::vm_table(s),
+        "vmRestoreView" => super::vm_restore_view(s, &vm()?, filter()?)?,
         "writeBackup" => super::write_backup(
             s,
             &vm()?,
