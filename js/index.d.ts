@@ -180,6 +180,35 @@ export interface RestoreView {
   verified: boolean
 }
 
+/** A VM's row in the VM table. */
+export interface VmRow {
+  /** The VM's name label in its newest restore point (null without one). */
+  name: string | null
+  /** Restore points. */
+  count: number
+  /** Restore points by mode (`full`, `delta`). */
+  modes: Record<string, number>
+  /** The newest restore point's timestamp (ms). */
+  lastBackup: number | null
+  /** The restore points' sizes added up (bytes). */
+  size: number
+}
+
+/** The VM table with what it could not read. */
+export interface VmTable {
+  vms: Record<string, VmRow>
+  unreadable: { file: string; reason: string }[]
+  /** The answer came from the repository index. */
+  fromIndex: boolean
+}
+
+/** One VM's restore view with what it could not read. */
+export interface VmRestoreView {
+  summaries: Summary[]
+  unreadable: { file: string; reason: string }[]
+  fromIndex: boolean
+}
+
 export declare class Repository {
   /** The share as it lies: on an encrypted repository, its bytes are encrypted. */
   readonly handler: Handler
@@ -189,6 +218,10 @@ export declare class Repository {
   listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>
   listVmSummaries(vm: string, filter?: SummaryFilter): Promise<Summary[]>
   listSummaries(filter?: SummaryFilter, options?: { verified?: boolean }): Promise<Record<string, Summary[]>>
+  /** The VM table: a row per VM, from the index's table when there is one. */
+  vmTable(): Promise<VmTable>
+  /** One VM's restore view, from the index when there is one (its table, its part, the segments). */
+  vmRestoreView(vm: string, filter?: SummaryFilter): Promise<VmRestoreView>
   /** `verified: true`: from the index, waits for a verification that starts after the call. */
   restoreView(filter?: SummaryFilter, options?: { vm?: string; verified?: boolean }): Promise<RestoreView>
   /** Compares every cache with the index and catches up what changed behind its back (see checkIndex); calls while one runs share the next one. */

@@ -312,6 +312,36 @@ export class Repository {
     return true
   }
 
+  /**
+   * The VM table: `{ vms, unreadable, fromIndex }`, `vms` being
+   * `{ [vm]: { name, count, modes: { full, delta }, lastBackup, size } }`
+   * (VMs without restore points omitted): each VM's name (from its newest
+   * restore point), restore points counted by mode, newest timestamp and
+   * total size. From the index's table when there is one, reading the
+   * table (sized by VMs) and the parts of only the VMs changed since its
+   * last compaction; VMs the index does not know, doubts or sees locked
+   * are read from their caches, as in restoreView. Without an index, from
+   * every VM's checked cache. Like restoreView, an answer from the index
+   * starts a background verification when one is due.
+   */
+  async vmTable() {
+    const { vms, unreadable, fromIndex } = await this.#run('vmTable')
+    if (fromIndex) this.verifyInBackground()
+    return { vms, unreadable, fromIndex }
+  }
+
+  /**
+   * One VM's restore view on demand: `{ summaries, unreadable, fromIndex }`.
+   * From the index when there is one (its table, that VM's part and the
+   * segments: a few dozen KiB whatever the VM count), by restoreView's
+   * rules; else from the VM's checked cache, as listVmSummaries.
+   */
+  async vmRestoreView(vm, filter) {
+    const { vms, unreadable, fromIndex } = await this.#run('vmRestoreView', { vm, filter })
+    if (fromIndex) this.verifyInBackground()
+    return { summaries: vms[vm] ?? [], unreadable, fromIndex }
+  }
+
   /** One VM's restore view (summaries), sorted by timestamp. */
   async listVmSummaries(vm, filter) {
     return (await this.#run('listVm', { vm, want: 'summaries', filter })).vms[vm] ?? []

@@ -233,5 +233,6 @@ fn the_table_and_one_vm_cost_the_same_round_trips_at_any_vm_count() {
         counts.push((table, one, view));
     }
     assert_eq!(counts[0], counts[1], "5 VMs, then 60");
-    assert_eq!(counts[0], (3, 3, 3), "table, one VM, restore view");
+    // The restore view reads the parts listed beside the table.
+    assert_eq!(counts[0], (3, 3, 2), "table, one VM, restore view");
 }

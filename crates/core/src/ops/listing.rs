@@ -322,9 +322,9 @@ fn row_piece(piece: Option<Piece>) -> Option<Piece> {
 /// when there is one, else from every VM's checked cache. With the index,
 /// the VM folders are listed at the same time: a folder the index does not
 /// know (Xen Orchestra backed it up behind the index's back) is read from
-/// its cache, and one that is gone is not listed. Three round trips
+/// its cache, and one that is gone is not listed. Two round trips
 /// whatever the VM count, when the index knows every folder (the folders
-/// and the index folder; the table and the segments; the parts).
+/// and the index folder; the table, the segments and the parts listed).
 ///
 /// A VM whose lock shows in the same listing is read from its cache and
 /// folder too, as without an index: a brcache writer holds the lock from
