@@ -306,6 +306,32 @@ impl Loaded {
         limits: &DecodeLimits,
     ) -> Loaded {
         let (segments, unreadable) = decode_segments(segments, limits);
+        Loaded::folding(snapshot, segments, unreadable, skipped)
+    }
+
+    /// The index with `more` segments read, listed after the others: folded
+    /// in one batch with those waiting, since a delta among them may be
+    /// older than a view among these (see [`Snapshot::fold_all`]).
+    pub fn with_segments(self, more: Named<Vec<u8>>, limits: &DecodeLimits) -> Loaded {
+        let (more, unreadable) = decode_segments(more, limits);
+        let Loaded {
+            snapshot,
+            mut segments,
+            unreadable: mut all_unreadable,
+            skipped,
+            ..
+        } = self;
+        segments.extend(more);
+        all_unreadable.extend(unreadable);
+        Loaded::folding(snapshot, segments, all_unreadable, skipped)
+    }
+
+    fn folding(
+        snapshot: Snapshot,
+        segments: Named<Segment>,
+        unreadable: Named<String>,
+        skipped: Vec<String>,
+    ) -> Loaded {
         let mut waiting = segments
             .iter()
             .filter(|(name, _)| !snapshot.folded.contains(name))

@@ -140,6 +140,57 @@ pub async fn read(
     ))
 }
 
+/// `read`, caught up with the index folder as `relisted`, a listing made
+/// after `read`'s: the segments it adds are read (a rare round trip) and
+/// folded with the others; a newer snapshot, a compaction since that may
+/// have deleted segments published meanwhile, is read whole from it.
+/// Nothing is asked when it adds nothing, the common case. A listing from
+/// the index relists beside its reads, once the VM folders are listed
+/// (see [`super::listing::restore_view`]).
+pub async fn catch_up(
+    io: &Io,
+    settings: &Settings,
+    read: Read,
+    relisted: Option<Vec<String>>,
+) -> Result<Option<Read>, Failure> {
+    // The folder gone since: nothing newer to read (only a build that made
+    // it and failed removes it).
+    let Some(names) = relisted else {
+        return Ok(Some(read));
+    };
+    let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
+    if plan.snapshot != read.plan.snapshot {
+        return self::read(io, settings, Some(names)).await;
+    }
+    let added: Vec<String> = plan
+        .segments
+        .iter()
+        .filter(|name| {
+            !read.plan.segments.contains(name) && !read.loaded.snapshot.folded.contains(*name)
+        })
+        .cloned()
+        .collect();
+    if added.is_empty() {
+        return Ok(Some(read));
+    }
+    let Some(contents) = fetch(io, &added).await? else {
+        // Compacted away meanwhile: the snapshot that folded it is newer.
+        return self::read(io, settings, None).await;
+    };
+    let known = read.loaded.unreadable.len();
+    let loaded = read
+        .loaded
+        .with_segments(added.into_iter().zip(contents).collect(), &settings.limits);
+    for (name, reason) in &loaded.unreadable[known..] {
+        io.log(
+            Level::Warn,
+            "brcache: unreadable index segment skipped",
+            json!({ "file": path(name), "reason": reason }),
+        );
+    }
+    Ok(Some(Read { plan, loaded }))
+}
+
 /// The index files `names`, read at once; `None` when one vanished (a
 /// compaction's cleanup: read the folder again). Nothing is asked for none.
 async fn fetch(io: &Io, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, Failure> {
