@@ -11,8 +11,7 @@ use brcache_core::DecodeLimits;
 use brcache_core::Filter;
 use brcache_core::ops::{self, CheckOptions, IndexMode, Listed, Output, Request, Settings, Status};
 use serde_json::Value;
-use sim::Sim;
-use std::collections::BTreeSet;
+use sim::{Sim, listed_keys as keys};
 
 const VM: &str = "0b1c2d3e-0000-4000-8000-00000000000a";
 const OTHER: &str = "0b1c2d3e-0000-4000-8000-00000000000b";
@@ -66,16 +65,6 @@ fn listed(output: Output) -> Listed {
         Output::Listed(listed) => listed,
         other => panic!("not a listing: {other:?}"),
     }
-}
-
-fn keys(listed: &Listed) -> BTreeSet<String> {
-    let view: Value = serde_json::from_str(&listed.json()).unwrap();
-    view.as_object()
-        .unwrap()
-        .values()
-        .flat_map(|s| s.as_array().unwrap().iter())
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Runs `op` as the victim, performing exactly `steps` of its requests (in

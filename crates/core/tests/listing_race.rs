@@ -9,11 +9,9 @@
 
 mod sim;
 
-use brcache_core::ops::{self, IndexMode, Listed, Output, Request, Settings};
+use brcache_core::ops::{self, IndexMode, Output, Request, Settings};
 use brcache_core::{DecodeLimits, Filter};
-use serde_json::Value;
-use sim::{Driven, Sim};
-use std::collections::BTreeSet;
+use sim::{Driven, Sim, listed_keys as keys};
 
 const VM: &str = "0b1c2d3e-0000-4000-8000-00000000000c";
 const OTHER: &str = "0b1c2d3e-0000-4000-8000-00000000000d";
@@ -46,16 +44,6 @@ fn repository() -> (Sim, Vec<String>) {
         keys.push(key);
     }
     (sim, keys)
-}
-
-fn keys(listed: &Listed) -> BTreeSet<String> {
-    let view: Value = serde_json::from_str(&listed.json()).unwrap();
-    view.as_object()
-        .unwrap()
-        .values()
-        .flat_map(|s| s.as_array().unwrap().iter())
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn is_segment(request: &Request) -> bool {

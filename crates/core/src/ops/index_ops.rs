@@ -417,18 +417,7 @@ async fn compact_unlocked(
         now.max(0.0) as u64,
         settings.unique(),
     );
-    let created = create(io, &compaction.name, compaction.snapshot.encode())
-        .await
-        .map_err(|error| {
-            step(Failure::io(
-                format_args!(
-                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
-                    path(&compaction.name)
-                ),
-                &error,
-            ))
-        })?;
-    if !created {
+    if !create_snapshot(io, &compaction).await? {
         return Ok(None);
     }
     let mut doomed: Vec<String> = Vec::new();
@@ -447,18 +436,7 @@ async fn compact_unlocked(
         );
         doomed.extend(read.plan.old_snapshots.iter().cloned());
     }
-    if drop_unreadable {
-        // Folded by no one: a check has just republished every VM that
-        // disagreed.
-        doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
-    }
-    share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
-        .await
-        .map_err(step)?;
-    Ok(Some(Compacted {
-        generation: compaction.snapshot.generation,
-        folded: compaction.segments_to_delete.len(),
-    }))
+    clean_up(io, &read, &compaction, doomed, drop_unreadable).await
 }
 
 /// [`compact`], from the folder as just listed when `listing` is given.
@@ -476,28 +454,33 @@ async fn compact_listed(
         return Ok(None);
     };
     let compaction = read.loaded.compact(read.plan.generation);
-    let created = create(io, &compaction.name, compaction.snapshot.encode())
-        .await
-        .map_err(|error| {
-            step(Failure::io(
-                format_args!(
-                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
-                    path(&compaction.name)
-                ),
-                &error,
-            ))
-        })?;
-    if !created {
+    if !create_snapshot(io, &compaction).await? {
         return Ok(None);
     }
     let mut doomed = compaction.segments_to_delete.clone();
     doomed.extend(read.plan.old_snapshots.iter().cloned());
+    clean_up(io, &read, &compaction, doomed, drop_unreadable).await
+}
+
+/// Once a compaction's snapshot is written: deletes `doomed` and, with
+/// `drop_unreadable`, the segments that did not decode (folded by no one:
+/// a check has just republished every VM that disagreed).
+async fn clean_up(
+    io: &Io,
+    read: &Read,
+    compaction: &index::Compaction,
+    mut doomed: Vec<String>,
+    drop_unreadable: bool,
+) -> Result<Option<Compacted>, StepFailure> {
     if drop_unreadable {
         doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
     }
     share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
         .await
-        .map_err(step)?;
+        .map_err(|failure| StepFailure {
+            step: "compaction",
+            failure,
+        })?;
     Ok(Some(Compacted {
         generation: compaction.snapshot.generation,
         folded: compaction.segments_to_delete.len(),
@@ -588,6 +571,23 @@ async fn unlocked_name(io: &Io, settings: &Settings, compaction: &mut index::Com
         now.max(0.0) as u64,
         settings.unique(),
     );
+}
+
+/// Creates a compaction's snapshot; false if the name is taken (another
+/// compaction's: this one then deletes nothing).
+async fn create_snapshot(io: &Io, compaction: &index::Compaction) -> Result<bool, StepFailure> {
+    create(io, &compaction.name, compaction.snapshot.encode())
+        .await
+        .map_err(|error| StepFailure {
+            step: "compaction",
+            failure: Failure::io(
+                format_args!(
+                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
+                    path(&compaction.name)
+                ),
+                &error,
+            ),
+        })
 }
 
 /// Creates an index file; false if the name is taken.

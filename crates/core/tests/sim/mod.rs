@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use brcache_core::ops::io::IoError;
-use brcache_core::ops::{Op, Output, Request, RequestId, Response, Status};
+use brcache_core::ops::{Listed, Op, Output, Request, RequestId, Response, Status};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A small deterministic generator (xorshift64*).
@@ -554,4 +554,15 @@ impl Driven {
         while self.perform(share, |_| true) {}
         self.output.take().expect("the operation ended")
     }
+}
+
+/// The restore points a restore view answered, by key.
+pub fn listed_keys(listed: &Listed) -> BTreeSet<String> {
+    let view: serde_json::Value = serde_json::from_str(&listed.json()).unwrap();
+    view.as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s.as_array().unwrap().iter())
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
 }
