@@ -43,7 +43,7 @@ export declare const operations: {
   start(kind: string, settings: OperationSettings, args?: Record<string, unknown>, bytes?: Uint8Array): Operation
 }
 
-/** Runs `operation` through `handler` to its answer (`restoreView`, `listVm`: `{ vms, unreadable, fromIndex }`). */
+/** Runs `operation` through `handler` to its answer (`restoreView`, `listVm`: `{ vms, unreadable, fromIndex }`, and `notFromIndex` from the index). */
 export declare function drive(
   operation: Operation,
   handler: IndexFiles,

@@ -151,6 +151,8 @@ export interface IndexCheck {
   repaired: boolean
   /** Index segments that did not decode (cut short, or damaged); a repair removes them. */
   damaged?: string[]
+  /** VMs whose index entry is in doubt: listings read them from their caches; a repair publishes their views. */
+  inDoubt?: string[]
 }
 
 export interface RepositoryOptions {
@@ -178,6 +180,18 @@ export interface RestoreView {
   fromIndex: boolean
   /** Exact for writers that know nothing of the index (Xen Orchestra): always from the caches; from the index, once verified. */
   verified: boolean
+  /** With `fromIndex`: the VMs answered from their caches and folders instead (exact whatever `verified` says), sorted. */
+  notFromIndex?: NotFromIndex
+}
+
+/** The VMs a listing from the index did not trust it for. A VM may be both locked and in doubt. */
+export interface NotFromIndex {
+  /** Their lock showed: a writer at work, or one that died. */
+  locked: string[]
+  /** Their index entry is in doubt (deltas that do not add up to the cache they name). */
+  inDoubt: string[]
+  /** VM folders the index has no entry for. */
+  unknown: string[]
 }
 
 /** A VM's row in the VM table. */

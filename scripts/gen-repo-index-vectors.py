@@ -10,6 +10,7 @@ the generation after the newest snapshot listed; a rebuild outranks every
 snapshot listed. Segments are given as JSON objects: each suite feeds them
 both as plain JSON (the first release's segments) and gzip-compressed."""
 
+import hashlib
 import json
 import pathlib
 
@@ -299,6 +300,156 @@ scenarios.append({
     "name": "a rebuild refuses a VM cache segment that does not decode",
     "rebuild": {"listing": [], "fromCaches": ["garbage"], "segments": []},
     "expect": {"rebuildError": "INVALID_JSON"},
+})
+
+# Deltas (format 2): what a writer changed, folded over the highest view.
+# A delta is in that view when named SKEW_MS or more before it, or, written
+# under a lock that excludes, when named no later and of a generation no
+# later; every other delta is applied over it, puts first, then every
+# removal. An entry made of deltas only, or whose restore points are not
+# the set its fingerprint names, is in doubt (listings read its cache).
+SKEW_MS = 5 * 60 * 1000
+
+
+def real_fp(vm, days):
+    """A cache's fingerprint: SHA-256 of its metadata file names, sorted, each followed by a NUL."""
+    names = sorted({summary(vm, d)["id"].rsplit("/", 1)[1] for d in days})
+    return hashlib.sha256(b"".join(n.encode() + b"\0" for n in names)).hexdigest()
+
+
+def view(vm, generation, days):
+    """A view segment of a cache whose fingerprint is true to its restore points."""
+    return {**segment(vm, generation, days), "fingerprint": real_fp(vm, days)}
+
+
+def delta(vm, generation, after, put=(), remove=(), locked=True, fingerprint=None):
+    """A delta leaving the cache with the restore points `after` (its fingerprint), unless told otherwise."""
+    out = {
+        "version": 2,
+        "vm": vm,
+        "kind": "delta",
+        "generation": generation,
+        "fingerprint": fingerprint or real_fp(vm, after),
+        "put": [summary(vm, d) for d in put],
+        "remove": ids(vm, remove),
+    }
+    if locked:
+        out["locked"] = True
+    return out
+
+
+T = 1_700_000_000_000
+
+
+def at(ms, rand=0xD0):
+    return seg_name(ms, rand)
+
+
+scenarios.append({
+    "name": "deltas put and remove over a view; an entry that adds up to its fingerprint is trusted",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [at(T), view(A, 3, [1, 2])],
+            [at(T + 1000), delta(A, 4, [1, 2, 3], put=[3])],
+            [at(T + 2000), delta(A, 5, [2, 3], remove=[1])],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [2, 3])}, "generations": {A: 5}, "inDoubt": [], "unfolded": 3, "unreadable": []},
+})
+
+scenarios.append({
+    "name": "a removal wins over a put named after it (writers without a lock)",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [at(T), view(A, 2, [1, 2])],
+            [at(T + 2000), delta(A, 3, [1, 2], put=[2], locked=False)],  # a late put of 2
+            [at(T + 1000), delta(A, 4, [1], remove=[2], locked=False)],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [1])}, "generations": {A: 4}, "inDoubt": [], "unreadable": []},
+})
+
+scenarios.append({
+    "name": "a delta named SKEW_MS before the view is in it; one a millisecond later is applied",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [at(T), view(A, 5, [1, 2])],
+            # Would add 8: taken as seen by the view.
+            [at(T - SKEW_MS, 0xD1), delta(A, 3, [1, 2, 8], put=[8], locked=False)],
+            [at(T - SKEW_MS + 1, 0xD2), delta(A, 6, [1, 2, 3], put=[3], locked=False)],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [1, 2, 3])}, "generations": {A: 6}, "inDoubt": [], "unreadable": []},
+})
+
+scenarios.append({
+    "name": "a locked delta older than the view by both clocks is in it; the same delta without a lock is applied, and doubted",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [at(T + 10_000, 0xD1), view(A, 5, [2])],
+            [at(T + 5_000, 0xD2), delta(A, 4, [1, 2], put=[1])],
+            [at(T + 10_000, 0xD3), view(B, 5, [2])],
+            [at(T + 5_000, 0xD4), delta(B, 4, [1, 2], put=[1], locked=False)],
+        ],
+    },
+    # B's restore points {1, 2} are not the set {2} its fingerprint (the
+    # view's, of the higher generation) names.
+    "expect": {"view": {A: ids(A, [2]), B: ids(B, [1, 2])}, "generations": {A: 5, B: 5}, "inDoubt": [B], "unreadable": []},
+})
+
+scenarios.append({
+    "name": "deltas only, the VM never seen whole: in doubt; a compaction keeps its deltas as segments",
+    "load": {
+        "snapshot": snapshot(2, [], {A: entry(A, 1, [1])}),
+        "segments": [
+            [at(T, 0xD1), delta(B, 1, [4], put=[4])],
+            [at(T + 1, 0xD2), segment(A, 2, [1, 2])],
+        ],
+    },
+    "expect": {
+        "view": {A: ids(A, [1, 2]), B: ids(B, [4])},
+        "generations": {A: 2, B: 1},
+        "inDoubt": [B],
+        "compaction": {"name": snap_name(3), "generation": 3, "segmentsToDelete": [at(T + 1, 0xD2)]},
+    },
+})
+
+scenarios.append({
+    "name": "a delta whose fingerprint names other restore points leaves its VM in doubt; a later view ends it",
+    "load": {
+        "snapshot": snapshot(1, [], {}),
+        "segments": [
+            [at(T, 0xD1), view(A, 2, [1])],
+            # Says the cache holds {1, 3}: Xen Orchestra wrote between two deltas.
+            [at(T + 1000, 0xD2), delta(A, 3, [1, 3], put=[2])],
+            [at(T, 0xD3), view(B, 2, [1])],
+            [at(T + 1000, 0xD4), delta(B, 3, [1, 3], put=[2])],
+            [at(T + 2000, 0xD5), view(B, 4, [1, 2, 3])],
+        ],
+    },
+    "expect": {
+        "view": {A: ids(A, [1, 2]), B: ids(B, [1, 2, 3])},
+        "generations": {A: 3, B: 4},
+        "inDoubt": [A],
+        "compaction": {"name": snap_name(2), "generation": 2, "segmentsToDelete": sorted([at(T, 0xD1), at(T, 0xD3), at(T + 1000, 0xD4), at(T + 2000, 0xD5)])},
+    },
+})
+
+scenarios.append({
+    "name": "a delta of format 1, or without its removals, is unreadable",
+    "load": {
+        "snapshot": snapshot(1, [], {A: entry(A, 1, [1])}),
+        "segments": [
+            [at(T, 0xD1), {**delta(A, 2, [1, 2], put=[2]), "version": 1}],
+            [at(T, 0xD2), {k: v for k, v in delta(A, 2, [1, 2], put=[2]).items() if k != "remove"}],
+            [at(T, 0xD3), {**delta(A, 2, [1, 2], put=[2]), "remove": [f"/xo-vm-backups/{B}/20240101T000000Z.json"]}],
+        ],
+    },
+    "expect": {"view": {A: ids(A, [1])}, "inDoubt": [], "unreadable": [at(T, 0xD1), at(T, 0xD2), at(T, 0xD3)]},
 })
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "index.json"

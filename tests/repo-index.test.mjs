@@ -336,7 +336,9 @@ describe('buildIndex and listSummaries', () => {
     const large = await measure(60)
     for (const { withIndex, withSegments } of [small, large]) {
       assert.ok(withIndex.calls <= 4, JSON.stringify(withIndex))
-      assert.equal(withIndex.kinds.list, 1)
+      // The index folder, and again beside its reads (a writer's segment and
+      // unlock landing between the first two calls, see the core's listing)
+      assert.equal(withIndex.kinds.list, 2)
       assert.equal(withIndex.kinds.readFile, 1)
       assert.equal(withIndex.roundTrips, 2)
       assert.deepStrictEqual(withSegments, { calls: withIndex.calls + 2, roundTrips: 2 })
@@ -514,6 +516,69 @@ describe('Xen Orchestra writes behind the index', () => {
     assert.deepStrictEqual((await repository.checkIndex({ repair: true })).drift, { [vm]: 'behind' })
     assert.deepStrictEqual(compareViews(await repository.listSummaries(), diskTruth(dir)).same, true)
     assert.deepStrictEqual((await repository.checkIndex()).drift, {})
+  })
+})
+
+describe('answers say which VMs the index was not trusted for', () => {
+  /**
+   * An index, then: a VM whose lock shows (held), a VM whose entry is in
+   * doubt (brcache's delta, then altered on the share to put a restore
+   * point that is not there), and a VM folder Xen Orchestra made that the
+   * index does not know.
+   */
+  async function doubtful(t) {
+    const dir = await indexed(t, { vms: 4, retention: 2 })
+    const [locked, doubted] = vmFolders(dir)
+    fs.mkdirSync(path.join(dir, 'xo-vm-backups', `${locked}.lock`))
+    await openRepository(dir).writeVmBackupMetadata(doubted, nextBackup(dir, doubted))
+    const [delta] = segments(dir)
+    const body = JSON.parse(zlib.gunzipSync(fs.readFileSync(indexPath(dir, delta))))
+    assert.equal(body.kind, 'delta')
+    body.put[0].id = `/xo-vm-backups/${doubted}/20990101T000000Z.json`
+    fs.writeFileSync(indexPath(dir, delta), zlib.gzipSync(JSON.stringify(body)))
+    const rng = createRandom('xo-unknown-vm')
+    const unknown = makeVm(rng, 7).uuid
+    fs.mkdirSync(vmPath(dir, unknown), { recursive: true })
+    const md = makeMetadata(rng, { vm: { ...makeVm(rng, 7), uuid: unknown }, jobId: 'job', scheduleId: 'schedule', timestamp: Date.UTC(2025, 5, 1), mode: 'full' })
+    fs.writeFileSync(vmPath(dir, unknown, '20250601T000000Z.json'), JSON.stringify(md))
+    writeXoCache(dir, unknown)
+    return { dir, locked, doubted, unknown }
+  }
+
+  test('restoreView names them, reads them from their caches, and checkIndex lists the entries in doubt', async (t) => {
+    const { dir, locked, doubted, unknown } = await doubtful(t)
+    const repository = openRepository(dir, { verifyEveryMs: Infinity })
+    const report = await repository.checkIndex()
+    assert.deepStrictEqual(report, { exists: true, drift: { [unknown]: 'unknown' }, repaired: false, inDoubt: [doubted] })
+    const answer = await repository.restoreView()
+    assert.equal(answer.fromIndex, true)
+    assert.deepStrictEqual(answer.notFromIndex, { locked: [locked], inDoubt: [doubted], unknown: [unknown] })
+    assert.deepStrictEqual(compareViews(answer.vms, diskTruth(dir)).same, true, 'the phantom is not listed')
+    // Their background repairs publish the doubted and unknown VMs; the
+    // held lock stays, and its VM is read from its folder meanwhile.
+    await repository.settle()
+    const after = await repository.restoreView()
+    assert.deepStrictEqual(after.notFromIndex, { locked: [locked], inDoubt: [], unknown: [] })
+    assert.equal((await repository.checkIndex()).inDoubt, undefined)
+    fs.rmdirSync(path.join(dir, 'xo-vm-backups', `${locked}.lock`))
+    assert.deepStrictEqual((await repository.restoreView()).notFromIndex, { locked: [], inDoubt: [], unknown: [] })
+    // From the caches, the answer has nothing to say of the index.
+    assert.equal((await openRepository(dir, { index: false }).restoreView()).notFromIndex, undefined)
+  })
+
+  test('brcache list names them on stderr, its --json stdout stays the view; check --json marks the entries in doubt', async (t) => {
+    const { dir, locked, doubted, unknown } = await doubtful(t)
+    const cli = (...args) => promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '..', 'js', 'node', 'cli.js'), ...args])
+    const { stdout: checked } = await cli('check', '--json', dir).catch((error) => error)
+    assert.equal(JSON.parse(checked)[doubted].indexInDoubt, true)
+    assert.equal(JSON.parse(checked)[locked].indexInDoubt, undefined)
+    const { stdout: text } = await cli('check', dir).catch((error) => error)
+    assert.match(text, new RegExp(`repository index .*${doubted} in doubt`))
+    const { stdout, stderr } = await cli('list', '--json', dir)
+    assert.deepStrictEqual(JSON.parse(stdout), diskTruth(dir))
+    assert.match(stderr, new RegExp(`read from their caches, not the index \\(locked\\): ${locked}\n`))
+    assert.match(stderr, new RegExp(`\\(index entry in doubt\\): ${doubted}\n`))
+    assert.match(stderr, new RegExp(`\\(not in the index\\): ${unknown}\n`))
   })
 })
 

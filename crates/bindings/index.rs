@@ -40,6 +40,13 @@ class! {
             self.loaded.unfolded() as u32
         }
 
+        /// The VMs whose entry is in doubt (JSON, sorted): a listing reads
+        /// them from their caches (see `Snapshot::unsure`).
+        #[export(js_name = "inDoubtJson")]
+        pub fn in_doubt_json(&self) -> String {
+            json(&self.loaded.current().unsure)
+        }
+
         /// `[[name, reason]]` of the segments that did not decode (JSON).
         #[export(js_name = "unreadableJson")]
         pub fn unreadable_json(&self) -> String {

@@ -22,6 +22,8 @@ export function makeIndexApi(backend) {
       },
       view: (filter) => JSON.parse(call(() => handle.viewJson(filter ? JSON.stringify(filter) : undefined))),
       unreadable: () => JSON.parse(handle.unreadableJson()).map(([name, reason]) => ({ name, reason })),
+      /** The VMs whose entry is in doubt, sorted: listings read them from their caches. */
+      inDoubt: () => JSON.parse(handle.inDoubtJson()),
       // Named after the newest snapshot listed (see Loaded::compact).
       compaction: () => unwrapCompaction(handle.compaction(listedGeneration)),
       goneSegment: (vm) => handle.goneSegment(vm),

@@ -53,7 +53,9 @@ empty placeholder data files, and brcache's caches (unless --no-cache).
 The restore view: per VM, its name, restore points by mode, last backup and
 total size. From the repository index when there is one (the first listing
 of a writable repository makes it), else from the caches, checked against
-the folders and repaired as needed.
+the folders and repaired as needed. From the index, the VMs it was not
+trusted for (locked, in doubt, not in it), read from their caches instead,
+are named on stderr, whatever the format.
 
   --json          { "<vmUuid>": [summary, ...] } on stdout
   --vm <uuid>     one VM's restore points
@@ -280,6 +282,8 @@ function summarizeVm(summaries) {
   }
 }
 
+const NOT_FROM_INDEX = { locked: 'locked', inDoubt: 'index entry in doubt', unknown: 'not in the index' }
+
 async function list(args) {
   const { values, positionals } = parse(args, {
     json: { type: 'boolean' },
@@ -293,11 +297,16 @@ async function list(args) {
   // One-shot: no verification in the background; --verify waits for one.
   const repository = openRepository(dir, { immutable: values.immutable, encryptionKey: encryptionKey(values), verifyEveryMs: Infinity })
   if (typeof dir === 'string' && !dir.startsWith('s3://')) await requireBackupFolder(repository, dir)
-  const { vms: view, unreadable } = await repository.restoreView(undefined, { vm: values.vm, verified: values.verify })
+  const { vms: view, unreadable, notFromIndex } = await repository.restoreView(undefined, { vm: values.vm, verified: values.verify })
   await repository.settle()
   // What could not be read is said whatever the format, and in the exit
   // status: a listing without it would pass for complete.
   for (const { file, reason } of unreadable) process.stderr.write(`brcache: unreadable, not listed: ${file}: ${reason}\n`)
+  // Which VMs the index was not trusted for, whatever the format too (on
+  // stderr: stdout stays the view).
+  for (const [why, vms] of Object.entries(notFromIndex ?? {})) {
+    if (vms.length > 0) process.stderr.write(`brcache: read from their caches, not the index (${NOT_FROM_INDEX[why]}): ${vms.join(' ')}\n`)
+  }
   const exitCode = unreadable.length > 0 ? 1 : 0
   if (values.json) {
     console.log(JSON.stringify(view, null, 2))
@@ -354,6 +363,7 @@ async function check(args) {
       if (r.writing?.length) out[vm].writing = r.writing
       if (r.cacheError) out[vm].cacheError = r.cacheError
       if (r.incomplete) out[vm].incomplete = r.incomplete
+      if (index.inDoubt?.includes(vm)) out[vm].indexInDoubt = true
     }
     console.log(JSON.stringify(out, null, 2))
   } else {
@@ -371,7 +381,11 @@ async function check(args) {
       for (const { id, missing } of r.incomplete ?? []) console.log(`  incomplete ${id}: missing ${missing.join(', ')}`)
     }
     if (index.exists) {
-      const drift = [...Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`), ...(index.damaged ?? []).map((file) => `${file} damaged`)]
+      const drift = [
+        ...Object.entries(index.drift).map(([vm, kind]) => `${vm} ${kind}`),
+        ...(index.damaged ?? []).map((file) => `${file} damaged`),
+        ...(index.inDoubt ?? []).map((vm) => `${vm} in doubt`),
+      ]
       const state = index.unusable ? `unusable (${index.unusable})` : drift.length === 0 ? 'coherent' : drift.join(', ')
       const rebuilt = index.noSnapshot && index.repaired
       console.log(`repository index  ${rebuilt ? 'had no snapshot (a build or compaction failed): rebuilt' : `${state}${index.repaired ? ': repaired' : ''}`}`)

@@ -226,6 +226,12 @@ export class Repository {
    * answer once the object has lived `verifyEveryMs` since it was made or
    * last verified (60 s by default). With `{ verified: true }`, the answer
    * waits for a verification that starts after the call.
+   *
+   * From the index, `notFromIndex` names the VMs answered from their caches
+   * and folders instead (sorted): `locked` (a writer's lock showed, held or
+   * left by one that died), `inDoubt` (an entry the index itself doubts)
+   * and `unknown` (folders it has no entry for). Those answers are exact
+   * whatever `verified` says of the others.
    */
   async restoreView(filter, { vm, verified = false } = {}) {
     if (vm !== undefined) {
@@ -239,10 +245,11 @@ export class Repository {
     } else if (answer.fromIndex) {
       this.verifyInBackground()
     }
-    const { vms, unreadable, fromIndex } = answer
+    const { vms, unreadable, fromIndex, notFromIndex } = answer
     // From the caches, each was checked against its folder; from the
     // index, only once a verification since the call has caught it up.
-    return { vms, unreadable, fromIndex, verified: !fromIndex || verified }
+    const view = { vms, unreadable, fromIndex, verified: !fromIndex || verified }
+    return fromIndex ? { ...view, notFromIndex } : view
   }
 
   /**
@@ -398,8 +405,10 @@ export class Repository {
    * writes caches without segments) and records vanished VM folders.
    * Returns `{ exists, drift: { [vm]: 'unknown' | 'behind' | 'gone' }, repaired }`,
    * plus `damaged: [file]` for segments that did not decode (a repair
-   * compacts them away), or `unusable` when the snapshot does not (a
-   * repair rebuilds the index).
+   * compacts them away), `inDoubt: [vm]` for entries the index doubts
+   * (listings read those VMs from their caches; a repair publishes their
+   * views), or `unusable` when the snapshot does not decode (a repair
+   * rebuilds the index).
    */
   async checkIndex({ repair = false, dryRun = false } = {}) {
     return this.#run('checkIndex', { repair, dryRun })

@@ -333,6 +333,17 @@ fn index_corpus() -> Vec<Vec<u8>> {
         }
     }
     assert!(corpus.len() >= 20, "the index corpus lost files");
+    // Deltas, locked and not, and views beside them: what writers publish.
+    let kind = |file: &Vec<u8>| {
+        let value: serde_json::Value = serde_json::from_slice(file).unwrap();
+        (value["kind"] == "delta", value["locked"] == true)
+    };
+    let deltas = corpus.iter().filter(|f| kind(f).0).count();
+    let locked = corpus.iter().filter(|f| kind(f) == (true, true)).count();
+    assert!(
+        deltas >= 10 && locked >= 4 && deltas - locked >= 4,
+        "the index corpus lost deltas"
+    );
     corpus
 }
 
@@ -370,14 +381,23 @@ fn check_index_file(bytes: &[u8], limits: &DecodeLimits) -> bool {
             SegmentBody::Delta(delta) => inside(&segment.vm, &delta.put),
         }
         assert_eq!(Segment::decode(&segment.encode(), limits).unwrap(), segment);
-        let name = segment_name(1, 1);
-        let loaded = Loaded::decode(None, vec![(name, segment.encode())], limits).unwrap();
-        let compacted = loaded.compact(0).snapshot;
-        let again = Snapshot::decode(&compacted.encode(), limits).unwrap();
-        // A compaction keeps what the index cannot trust as segments.
-        let mut sure = loaded.current().view();
-        sure.retain(|vm, _| !loaded.current().is_unsure(vm));
-        assert_eq!(again.view(), sure);
+        // Alone, and (a delta) folded over a view of its VM published
+        // before it, so that it is applied rather than left partial.
+        let alone = vec![(segment_name(1, 1), segment.encode())];
+        let mut cases = vec![alone.clone()];
+        if matches!(segment.body, SegmentBody::Delta(_)) {
+            let base = Segment::new(&segment.vm, brcache_core::VmEntry::default());
+            cases.push([alone, vec![(segment_name(0, 2), base.encode())]].concat());
+        }
+        for segments in cases {
+            let loaded = Loaded::decode(None, segments, limits).unwrap();
+            let compacted = loaded.compact(0).snapshot;
+            let again = Snapshot::decode(&compacted.encode(), limits).unwrap();
+            // A compaction keeps what the index cannot trust as segments.
+            let mut sure = loaded.current().view();
+            sure.retain(|vm, _| !loaded.current().is_unsure(vm));
+            assert_eq!(again.view(), sure);
+        }
     }
     decoded
 }

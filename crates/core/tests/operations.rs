@@ -879,8 +879,8 @@ fn the_first_restore_view_makes_the_index() {
     assert!(second.index_seed.is_empty());
     assert_eq!(
         calls(&sim) - before,
-        4,
-        "list VMs, list index, read the table, read its part"
+        5,
+        "list VMs, list index, read the table and its part beside the index listed again"
     );
     assert_eq!(view_keys(&Output::Listed(second)), written);
 }
@@ -986,8 +986,8 @@ fn writers_publish_deltas_and_listings_fold_them() {
     );
     assert_eq!(
         calls(&sim) - before,
-        2 + index_files(&sim).len(),
-        "the folders, the index folder, and its files: no cache read"
+        3 + index_files(&sim).len(),
+        "the folders, the index folder, and its files beside the index folder again: no cache read"
     );
     sim.run_one(ops::delete_backups(settings(IndexMode::Auto, 7), vec![first.clone()]).unwrap())
         .unwrap();
@@ -997,7 +997,7 @@ fn writers_publish_deltas_and_listings_fold_them() {
     let listed = listing(&mut sim, 8);
     assert!(listed.repairs.is_empty());
     assert_eq!(view_keys(&Output::Listed(listed)), [second].into());
-    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+    assert_eq!(calls(&sim) - before, 3 + index_files(&sim).len());
 }
 
 /// A delta that does not add up to the cache it names (here one made up on
@@ -1005,9 +1005,12 @@ fn writers_publish_deltas_and_listings_fold_them() {
 /// index lagged) leaves its VM in doubt: the listing
 /// reads that VM from its cache, never shows the phantom, and its repair
 /// publishes the VM's view, after which the index alone answers.
-#[test]
-fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
-    let mut sim = Sim::new(4);
+/// Two VMs with true caches and index entries, the first (`VMS[0]`) in
+/// doubt: a delta made up on the share puts a phantom restore point, as
+/// from a writer whose view of the index lagged. Answers the folder's
+/// truth, the first VM's real backup and the phantom.
+fn doubted_repository(seed: u64) -> (Sim, BTreeSet<String>, String, String) {
+    let mut sim = Sim::new(seed);
     let vm = VMS[0];
     sim.run_one(ops::build_index(settings(IndexMode::Auto, 1)))
         .unwrap();
@@ -1034,8 +1037,20 @@ fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
             mtime: sim.share.clock,
         },
     );
+    (sim, truth, first, phantom)
+}
+
+/// A delta that does not add up to the cache it names leaves its VM in
+/// doubt: the listing reads that VM from its cache, says so, never shows
+/// the phantom, and its repair publishes the VM's view, after which the
+/// index alone answers.
+#[test]
+fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
+    let (mut sim, truth, first, phantom) = doubted_repository(4);
     let mut listed = listing(&mut sim, 4);
     let repairs = std::mem::take(&mut listed.repairs);
+    assert_eq!(listed.not_from_index.in_doubt, vec![VMS[0].to_string()]);
+    assert!(listed.not_from_index.locked.is_empty() && listed.not_from_index.unknown.is_empty());
     assert_eq!(view_keys(&Output::Listed(listed)), truth);
     assert_eq!(repairs.len(), 1, "the VM in doubt gets its view");
     sim.run_one(ops::repair(settings(IndexMode::Auto, 5), repairs))
@@ -1043,9 +1058,42 @@ fn a_vm_in_doubt_is_read_from_its_cache_until_its_view_is_published() {
     let before = calls(&sim);
     let listed = listing(&mut sim, 6);
     assert!(listed.repairs.is_empty());
+    assert_eq!(listed.not_from_index, ops::NotFromIndex::default());
     assert_eq!(view_keys(&Output::Listed(listed)), truth);
-    assert_eq!(calls(&sim) - before, 2 + index_files(&sim).len());
+    assert_eq!(calls(&sim) - before, 3 + index_files(&sim).len());
     assert!(truth.contains(&first) && !truth.contains(&phantom));
+}
+
+/// The index check names the VMs in doubt (their entry agrees with the
+/// cache header, so they are no drift), and its repair publishes their
+/// views: the listing after it trusts the index for every VM.
+#[test]
+fn the_index_check_lists_the_vms_in_doubt_and_repairs_them() {
+    let (mut sim, truth, _, _) = doubted_repository(8);
+    for (repair, nonce) in [(false, 10), (true, 11)] {
+        let Output::Index(report) = sim
+            .run_one(ops::check_index(settings(IndexMode::Auto, nonce), repair))
+            .unwrap()
+        else {
+            panic!("index report")
+        };
+        assert!(report.drift.is_empty(), "{report:?}");
+        assert_eq!(report.in_doubt, vec![VMS[0].to_string()], "{report:?}");
+        assert_eq!(report.repaired, repair);
+        assert_eq!(report.to_json()["inDoubt"][0], VMS[0]);
+    }
+    let Output::Index(report) = sim
+        .run_one(ops::check_index(settings(IndexMode::Auto, 12), false))
+        .unwrap()
+    else {
+        panic!("index report")
+    };
+    assert!(report.in_doubt.is_empty(), "{report:?}");
+    assert!(report.to_json().get("inDoubt").is_none());
+    let listed = listing(&mut sim, 13);
+    assert!(listed.from_index && listed.repairs.is_empty());
+    assert_eq!(listed.not_from_index, ops::NotFromIndex::default());
+    assert_eq!(view_keys(&Output::Listed(listed)), truth);
 }
 
 fn written(sim: &mut Sim, nonce: u64, vm: &str, i: u64) -> String {

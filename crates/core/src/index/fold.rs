@@ -374,6 +374,45 @@ impl Loaded {
         Loaded::assemble(snapshot, segments, unreadable, skipped)
     }
 
+    /// The index with `more` segments read, listed after the others: folded
+    /// in one batch with those waiting, since a delta among them may be
+    /// older than a view among these (see [`Snapshot::fold_all`]). With
+    /// `only`, the segments of other VMs are set aside (a reader of one
+    /// VM's restore points). `None` when one of them is of a VM whose part
+    /// was not read: its row would no longer be its fold, and the caller
+    /// reads again.
+    pub fn with_segments(
+        self,
+        more: Named<Vec<u8>>,
+        only: Option<&str>,
+        limits: &DecodeLimits,
+    ) -> Option<Loaded> {
+        let (mut more, unreadable) = decode_segments(more, limits);
+        if let Some(vm) = only {
+            more.retain(|(_, s)| s.vm == vm);
+        }
+        if more.iter().any(|(_, s)| self.unread.contains(&s.vm)) {
+            return None;
+        }
+        let Loaded {
+            snapshot,
+            table,
+            mut segments,
+            unreadable: mut all_unreadable,
+            skipped,
+            unread,
+            parts_read,
+            ..
+        } = self;
+        segments.extend(more);
+        all_unreadable.extend(unreadable);
+        let mut loaded = Loaded::assemble(snapshot, segments, all_unreadable, skipped);
+        loaded.table = table;
+        loaded.unread = unread;
+        loaded.parts_read = parts_read;
+        Some(loaded)
+    }
+
     fn assemble(
         snapshot: Snapshot,
         segments: Named<Segment>,

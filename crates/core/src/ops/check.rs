@@ -106,18 +106,8 @@ pub async fn check_vm(
     let result = async {
         // A repair reads what a locked writer reads; a plain check, the load.
         let (loaded, index_listing) = if write {
-            let mut responses = io.all(mutate::locked_reads(settings, vm)).await.into_iter();
-            let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
-            let loaded = load::resolve(
-                io,
-                vm,
-                &Want::Cache,
-                &settings.limits,
-                reads.cache,
-                reads.entries,
-            )
-            .await?;
-            (loaded, reads.index_listing)
+            let reads = mutate::read_locked(io, settings, vm).await?;
+            reads.resolve(io, settings, vm).await?
         } else {
             (
                 load::load(io, vm, &Want::Cache, &settings.limits).await?,
@@ -259,16 +249,12 @@ pub async fn repair_in_background(
         return mutate::finish(io, settings, &vm, settled).await;
     }
     let result = async {
-        let mut responses = io
-            .all(mutate::locked_reads(settings, &vm))
-            .await
-            .into_iter();
         let mutate::LockedReads {
             cache: read,
             entries,
             folder,
             index_listing,
-        } = mutate::take_locked_reads(io, settings, &vm, &mut responses)?;
+        } = mutate::read_locked(io, settings, &vm).await?;
         if !folder {
             return Ok(None); // removed since: a cache would bring it back
         }

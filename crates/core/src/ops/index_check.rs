@@ -44,6 +44,10 @@ pub struct IndexReport {
     pub damaged: Vec<String>,
     /// Why listings cannot use the index (a repair rebuilds it).
     pub unusable: Option<String>,
+    /// VM folders whose entry is in doubt ([`index::Snapshot::unsure`]):
+    /// listings read them from their caches, and a repair publishes their
+    /// views.
+    pub in_doubt: Vec<String>,
     pub no_snapshot: bool,
     pub built: Option<Built>,
 }
@@ -63,6 +67,9 @@ impl IndexReport {
         }
         if let Some(unusable) = &self.unusable {
             out["unusable"] = json!(unusable);
+        }
+        if !self.in_doubt.is_empty() {
+            out["inDoubt"] = json!(self.in_doubt);
         }
         if self.no_snapshot {
             out["noSnapshot"] = json!(true);
@@ -146,24 +153,39 @@ pub async fn check_index(
         .iter()
         .map(|(name, _)| format!("{INDEX_DIR}/{name}"))
         .collect();
-    let (drift, repaired) = reconcile(io, settings, &read, repair).await?;
+    let Reconciled {
+        drift,
+        in_doubt,
+        compaction,
+    } = reconcile(io, settings, &read, repair).await?;
     Ok(IndexReport {
         exists: true,
         drift,
-        repaired: repaired.is_some(),
+        repaired: compaction.is_some(),
         damaged,
+        in_doubt,
         ..Default::default()
     })
 }
 
+/// What [`reconcile`] found and did.
+struct Reconciled {
+    drift: BTreeMap<String, Drift>,
+    /// VM folders whose entry agrees with the cache header but is in doubt.
+    in_doubt: Vec<String>,
+    /// With a repair, the compaction after the catch-up.
+    compaction: Option<Option<Compacted>>,
+}
+
 /// Each VM folder's cache state (generation and fingerprint from its
-/// header), the drift of the index from them, and with `repair` the catch-up.
+/// header), the drift of the index from them and the entries in doubt, and
+/// with `repair` the catch-up of both.
 async fn reconcile(
     io: &Io,
     settings: &Settings,
     read: &index_ops::Read,
     repair: bool,
-) -> Result<(BTreeMap<String, Drift>, Option<Option<Compacted>>), Failure> {
+) -> Result<Reconciled, Failure> {
     let vms = share::list_vm_folders(io).await?;
     let reads = io
         .all(vms.iter().map(share::read_cache_request).collect())
@@ -187,14 +209,28 @@ async fn reconcile(
     }
     let current = read.loaded.current();
     let drift = index::drift(current, &states);
+    let in_doubt: Vec<String> = current
+        .unsure
+        .iter()
+        .filter(|vm| states.contains_key(*vm) && !drift.contains_key(*vm))
+        .cloned()
+        .collect();
     let damaged = !read.loaded.unreadable.is_empty();
     // Segments piled past the compaction point (writers' compactions
     // failed) are compacted too.
-    if !(repair && (!drift.is_empty() || damaged || read.plan.should_compact)) {
-        return Ok((drift, None));
+    let due = !drift.is_empty() || !in_doubt.is_empty() || damaged || read.plan.should_compact;
+    if !(repair && due) {
+        return Ok(Reconciled {
+            drift,
+            in_doubt,
+            compaction: None,
+        });
     }
     let listing = Some(Vec::new());
-    let results = join_all(drift.iter().map(|(vm, kind)| {
+    // A VM in doubt is caught up as one behind: its view, published from
+    // its cache, ends the doubt.
+    let doubted = in_doubt.iter().map(|vm| (vm, &Drift::Behind));
+    let results = join_all(drift.iter().chain(doubted).map(|(vm, kind)| {
         let listing = listing.clone();
         async move {
             if *kind == Drift::Gone {
@@ -221,7 +257,11 @@ async fn reconcile(
     let compaction = index_ops::compact(io, settings, true)
         .await
         .map_err(Failure::from)?;
-    Ok((drift, Some(compaction)))
+    Ok(Reconciled {
+        drift,
+        in_doubt,
+        compaction: Some(compaction),
+    })
 }
 
 async fn publish_plain(io: &Io, settings: &Settings, segment: Vec<u8>) -> Result<(), Failure> {
@@ -323,7 +363,7 @@ pub async fn build_index(io: &Io, settings: &Settings) -> Result<Built, Failure>
             .map_err(Failure::from)?,
     );
     if let Some(read) = index_ops::read(io, &on, None).await? {
-        if let (_, Some(caught_up)) = reconcile(io, &on, &read, true).await? {
+        if let Some(caught_up) = reconcile(io, &on, &read, true).await?.compaction {
             compaction = caught_up.or(compaction);
         }
     }

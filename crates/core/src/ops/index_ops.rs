@@ -293,6 +293,68 @@ async fn read_table(
     Ok(Some(loaded))
 }
 
+/// `read`, caught up with the index folder as `relisted`, a listing made
+/// after `read`'s: the segments it adds are read (a rare round trip) and
+/// folded with the others; a newer snapshot, a compaction since that may
+/// have deleted segments published meanwhile, is read whole from it.
+/// Nothing is asked when it adds nothing, the common case. A listing from
+/// the index relists beside its reads, once the VM folders are listed
+/// (see [`super::listing::restore_view`]).
+pub async fn catch_up(
+    io: &Io,
+    settings: &Settings,
+    read: Read,
+    relisted: Option<Vec<String>>,
+    scope: Scope<'_>,
+) -> Result<Option<Read>, Failure> {
+    // The folder gone since: nothing newer to read (only a build that made
+    // it and failed removes it).
+    let Some(names) = relisted else {
+        return Ok(Some(read));
+    };
+    let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
+    if plan.snapshot != read.plan.snapshot {
+        return read_scoped(io, settings, Some(names), scope).await;
+    }
+    let added: Vec<String> = plan
+        .segments
+        .iter()
+        .filter(|name| {
+            !read.plan.segments.contains(name) && !read.loaded.snapshot.folded.contains(*name)
+        })
+        .cloned()
+        .collect();
+    if added.is_empty() {
+        return Ok(Some(read));
+    }
+    let Some(contents) = fetch(io, &added).await? else {
+        // Compacted away meanwhile: the snapshot that folded it is newer.
+        return read_scoped(io, settings, None, scope).await;
+    };
+    let known = read.loaded.unreadable.len();
+    let only = match scope {
+        Scope::Vm(vm) => Some(vm),
+        _ => None,
+    };
+    let Some(loaded) = read.loaded.with_segments(
+        added.into_iter().zip(contents).collect(),
+        only,
+        &settings.limits,
+    ) else {
+        // A VM whose part was not read changed meanwhile: read again, as
+        // the folder is now.
+        return read_scoped(io, settings, Some(names), scope).await;
+    };
+    for (name, reason) in &loaded.unreadable[known..] {
+        io.log(
+            Level::Warn,
+            "brcache: unreadable index segment skipped",
+            json!({ "file": path(name), "reason": reason }),
+        );
+    }
+    Ok(Some(Read { plan, loaded }))
+}
+
 /// The index files `names`, read at once; `None` when one vanished (a
 /// compaction's cleanup: read the folder again). Nothing is asked for none.
 async fn fetch(io: &Io, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, Failure> {
@@ -524,18 +586,7 @@ async fn compact_unlocked(
         now.max(0.0) as u64,
         settings.unique(),
     );
-    let created = write_snapshot(io, &compaction)
-        .await
-        .map_err(|error| {
-            step(Failure::io(
-                format_args!(
-                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
-                    path(&compaction.name)
-                ),
-                &error,
-            ))
-        })?;
-    if !created {
+    if !create_snapshot(io, &compaction).await? {
         return Ok(None);
     }
     let mut doomed: Vec<String> = Vec::new();
@@ -569,18 +620,7 @@ async fn compact_unlocked(
                 .cloned(),
         );
     }
-    if drop_unreadable {
-        // Folded by no one: a check has just republished every VM that
-        // disagreed.
-        doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
-    }
-    share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
-        .await
-        .map_err(step)?;
-    Ok(Some(Compacted {
-        generation: compaction.snapshot.generation,
-        folded: compaction.segments_to_delete.len(),
-    }))
+    clean_up(io, &read, &compaction, doomed, drop_unreadable).await
 }
 
 /// [`compact`], from the folder as just listed when `listing` is given.
@@ -604,18 +644,7 @@ async fn compact_listed(
     let now = share::now(io).await;
     read.loaded
         .lay_out(&mut compaction, now.max(0.0) as u64, settings.unique());
-    let created = write_snapshot(io, &compaction)
-        .await
-        .map_err(|error| {
-            step(Failure::io(
-                format_args!(
-                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
-                    path(&compaction.name)
-                ),
-                &error,
-            ))
-        })?;
-    if !created {
+    if !create_snapshot(io, &compaction).await? {
         return Ok(None);
     }
     let mut doomed = compaction.segments_to_delete.clone();
@@ -629,12 +658,28 @@ async fn compact_listed(
             .into_iter()
             .cloned(),
     );
+    clean_up(io, &read, &compaction, doomed, drop_unreadable).await
+}
+
+/// Once a compaction's snapshot is written: deletes `doomed` and, with
+/// `drop_unreadable`, the segments that did not decode (folded by no one:
+/// a check has just republished every VM that disagreed).
+async fn clean_up(
+    io: &Io,
+    read: &Read,
+    compaction: &index::Compaction,
+    mut doomed: Vec<String>,
+    drop_unreadable: bool,
+) -> Result<Option<Compacted>, StepFailure> {
     if drop_unreadable {
         doomed.extend(read.loaded.unreadable.iter().map(|(name, _)| name.clone()));
     }
     share::delete_if_present(io, doomed.iter().map(|n| path(n)).collect())
         .await
-        .map_err(step)?;
+        .map_err(|failure| StepFailure {
+            step: "compaction",
+            failure,
+        })?;
     Ok(Some(Compacted {
         generation: compaction.snapshot.generation,
         folded: compaction.segments_to_delete.len(),
@@ -726,6 +771,23 @@ async fn unlocked_name(io: &Io, settings: &Settings, compaction: &mut index::Com
         now.max(0.0) as u64,
         settings.unique(),
     );
+}
+
+/// Creates a compaction's snapshot; false if the name is taken (another
+/// compaction's: this one then deletes nothing).
+async fn create_snapshot(io: &Io, compaction: &index::Compaction) -> Result<bool, StepFailure> {
+    write_snapshot(io, compaction)
+        .await
+        .map_err(|error| StepFailure {
+            step: "compaction",
+            failure: Failure::io(
+                format_args!(
+                    "cannot write the index snapshot {} (compaction; the segments stay and are still read)",
+                    path(&compaction.name)
+                ),
+                &error,
+            ),
+        })
 }
 
 /// Creates an index file; false if the name is taken.

@@ -30,12 +30,34 @@ pub struct Listed {
     pub repairs: Vec<Loaded>,
     /// Whether the answer came from the repository index.
     pub from_index: bool,
+    /// With `from_index`: the VMs answered from their caches and folders
+    /// instead, and why.
+    pub not_from_index: NotFromIndex,
     /// When the restore view found no index to answer from (none yet, or
     /// segments without a snapshot): the entries of the VMs whose caches
     /// it found true, for the follow-up that makes the index
     /// ([`super::follow_up`]). No one has to run a command for a writable
     /// repository to get its index.
     pub index_seed: Vec<crate::index::Segment>,
+}
+
+/// The VMs a listing from the index read from their caches and folders
+/// rather than trust their entries, each list sorted: a VM may be both
+/// locked and in doubt.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NotFromIndex {
+    /// Their lock showed: a writer at work, or one that died.
+    pub locked: Vec<String>,
+    /// Their entry is in doubt ([`Snapshot::unsure`]).
+    pub in_doubt: Vec<String>,
+    /// Folders the index has no entry for.
+    pub unknown: Vec<String>,
+}
+
+impl NotFromIndex {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({ "locked": self.locked, "inDoubt": self.in_doubt, "unknown": self.unknown })
+    }
 }
 
 /// One VM's answer as JSON text, `open ‖ body ‖ close`: a body may be tens
@@ -336,6 +358,14 @@ fn row_piece(piece: Option<Piece>) -> Option<Piece> {
 /// with its cache takes the lock once it is free (a dead writer's goes
 /// stale and is taken over) and publishes the entry, so the extra reads
 /// last until the next listing after that, not until the VM's next write.
+///
+/// The first round trip's two listings land in either order, so a
+/// writer's segment and unlock can both land between them: the VM folders
+/// then show no lock and the index folder no segment. The index folder is
+/// listed again beside the index's reads (that listing starts once the VM
+/// folders' is done, so it shows every segment published before an unlock
+/// the VM folders' missed) and what it adds is read in a third round trip,
+/// only then ([`index_ops::catch_up`]).
 pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Result<Listed, Failure> {
     if settings.index == IndexMode::Off {
         return list_all(io, settings, Want::Summaries(filter)).await;
@@ -363,6 +393,7 @@ pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
         repairs,
         from_index,
         index_seed,
+        not_from_index,
     } = listed;
     // Through the index, rows already; from the caches alone, summaries.
     let rows = parts
@@ -382,6 +413,7 @@ pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
         repairs,
         from_index,
         index_seed,
+        not_from_index,
         ..Listed::default()
     }
     .finish(rows))
@@ -413,28 +445,29 @@ async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<L
         Wanted::Vm(vm, _) => Some(vm.clone()),
         _ => None,
     };
-    // The locked VMs are known from the first round trip: their loads go
-    // out beside the index's reads.
-    let folders_and_locked = async {
-        let mut folders = share::list_backup_folders(io).await?;
-        if let Some(vm) = &only {
-            folders.vms.retain(|folder| folder == vm);
+    // The first round trip lists the VM folders and the index folder; the
+    // locked VMs' loads go out beside the index's reads, in the second.
+    let (folders, listing) = join(share::list_backup_folders(io), index_ops::list(io)).await;
+    let (mut folders, listing) = (folders?, listing?);
+    if let Some(vm) = &only {
+        folders.vms.retain(|folder| folder == vm);
+    }
+    let locked: Vec<VmId> = folders
+        .vms
+        .iter()
+        .filter(|vm| folders.locked.contains(vm))
+        .cloned()
+        .collect();
+    let loads = join_all(locked.iter().map(|vm| load_vm(io, settings, vm, &want)));
+    let index = async {
+        match listing {
+            Some(names) => index_for_listing(io, settings, names, wanted.scope()).await,
+            None => Ok(None),
         }
-        let locked: Vec<VmId> = folders
-            .vms
-            .iter()
-            .filter(|vm| folders.locked.contains(vm))
-            .cloned()
-            .collect();
-        let loads = join_all(locked.iter().map(|vm| load_vm(io, settings, vm, &want))).await;
-        Ok::<_, Failure>((folders, locked.into_iter().zip(loads).collect()))
     };
-    let (folders, index) = join(
-        folders_and_locked,
-        index_for_listing(io, settings, wanted.scope()),
-    )
-    .await;
-    let ((folders, preloaded), index) = (folders?, index?);
+    let (loads, index) = join(loads, index).await;
+    let index = index?;
+    let preloaded = locked.into_iter().zip(loads).collect();
     let preloaded = RefCell::new(preloaded);
     let vms = folders.vms;
     let Some(index) = index else {
@@ -532,24 +565,54 @@ async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<L
     }
     let repairs = std::mem::take(&mut listed.repairs);
     let unreadable = std::mem::take(&mut listed.unreadable);
+    let names = |vms: Vec<&VmId>| vms.iter().map(|vm| vm.as_str().to_string()).collect();
+    let not_from_index = NotFromIndex {
+        locked: names(locked),
+        in_doubt: names(doubted.iter().collect()),
+        unknown: names(unknown.iter().collect()),
+    };
     Ok(Listed {
         repairs,
         unreadable,
         from_index: true,
+        not_from_index,
         ..Listed::default()
     }
     .finish(parts))
 }
 
-/// The index, if there is one with a snapshot and it reads; else `None`
-/// (and why, logged). Without a snapshot, the segments alone may not hold
-/// every VM (the snapshot was lost, or the index never compacted).
+/// The index listed as `listing`, if it has a snapshot and reads; else
+/// `None` (and why, logged). Without a snapshot, the segments alone may
+/// not hold every VM (the snapshot was lost, or the index never
+/// compacted). Where locks show (see [`restore_view`]) the folder is
+/// listed again beside the reads, and the index caught up with it.
 async fn index_for_listing(
     io: &Io,
     settings: &Settings,
+    listing: Vec<String>,
     scope: Scope<'_>,
 ) -> Result<Option<index_ops::Read>, Failure> {
-    match index_ops::read_scoped(io, settings, None, scope).await {
+    // Without locks no writer shows in the VM folders' listing: the window
+    // is its last round trip whatever the index folder shows.
+    let relist = async {
+        if settings.locks {
+            index_ops::list(io).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (read, relisted) = join(
+        index_ops::read_scoped(io, settings, Some(listing), scope),
+        relist,
+    )
+    .await;
+    let read = match (read, relisted?) {
+        (Ok(Some(read)), Some(relisted)) => {
+            index_ops::catch_up(io, settings, read, relisted, scope).await
+        }
+        (read, _) => read,
+    };
+    match read {
         Ok(Some(read)) if read.plan.snapshot.is_some() => Ok(Some(read)),
         Ok(Some(_)) => {
             io.log(

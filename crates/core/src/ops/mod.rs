@@ -39,7 +39,7 @@ pub use check::{CheckOptions, Report};
 pub use exec::{Operation, RequestId, Status};
 pub use index_check::{Built, IndexReport};
 pub use io::{Failure, IoError, Level, Log, Request, Response};
-pub use listing::Listed;
+pub use listing::{Listed, NotFromIndex};
 pub use load::{Loaded, Want};
 pub use settings::{IndexMode, Settings};
 

@@ -118,6 +118,35 @@ pub fn take_locked_reads(
     })
 }
 
+/// [`locked_reads`], asked at once and taken.
+pub async fn read_locked(io: &Io, settings: &Settings, vm: &VmId) -> Result<LockedReads, Failure> {
+    let mut responses = io.all(locked_reads(settings, vm)).await.into_iter();
+    take_locked_reads(io, settings, vm, &mut responses)
+}
+
+impl LockedReads {
+    /// The load a locked job changes: the cache as read, checked against
+    /// the folder as listed (what it lacks read now), with the index
+    /// folder's listing made beside them.
+    pub async fn resolve(
+        self,
+        io: &Io,
+        settings: &Settings,
+        vm: &VmId,
+    ) -> Result<(load::Loaded, Option<Vec<String>>), Failure> {
+        let loaded = load::resolve(
+            io,
+            vm,
+            &Want::Cache,
+            &settings.limits,
+            self.cache,
+            self.entries,
+        )
+        .await?;
+        Ok((loaded, self.index_listing))
+    }
+}
+
 /// A failed clean costs nothing but leftovers for the next one.
 pub fn cleaned(io: &Io, vm: &VmId, response: Response) {
     if let Response::Failed(error) = response {
@@ -384,8 +413,7 @@ pub async fn settle_locked(
     settings: &Settings,
     vm: &VmId,
 ) -> Result<Option<Committed>, Failure> {
-    let mut responses = io.all(locked_reads(settings, vm)).await.into_iter();
-    let reads = take_locked_reads(io, settings, vm, &mut responses)?;
+    let reads = read_locked(io, settings, vm).await?;
     if !reads.folder {
         return Ok(None);
     }
@@ -407,15 +435,7 @@ pub async fn settle_locked(
         .bytes()
         .and_then(|bytes| crate::codec::read_header(bytes).ok().flatten())
         .map(|h| (h.generation, h.fingerprint.map(|f| f.to_hex())));
-    let loaded = load::resolve(
-        io,
-        vm,
-        &Want::Cache,
-        &settings.limits,
-        reads.cache,
-        reads.entries,
-    )
-    .await?;
+    let (loaded, index_listing) = reads.resolve(io, settings, vm).await?;
     if !loaded.changed {
         let behind = match (&header, &entry) {
             _ if index.is_none() => return Ok(None),
@@ -438,7 +458,7 @@ pub async fn settle_locked(
         if behind {
             let bytes = loaded.read.bytes().expect("a cache with a header");
             return Ok(Some(
-                publish_bytes(io, settings, vm, bytes, &reads.index_listing, None).await,
+                publish_bytes(io, settings, vm, bytes, &index_listing, None).await,
             ));
         }
     }
@@ -446,7 +466,7 @@ pub async fn settle_locked(
     let previous = loaded
         .previous_generation
         .max(entry.map_or(0, |e| e.generation));
-    write(io, settings, cache, previous, &reads.index_listing)
+    write(io, settings, cache, previous, &index_listing)
         .await
         .map(Some)
 }

@@ -356,12 +356,17 @@ impl WireOp {
                     .iter()
                     .map(|(file, reason)| json!({ "file": file, "reason": reason }))
                     .collect();
-                let tail = format!(
-                    r#","unreadable":{},"repairs":{},"fromIndex":{}}}"#,
+                let mut tail = format!(
+                    r#","unreadable":{},"repairs":{},"fromIndex":{}"#,
                     Value::Array(unreadable),
                     listed.repairs.len(),
                     listed.from_index
                 );
+                if listed.from_index {
+                    tail.push_str(r#","notFromIndex":"#);
+                    tail.push_str(&listed.not_from_index.to_json().to_string());
+                }
+                tail.push('}');
                 out.push_str(r#"{"vms":"#);
                 listed.write_json(out);
                 out.push_str(&tail);

@@ -168,8 +168,7 @@ pub async fn write_backup(
     // shares) may still be on its way; it is written only once the create
     // succeeded.
     let preparing = async {
-        let mut responses = io.all(mutate::locked_reads(settings, vm)).await.into_iter();
-        let reads = mutate::take_locked_reads(io, settings, vm, &mut responses)?;
+        let reads = mutate::read_locked(io, settings, vm).await?;
         let mut entries = reads.entries;
         if !entries.iter().any(|e| e == name.as_str()) {
             entries.push(name.as_str().to_string());

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use brcache_core::ops::io::IoError;
-use brcache_core::ops::{Op, Output, Request, RequestId, Response, Status};
+use brcache_core::ops::{Listed, Op, Output, Request, RequestId, Response, Status};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A small deterministic generator (xorshift64*).
@@ -500,4 +500,72 @@ impl Sim {
         self.faults = faults;
         self.finished.remove(before).output
     }
+}
+
+/// One operation driven by hand, request by request, in the order a test
+/// picks: the interleavings a random schedule is not sure to find.
+pub struct Driven {
+    pub op: Op,
+    pub pending: Vec<(RequestId, Request)>,
+    pub owner: usize,
+    pub output: Option<Result<Output, brcache_core::ops::Failure>>,
+    /// Every request performed, in order.
+    pub performed: Vec<Request>,
+}
+
+impl Driven {
+    pub fn new(owner: usize, op: Op) -> Driven {
+        let mut driven = Driven {
+            op,
+            pending: Vec::new(),
+            owner,
+            output: None,
+            performed: Vec::new(),
+        };
+        driven.poll();
+        driven
+    }
+
+    fn poll(&mut self) {
+        match self.op.poll() {
+            Status::Requests(more) => self.pending.extend(more),
+            Status::Waiting => {}
+            Status::Done => self.output = Some(self.op.take_output().expect("output")),
+        }
+    }
+
+    /// Whether a request `pick` accepts is waiting.
+    pub fn waits_on(&self, pick: impl Fn(&Request) -> bool) -> bool {
+        self.pending.iter().any(|(_, request)| pick(request))
+    }
+
+    /// Performs the first waiting request `pick` accepts; false when none.
+    pub fn perform(&mut self, share: &mut Share, pick: impl Fn(&Request) -> bool) -> bool {
+        let Some(at) = self.pending.iter().position(|(_, request)| pick(request)) else {
+            return false;
+        };
+        let (id, request) = self.pending.remove(at);
+        let response = share.perform(self.owner, &request);
+        self.op.respond(id, response).expect("outstanding");
+        self.performed.push(request);
+        self.poll();
+        true
+    }
+
+    /// Performs every request in the order asked, to the operation's end.
+    pub fn finish(&mut self, share: &mut Share) -> Result<Output, brcache_core::ops::Failure> {
+        while self.perform(share, |_| true) {}
+        self.output.take().expect("the operation ended")
+    }
+}
+
+/// The restore points a restore view answered, by key.
+pub fn listed_keys(listed: &Listed) -> BTreeSet<String> {
+    let view: serde_json::Value = serde_json::from_str(&listed.json()).unwrap();
+    view.as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s.as_array().unwrap().iter())
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
 }

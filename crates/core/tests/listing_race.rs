@@ -1,0 +1,190 @@
+//! A listing from the index beside a brcache writer: the listing of the
+//! index folder and the listing of `xo-vm-backups/` go out together and
+//! may land either way round, so a writer's last two round trips (its
+//! segment, then its unlock) can both land between them. The listing then
+//! saw neither the segment nor the lock; it lists the index folder again
+//! beside the snapshot's read, after the VM folders' listing, and reads
+//! what that adds. These schedules hold it to every order of those calls,
+//! with a compaction folding the segment away in between too.
+
+mod sim;
+
+use brcache_core::ops::{self, IndexMode, Output, Request, Settings};
+use brcache_core::{DecodeLimits, Filter};
+use sim::{Driven, Sim, listed_keys as keys};
+
+const VM: &str = "0b1c2d3e-0000-4000-8000-00000000000c";
+const OTHER: &str = "0b1c2d3e-0000-4000-8000-00000000000d";
+const WRITER: usize = 10_000;
+const LISTER: usize = 20_000;
+
+fn settings(nonce: u64) -> Settings {
+    Settings::new(DecodeLimits::default(), false, IndexMode::Auto, nonce)
+}
+
+fn metadata(vm: &str, i: u64) -> Vec<u8> {
+    serde_json::json!({
+        "mode": "delta", "timestamp": 1_700_000_000_000 + i * 1000, "jobId": "job",
+        "scheduleId": "schedule", "vm": { "uuid": vm }, "vhds": {}, "size": i,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An index, and true caches: two backups of `VM`, one of `OTHER`.
+fn repository() -> (Sim, Vec<String>) {
+    let mut sim = Sim::new(7);
+    sim.run_one(ops::build_index(settings(1))).unwrap();
+    let mut keys = Vec::new();
+    for (i, vm) in [VM, VM, OTHER].into_iter().enumerate() {
+        let op = ops::write_backup(settings(2 + i as u64), vm, metadata(vm, i as u64));
+        let Output::Written(key) = sim.run_one(op.unwrap()).unwrap() else {
+            panic!("a write")
+        };
+        keys.push(key);
+    }
+    (sim, keys)
+}
+
+fn is_segment(request: &Request) -> bool {
+    matches!(request, Request::Replace { path, .. } if path.starts_with(brcache_core::INDEX_DIR))
+}
+
+fn is_index_listing(request: &Request) -> bool {
+    matches!(request, Request::List { path } if path == brcache_core::INDEX_DIR)
+}
+
+fn is_folders_listing(request: &Request) -> bool {
+    matches!(request, Request::ListFolders { .. })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Write,
+    Delete,
+}
+
+/// Where the writer's segment and unlock land among the listing's first
+/// two calls.
+#[derive(Debug, Clone, Copy)]
+enum Landing {
+    /// After both: the listing sees the lock.
+    AfterBoth,
+    /// Between them, the index folder listed first: it sees neither.
+    Between,
+    /// Between them, and a compaction folds the segment and deletes it
+    /// before the VM folders are listed.
+    BetweenThenCompacted,
+    /// Between them, the VM folders listed first: it sees the lock.
+    BetweenFoldersFirst,
+}
+
+/// A writer changes `VM` up to its segment (metadata and cache done, lock
+/// held), the listing starts, and the writer's segment and unlock land
+/// where `landing` says. The listing must answer the folder as it was all
+/// along, and from the index.
+fn race(change: Change, landing: Landing) {
+    let (mut sim, written) = repository();
+    let op = match change {
+        Change::Write => ops::write_backup(settings(20), VM, metadata(VM, 9)),
+        Change::Delete => ops::delete_backups(settings(20), vec![written[0].clone()]),
+    };
+    let mut writer = Driven::new(WRITER, op.unwrap());
+    while writer.perform(&mut sim.share, |r| !is_segment(r)) {}
+    assert!(
+        writer.waits_on(is_segment),
+        "{change:?}: the writer publishes"
+    );
+    let truth = sim.share.metadata_keys();
+    let mut lister = Driven::new(LISTER, ops::restore_view(settings(30), Filter::default()));
+    let first = match landing {
+        Landing::BetweenFoldersFirst => is_folders_listing,
+        _ => is_index_listing,
+    };
+    if matches!(landing, Landing::AfterBoth) {
+        assert!(lister.perform(&mut sim.share, is_index_listing));
+        assert!(lister.perform(&mut sim.share, is_folders_listing));
+    } else {
+        assert!(lister.perform(&mut sim.share, first));
+    }
+    writer.finish(&mut sim.share).expect("the change");
+    if matches!(landing, Landing::BetweenThenCompacted) {
+        sim.run_one(ops::compact_index(settings(40), false))
+            .unwrap();
+    }
+    let Output::Listed(listed) = lister.finish(&mut sim.share).expect("a listing") else {
+        panic!("not a listing")
+    };
+    assert!(listed.from_index, "{change:?}, {landing:?}: from the index");
+    let seen = matches!(landing, Landing::AfterBoth | Landing::BetweenFoldersFirst);
+    let locked = if seen { vec![VM.to_string()] } else { vec![] };
+    assert_eq!(listed.not_from_index.locked, locked, "{landing:?}");
+    assert_eq!(
+        keys(&listed),
+        truth,
+        "{change:?}, {landing:?}: the folder all along"
+    );
+    // The catch-up reads what the second listing added, and the snapshot
+    // again only when a compaction made a new one.
+    let snapshot_reads = lister
+        .performed
+        .iter()
+        .filter(|r| matches!(r, Request::Read { path } if path.contains("/snapshot-")))
+        .count();
+    let compacted = matches!(landing, Landing::BetweenThenCompacted);
+    assert_eq!(snapshot_reads, 1 + usize::from(compacted), "{landing:?}");
+    // (The compaction deleted segments the first listing showed: their
+    // reads fail, and the read lists the folder once more.)
+    let index_listings = lister.performed.iter().filter(|r| is_index_listing(r));
+    assert_eq!(
+        index_listings.count(),
+        2 + usize::from(compacted),
+        "{landing:?}"
+    );
+}
+
+/// A listing with no writer beside it costs two round trips: the VM
+/// folders and the index folder, then the index's files and the index
+/// folder again.
+#[test]
+fn a_quiet_listing_costs_two_round_trips() {
+    let (mut sim, _) = repository();
+    let mut op = ops::restore_view(settings(30), Filter::default());
+    let rounds = sim.rounds(&mut op);
+    let segments = sim
+        .share
+        .files
+        .keys()
+        .filter(|p| p.starts_with(brcache_core::INDEX_DIR) && !p.contains("/snapshot-"))
+        .count();
+    let mut second = vec!["list"];
+    second.extend(std::iter::repeat_n("read", 1 + segments));
+    let mut rounds = rounds;
+    rounds.iter_mut().for_each(|kinds| kinds.sort());
+    second.sort();
+    assert_eq!(rounds, vec![vec!["list", "listFolders"], second]);
+}
+
+#[test]
+fn a_write_landing_between_the_listings_first_calls_is_listed() {
+    race(Change::Write, Landing::Between);
+}
+
+#[test]
+fn a_delete_landing_between_the_listings_first_calls_is_not_listed() {
+    race(Change::Delete, Landing::Between);
+}
+
+#[test]
+fn a_segment_compacted_away_between_the_listings_first_calls_is_read() {
+    race(Change::Write, Landing::BetweenThenCompacted);
+    race(Change::Delete, Landing::BetweenThenCompacted);
+}
+
+#[test]
+fn a_lock_the_listing_sees_is_read_from_the_folder() {
+    for change in [Change::Write, Change::Delete] {
+        race(change, Landing::AfterBoth);
+        race(change, Landing::BetweenFoldersFirst);
+    }
+}
