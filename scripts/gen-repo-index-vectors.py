@@ -452,6 +452,78 @@ scenarios.append({
     "expect": {"view": {A: ids(A, [1])}, "inDoubt": [], "unreadable": [at(T, 0xD1), at(T, 0xD2), at(T, 0xD3)]},
 })
 
+# Tables and parts (format 3): a row per VM, the entries in parts.
+P1 = f"part-{4:020d}-{1000:015d}-{0xb1:016x}.json.gz"
+P2 = f"part-{4:020d}-{1000:015d}-{0xb2:016x}.json.gz"
+
+
+def row(e, part, name, count, modes, last, size):
+    return {
+        "generation": e["generation"], "fingerprint": e["fingerprint"], "part": part,
+        "name": name, "count": count, "modes": modes, "lastBackup": last, "size": size,
+    }
+
+
+def shown(r):
+    return {k: r[k] for k in ("name", "count", "modes", "lastBackup", "size")}
+
+
+EA, EB, EC = entry(A, 3, [1, 2], modes={2: "delta"}), entry(B, 5, [3]), entry(C, 1, [])
+DAY = lambda d: 1704067200000 + d * 86400000
+RA = row(EA, P1, "vm a", 2, {"delta": 1, "full": 1}, DAY(2), 3000)
+RB = row(EB, P1, "vm b", 1, {"full": 1}, DAY(3), 3000)
+RC = row(EC, P2, None, 0, {}, None, 0)
+TABLE = {"version": 3, "generation": 4, "folded": [S1], "rows": {A: RA, B: RB, C: RC}, "parts": {P1: 2, P2: 1}}
+PARTS = [[P1, {"version": 3, "vms": {A: EA, B: EB}}], [P2, {"version": 3, "vms": {C: EC}}]]
+
+scenarios.append({
+    "name": "a table's rows stand for the VMs no segment touches; one that does is folded from its part",
+    "table": {
+        "table": TABLE,
+        "parts": PARTS,
+        # S1 is folded already; S2 (B's generation 6) waits.
+        "segments": [[S1, segment(A, 3, [1, 2], modes={2: "delta"})], [S2, segment(B, 6, [3, 4])]],
+    },
+    "expect": {
+        "rows": {
+            A: shown(RA),
+            B: {"name": "vm b", "count": 2, "modes": {"full": 2}, "lastBackup": DAY(4), "size": 7000},
+            C: shown(RC),
+        },
+        "view": {A: ids(A, [1, 2]), B: ids(B, [3, 4])},
+    },
+})
+
+scenarios.append({
+    "name": "a table read without the parts of VMs nothing touches keeps their rows",
+    "table": {"table": TABLE, "parts": [PARTS[1]], "segments": []},
+    "expect": {"rows": {A: shown(RA), B: shown(RB), C: shown(RC)}, "view": {}},
+})
+
+scenarios.append({
+    "name": "a part without an entry its table puts there is refused",
+    "table": {"table": TABLE, "parts": [[P1, {"version": 3, "vms": {A: EA}}]], "segments": []},
+    "expect": {"loadError": "INVALID_JSON"},
+})
+
+scenarios.append({
+    "name": "a part whose entry is not the one its row describes is refused",
+    "table": {"table": TABLE, "parts": [[P1, {"version": 3, "vms": {A: entry(A, 9, [1]), B: EB}}]], "segments": []},
+    "expect": {"loadError": "INVALID_JSON"},
+})
+
+scenarios.append({
+    "name": "a table row naming a file that is not one of its parts is refused",
+    "table": {"table": {**TABLE, "rows": {**TABLE["rows"], A: {**RA, "part": "../cache.json.gz"}}}, "parts": [], "segments": []},
+    "expect": {"loadError": "INVALID_JSON"},
+})
+
+scenarios.append({
+    "name": "parts are listed apart from segments and snapshots",
+    "listing": [snap_name(4), P2, P1, S1, "part-1.json.gz"],
+    "expect": {"plan": {"snapshot": snap_name(4), "segments": [S1], "oldSnapshots": [], "generation": 4, "shouldCompact": False, "parts": [P1, P2]}},
+})
+
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "index.json"
 out.write_text(json.dumps({"scenarios": scenarios}, indent=1) + "\n")
 print(f"wrote {out} ({len(scenarios)} scenarios)")

@@ -89,6 +89,20 @@ function checkRebuild(api, scenario, compress) {
   assert.deepStrictEqual(idsOf(api.load(rebuilt.bytes, []).view(), scenario), expect.view, `${scenario.name}: view`)
 }
 
+/** A table scenario: the table and its parts (gzip, as written), the segments beside. */
+function checkTable(api, scenario, compress) {
+  const { table, expect } = scenario
+  const parts = table.parts.map(([name, part]) => [name, zlib.gzipSync(text(part))])
+  const open = () => api.loadTable(zlib.gzipSync(text(table.table)), parts, segments(table.segments, compress))
+  if (expect.loadError) {
+    assert.throws(open, { name: 'BrcacheError', code: expect.loadError }, scenario.name)
+    return
+  }
+  const index = open()
+  assert.deepStrictEqual(index.rows(), expect.rows, `${scenario.name}: rows`)
+  assert.deepStrictEqual(idsOf(index.view(), scenario), expect.view, `${scenario.name}: view`)
+}
+
 for (const [surface, api] of Object.entries({ napi, wasm })) {
   describe(`${surface}: index scenarios`, () => {
     for (const scenario of scenarios) {
@@ -96,6 +110,7 @@ for (const [surface, api] of Object.entries({ napi, wasm })) {
         if (scenario.load) for (const compress of [false, true]) checkLoad(api, scenario, compress)
         else if (scenario.listing) assert.deepStrictEqual(api.readPlan(scenario.listing), scenario.expect.plan)
         else if (scenario.rebuild) for (const compress of [false, true]) checkRebuild(api, scenario, compress)
+        else if (scenario.table) for (const compress of [false, true]) checkTable(api, scenario, compress)
         else assert.fail(`${scenario.name}: unknown scenario kind`)
       })
     }

@@ -186,7 +186,7 @@ describe('the index by default', () => {
     const second = await openRepository(share.handler, { verifyEveryMs: Infinity }).restoreView()
     assert.deepStrictEqual([second.fromIndex, second.verified], [true, false])
     assert.deepStrictEqual(second.vms, truth)
-    assert.equal(share.calls().readFile, 2, 'encryption.json and the snapshot, no VM cache')
+    assert.equal(share.calls().readFile, 3, 'encryption.json, the table and its part, no VM cache')
   })
 
   test('what Xen Orchestra writes behind the index: missing until verified, then found', async (t) => {
@@ -261,7 +261,11 @@ describe('buildIndex and listSummaries', () => {
     const { events, logger } = recorder()
     const repository = openRepository(dir, { logger })
     assert.deepStrictEqual(await repository.buildIndex(), { vms: 12, generation: 1 })
-    assert.deepStrictEqual(indexFiles(dir), ['snapshot-00000000000000000001.json.gz'])
+    // The table and one part (twelve small VMs).
+    assert.deepStrictEqual(
+      indexFiles(dir).map((name) => name.replace(/^part-00000000000000000001-\d{15}-[0-9a-f]{16}\.json\.gz$/, 'part')),
+      ['part', 'snapshot-00000000000000000001.json.gz'],
+    )
 
     const truth = await openRepository(dir, { index: false }).listSummaries()
     assert.equal(count(truth), 48)
@@ -270,7 +274,7 @@ describe('buildIndex and listSummaries', () => {
     const viaIndex = openRepository(share.handler, { logger })
     assert.deepStrictEqual(await viaIndex.listSummaries(), truth)
     // encryption.json, read once per repository (see handlers/encrypted.js).
-    assert.deepStrictEqual(share.calls().readFile, 2, 'two reads: encryption.json and the snapshot, no VM cache')
+    assert.deepStrictEqual(share.calls().readFile, 3, 'three reads: encryption.json, the table and its part, no VM cache')
 
     const some = Object.values(truth).flat()
     const filters = [
@@ -335,11 +339,12 @@ describe('buildIndex and listSummaries', () => {
     const small = await measure(5)
     const large = await measure(60)
     for (const { withIndex, withSegments } of [small, large]) {
-      assert.ok(withIndex.calls <= 4, JSON.stringify(withIndex))
+      assert.ok(withIndex.calls <= 5, JSON.stringify(withIndex))
       // The index folder, and again beside its reads (a writer's segment and
       // unlock landing between the first two calls, see the core's listing)
       assert.equal(withIndex.kinds.list, 2)
-      assert.equal(withIndex.kinds.readFile, 1)
+      // The table and its part (a few small VMs: one).
+      assert.equal(withIndex.kinds.readFile, 2)
       assert.equal(withIndex.roundTrips, 2)
       assert.deepStrictEqual(withSegments, { calls: withIndex.calls + 2, roundTrips: 2 })
     }
@@ -348,6 +353,57 @@ describe('buildIndex and listSummaries', () => {
     assert.equal(small.without.calls, 1 + 2 * 5)
     assert.equal(large.without.calls, 1 + 2 * 60)
     assert.ok(large.without.roundTrips > small.without.roundTrips, JSON.stringify({ small, large }))
+  })
+
+  test("the VM table and one VM's restore points cost the same round trips and reads at 5 and 60 VMs", async (t) => {
+    const measure = async (vms) => {
+      const dir = tempDir(t)
+      await generateRepository(dir, { vms, retention: 3, seed: `brcache/tests/index/table/${vms}` })
+      await openRepository(dir).buildIndex()
+      const share = measuredShare(dir)
+      const repository = openRepository(share.handler, { verifyEveryMs: Infinity })
+      await repository.listSummaries() // warm: encryption.json, read once
+      const truth = await openRepository(dir, { index: false }).listSummaries()
+      const vm = vmFolders(dir)[1]
+      const cost = async (run) => {
+        share.reset()
+        const answer = await run()
+        return { answer, roundTrips: share.roundTrips(), reads: share.calls().readFile }
+      }
+      const table = await cost(() => repository.vmTable())
+      assert.equal(table.answer.fromIndex, true)
+      assert.deepStrictEqual(Object.keys(table.answer.vms), Object.keys(truth))
+      for (const [uuid, row] of Object.entries(table.answer.vms)) {
+        const summaries = truth[uuid]
+        assert.equal(row.count, summaries.length, uuid)
+        assert.equal(row.lastBackup, summaries.at(-1).timestamp, uuid)
+        assert.equal(row.name, summaries.at(-1).vm.name_label, uuid)
+        assert.equal(row.size, summaries.reduce((n, s) => n + s.size, 0), uuid)
+        assert.equal(Object.values(row.modes).reduce((a, b) => a + b, 0), summaries.length, uuid)
+      }
+      const one = await cost(() => repository.vmRestoreView(vm))
+      assert.deepStrictEqual([one.answer.fromIndex, one.answer.summaries], [true, truth[vm]])
+      // A segment waiting for a VM: its part is read and folded, the others' rows kept.
+      const writer = vmFolders(dir)[0]
+      await openRepository(dir).writeVmBackupMetadata(writer, nextBackup(dir, writer))
+      const after = await openRepository(dir, { index: false }).listSummaries()
+      const waiting = await cost(() => repository.vmTable())
+      assert.equal(waiting.answer.vms[writer].count, after[writer].length)
+      const oneWaiting = await cost(() => repository.vmRestoreView(writer))
+      assert.deepStrictEqual(oneWaiting.answer.summaries, after[writer])
+      const shape = ({ roundTrips, reads }) => ({ roundTrips, reads })
+      return { table: shape(table), one: shape(one), waiting: shape(waiting), oneWaiting: shape(oneWaiting) }
+    }
+    const small = await measure(5)
+    const large = await measure(60)
+    assert.deepStrictEqual(small, large)
+    // The table alone; the table and the VM's part; then each with the segment, and its part.
+    assert.deepStrictEqual(small, {
+      table: { roundTrips: 2, reads: 1 },
+      one: { roundTrips: 3, reads: 2 },
+      waiting: { roundTrips: 3, reads: 3 },
+      oneWaiting: { roundTrips: 3, reads: 3 },
+    })
   })
 })
 
@@ -413,7 +469,11 @@ describe('writes and deletes publish segments', () => {
     const third = await repository.listSummaries()
     assert.equal((await store.read()).unfolded, 1)
     assert.deepStrictEqual(await store.compact(), { generation: 3, folded: 1 })
-    assert.deepStrictEqual(indexFiles(dir), ['snapshot-00000000000000000002.json.gz', 'snapshot-00000000000000000003.json.gz'])
+    // Beside the tables, the parts they name.
+    assert.deepStrictEqual(
+      indexFiles(dir).filter((name) => !name.startsWith('part-')),
+      ['snapshot-00000000000000000002.json.gz', 'snapshot-00000000000000000003.json.gz'],
+    )
     assert.deepStrictEqual(await repository.listSummaries(), third)
     assert.deepStrictEqual(third, await perVm(dir))
     assert.deepStrictEqual(indexWarnings(events), [])
@@ -610,7 +670,7 @@ describe('a lost or corrupt index', () => {
     events.length = 0
     share.reset()
     assert.deepStrictEqual(compareViews(await repository.listSummaries(), truth).same, true)
-    assert.deepStrictEqual(share.calls().readFile, 1, 'through the index again')
+    assert.deepStrictEqual(share.calls().readFile, 2, 'through the index again (the table and its part)')
     assert.deepStrictEqual(indexWarnings(events), [])
     assert.deepStrictEqual(await repository.checkIndex(), { exists: true, drift: {}, repaired: false })
     return { dir, repository }
@@ -828,9 +888,18 @@ describe('compactions racing and crashing', () => {
       assert.deepStrictEqual(await repository.checkIndex(), { exists: true, drift: {}, repaired: false })
       outcomes.push(`${where.kind}${fellBackNow ? ' (fell back)' : ''}`)
     }
-    // list, 5 reads, the snapshot's write (torn: listings read the VM caches,
-    // never an older snapshot, until the repair rebuilt it), 5 deletions.
-    assert.deepStrictEqual(outcomes, ['list', ...Array(5).fill('readFile'), 'writeFile (fell back)', ...Array(5).fill('unlink')])
+    // list, 7 reads (the table, 4 segments, the parts of the 3 VMs they
+    // touch), the new part's write (a part no table names: never read),
+    // the table's (torn: listings read the VM caches, never an older
+    // snapshot, until the repair rebuilt it), 7 deletions (the segments,
+    // the old table and the two parts it alone named).
+    assert.deepStrictEqual(outcomes, [
+      'list',
+      ...Array(7).fill('readFile'),
+      'writeFile',
+      'writeFile (fell back)',
+      ...Array(7).fill('unlink'),
+    ])
   })
 
   test('of two compactions of one snapshot, the one that writes first wins and the other deletes nothing; a stale one never hides a newer', async (t) => {

@@ -17,6 +17,13 @@ class! {
             Ok(json(&self.loaded.current().filtered_view(&filter)))
         }
 
+        /// The VM table (JSON `{ vm: { name, count, modes, lastBackup, size } }`):
+        /// the rows of the VMs whose part was not read, the others folded.
+        #[export(js_name = "rowsJson")]
+        pub fn rows_json(&self) -> String {
+            json(&self.loaded.rows())
+        }
+
         /// The cache generation the index holds for `vm`, if any.
         #[export(js_name = "vmGeneration")]
         pub fn vm_generation(&self, vm: String) -> Option<f64> {
@@ -99,6 +106,34 @@ functions! {
     ) -> Throws<NativeIndex> {
         let segments = brcache_core::named_segments(names, wire::owned(segments))?;
         let loaded = Loaded::decode(snapshot.as_deref(), segments, &DecodeLimits::default())?;
+        Ok(NativeIndex { loaded })
+    }
+
+    /// An index from a table (format 3) and some of its parts (`partNames`,
+    /// `parts`), with the segments listed beside it.
+    #[export(js_name = "loadIndexTable")]
+    pub fn load_index_table(
+        table: wire::Bytes,
+        part_names: Vec<String>,
+        parts: BytesList,
+        names: Vec<String>,
+        segments: BytesList,
+    ) -> Throws<NativeIndex> {
+        let limits = DecodeLimits::default();
+        let brcache_core::StoredSnapshot::Table(table) =
+            brcache_core::StoredSnapshot::decode(&table, &limits)?
+        else {
+            return Err(brcache_core::Error::new(
+                brcache_core::ErrorKind::InvalidArgument,
+                "not an index table (format 3)",
+            )
+            .into());
+        };
+        let parts = brcache_core::named_segments(part_names, wire::owned(parts))?;
+        let segments = brcache_core::named_segments(names, wire::owned(segments))?;
+        let (segments, unreadable) = brcache_core::decode_segments(segments, &limits);
+        let mut loaded = Loaded::decode_table(table, parts, segments, Vec::new(), &limits)?;
+        loaded.set_unreadable(unreadable);
         Ok(NativeIndex { loaded })
     }
 

@@ -21,6 +21,8 @@ export function makeIndexApi(backend) {
         return handle.unfolded
       },
       view: (filter) => JSON.parse(call(() => handle.viewJson(filter ? JSON.stringify(filter) : undefined))),
+      /** The VM table: `{ vm: { name, count, modes, lastBackup, size } }`. */
+      rows: () => JSON.parse(handle.rowsJson()),
       unreadable: () => JSON.parse(handle.unreadableJson()).map(([name, reason]) => ({ name, reason })),
       /** The VMs whose entry is in doubt, sorted: listings read them from their caches. */
       inDoubt: () => JSON.parse(handle.inDoubtJson()),
@@ -48,6 +50,16 @@ export function makeIndexApi(backend) {
     segmentName() {
       const [high, low] = crypto.getRandomValues(new Uint32Array(2))
       return backend.indexSegmentName(Date.now(), high, low)
+    },
+    /** An index from a table (format 3), some of its parts (`[[name, bytes]]`) and the segments beside it. */
+    loadTable(table, parts, segments) {
+      const partList = [...parts]
+      const entries = [...segments]
+      const handle = call(
+        () => backend.loadIndexTable(table, partList.map(([n]) => n), partList.map(([, b]) => b), entries.map(([n]) => n), entries.map(([, b]) => b)),
+        INDEX_DIR,
+      )
+      return wrap(handle, handle.generation)
     },
     /** `plan`: the read plan the bytes come from (its newest generation names the next compaction). */
     load(snapshot, segments, plan) {

@@ -4,7 +4,7 @@
 //! first release's segments) and gzip-compressed.
 
 use brcache_core::{DecodeLimits, Filter};
-use brcache_core::{Loaded, ReadPlan, Snapshot};
+use brcache_core::{Loaded, ReadPlan, Snapshot, StoredSnapshot};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -169,6 +169,47 @@ fn check_load(scenario: &Value, compress: bool) {
     }
 }
 
+/// A table scenario: the table and its parts as written (gzip), the
+/// segments beside.
+fn check_table(scenario: &Value, compress: bool) {
+    let name = &scenario["name"];
+    let table = &scenario["table"];
+    let expect = &scenario["expect"];
+    let limits = DecodeLimits::default();
+    let loaded =
+        StoredSnapshot::decode(&gzipped(&text(&table["table"])), &limits).and_then(|stored| {
+            let StoredSnapshot::Table(table_read) = stored else {
+                panic!("{name}: not a table")
+            };
+            let parts = table["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| {
+                    (
+                        pair[0].as_str().unwrap().to_string(),
+                        gzipped(&text(&pair[1])),
+                    )
+                })
+                .collect();
+            let (segments, _) =
+                brcache_core::decode_segments(segments(&table["segments"], compress), &limits);
+            Loaded::decode_table(table_read, parts, segments, Vec::new(), &limits)
+        });
+    if let Some(code) = expect["loadError"].as_str() {
+        assert_eq!(loaded.unwrap_err().code(), code, "{name}");
+        return;
+    }
+    let loaded = loaded.unwrap();
+    assert_eq!(
+        serde_json::to_value(loaded.rows()).unwrap(),
+        expect["rows"],
+        "{name}: rows"
+    );
+    let view = ids_of(&view_of(loaded.current(), &Filter::default()), scenario);
+    assert_eq!(view, expect["view"], "{name}: view");
+}
+
 fn check_listing(scenario: &Value) {
     let names: Vec<&str> = scenario["listing"]
         .as_array()
@@ -237,6 +278,10 @@ fn every_index_scenario_holds_for_plain_and_gzip_segments() {
             check_rebuild(scenario, false);
             check_rebuild(scenario, true);
             "rebuild"
+        } else if scenario.get("table").is_some() {
+            check_table(scenario, false);
+            check_table(scenario, true);
+            "table"
         } else {
             panic!("{}: unknown scenario kind", scenario["name"]);
         };
@@ -244,7 +289,7 @@ fn every_index_scenario_holds_for_plain_and_gzip_segments() {
     }
     assert_eq!(
         kinds.len(),
-        3,
+        4,
         "every kind of scenario is exercised: {kinds:?}"
     );
 }

@@ -261,6 +261,11 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     results['brcache warm listing (full records)'] = await measure(share, () => repository.listAllVmBackups(), runs)
     results['brcache listSummaries (per-VM caches)'] = await measure(share, () => repository.listSummaries(), runs)
     results['brcache listSummaries (index)'] = await measure(share, () => indexed.listSummaries(), runs)
+    // The VM table from the index's table (sized by VMs), and one VM's
+    // restore points from its part.
+    const [someVm] = await repository.listAllVms()
+    results['brcache VM table (index)'] = await measure(share, () => indexed.vmTable(), runs)
+    results["brcache one VM's points (index)"] = await measure(share, () => indexed.vmRestoreView(someVm), runs)
     // The index's worst warm case: as many segments waiting as a writer
     // lets pile up before it compacts (one backup on each of 64 VMs), then
     // the write that compacts them.
@@ -273,6 +278,8 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     const writers = (await repository.listAllVms()).slice(0, waiting + 1)
     for (const vm of writers.slice(0, waiting)) await writeOne(vm)
     results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.listSummaries(), runs)
+    results[`brcache VM table (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmTable(), runs)
+    results[`brcache one VM's points (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmRestoreView(writers[0]), runs)
     results['brcache add one backup, index (the write that compacts)'] = await measure(share, () => writeOne(writers.at(-1)), 1)
     results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
     return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }

@@ -49,8 +49,21 @@ pub struct Summary {
     pub modes: BTreeMap<String, u64>,
     /// The newest restore point's timestamp (ms), `null` without.
     pub last_backup: Value,
-    /// The restore points' sizes added up (bytes).
+    /// The restore points' sizes added up (bytes): an integer when whole,
+    /// as JSON.parse would give it back.
+    #[serde(serialize_with = "whole_if_exact")]
     pub size: f64,
+}
+
+fn whole_if_exact<S: serde::Serializer>(
+    size: &f64,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    if size.fract() == 0.0 && size.abs() < 9_007_199_254_740_992.0 {
+        serializer.serialize_i64(*size as i64)
+    } else {
+        serializer.serialize_f64(*size)
+    }
 }
 
 impl Summary {

@@ -471,7 +471,9 @@ async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<L
     let preloaded = RefCell::new(preloaded);
     let vms = folders.vms;
     let Some(index) = index else {
-        let seed = matches!(wanted, Wanted::View(_)) && seeds_index(settings, &filter);
+        // Every VM read whole: the VM table makes the index as the
+        // restore view does.
+        let seed = !matches!(wanted, Wanted::Vm(..)) && seeds_index(settings, &filter);
         return from_caches(io, settings, &vms, &want, seed, None, preloaded).await;
     };
     let loaded = &index.loaded;

@@ -417,8 +417,12 @@ pub async fn settle_locked(
     if !reads.folder {
         return Ok(None);
     }
+    // This VM's entry alone: the table, its part and its segments.
     let index = match &reads.index_listing {
-        Some(listing) => index_ops::read(io, settings, Some(listing.clone())).await?,
+        Some(listing) => {
+            let scope = index_ops::Scope::Vm(vm.as_str());
+            index_ops::read_scoped(io, settings, Some(listing.clone()), scope).await?
+        }
         None => None,
     };
     let entry = index
