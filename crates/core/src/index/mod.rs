@@ -17,9 +17,14 @@
 //!   on a share without locks): the fold of an older snapshot and segments,
 //!   written by whoever compacts; the segments it folded are then deleted
 //!   (at once under the compaction lock, a grace period later without).
+//!   A snapshot is written as a [`table`] (a row per VM, sized by VMs) and
+//!   the parts that hold the VMs' entries; whole snapshots of the first
+//!   format are still read.
 //!
-//! A reader lists the folder, then reads the newest snapshot and every
-//! segment it has not folded, in parallel: two round trips.
+//! A reader lists the folder, then reads the newest snapshot, every
+//! segment it has not folded and the parts it needs, in parallel: two
+//! round trips for every VM (the parts listed go with the table), three
+//! for the VM table or one VM (the parts the table names for them).
 //!
 //! Folding ([`Snapshot::fold_all`]) takes, per VM, the highest view by
 //! (generation, fingerprint, time) and applies over it the deltas it has
@@ -36,9 +41,10 @@
 //! publishes a fresh entry for any VM that changed behind the index's back
 //! (Xen Orchestra writes caches without segments).
 //!
-//! The code follows the files' life: [`format`] (the bytes), [`fold`]
-//! (segments into a snapshot, entries, loading), [`read_plan`] (the
-//! folder's names), [`compaction`] (and rebuilds) and [`drift`].
+//! The code follows the files' life: [`format`] (the bytes), [`table`]
+//! (the snapshot as a table and parts), [`fold`] (segments into a
+//! snapshot, entries, loading), [`read_plan`] (the folder's names),
+//! [`compaction`] (and rebuilds) and [`drift`].
 
 mod compaction;
 mod drift;
@@ -80,9 +86,9 @@ pub const DELTA_VERSION: u32 = 2;
 /// (a put replaces a summary by id; a removal wins).
 pub const SKEW_MS: u64 = 5 * 60 * 1000;
 /// Segments past which a writer compacts. Each segment is one more read
-/// (in parallel) for every listing; each compaction rewrites the whole
-/// snapshot (7.8 MiB at 1,000 VMs x 100). 64 keeps the snapshot's rewrite
-/// to a few percent of a backup's index cost.
+/// (in parallel) for every listing; each compaction rewrites the table and
+/// the parts of the VMs the segments changed (a whole snapshot was 7.8 MiB
+/// at 1,000 VMs x 100).
 pub const COMPACT_AFTER: usize = 64;
 /// On a share without locks, how old the snapshot a compaction starts
 /// from must be before the compaction deletes what it folded (ms); and
