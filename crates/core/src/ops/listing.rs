@@ -351,8 +351,7 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
     };
     let (loads, index) = join(loads, index).await;
     let index = index?;
-    let preloaded = locked.into_iter().zip(loads).collect();
-    let preloaded = RefCell::new(preloaded);
+    let preloaded = RefCell::new(locked.into_iter().zip(loads).collect());
     let vms = folders.vms;
     let Some(index) = index else {
         let seed = seeds_index(settings, &filter);
