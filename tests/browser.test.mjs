@@ -349,8 +349,10 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
     assert.deepStrictEqual(
       api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),
       // encryption.json: a 404, so the repository is plaintext; asked by
-      // the page and by the worker that decodes the index, at once.
-      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', `/api/r/0/vms/${added}/cache`, '/api/repositories'],
+      // the page and by the worker that decodes the index, at once. The
+      // index folder twice: listed again beside its files' reads (see the
+      // core's restore view); the VM folders with their locks.
+      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/index', '/api/r/0/vms?locks=1', `/api/r/0/vms/${added}/cache`, '/api/repositories'].sort(),
     )
     assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
     // Decoded off the page's main thread.
@@ -395,7 +397,7 @@ describe('a fresh writable repository: the server makes the index, and the page 
     const api = requests.filter((url) => url.startsWith('/api/'))
     assert.deepStrictEqual(
       api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),
-      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/vms', '/api/repositories'],
+      ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/index', '/api/r/0/vms?locks=1', '/api/repositories'].sort(),
       'no VM cache',
     )
     assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 1, 'the snapshot the server made')

@@ -3,7 +3,7 @@
 // repository or the asset list.
 
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -540,6 +540,44 @@ describe('brcache serve keeps the repository index', () => {
     cleanups.push(served.close)
     assert.deepStrictEqual(await served.server.repositories[0].prepareIndex(), { made: true })
     assert.ok(hasIndex(dir))
+  })
+
+  test("/api/vms carries the VM locks: the page reads a locked VM from its cache, not from the index behind it", async () => {
+    // No verification in the background: the index stays behind the write.
+    const { dir, served } = await serving('locked', { verifyEveryMs: Infinity })
+    await served.server.repositories[0].prepareIndex()
+    const [vm, other] = await openRepository(dir).listAllVms()
+    // A writer at work: its metadata and cache are written (a writer that
+    // keeps no index stands in for one whose segment is not out yet), and
+    // it holds the VM's lock (proper-lockfile's folder).
+    const template = JSON.parse(readFileSync(join(dir, 'xo-vm-backups', vm, readdirSync(join(dir, 'xo-vm-backups', vm)).filter((n) => n.endsWith('Z.json')).sort().at(-1))))
+    const id = await openRepository(dir, { index: false }).writeVmBackupMetadata(vm, { ...template, timestamp: template.timestamp + 3600_000 })
+    mkdirSync(join(dir, 'xo-vm-backups', `${vm}.lock`))
+    const listed = JSON.parse((await get(served.port, '/api/vms?locks=1')).body)
+    assert.ok(listed.includes(`${vm}.lock`), JSON.stringify(listed))
+    assert.ok(!listed.includes(`${other}.lock`))
+    assert.deepStrictEqual(JSON.parse((await get(served.port, '/api/vms')).body), await openRepository(dir).listAllVms(), 'plain: VM folders only')
+    // The server checks a cache under the VM's lock: the writer lets go
+    // when the page asks for that cache, after the page saw the lock.
+    const { http, share } = page(served)
+    const lock = join(dir, 'xo-vm-backups', `${vm}.lock`)
+    const done = {
+      ...http,
+      readFile(file) {
+        if (file === vmFile(vm, CACHE_FILE)) rmdirSync(lock)
+        return http.readFile(file)
+      },
+    }
+    const read = await readView(new EncryptedShare(done, encryptionApi), http)
+    assert.equal(existsSync(lock), false, 'the cache was asked for')
+    assert.equal(read.view.fromIndex, true)
+    assert.deepStrictEqual(read.vms, await openRepository(dir).listAllVms(), 'the lock is no VM')
+    assert.ok(ids(read).includes(id), 'the locked VM, from its cache')
+    assert.deepStrictEqual(Object.keys(read.served), [vm], 'its cache, and no other, fetched')
+    assert.deepStrictEqual(read.view.vms, await openRepository(dir, { index: false }).listSummaries())
+    // Without the lock the page goes by the index again, still behind here
+    // (nothing told it, as after a writer that published nothing).
+    assert.ok(!ids(await readView(share, http)).includes(id))
   })
 
   test('within the window, looks at the index read no VM cache: one verification per window at most', async () => {

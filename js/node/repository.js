@@ -55,6 +55,16 @@ export async function listVmFolders(handler, core = defaultCore) {
   return drive(core.operations.start('listVms', { index: false }), handler)
 }
 
+/**
+ * The listing of xo-vm-backups/ as the core's restore view reads it: the
+ * VM folders and `<vm>.lock` for each VM whose lock shows, sorted. What a
+ * server hands a reader that runs the core over it (the page of `brcache
+ * serve`), so that the reader goes by the cache of a VM being written.
+ */
+export async function listBackupFolders(handler, core = defaultCore) {
+  return drive(core.operations.start('listBackupFolders', { index: false }), handler)
+}
+
 function byTimestamp(a, b) {
   return (a.timestamp ?? 0) - (b.timestamp ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }

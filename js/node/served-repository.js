@@ -20,7 +20,7 @@ import { HttpError, jsonRevalidated, notFound, send } from './http.js'
 import { INDEX_DIR } from '../common/repo-index.js'
 import { CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { indexApi } from './core.js'
-import { listVmFolders, openRepository } from './repository.js'
+import { listBackupFolders, listVmFolders, openRepository } from './repository.js'
 
 /** On a checked cache: the VM's metadata files that could not be read, `[{ id, reason }]`. */
 export const UNREADABLE_HEADER = 'X-Brcache-Unreadable'
@@ -320,7 +320,14 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     },
     /** Answers `rest`, the URL path after `/api/r/<id>/` (or after `/api/`). */
     async route(rest, request, response) {
-      if (rest === 'vms') return jsonRevalidated(request, response, await listVmFolders(share))
+      // `?locks=1`: with `<vm>.lock` for each VM whose lock shows, the
+      // listing the page's core reads, so that it reads a locked VM from
+      // its (checked) cache rather than trust the index for it. Plain, the
+      // VM folders alone, for clients that take every name for a VM.
+      if (rest === 'vms') {
+        const locks = new URL(request.url ?? '', 'http://localhost').searchParams.get('locks')
+        return jsonRevalidated(request, response, await (locks === '1' ? listBackupFolders(share) : listVmFolders(share)))
+      }
       // The page reads an encrypted repository's two root files to know the
       // algorithm and to check the key it is given: both as they lie (the
       // second is encrypted). A 404 for a plaintext repository.

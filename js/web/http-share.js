@@ -58,7 +58,8 @@ export function httpShare(base) {
         verifiedAt = header ? Date.parse(header) : undefined
         return response.json()
       }
-      if (dir === BACKUP_DIR) return (await get('vms')).json()
+      // With the locks that show, which the core goes by.
+      if (dir === BACKUP_DIR) return (await get('vms?locks=1')).json()
       throw new Error(`only ${BACKUP_DIR} and ${INDEX_DIR} are listed, not ${dir}`)
     },
     async readFile(file) {

@@ -795,7 +795,7 @@ fn index_files(sim: &Sim) -> Vec<String> {
 /// No command to run: the first restore view of a writable repository
 /// without an index leaves the entries of the caches it found true, its
 /// follow-up makes the index from them, and the next restore view answers
-/// from it, the same view in three requests. A filtered view, an immutable
+/// from it, the same view in four requests. A filtered view, an immutable
 /// repository or an index turned off makes none.
 #[test]
 fn the_first_restore_view_makes_the_index() {

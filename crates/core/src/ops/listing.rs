@@ -467,8 +467,7 @@ async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<L
     };
     let (loads, index) = join(loads, index).await;
     let index = index?;
-    let preloaded = locked.into_iter().zip(loads).collect();
-    let preloaded = RefCell::new(preloaded);
+    let preloaded = RefCell::new(locked.into_iter().zip(loads).collect());
     let vms = folders.vms;
     let Some(index) = index else {
         // Every VM read whole: the VM table makes the index as the

@@ -86,6 +86,28 @@ pub fn list_vms() -> Op {
     })
 }
 
+/// The listing of `xo-vm-backups/` as a restore view reads it: the VM
+/// folders and, for each VM whose lock shows, `<vm>.lock` (sorted). What a
+/// server hands a reader that runs the core over its own share (the page
+/// of `brcache serve`), so that the reader sees the locks it must go by.
+pub fn list_backup_folders() -> Op {
+    Op::new(|io| async move {
+        let folders = share::list_backup_folders(&io).await?;
+        let locks = folders
+            .locked
+            .iter()
+            .map(|vm| format!("{}{}", vm.as_str(), share::LOCK_SUFFIX));
+        let mut names: Vec<String> = folders
+            .vms
+            .iter()
+            .map(|vm| vm.as_str().to_string())
+            .chain(locks)
+            .collect();
+        names.sort();
+        Ok(Output::Vms(names))
+    })
+}
+
 /// One VM's restore points (records or summaries).
 pub fn list_vm(settings: Settings, vm: &str, want: Want) -> Result<Op, Failure> {
     let vm = vm_id(vm)?;

@@ -148,7 +148,8 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
     })
 }
 
-/// Starts an operation. Kinds and their `args`: `listVms`, `listVm` `{vm, want:
+/// Starts an operation. Kinds and their `args`: `listVms`,
+/// `listBackupFolders` (the VM folders and `<vm>.lock`), `listVm` `{vm, want:
 /// "records"|"summaries", filter?}`, `listAll` `{want, filter?}`,
 /// `restoreView` `{filter?}`, `vmTable`, `vmRestoreView` `{vm, filter?}`,
 /// `writeBackup` `{vm}` with the metadata as
@@ -198,6 +199,7 @@ fn start_op(
     let s = settings.clone();
     let op = match kind {
         "listVms" => super::list_vms(),
+        "listBackupFolders" => super::list_backup_folders(),
         "listVm" => super::list_vm(s, &vm()?, want()?)?,
         "listAll" => super::list_all(s, want()?),
         "restoreView" => super::restore_view(s, filter()?),
