@@ -451,8 +451,9 @@ describe('writes and deletes publish segments', () => {
     const before = segments(dir)
     assert.equal(before.length, 64, 'no compaction up to 64 segments')
     assert.deepStrictEqual(snapshots(dir), ['snapshot-00000000000000000001.json.gz'])
-    const view = await repository.listSummaries()
-    assert.deepStrictEqual(view, await perVm(dir))
+    // (Not listed through the index: a listing that reads more than 8
+    // segments compacts, see below.)
+    const view = await perVm(dir)
 
     // The 65th segment: the writer folds everything into snapshot 2, and
     // deletes the segments (the snapshot it read goes at the next compaction).
@@ -476,6 +477,27 @@ describe('writes and deletes publish segments', () => {
     )
     assert.deepStrictEqual(await repository.listSummaries(), third)
     assert.deepStrictEqual(third, await perVm(dir))
+    assert.deepStrictEqual(indexWarnings(events), [])
+  })
+
+  test('a listing that reads more than 8 segments compacts once it has answered; one that reads 8 does not', async (t) => {
+    const dir = await indexed(t, { vms: 4, retention: 1 })
+    const { events, logger } = recorder()
+    const repository = openRepository(dir, { logger })
+    const vms = vmFolders(dir)
+    const rng = createRandom('listing-compaction')
+    for (let i = 0; i < 8; i++) await repository.writeVmBackupMetadata(vms[i % vms.length], nextBackup(dir, vms[i % vms.length], rng))
+    assert.deepStrictEqual(await repository.listSummaries(), await perVm(dir))
+    await repository.settle()
+    assert.equal(segments(dir).length, 8, 'eight segments are left to the writers')
+    assert.deepStrictEqual(snapshots(dir), ['snapshot-00000000000000000001.json.gz'])
+    await repository.writeVmBackupMetadata(vms[0], nextBackup(dir, vms[0], rng))
+    const view = await repository.listSummaries()
+    assert.deepStrictEqual(view, await perVm(dir))
+    await repository.settle()
+    assert.deepStrictEqual(segments(dir), [], 'the listing folded the nine')
+    assert.deepStrictEqual(snapshots(dir), ['snapshot-00000000000000000001.json.gz', 'snapshot-00000000000000000002.json.gz'])
+    assert.deepStrictEqual(await repository.listSummaries(), view)
     assert.deepStrictEqual(indexWarnings(events), [])
   })
 })

@@ -30,10 +30,11 @@ export function makeOperationsApi(backend) {
   return {
     /**
      * A new operation: `kind` and `args` as crates/core/src/ops/wire.rs
-     * lists them, `settings` `{ limits, immutable, index, trusted, locks }`
+     * lists them, `settings` `{ limits, immutable, index, trusted, locks, createOnly }`
      * (`trusted`: the share serves caches already checked, as `brcache
      * serve` does to its page; `locks: false`: the handler's locks do not
-     * exclude, as on S3).
+     * exclude, as on S3; `createOnly` with it: the store refuses to create
+     * a name that exists, as S3 stores that honour If-None-Match do).
      */
     start(kind, settings, args = {}, bytes = undefined) {
       const [high, low] = crypto.getRandomValues(new Uint32Array(2))
@@ -44,6 +45,7 @@ export function makeOperationsApi(backend) {
         trusted: Boolean(settings.trusted),
         index: settings.index === true ? 'on' : settings.index === false ? 'off' : 'auto',
         locks: settings.locks !== false,
+        createOnly: settings.createOnly === true,
         // 53 bits: exact in a JS number.
         nonce: (high & 0x1fffff) * 2 ** 32 + low,
         // drive() takes a listing's VMs as the core makes them: the parse

@@ -91,6 +91,7 @@ export class Repository {
   #settings
   #drive
   #pending = new Set()
+  #probe
   #verifying
   #nextVerification
   #verifiedAt
@@ -131,9 +132,29 @@ export class Repository {
   }
 
   /** Runs one core operation through the (encrypting) handler. */
-  #run(kind, args, bytes) {
+  async #run(kind, args, bytes) {
+    await this.#probed()
     const operation = this.#core.operations.start(kind, this.#settings, args, bytes)
     return drive(operation, this.#handler, { ...this.#drive, repairs: (next) => this.#inBackground(next) })
+  }
+
+  /**
+   * Without locks, whether the store refuses to create a name that exists
+   * (an S3 store that honours If-None-Match; Garage does not), asked once
+   * per repository object: then the index's snapshots are created
+   * create-only under their generation's name, and what a compaction folded
+   * goes at once (see the README, "No lock needed").
+   */
+  #probed() {
+    if (this.#settings.locks || typeof this.#share.conditionalWrites !== 'function') return undefined
+    this.#probe ??= this.#share.conditionalWrites().then(
+      (honoured) => {
+        this.#settings.createOnly = honoured === true
+        this.#drive.logger.debug('brcache: conditional writes probed', { createOnly: this.#settings.createOnly })
+      },
+      () => {},
+    )
+    return this.#probe
   }
 
   /**

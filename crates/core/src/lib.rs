@@ -81,10 +81,11 @@ pub use splice::{splice_cache, splice_cache_with_target, splice_request};
 // The repository-wide index (renamed where a name alone would be vague).
 pub use index::{
     Body as SegmentBody, COMPACT_AFTER, CacheStates, Compaction, Delta, Drift,
-    FORMAT_VERSION as INDEX_FORMAT_VERSION, GRACE_MS as INDEX_GRACE_MS, INDEX_DIR, Loaded, Named,
-    RawSummary, ReadPlan, Segment, Snapshot, VmEntry, compact, decode_segments, drift, entry_of,
-    entry_of_bytes, named as named_segments, parse_caches, rebuild as rebuild_index,
-    rebuild_from_bytes, segment_name, segment_of_bytes, snapshot_name,
+    FORMAT_VERSION as INDEX_FORMAT_VERSION, GRACE_MS as INDEX_GRACE_MS, INDEX_DIR,
+    LISTING_COMPACTS_AFTER, Loaded, Named, RawSummary, ReadPlan, Segment, Snapshot, VmEntry,
+    compact, decode_segments, drift, entry_of, entry_of_bytes, named as named_segments,
+    parse_caches, rebuild as rebuild_index, rebuild_from_bytes, segment_name, segment_of_bytes,
+    snapshot_name,
 };
 // The snapshot as a table (a row per VM) and parts (the VMs' entries).
 pub use index::{

@@ -857,6 +857,7 @@ fn the_first_restore_view_makes_the_index() {
         settings(IndexMode::Auto, 7),
         first.index_seed,
         first.repairs,
+        first.compact_index,
     ))
     .unwrap();
     assert!(
@@ -933,6 +934,7 @@ fn seeds_read_before_a_delete_never_bring_it_back() {
             settings(IndexMode::Auto, 13),
             listed.index_seed,
             listed.repairs,
+            listed.compact_index,
         ))
         .unwrap();
     }
@@ -1212,7 +1214,7 @@ fn listing_without_locks(sim: &mut Sim, nonce: u64) -> Listed {
 /// On a share without locks, folded segments linger until a cleanup: a
 /// listing reads with the snapshot only the segments named after it (less
 /// a margin), and in a second round an older one the snapshot did not fold
-/// (a writer whose clock was behind).
+/// (a writer whose clock was behind). It lists no VM folders there.
 #[test]
 fn listings_without_locks_skip_the_segments_the_snapshot_folded() {
     let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
@@ -1244,8 +1246,8 @@ fn listings_without_locks_skip_the_segments_the_snapshot_folded() {
     assert_eq!(view_keys(&Output::Listed(listed)), truth);
     assert_eq!(
         calls(&sim) - before,
-        4,
-        "the folders, the index folder, the table, its part"
+        3,
+        "the index folder, the table, its part (no VM folders' listing without locks)"
     );
     // A backup whose writer's clock is behind the compaction's.
     sim.share.clock -= 30_000.0;
@@ -1257,7 +1259,99 @@ fn listings_without_locks_skip_the_segments_the_snapshot_folded() {
     assert!(view_keys(&Output::Listed(listed)).contains(&late));
     assert_eq!(
         calls(&sim) - before,
-        5,
-        "and the late segment, in the second round beside the part"
+        4,
+        "and the late segment, in the second round"
+    );
+}
+
+/// What a listing costs on a share without locks once the index holds
+/// `vms` VMs, each written once (the first listing making the index): the
+/// calls of the listing after that one, then of one after `backups` more
+/// backups, then of one after the follow-up of that listing.
+fn lockless_listing_costs(vms: usize, backups: usize) -> [usize; 3] {
+    let settings = |nonce| share_settings(IndexMode::Auto, nonce, true);
+    let vm = |i: usize| format!("0b1c2d3e-0000-4000-8000-{i:012}");
+    let mut sim = Sim::new(17);
+    sim.share.lockless = true;
+    for i in 0..vms {
+        let op = ops::write_backup(
+            settings(100 + i as u64),
+            &vm(i),
+            metadata(&vm(i), timestamp(i as u64)),
+        );
+        sim.run_one(op.unwrap()).unwrap();
+    }
+    let first = listing_without_locks(&mut sim, 2);
+    assert!(!first.from_index);
+    sim.run_one(ops::follow_up(
+        settings(3),
+        first.index_seed,
+        first.repairs,
+        first.compact_index,
+    ))
+    .unwrap();
+    let mut truth = sim.share.metadata_keys();
+    let mut costs = [0; 3];
+    let mut follow = None;
+    for (round, cost) in costs.iter_mut().enumerate() {
+        if round == 1 {
+            for i in 0..backups {
+                truth.insert(written(
+                    &mut sim,
+                    1000 + i as u64,
+                    &vm(i % vms),
+                    (vms + i) as u64,
+                ));
+            }
+        }
+        if let Some(listed) = follow.take() {
+            let listed: Listed = listed;
+            sim.run_one(ops::follow_up(
+                settings(4),
+                listed.index_seed,
+                listed.repairs,
+                listed.compact_index,
+            ))
+            .unwrap();
+        }
+        let before = calls(&sim);
+        let listed = listing_without_locks(&mut sim, 5 + round as u64);
+        *cost = calls(&sim) - before;
+        assert!(listed.from_index);
+        assert_eq!(
+            view_keys(&Output::Listed(Listed {
+                parts: listed.parts.clone(),
+                ..Listed::default()
+            })),
+            truth
+        );
+        follow = Some(listed);
+    }
+    costs
+}
+
+/// A listing through the index costs the same few calls whatever the VM
+/// count, on a share without locks too: the index folder, its snapshot
+/// (no VM folders' listing there: no lock shows in it), and the segments no snapshot folded (never those a
+/// compaction folded that wait for their cleanup); a listing that reads
+/// many of those compacts once it has answered, so the next one reads the
+/// snapshot alone again.
+#[test]
+fn a_listing_without_locks_costs_a_handful_of_calls_whatever_the_vms() {
+    let backups = brcache_core::LISTING_COMPACTS_AFTER + 4;
+    let small = lockless_listing_costs(10, backups);
+    let large = lockless_listing_costs(60, backups);
+    assert_eq!(small, large, "10 VMs then 60: {small:?} {large:?}");
+    assert_eq!(small[0], 3, "the index folder, the table, its part");
+    assert!(small[1] > small[0], "the backups' segments are read");
+    // Compacted by the listing's follow-up: the segments are folded; the
+    // part that compaction replaced lingers until its cleanup a grace
+    // period later, read beside the table meanwhile (parts go out with the
+    // table unread, so that the restore view keeps two round trips).
+    assert!(small[2] < small[1], "compacted by the listing's follow-up");
+    assert_eq!(
+        small[2],
+        small[0] + 1,
+        "and the replaced part, until its cleanup"
     );
 }

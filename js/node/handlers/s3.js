@@ -8,8 +8,10 @@
 //   design above it (create-only objects with unique names, caches checked
 //   against the listing, see the README);
 // - a create-only write sends `If-None-Match: *`, which stores that honour
-//   it enforce; Garage 2.5 ignores it, so the handler also checks that the
-//   key is free first: it narrows the race, it does not close it.
+//   it enforce (AWS S3, MinIO, Ceph RGW); Garage 2.5 ignores it. Which one
+//   this store is, `conditionalWrites()` finds out once by trying it; where
+//   it is not known to honour it, the handler also checks that the key is
+//   free first: that narrows the race, it does not close it.
 // A PutObject is atomic per object, so every write is an atomic replace.
 
 import {
@@ -22,6 +24,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3'
+import { randomBytes } from 'node:crypto'
 
 function codedError(code, message, path, cause) {
   return Object.assign(new Error(`${code}: ${message}`, { cause }), { code, path })
@@ -62,10 +65,14 @@ export function parseS3Url(url, { http = false } = {}) {
   }
 }
 
+/** The probe object's name, at the repository root (removed at once). */
+export const CONDITIONAL_PROBE_PREFIX = '.brcache-probe-if-none-match-'
+
 export class S3Handler {
   #client
   #bucket
   #prefix
+  #conditional
 
   /**
    * @param {{ endpoint: string, bucket: string, prefix?: string, accessKeyId: string,
@@ -175,9 +182,41 @@ export class S3Handler {
     }
   }
 
+  /**
+   * Whether the store honours `If-None-Match: *` on PutObject: a probe
+   * object is created with it, then created again with it, which must fail
+   * with 412; then it is deleted. Asked once per handler (the answer is
+   * kept). A store that refuses the header, or a key that may not write,
+   * answers false: the caller then keeps to what needs no conditional write.
+   */
+  conditionalWrites() {
+    this.#conditional ??= this.#probeConditionalWrites()
+    return this.#conditional
+  }
+
+  async #probeConditionalWrites() {
+    const Key = this.#key(`${CONDITIONAL_PROBE_PREFIX}${randomBytes(8).toString('hex')}`)
+    const put = () => this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key, Body: Buffer.alloc(0), IfNoneMatch: '*' }))
+    try {
+      await put()
+    } catch {
+      return false
+    }
+    try {
+      await put()
+      return false
+    } catch (error) {
+      return translate(error, Key).code === 'EEXIST'
+    } finally {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key })).catch(() => {})
+    }
+  }
+
   async writeFile(path, data, { exclusive = false } = {}) {
     const Key = this.#key(path)
-    if (exclusive && (await this.#exists(path))) throw codedError('EEXIST', `${path} already exists`, path)
+    // Where the store enforces If-None-Match, the key needs no look first.
+    const enforced = exclusive && this.#conditional !== undefined && (await this.#conditional)
+    if (exclusive && !enforced && (await this.#exists(path))) throw codedError('EEXIST', `${path} already exists`, path)
     const Body = typeof data === 'string' ? Buffer.from(data) : data
     await this.#send(new PutObjectCommand({ Bucket: this.#bucket, Key, Body, ...(exclusive ? { IfNoneMatch: '*' } : {}) }), path)
   }

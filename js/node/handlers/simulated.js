@@ -211,6 +211,11 @@ export class SimulatedShare {
     return () => this.#call('release', file, () => release())
   }
 
+  /** The inner handler's answer, if it has the question (see S3Handler). */
+  async conditionalWrites() {
+    return (await this.#inner.conditionalWrites?.()) === true
+  }
+
   /** The inner handler's (probed there, without round trips of its own). */
   async capabilities() {
     return this.#inner.capabilities?.()

@@ -475,6 +475,19 @@ impl Loaded {
         rows
     }
 
+    /// Every VM the index holds, whether or not its entry was read.
+    pub fn vms(&self) -> BTreeSet<&str> {
+        let read = self.current().vms.keys().map(String::as_str);
+        let unread = self.table.iter().flat_map(|table| {
+            table
+                .rows
+                .keys()
+                .filter(|vm| self.unread.contains(*vm))
+                .map(String::as_str)
+        });
+        read.chain(unread).collect()
+    }
+
     /// The cache generation the index holds for `vm`, whether or not its
     /// entry was read.
     pub fn generation_of(&self, vm: &str) -> Option<u64> {

@@ -102,3 +102,14 @@ pub const GRACE_MS: u64 = 10 * 60 * 1000;
 /// a share without locks would read every segment a compaction folded
 /// until the cleanup a grace period later.
 pub const READ_MARGIN_MS: u64 = 5_000;
+/// How many segments inside that margin a reader reads with the snapshot
+/// at most, before knowing whether it folded them: past this, only those
+/// named after the snapshot, and the rest it did not fold in the second
+/// round. A listing's requests then grow with the segments no snapshot
+/// folded, never with those a compaction folded and left for the cleanup.
+pub const MARGIN_READS: usize = 4;
+/// Segments a listing finds unfolded past which it compacts, once it has
+/// answered (see `ops::listing::restore_view`): writers compact only past
+/// [`COMPACT_AFTER`], and each segment waiting is one more request for
+/// every listing until then.
+pub const LISTING_COMPACTS_AFTER: usize = 8;

@@ -107,7 +107,8 @@ pub struct ReadPlan {
     /// compaction or rebuild writes the one after, even if that snapshot is
     /// unreadable.
     pub generation: u64,
-    /// Whether enough segments wait for a writer to compact.
+    /// Whether enough segments wait for a writer to compact (see
+    /// [`ReadPlan::waiting`]).
     pub should_compact: bool,
     /// Every part present (see [`super::table`]): a table names those it
     /// needs; the others are a compaction's to delete.
@@ -135,7 +136,7 @@ impl ReadPlan {
         segments.sort();
         parts.sort();
         let newest = snapshots.pop();
-        ReadPlan {
+        let mut plan = ReadPlan {
             snapshot: newest.map(|(_, n)| n.to_string()),
             old_snapshots: snapshots
                 .into_iter()
@@ -143,9 +144,25 @@ impl ReadPlan {
                 .map(|(_, n)| n.to_string())
                 .collect(),
             generation: newest.map_or(0, |(g, _)| g),
-            should_compact: segments.len() > COMPACT_AFTER,
+            should_compact: false,
             segments,
             parts,
-        }
+        };
+        plan.should_compact = plan.waiting() > COMPACT_AFTER;
+        plan
+    }
+
+    /// Segments that wait for a compaction as far as names tell: every one
+    /// beside a snapshot named by its generation alone (what a compaction
+    /// folded is deleted at once), those named after the snapshot's time
+    /// beside one named with it (on a share without locks, what it folded
+    /// lingers until a cleanup, and counting it would make every writer
+    /// compact meanwhile).
+    pub fn waiting(&self) -> usize {
+        let since = self.snapshot.as_deref().map_or(0, snapshot_time);
+        self.segments
+            .iter()
+            .filter(|name| segment_time(name).is_none_or(|time| time >= since))
+            .count()
     }
 }

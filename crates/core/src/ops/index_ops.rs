@@ -66,6 +66,11 @@ pub fn active(settings: &Settings) -> bool {
 pub struct Read {
     pub plan: ReadPlan,
     pub loaded: Loaded,
+    /// VMs whose entry changed between a listing's two listings of the
+    /// index folder (see [`catch_up`]): their writer may still be at work,
+    /// its lock taken after the VM folders were listed, so a listing reads
+    /// them from their caches and folders as it reads a locked VM's.
+    pub moved: std::collections::BTreeSet<String>,
 }
 
 /// How much of a table's entries a reader needs (a whole snapshot is read
@@ -119,16 +124,9 @@ pub async fn read_scoped(
         let plan = ReadPlan::from_listing(names.iter().map(String::as_str));
         // Snapshots named by generation alone have no time: every segment
         // is read with them, as before.
-        let floor = plan
-            .snapshot
-            .as_deref()
-            .map_or(0, index::snapshot_time)
-            .saturating_sub(index::READ_MARGIN_MS);
-        let (recent, older): (Vec<String>, Vec<String>) = plan
-            .segments
-            .iter()
-            .cloned()
-            .partition(|name| index::segment_time(name).is_none_or(|time| time >= floor));
+        let snapshot_time = plan.snapshot.as_deref().map_or(0, index::snapshot_time);
+        let floor = snapshot_time.saturating_sub(index::READ_MARGIN_MS);
+        let (recent, older) = with_the_snapshot(&plan.segments, snapshot_time, floor);
         // Every VM's entry: the parts listed go out beside the snapshot,
         // so that the restore view costs two round trips as with a whole
         // snapshot. They are the table's, but for the leftovers of a
@@ -191,7 +189,11 @@ pub async fn read_scoped(
                 json!({ "file": path(name), "reason": reason }),
             );
         }
-        return Ok(Some(Read { plan, loaded }));
+        return Ok(Some(Read {
+            plan,
+            loaded,
+            moved: Default::default(),
+        }));
     }
     Err(Failure::refused(
         "EAGAIN",
@@ -300,7 +302,40 @@ async fn read_table(
 /// Nothing is asked when it adds nothing, the common case. A listing from
 /// the index relists beside its reads, once the VM folders are listed
 /// (see [`super::listing::restore_view`]).
+///
+/// What the second listing adds may be a segment published after the VM
+/// folders were listed, by a writer whose lock that listing did not show
+/// (taken after it) and that is still at work: a delete's segment goes
+/// out beside its metadata's removal and may land first. The VMs whose
+/// entry moved between the two reads are therefore named in
+/// [`Read::moved`], to be read like locked ones.
 pub async fn catch_up(
+    io: &Io,
+    settings: &Settings,
+    read: Read,
+    relisted: Option<Vec<String>>,
+    scope: Scope<'_>,
+) -> Result<Option<Read>, Failure> {
+    let before: std::collections::BTreeMap<String, _> = read
+        .loaded
+        .vms()
+        .into_iter()
+        .map(|vm| (vm.to_string(), read.loaded.state_of(vm)))
+        .collect();
+    let caught = caught_up(io, settings, read, relisted, scope).await?;
+    Ok(caught.map(|mut read| {
+        read.moved = read
+            .loaded
+            .vms()
+            .into_iter()
+            .filter(|vm| before.get(*vm) != Some(&read.loaded.state_of(vm)))
+            .map(str::to_string)
+            .collect();
+        read
+    }))
+}
+
+async fn caught_up(
     io: &Io,
     settings: &Settings,
     read: Read,
@@ -352,7 +387,31 @@ pub async fn catch_up(
             json!({ "file": path(name), "reason": reason }),
         );
     }
-    Ok(Some(Read { plan, loaded }))
+    Ok(Some(Read {
+        plan,
+        loaded,
+        moved: Default::default(),
+    }))
+}
+
+/// Which segments to read in the same round trip as the snapshot (the
+/// others, once it says which it folded, only if it did not): those named
+/// after `floor` (its time less the margin), unless more than
+/// [`index::MARGIN_READS`] are, in which case only those named after the
+/// snapshot itself. Inside the margin a segment is as likely folded as
+/// not: a backup job's writers publish side by side, one of them compacts,
+/// and a read of each of their segments on every listing would cost
+/// requests growing with the VMs until the cleanup a grace period later.
+fn with_the_snapshot(segments: &[String], time: u64, floor: u64) -> (Vec<String>, Vec<String>) {
+    let after =
+        |bound: u64| move |name: &String| index::segment_time(name).is_none_or(|t| t >= bound);
+    let recent = segments.iter().filter(|n| after(floor)(n)).count();
+    let bound = if recent > index::MARGIN_READS {
+        time
+    } else {
+        floor
+    };
+    segments.iter().cloned().partition(after(bound))
 }
 
 /// The index files `names`, read at once; `None` when one vanished (a
@@ -399,7 +458,7 @@ pub async fn publish(
 ) -> Result<(), StepFailure> {
     write_segment(io, settings, segment, now).await?;
     if compaction_due(listing) {
-        compact_elected(io, settings).await?;
+        compact_elected(io, settings, Due::Writer).await?;
     }
     Ok(())
 }
@@ -431,9 +490,7 @@ pub async fn write_segment(
 /// past the compaction point.
 pub fn compaction_due(listing: &Option<Vec<String>>) -> bool {
     let waiting = listing.as_ref().map_or(0, |names| {
-        ReadPlan::from_listing(names.iter().map(String::as_str))
-            .segments
-            .len()
+        ReadPlan::from_listing(names.iter().map(String::as_str)).waiting()
     });
     waiting + 1 > index::COMPACT_AFTER
 }
@@ -444,20 +501,44 @@ pub fn compaction_due(listing: &Option<Vec<String>>) -> bool {
 /// fold them, and all but one would create nothing.
 const COMPACTION_LOCK: &str = "compaction";
 
+/// Who asks for a compaction: a writer that saw segments pile up past
+/// [`index::COMPACT_AFTER`], or a listing that read more than
+/// [`index::LISTING_COMPACTS_AFTER`] a compaction would fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    Writer,
+    Listing,
+}
+
 /// Compacts if this writer wins the election (a try-lock: nobody waits)
 /// and segments still pile up once it holds the lock (the writer before
 /// may have just folded them). A writer that loses leaves its segment
 /// for the winner or the next compaction: nothing is lost, the segment
 /// is read until a snapshot folds it.
-pub async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFailure> {
+pub async fn compact_elected(io: &Io, settings: &Settings, due: Due) -> Result<(), StepFailure> {
+    // What a listing's compaction must still find to fold once it has read
+    // the index (another may have folded it meanwhile).
+    let at_least = match due {
+        Due::Writer => 0,
+        Due::Listing => index::LISTING_COMPACTS_AFTER + 1,
+    };
     if !settings.locks {
         // No lock to elect one: a due writer compacts one time in four, so
         // that a backup job's writers do not all fold at once, and the
-        // segments wait a little longer for the next one otherwise.
-        if settings.unique() % 4 != 0 {
+        // segments wait a little longer for the next one otherwise. A
+        // listing is one, after its answer.
+        if due == Due::Writer && settings.unique() % 4 != 0 {
             return Ok(());
         }
-        return compact_unlocked(io, settings, false).await.map(|_| ());
+        if settings.create_only {
+            // Of two compactions of one snapshot, one creates the next.
+            return compact_listed(io, settings, false, None, at_least)
+                .await
+                .map(|_| ());
+        }
+        return compact_unlocked(io, settings, false, at_least)
+            .await
+            .map(|_| ());
     }
     let lock = path(COMPACTION_LOCK);
     let taken = io
@@ -477,12 +558,10 @@ pub async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFai
     let result = async {
         let listing = list(io).await?;
         let due = listing.as_ref().is_some_and(|names| {
-            ReadPlan::from_listing(names.iter().map(String::as_str))
-                .segments
-                .len()
+            ReadPlan::from_listing(names.iter().map(String::as_str)).waiting()
                 > index::COMPACT_AFTER
         });
-        Ok(due.then_some(listing))
+        Ok((due || at_least > 0).then_some(listing))
     }
     .await
     .map_err(|failure| StepFailure {
@@ -490,7 +569,7 @@ pub async fn compact_elected(io: &Io, settings: &Settings) -> Result<(), StepFai
         failure,
     });
     let result = match result {
-        Ok(Some(listing)) => compact_listed(io, settings, false, listing)
+        Ok(Some(listing)) => compact_listed(io, settings, false, listing, at_least)
             .await
             .map(|_| ()),
         Ok(None) => Ok(()),
@@ -523,13 +602,26 @@ pub async fn compact(
     settings: &Settings,
     drop_unreadable: bool,
 ) -> Result<Option<Compacted>, StepFailure> {
-    if !settings.locks {
-        return compact_unlocked(io, settings, drop_unreadable).await;
+    if !settings.create_only {
+        return compact_unlocked(io, settings, drop_unreadable, 0).await;
     }
-    compact_listed(io, settings, drop_unreadable, None).await
+    compact_listed(io, settings, drop_unreadable, None, 0).await
 }
 
-/// Compacts on a share without locks or create-only writes, where any
+/// Segments a compaction of `read` would fold that its snapshot has not:
+/// those unfolded, less the deltas of a VM in doubt (a compaction leaves
+/// them, see [`index::compact`]).
+pub fn foldable(read: &Read) -> usize {
+    let unsure = &read.loaded.current().unsure;
+    read.loaded
+        .segments
+        .iter()
+        .filter(|(name, _)| !read.loaded.snapshot.folded.contains(name))
+        .filter(|(_, s)| matches!(s.body, index::Body::View(_)) || !unsure.contains(&s.vm))
+        .count()
+}
+
+/// Compacts on a share without create-only writes (Garage), where any
 /// number of compactors may run at once and each one's create succeeds:
 ///
 /// - the snapshot gets a unique name at the next generation
@@ -557,6 +649,7 @@ async fn compact_unlocked(
     io: &Io,
     settings: &Settings,
     drop_unreadable: bool,
+    at_least: usize,
 ) -> Result<Option<Compacted>, StepFailure> {
     let step = |failure| StepFailure {
         step: "compaction",
@@ -569,6 +662,9 @@ async fn compact_unlocked(
     else {
         return Ok(None);
     };
+    if foldable(&read) < at_least {
+        return Ok(None);
+    }
     let mut compaction = read.loaded.compact(read.plan.generation);
     let now = share::now(io).await;
     read.loaded
@@ -623,12 +719,14 @@ async fn compact_unlocked(
     clean_up(io, &read, &compaction, doomed, drop_unreadable).await
 }
 
-/// [`compact`], from the folder as just listed when `listing` is given.
+/// [`compact`], from the folder as just listed when `listing` is given,
+/// if at least `at_least` segments are [`foldable`].
 async fn compact_listed(
     io: &Io,
     settings: &Settings,
     drop_unreadable: bool,
     listing: Option<Vec<String>>,
+    at_least: usize,
 ) -> Result<Option<Compacted>, StepFailure> {
     let step = |failure| StepFailure {
         step: "compaction",
@@ -640,6 +738,9 @@ async fn compact_listed(
     else {
         return Ok(None);
     };
+    if foldable(&read) < at_least {
+        return Ok(None);
+    }
     let mut compaction = read.loaded.compact(read.plan.generation);
     let now = share::now(io).await;
     read.loaded
@@ -731,7 +832,7 @@ pub async fn seed(
     // check to judge.
     let (listed, _) = index::decode_segments(segments, &settings.limits);
     let mut compaction = index::rebuild(&plan, entries, listed);
-    if !settings.locks {
+    if !settings.create_only {
         unlocked_name(io, settings, &mut compaction).await;
     }
     lay_out_fresh(io, settings, &mut compaction).await;
@@ -744,9 +845,9 @@ pub async fn seed(
     if !created {
         return Ok(None);
     }
-    // Without locks, two seeds may both create: what each folded stays
+    // Without create-only writes, two seeds may both create: what each folded stays
     // until a compaction's cleanup (see `compact_unlocked`).
-    let doomed = if settings.locks {
+    let doomed = if settings.create_only {
         let mut doomed = compaction.segments_to_delete.clone();
         doomed.extend(compaction.unreferenced(&plan.parts).into_iter().cloned());
         doomed
@@ -879,17 +980,17 @@ pub async fn rebuild(
                     step: "snapshot",
                     failure: e.into(),
                 })?;
-        if !settings.locks {
+        if !settings.create_only {
             unlocked_name(io, settings, &mut compaction).await;
         }
         lay_out_fresh(io, settings, &mut compaction).await;
         match write_snapshot(io, &compaction).await {
             Ok(true) => {
-                // Without locks, the rebuilt snapshot outranks the others,
+                // Without create-only writes, the rebuilt snapshot outranks the others,
                 // which a compaction's cleanup deletes later (see
                 // `compact_unlocked`).
                 let mut doomed = Vec::new();
-                if settings.locks {
+                if settings.create_only {
                     doomed.extend(compaction.segments_to_delete.iter().cloned());
                     doomed.extend(plan.snapshot.iter().cloned());
                     doomed.extend(plan.old_snapshots.iter().cloned());

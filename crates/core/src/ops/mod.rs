@@ -240,18 +240,20 @@ pub fn build_index(settings: Settings) -> Op {
 
 /// The background repairs a listing found (see [`Listed::repairs`]).
 pub fn repair(settings: Settings, loaded: Vec<Loaded>) -> Op {
-    follow_up(settings, Vec::new(), loaded)
+    follow_up(settings, Vec::new(), loaded, false)
 }
 
 /// What a listing leaves to do once it has answered: make the index from
 /// the entries it found (see [`Listed::index_seed`]), then the repairs,
-/// which then publish their entries into it.
+/// which then publish their entries into it, then the compaction it found
+/// due (see [`Listed::compact_index`]), which folds those too.
 pub fn follow_up(
     settings: Settings,
     index_seed: Vec<crate::index::Segment>,
     loaded: Vec<Loaded>,
+    compact_index: bool,
 ) -> Op {
-    Op::new(|io| async move {
+    Op::new(move |io| async move {
         if !index_seed.is_empty() {
             index_check::seed_index(&io, &settings, index_seed).await;
         }
@@ -261,6 +263,16 @@ pub fn follow_up(
                 .map(|l| check::repair_in_background(&io, &settings, l)),
         )
         .await;
+        if compact_index {
+            let due = index_ops::Due::Listing;
+            if let Err(failure) = index_ops::compact_elected(&io, &settings, due).await {
+                io.log(
+                    Level::Debug,
+                    "brcache: the compaction a listing found due failed; the segments stay and are read",
+                    serde_json::json!({ "reason": Failure::from(failure).to_string() }),
+                );
+            }
+        }
         Ok(Output::Repaired(
             written
                 .into_iter()

@@ -197,7 +197,9 @@ pub async fn release(io: &Io, settings: &Settings, vm: &VmId, committed: Committ
     let unlocking: Pin<Box<dyn Future<Output = ()>>> = Box::pin(unlock(io, vm));
     let compacting: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
         if committed.compact {
-            if let Err(failure) = index_ops::compact_elected(io, settings).await {
+            if let Err(failure) =
+                index_ops::compact_elected(io, settings, index_ops::Due::Writer).await
+            {
                 warn_unpublished(io, vm, failure.step, &failure.failure.to_string());
             }
         }

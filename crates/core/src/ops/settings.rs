@@ -34,6 +34,13 @@ pub struct Settings {
     /// Garage), the index is compacted without a lock: see
     /// [`super::index_ops::compact_unlocked`].
     pub locks: bool,
+    /// The share refuses to create a name that exists (a file system's
+    /// exclusive create, or an object store that honours `If-None-Match:
+    /// *`, probed by the handler): index snapshots are then named by their
+    /// generation alone and created create-only, and what a compaction
+    /// folded is deleted at once, with or without locks. Without (Garage),
+    /// see [`super::index_ops::compact_unlocked`].
+    pub create_only: bool,
     /// Randomness from the caller (the core has none): segment names.
     nonce: Rc<Cell<u64>>,
 }
@@ -48,6 +55,7 @@ impl Settings {
             trusted: false,
             stream: false,
             locks: true,
+            create_only: true,
             nonce: Rc::new(Cell::new(nonce)),
         }
     }
@@ -80,6 +88,16 @@ impl Settings {
     pub fn without_locks(&self) -> Settings {
         Settings {
             locks: false,
+            create_only: false,
+            ..self.clone()
+        }
+    }
+
+    /// The same share, found to refuse creating a name that exists though
+    /// it has no locks (see [`Settings::create_only`]).
+    pub fn with_create_only(&self) -> Settings {
+        Settings {
+            create_only: true,
             ..self.clone()
         }
     }

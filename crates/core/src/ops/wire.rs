@@ -39,6 +39,7 @@ pub struct WireOp {
     settings: Settings,
     repairs: Vec<super::Loaded>,
     index_seed: Vec<crate::index::Segment>,
+    compact_index: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,6 +51,7 @@ struct SettingsArgs {
     trusted: bool,
     index: Option<String>,
     locks: Option<bool>,
+    create_only: Option<bool>,
     nonce: Option<f64>,
     stream: bool,
 }
@@ -136,10 +138,10 @@ pub fn settings(text: &str) -> Result<Settings, Failure> {
     } else {
         settings
     };
-    let settings = if args.locks == Some(false) {
-        settings.without_locks()
-    } else {
-        settings
+    let settings = match (args.locks, args.create_only) {
+        (Some(false), Some(true)) => settings.without_locks().with_create_only(),
+        (Some(false), _) => settings.without_locks(),
+        _ => settings,
     };
     Ok(if args.stream {
         settings.streaming()
@@ -230,6 +232,7 @@ impl WireOp {
             settings,
             repairs: Vec::new(),
             index_seed: Vec::new(),
+            compact_index: false,
         }
     }
 
@@ -374,6 +377,7 @@ impl WireOp {
                 out.push_str(&tail);
                 self.repairs = listed.repairs;
                 self.index_seed = listed.index_seed;
+                self.compact_index = listed.compact_index;
                 return;
             }
             Output::Vms(vms) => json!(vms).to_string(),
@@ -406,9 +410,10 @@ impl WireOp {
     pub fn repairs(&mut self) -> Option<WireOp> {
         let repairs = std::mem::take(&mut self.repairs);
         let seed = std::mem::take(&mut self.index_seed);
-        (!repairs.is_empty() || !seed.is_empty()).then(|| {
+        let compact = std::mem::take(&mut self.compact_index);
+        (!repairs.is_empty() || !seed.is_empty() || compact).then(|| {
             WireOp::new(
-                super::follow_up(self.settings.clone(), seed, repairs),
+                super::follow_up(self.settings.clone(), seed, repairs, compact),
                 self.settings.clone(),
             )
         })
