@@ -198,3 +198,61 @@ fn a_lock_the_listing_sees_is_read_from_the_folder() {
         race(change, Landing::BetweenFoldersFirst);
     }
 }
+
+/// The same start (a write or delete up to its segment, lock held), then
+/// the writer's, the listing's and a compaction's remaining requests
+/// interleaved at random, 300 schedules: every listing is the folder as it
+/// was all along, and the exact interleaving above (the index folder
+/// listed before the segment, the VM folders after the unlock) is among
+/// the schedules.
+#[test]
+fn random_interleavings_of_a_change_a_compaction_and_a_listing_are_exact() {
+    let mut raced = 0;
+    for seed in 0..300u64 {
+        let (mut sim, written) = repository();
+        let mut rng = sim::Rng::new(seed);
+        let delete = seed % 2 == 1;
+        let op = if delete {
+            ops::delete_backups(settings(20), vec![written[0].clone()])
+        } else {
+            ops::write_backup(settings(20), VM, metadata(VM, 9))
+        };
+        let mut writer = Driven::new(WRITER, op.unwrap());
+        while writer.perform(&mut sim.share, |r| !is_segment(r)) {}
+        let truth = sim.share.metadata_keys();
+        let lister = Driven::new(LISTER, ops::restore_view(settings(30), Filter::default()));
+        let mut running = vec![writer, lister];
+        if seed % 3 == 0 {
+            running.push(Driven::new(30_000, ops::compact_index(settings(40), false)));
+        }
+        loop {
+            let waiting: Vec<(usize, usize)> = running
+                .iter()
+                .enumerate()
+                .flat_map(|(o, d)| (0..d.pending.len()).map(move |r| (o, r)))
+                .collect();
+            if waiting.is_empty() {
+                break;
+            }
+            let (o, r) = waiting[rng.below(waiting.len())];
+            running[o].perform_at(&mut sim.share, r);
+        }
+        let lister = running.swap_remove(1);
+        let writer = &running[0];
+        let Some(Ok(Output::Listed(listed))) = &lister.output else {
+            panic!("{seed}: not a listing")
+        };
+        assert!(writer.output.as_ref().is_some_and(Result::is_ok), "{seed}");
+        assert!(listed.from_index, "{seed}: from the index");
+        assert_eq!(keys(listed), truth, "{seed}: the folder all along");
+        // The race: the listing's first index folder listing before the
+        // segment landed, its VM folders' listing after the unlock.
+        let is_unlock = |r: &Request| matches!(r, Request::Unlock { .. });
+        let listed_index = lister.step_of(is_index_listing).unwrap();
+        let listed_folders = lister.step_of(is_folders_listing).unwrap();
+        let segment = writer.step_of(is_segment).unwrap();
+        let unlocked = writer.step_of(is_unlock).unwrap();
+        raced += usize::from(listed_index < segment && unlocked < listed_folders);
+    }
+    assert!(raced > 0, "no schedule was the race");
+}

@@ -509,8 +509,10 @@ pub struct Driven {
     pub pending: Vec<(RequestId, Request)>,
     pub owner: usize,
     pub output: Option<Result<Output, brcache_core::ops::Failure>>,
-    /// Every request performed, in order.
+    /// Every request performed, in order, with the share's step it was
+    /// performed at.
     pub performed: Vec<Request>,
+    pub steps: Vec<u64>,
 }
 
 impl Driven {
@@ -521,6 +523,7 @@ impl Driven {
             owner,
             output: None,
             performed: Vec::new(),
+            steps: Vec::new(),
         };
         driven.poll();
         driven
@@ -544,12 +547,24 @@ impl Driven {
         let Some(at) = self.pending.iter().position(|(_, request)| pick(request)) else {
             return false;
         };
+        self.perform_at(share, at);
+        true
+    }
+
+    /// Performs the `at`th waiting request.
+    pub fn perform_at(&mut self, share: &mut Share, at: usize) {
         let (id, request) = self.pending.remove(at);
         let response = share.perform(self.owner, &request);
         self.op.respond(id, response).expect("outstanding");
         self.performed.push(request);
+        self.steps.push(share.step);
         self.poll();
-        true
+    }
+
+    /// The share's step of the first request performed that `pick` accepts.
+    pub fn step_of(&self, pick: impl Fn(&Request) -> bool) -> Option<u64> {
+        let at = self.performed.iter().position(pick)?;
+        Some(self.steps[at])
     }
 
     /// Performs every request in the order asked, to the operation's end.
