@@ -354,7 +354,7 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
       // core's restore view); the VM folders with their locks.
       ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/index', '/api/r/0/vms?locks=1', `/api/r/0/vms/${added}/cache`, '/api/repositories'].sort(),
     )
-    assert.equal(files.length, 2, `the snapshot and the one segment: ${files}`)
+    assert.equal(files.length, 3, `the table, its part and the one segment: ${files}`)
     // Decoded off the page's main thread.
     assert.deepStrictEqual(page.workersSeen, ['/js/web/index-worker.js'])
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
@@ -400,7 +400,7 @@ describe('a fresh writable repository: the server makes the index, and the page 
       ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/index', '/api/r/0/vms?locks=1', '/api/repositories'].sort(),
       'no VM cache',
     )
-    assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 1, 'the snapshot the server made')
+    assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 2, 'the table the server made and its part')
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
     // Made from checked caches, so verified as of then; said discreetly.
     assert.match(await page.textContent('#verified'), /^index verified \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/)

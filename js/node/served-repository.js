@@ -87,8 +87,10 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
       throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
     }
     const plan = indexApi.readPlan(names)
-    // A table's parts are read beside it.
-    return { files: [plan.snapshot, ...plan.oldSnapshots, ...plan.segments, ...(plan.parts ?? [])].filter(Boolean), snapshot: plan.snapshot ?? null }
+    // A table's parts are read beside it; parts alone (a compaction between
+    // its parts and its table) are no index yet.
+    const files = [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean)
+    return { files: files.length > 0 ? [...files, ...(plan.parts ?? [])] : [], snapshot: plan.snapshot ?? null }
   }
 
   /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */

@@ -908,9 +908,9 @@ async fn create(io: &Io, name: &str, bytes: Vec<u8>) -> Result<bool, IoError> {
 
 /// Writes a compaction's snapshot: its parts (create-only, unique names,
 /// at once), then its table, create-only at its name; false if the name
-/// is taken, and the parts made for it are deleted again (no table names
-/// them). A failure leaves parts no table names: the next compaction's
-/// cleanup deletes them.
+/// is taken. Unless the table is written, the parts made for it are
+/// deleted again (no table names them); a crash leaves them for the next
+/// compaction's cleanup.
 async fn write_snapshot(io: &Io, compaction: &index::Compaction) -> Result<bool, IoError> {
     let requests = compaction
         .parts
@@ -920,22 +920,29 @@ async fn write_snapshot(io: &Io, compaction: &index::Compaction) -> Result<bool,
             bytes: part.encode(),
         })
         .collect();
-    for response in io.all(requests).await {
-        if let Response::Failed(error) = response {
-            return Err(error);
-        }
-    }
-    let created = create(io, &compaction.name, compaction.table.encode()).await?;
-    if !created {
+    let parts_failed = io
+        .all(requests)
+        .await
+        .into_iter()
+        .find_map(|response| match response {
+            Response::Failed(error) => Some(error),
+            _ => None,
+        });
+    let created = match parts_failed {
+        Some(error) => Err(error),
+        None => create(io, &compaction.name, compaction.table.encode()).await,
+    };
+    if !matches!(created, Ok(true)) {
+        // No table names them. Best effort: a part left over is an
+        // unreferenced one, for the next compaction's cleanup.
         let own = compaction
             .parts
             .iter()
             .map(|(name, _)| path(name))
             .collect();
-        // Best effort: a part left over is an unreferenced one, for a cleanup.
         let _ = share::delete_if_present(io, own).await;
     }
-    Ok(created)
+    created
 }
 
 /// Lays out a snapshot made from scratch (a seed, a rebuild): every VM in
