@@ -50,10 +50,11 @@ empty placeholder data files, and brcache's caches (unless --no-cache).
   --algorithm A   chacha20-poly1305 (default) or aes-256-gcm`,
   list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--verify] [--immutable]
 
-The restore view: per VM, its name, restore points by mode, last backup and
-total size. From the repository index when there is one (the first listing
-of a writable repository makes it), else from the caches, checked against
-the folders and repaired as needed.
+The VM table: per VM, its name, restore points by mode, last backup and
+total size. From the repository index's table when there is one (the first
+listing of a writable repository makes it), else from the caches, checked
+against the folders and repaired as needed; --json, --vm and --verify give
+the restore view itself.
 
   --json          { "<vmUuid>": [summary, ...] } on stdout
   --vm <uuid>     one VM's restore points
