@@ -50,12 +50,12 @@ empty placeholder data files, and brcache's caches (unless --no-cache).
   --algorithm A   chacha20-poly1305 (default) or aes-256-gcm`,
   list: `Usage: brcache list <dir> [--json] [--vm <uuid>] [--verify] [--immutable]
 
-The restore view: per VM, its name, restore points by mode, last backup and
-total size. From the repository index when there is one (the first listing
-of a writable repository makes it), else from the caches, checked against
-the folders and repaired as needed. From the index, the VMs it was not
-trusted for (locked, in doubt, not in it), read from their caches instead,
-are named on stderr, whatever the format.
+The VM table: per VM, its name, restore points by mode, last backup and
+total size. From the repository index's table when there is one (the first
+listing of a writable repository makes it), else from the caches, checked
+against the folders and repaired as needed; --json, --vm and --verify give
+the restore view itself, whose VMs the index was not trusted for (locked,
+in doubt, not in it), read from their caches instead, are named on stderr.
 
   --json          { "<vmUuid>": [summary, ...] } on stdout
   --vm <uuid>     one VM's restore points
