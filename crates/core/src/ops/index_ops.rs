@@ -651,24 +651,10 @@ async fn compact_unlocked(
     drop_unreadable: bool,
     at_least: usize,
 ) -> Result<Option<Compacted>, StepFailure> {
-    let step = |failure| StepFailure {
-        step: "compaction",
-        failure,
-    };
     let listed_at = share::now(io).await;
-    let Some(read) = read_scoped(io, settings, None, Scope::Changed)
-        .await
-        .map_err(step)?
-    else {
+    let Some((read, mut compaction, now)) = prepare(io, settings, None, at_least).await? else {
         return Ok(None);
     };
-    if foldable(&read) < at_least {
-        return Ok(None);
-    }
-    let mut compaction = read.loaded.compact(read.plan.generation);
-    let now = share::now(io).await;
-    read.loaded
-        .lay_out(&mut compaction, now.max(0.0) as u64, settings.unique());
     if now - listed_at > (index::GRACE_MS / 2) as f64 {
         io.log(
             Level::Debug,
@@ -719,22 +705,21 @@ async fn compact_unlocked(
     clean_up(io, &read, &compaction, doomed, drop_unreadable).await
 }
 
-/// [`compact`], from the folder as just listed when `listing` is given,
-/// if at least `at_least` segments are [`foldable`].
-async fn compact_listed(
+/// What both compactions start with: the index read for the VMs its
+/// waiting segments touch, and, if at least `at_least` segments are
+/// [`foldable`], its compaction laid out in parts at the time it returns.
+async fn prepare(
     io: &Io,
     settings: &Settings,
-    drop_unreadable: bool,
     listing: Option<Vec<String>>,
     at_least: usize,
-) -> Result<Option<Compacted>, StepFailure> {
-    let step = |failure| StepFailure {
-        step: "compaction",
-        failure,
-    };
+) -> Result<Option<(Read, index::Compaction, f64)>, StepFailure> {
     let Some(read) = read_scoped(io, settings, listing, Scope::Changed)
         .await
-        .map_err(step)?
+        .map_err(|failure| StepFailure {
+            step: "compaction",
+            failure,
+        })?
     else {
         return Ok(None);
     };
@@ -745,6 +730,21 @@ async fn compact_listed(
     let now = share::now(io).await;
     read.loaded
         .lay_out(&mut compaction, now.max(0.0) as u64, settings.unique());
+    Ok(Some((read, compaction, now)))
+}
+
+/// [`compact`], from the folder as just listed when `listing` is given,
+/// if at least `at_least` segments are [`foldable`].
+async fn compact_listed(
+    io: &Io,
+    settings: &Settings,
+    drop_unreadable: bool,
+    listing: Option<Vec<String>>,
+    at_least: usize,
+) -> Result<Option<Compacted>, StepFailure> {
+    let Some((read, compaction, _)) = prepare(io, settings, listing, at_least).await? else {
+        return Ok(None);
+    };
     if !create_snapshot(io, &compaction).await? {
         return Ok(None);
     }
