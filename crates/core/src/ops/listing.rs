@@ -391,22 +391,14 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
 /// (sized by VMs) with those parts read.
 pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
     let quiet = settings.collecting();
-    let listed = if settings.index == IndexMode::Off {
+    let mut listed = if settings.index == IndexMode::Off {
         list_all(io, &quiet, Want::Summaries(Filter::default())).await?
     } else {
         through_index(io, &quiet, Wanted::Table).await?
     };
-    let Listed {
-        parts,
-        unreadable,
-        repairs,
-        from_index,
-        index_seed,
-        not_from_index,
-        compact_index,
-    } = listed;
     // Through the index, rows already; from the caches alone, summaries.
-    let rows = parts
+    let from_index = listed.from_index;
+    let rows = std::mem::take(&mut listed.parts)
         .into_iter()
         .map(|(vm, piece)| {
             let row = if from_index {
@@ -418,16 +410,7 @@ pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
             (vm, row)
         })
         .collect();
-    Ok(Listed {
-        unreadable,
-        repairs,
-        from_index,
-        index_seed,
-        not_from_index,
-        compact_index,
-        ..Listed::default()
-    }
-    .finish(rows))
+    Ok(listed.finish(rows))
 }
 
 /// One VM's restore view (summaries) from the index, by the restore
