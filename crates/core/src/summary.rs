@@ -7,8 +7,9 @@
 //! backup server can hand summaries to its UI unchanged.
 
 use crate::codec::{self, DecodeLimits};
+use crate::entry;
 use crate::error::Result;
-use crate::key::{BACKUP_DIR, VmId};
+use crate::key::{BACKUP_DIR, MetadataName, VmId};
 use crate::vm_cache::VmCache;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -140,14 +141,30 @@ pub fn summaries(cache: &VmCache, filter: &Filter) -> Result<Vec<Summary>> {
     let dir = format!("/{BACKUP_DIR}/{}", cache.vm().as_str());
     let mut out = Vec::with_capacity(cache.len());
     for (key, raw) in cache.raw_entries() {
-        let record: Record = serde_json::from_str(raw.get()).unwrap_or_else(|_| lenient(raw.get()));
-        let summary = summarize(key, &dir, record);
+        let summary = summary_of_entry(key, &dir, raw.get());
         if filter.matches(&summary) {
             out.push(summary);
         }
     }
     sort(&mut out);
     Ok(out)
+}
+
+fn summary_of_entry(key: String, dir: &str, raw: &str) -> Summary {
+    let record: Record = serde_json::from_str(raw).unwrap_or_else(|_| lenient(raw));
+    summarize(key, dir, record)
+}
+
+/// The summary of the cache entry a metadata file makes (the one a
+/// cache written after its creation holds, see [`entry::from_metadata`]).
+pub fn summary_of_metadata(vm: &VmId, name: &MetadataName, metadata: &[u8]) -> Result<Summary> {
+    let key = vm.key(name);
+    let entry = entry::from_metadata(&key, metadata)?;
+    Ok(summary_of_entry(
+        key,
+        &format!("/{BACKUP_DIR}/{}", vm.as_str()),
+        entry.get(),
+    ))
 }
 
 /// Summaries straight from `cache.json.gz` bytes in one pass over the body:
@@ -209,7 +226,8 @@ impl<'de> Deserialize<'de> for ObjectRecord {
     }
 }
 
-fn sort(summaries: &mut [Summary]) {
+/// Restore points in the order listings give them: by timestamp, then id.
+pub(crate) fn sort(summaries: &mut [Summary]) {
     summaries.sort_by(|a, b| {
         let t = |s: &Summary| s.timestamp.as_f64().unwrap_or(f64::NEG_INFINITY);
         t(a).total_cmp(&t(b)).then_with(|| a.id.cmp(&b.id))

@@ -466,3 +466,58 @@ fn readers_take_the_greatest_snapshot_name_of_the_highest_generation() {
     assert_eq!(snapshot_time(&chosen), 1_000);
     assert_eq!(snapshot_time(&older), 0);
 }
+
+/// A delta's summaries come from the new metadata files, not from the
+/// cache: they must be the very summaries a view of the cache holds for
+/// them, odd field types included (a listing folds one over the other).
+#[test]
+fn a_deltas_summaries_are_the_caches() {
+    use crate::key::{MetadataName, VmId};
+    use crate::summary::{Filter, summaries_of_bytes};
+    let vm = VmId::new("0b3cc5a8-94f2-4c22-b6a4-5f4c3c3b2a10").unwrap();
+    let mut cache = crate::vm_cache::VmCache::new(vm.clone());
+    let old = br#"{"timestamp":1,"mode":"full","size":3,"jobId":"j","scheduleId":"s"}"#;
+    cache
+        .add_name(MetadataName::new("20260101T000000Z.json").unwrap(), old)
+        .unwrap();
+    let added: [(MetadataName, &[u8]); 2] = [
+        (
+            MetadataName::new("20260102T000000Z.json").unwrap(),
+            br#"{"timestamp":2,"mode":"delta","size":5,"vm":{"name_label":"v","tags":["t"]},
+                "vhds":{"r":"vdis/x/y.vhd"},"vdis":{"r":{"name_label":"disk"}},"jobId":"j"}"#,
+        ),
+        (
+            // Fields of unexpected types: the lenient read keeps what fits.
+            MetadataName::new("20260103T000000Z.json").unwrap(),
+            br#"{"timestamp":"late","mode":7,"vdis":[1],"vhds":3,"isImmutable":true}"#,
+        ),
+    ];
+    for (name, metadata) in &added {
+        cache.add_name(name.clone(), metadata).unwrap();
+    }
+    let bytes = cache.commit();
+    let pairs: Vec<(&MetadataName, &[u8])> = added.iter().map(|(n, m)| (n, *m)).collect();
+    let removed = [MetadataName::new("20251231T000000Z.json").unwrap()];
+    let segment = Segment::decode(
+        &delta_of_bytes(&vm, &bytes, &pairs, &removed, true).unwrap(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    let Body::Delta(delta) = segment.body else {
+        panic!("not a delta: {:?}", segment.body)
+    };
+    let mut from_cache: Vec<String> =
+        summaries_of_bytes(&vm, &bytes, &DecodeLimits::default(), &Filter::default())
+            .unwrap()
+            .iter()
+            .filter(|s| !s.id.ends_with("20260101T000000Z.json"))
+            .map(|s| RawSummary::of(s).get().to_string())
+            .collect();
+    let mut put: Vec<String> = delta.put.iter().map(|s| s.get().to_string()).collect();
+    from_cache.sort();
+    put.sort();
+    assert_eq!(put.len(), 2);
+    assert_eq!(put, from_cache);
+    assert_eq!(delta.generation, cache.generation());
+    assert_eq!(delta.remove, vec![vm.key(&removed[0])]);
+}

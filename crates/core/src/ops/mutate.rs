@@ -225,9 +225,12 @@ async fn publish_bytes(
     let time = share::now(io).await;
     let segment = match edit {
         Some(edit) => {
-            let added: Vec<&MetadataName> = edit.added.iter().map(|(name, _)| name).collect();
-            let locked = settings.locks;
-            index::delta_of_bytes(vm, bytes, &added, &edit.removed, locked, &settings.limits)
+            let added: Vec<(&MetadataName, &[u8])> = edit
+                .added
+                .iter()
+                .map(|(name, metadata)| (name, metadata.as_slice()))
+                .collect();
+            index::delta_of_bytes(vm, bytes, &added, &edit.removed, settings.locks)
         }
         None => index::segment_of_bytes(vm.as_str(), bytes, &settings.limits),
     };
