@@ -274,12 +274,29 @@ async function large({ runs, vms = 1000, retention = 100 }) {
       const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2031, 0, 1) + rng.int(0, 1e9) })
       return indexed.writeVmBackupMetadata(vm, metadata)
     }
+    // Each read is measured with the segments freshly written (untimed):
+    // a restore view that finds more than a few compacts once it has
+    // answered, so whatever ran after it would read a compacted index.
     const waiting = indexApi.compactAfter()
     const writers = (await repository.listAllVms()).slice(0, waiting + 1)
+    const withWaiting = async (fn) => {
+      const samples = []
+      for (let run = 0; run < runs; run++) {
+        for (const vm of writers.slice(0, waiting)) await writeOne(vm)
+        await indexed.settle()
+        samples.push(await measure(share, fn, 1, () => indexed.settle()))
+        // The next run starts from a compacted index again: a restore view
+        // that finds them compacts.
+        await indexed.listSummaries()
+        await indexed.settle()
+      }
+      return { ...samples.at(-1), ms: median(samples.map((sample) => sample.ms)), runs }
+    }
+    results[`brcache VM table (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.vmTable())
+    results[`brcache one VM's points (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.vmRestoreView(writers[0]))
+    results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.listSummaries())
     for (const vm of writers.slice(0, waiting)) await writeOne(vm)
-    results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.listSummaries(), runs)
-    results[`brcache VM table (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmTable(), runs)
-    results[`brcache one VM's points (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmRestoreView(writers[0]), runs)
+    await indexed.settle()
     results['brcache add one backup, index (the write that compacts)'] = await measure(share, () => writeOne(writers.at(-1)), 1)
     results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
     return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }
