@@ -1,7 +1,7 @@
 // `brcache bench`: listing and update scenarios on the simulated share,
 // each figure a ratio to a baseline measured in the same run.
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
@@ -9,6 +9,7 @@ import { listWithoutCache, listXoStyle, restoreView } from '../../sample/baselin
 import { generateRepository } from '../../sample/generate.js'
 import { LocalHandler, SimulatedShare } from '../handlers/index.js'
 import { CACHE_FILE, metadataKey, vmFile } from '../../common/layout.js'
+import { INDEX_DIR } from '../../common/repo-index.js'
 import { indexApi } from '../core.js'
 import { openRepository } from '../repository.js'
 import { createRandom, makeVm, makeVmBackups } from '../../sample/metadata.js'
@@ -246,6 +247,19 @@ async function job({ runs, vms = 50, retention = 45 }) {
   })
 }
 
+/** Renames the segments in `folder` whose name says a VM to the name without it: `[[named, unnamed]]` paths. */
+function unnameSegments(folder) {
+  const renamed = []
+  for (const name of readdirSync(folder)) {
+    const stem = /^(\d{15}-[0-9a-f]{16})-.+\.json\.gz$/.exec(name)
+    if (!stem) continue
+    const paths = [join(folder, name), join(folder, `${stem[1]}.json.gz`)]
+    renameSync(...paths)
+    renamed.push(paths)
+  }
+  return renamed
+}
+
 async function large({ runs, vms = 1000, retention = 100 }) {
   return withTempDir(async (dir) => {
     const bar = progress('gen')
@@ -280,6 +294,12 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.listSummaries(), runs)
     results[`brcache VM table (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmTable(), runs)
     results[`brcache one VM's points (index, ${waiting} segments waiting)`] = await measure(share, () => indexed.vmRestoreView(writers[0]), runs)
+    // The same segments named as before names said their VM: every
+    // one-VM read reads them all.
+    const renamed = unnameSegments(join(dir, INDEX_DIR))
+    results[`brcache VM table (index, ${waiting} segments waiting, names without their VM)`] = await measure(share, () => indexed.vmTable(), runs)
+    results[`brcache one VM's points (index, ${waiting} segments waiting, names without their VM)`] = await measure(share, () => indexed.vmRestoreView(writers[0]), runs)
+    for (const [named, unnamed] of renamed) renameSync(unnamed, named)
     results['brcache add one backup, index (the write that compacts)'] = await measure(share, () => writeOne(writers.at(-1)), 1)
     results['XO-style cache (full records)'] = await measure(share, () => listXoStyle(share).then(restoreView), runs)
     return { title: `large: ${vms} VMs x ${retention} restore points`, baseline: 'no cache (full records)', results }
