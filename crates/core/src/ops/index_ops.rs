@@ -71,6 +71,10 @@ pub struct Read {
     /// its lock taken after the VM folders were listed, so a listing reads
     /// them from their caches and folders as it reads a locked VM's.
     pub moved: std::collections::BTreeSet<String>,
+    /// Whether the read listed the index folder itself, after the listing
+    /// it was given: a file that one showed was gone (a compaction's
+    /// cleanup), so what was read is the folder as it is later than that.
+    pub relisted: bool,
 }
 
 /// How much of a table's entries a reader needs (a whole snapshot is read
@@ -114,8 +118,9 @@ pub async fn read_scoped(
     scope: Scope<'_>,
 ) -> Result<Option<Read>, Failure> {
     const ATTEMPTS: usize = 5;
+    let given = listing.is_some();
     let mut listing = Some(listing);
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         let names = match listing.take().flatten() {
             Some(names) => Some(names),
             None => list(io).await?,
@@ -194,6 +199,7 @@ pub async fn read_scoped(
             plan,
             loaded,
             moved: Default::default(),
+            relisted: given && attempt > 0,
         }));
     }
     Err(Failure::refused(
@@ -390,6 +396,7 @@ async fn caught_up(
         plan,
         loaded,
         moved: Default::default(),
+        relisted: read.relisted,
     }))
 }
 
