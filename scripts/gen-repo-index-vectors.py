@@ -59,6 +59,11 @@ def seg_name(ms, rand):
     return f"{ms:015d}-{rand:016x}.json.gz"
 
 
+def vm_seg_name(ms, rand, vm):
+    """A segment's name that says its VM (an older release's says none)."""
+    return f"{ms:015d}-{rand:016x}-{vm}.json.gz"
+
+
 def snap_name(g):
     return f"snapshot-{g:020d}.json.gz"
 
@@ -522,6 +527,47 @@ scenarios.append({
     "name": "parts are listed apart from segments and snapshots",
     "listing": [snap_name(4), P2, P1, S1, "part-1.json.gz"],
     "expect": {"plan": {"snapshot": snap_name(4), "segments": [S1], "oldSnapshots": [], "generation": 4, "shouldCompact": False, "parts": [P1, P2]}},
+})
+
+# Segments named by their VM: a reader of one VM's restore points reads its
+# own and those whose name says none. A name that says another VM than the
+# segment holds is unreadable for every reader, so that all of them agree.
+NA, NB, NU = vm_seg_name(6001, 1, A), vm_seg_name(6002, 2, B), seg_name(6003, 3)
+scenarios.append({
+    "name": "segments named by their VM fold like the others; one named for another VM is unreadable",
+    "load": {
+        "snapshot": snapshot(1, [], {A: entry(A, 1, [1])}),
+        "segments": [
+            [NA, segment(A, 2, [1, 2])],
+            [NB, segment(A, 3, [1, 2, 3])],  # says B, holds A
+            [NU, segment(B, 1, [4])],
+        ],
+    },
+    "expect": {
+        "view": {A: ids(A, [1, 2]), B: ids(B, [4])},
+        "generations": {A: 2, B: 1},
+        "unfolded": 2,
+        "unreadable": [NB],
+        "compaction": {"name": snap_name(2), "generation": 2, "segmentsToDelete": sorted([NA, NU])},
+    },
+})
+
+scenarios.append({
+    "name": "a listing takes names that say a VM for segments, and odd ones for nothing",
+    "listing": [
+        snap_name(3), NA, NU, "000000000001001-00000000000000a1.json",
+        vm_seg_name(6004, 4, ".hidden"), f"{6005:015d}-{5:016x}-.json.gz",
+        f"{6006:015d}-{6:016x}-{A}.json", f"{6007:015d}-{7:017x}-{A}.json.gz",
+    ],
+    "expect": {
+        "plan": {
+            "snapshot": snap_name(3),
+            "segments": sorted([NA, NU, "000000000001001-00000000000000a1.json"]),
+            "oldSnapshots": [],
+            "generation": 3,
+            "shouldCompact": False,
+        }
+    },
 })
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "index.json"

@@ -363,6 +363,52 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
   })
 })
 
+describe("the VM table from the index's table, a VM's restore points when it is opened", () => {
+  test('the first load reads the table alone (no part, no cache); a VM opened reads its part', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-table-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    await openRepository(copy).buildIndex()
+    const server = await listen(copy)
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    const rows = await rowsOf(page)
+    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
+    for (const row of rows) {
+      assert.equal(row.state, 'ok', row.error)
+      assert.equal(row.count, view[row.vm].length, row.vm)
+      assert.equal(row.name, view[row.vm].at(-1).vm.name_label)
+      assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
+      assert.equal(row.last, formatDate(view[row.vm].at(-1).timestamp, { seconds: false }))
+      assert.equal(row.size, formatBytes(describeVm(view[row.vm]).size))
+    }
+    // Every VM's summaries are in the parts: a page that read them to
+    // show the table would ask for one here.
+    const files = (from) => from.filter((url) => url.startsWith('/api/r/0/index/')).map((url) => decodeURIComponent(url.slice('/api/r/0/index/'.length)))
+    const loaded = files(requests)
+    assert.equal(loaded.length, 1, `the table alone: ${loaded}`)
+    assert.match(loaded[0], /^snapshot-/)
+    assert.deepStrictEqual(requests.filter((url) => url.includes('/cache')), [], 'no VM cache')
+
+    // A VM opened: its restore points through the index, from its part.
+    requests.length = 0
+    const vm = Object.keys(view)[2]
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] table.points`)
+    const ids = await page.$$eval('#details tbody tr', (trs) => trs.map((tr) => tr.dataset.id))
+    assert.deepStrictEqual(ids, view[vm].toReversed().map((s) => s.id))
+    assert.equal(await page.textContent('#details h2'), view[vm].at(-1).vm.name_label)
+    const opened = files(requests)
+    assert.equal(opened.filter((name) => name.startsWith('part-')).length, 1, `one part: ${opened}`)
+    assert.deepStrictEqual(requests.filter((url) => url.includes('/cache')), [], 'no VM cache')
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
 describe('a fresh writable repository: the server makes the index, and the page reads it', () => {
   test('the first load from the caches, then from the index the server made: a handful of requests; what XO writes shows without a command', async () => {
     const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-fresh-'))
@@ -400,7 +446,7 @@ describe('a fresh writable repository: the server makes the index, and the page 
       ['/api/r/0/encryption.json', '/api/r/0/encryption.json', '/api/r/0/index', '/api/r/0/index', '/api/r/0/vms?locks=1', '/api/repositories'].sort(),
       'no VM cache',
     )
-    assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 2, 'the table the server made and its part')
+    assert.equal(api.filter((url) => url.startsWith('/api/r/0/index/')).length, 1, 'the table the server made alone: no segment waits, so no part')
     assert.match(await page.textContent('#status'), /^8 VMs, \d+ restore points, .* · from the repository index$/)
     // Made from checked caches, so verified as of then; said discreetly.
     assert.match(await page.textContent('#verified'), /^index verified \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/)

@@ -61,7 +61,8 @@ function processRun(t, run) {
   return running
 }
 
-const SEGMENT = /^\d{15}-[0-9a-f]{16}\.json\.gz$/
+// With the VM the name says, or (an older release's) without.
+const SEGMENT = /^\d{15}-[0-9a-f]{16}(-[^/]+)?\.json\.gz$/
 const SNAPSHOT = /^snapshot-\d{20}\.json\.gz$/
 const segments = (dir) => indexFiles(dir).filter((name) => SEGMENT.test(name))
 const snapshots = (dir) => indexFiles(dir).filter((name) => SNAPSHOT.test(name))

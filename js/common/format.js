@@ -44,3 +44,19 @@ export function describeVm(summaries) {
     size,
   }
 }
+
+/**
+ * What the table shows of a VM from its row of the core's VM table
+ * (`{ name, count, modes, lastBackup, size }`), as describeVm says it of
+ * summaries; a VM without a row has no restore points.
+ */
+export function describeRow(row) {
+  if (row === undefined) return describeVm([])
+  return {
+    name: typeof row.name === 'string' ? row.name : '',
+    count: row.count,
+    modes: { ...row.modes },
+    last: typeof row.lastBackup === 'number' ? row.lastBackup : undefined,
+    size: row.size,
+  }
+}

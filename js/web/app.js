@@ -1,8 +1,10 @@
 // The restore view page. For each repository the server offers, it runs
 // the core's operations over the server's HTTP share (js/web/reader.js):
-// with a repository index, one restoreView operation, in a worker, whose
-// answer fills the whole table; without one, a listVm operation per VM
-// cache, six at a time, so that rows arrive as they come. What an index, a
+// with a repository index, one vmTable operation, in a worker, whose
+// answer fills the whole table from the index's table (a row per VM), and
+// a vmRestoreView operation for the restore points of a VM the user opens;
+// without one, a listVm operation per VM cache, six at a time, so that
+// rows arrive as they come. What an index, a
 // cache or a listing means is the core's to say, as on the server. A VM
 // whose payload fails shows its error on its own row, and a repository
 // that fails shows its error on its own line: the others go on.
@@ -23,9 +25,9 @@ import { mapLimit } from '../common/concurrency.js'
 import { INDEX_DIR } from '../common/repo-index.js'
 import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
-import { describeVm, formatBytes, formatDate } from '../common/format.js'
+import { describeRow, describeVm, formatBytes, formatDate } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
-import { CONCURRENCY, listVm, listVms, readView } from './reader.js'
+import { CONCURRENCY, listVm, listVms, readView, readVm } from './reader.js'
 import { createVmTable } from './table.js'
 
 const POLL_INDEX_MS = 5_000
@@ -41,7 +43,10 @@ const list = $('repositories')
 const repositories = []
 const table = createVmTable($('vms'), {
   empty: $('empty'),
-  onSelect: (row) => showDetails(details, row, { download: (summary) => download(row, summary) }),
+  onSelect: (row) => {
+    showDetails(details, row, { download: (summary) => download(row, summary) })
+    loadPoints(row)
+  },
 })
 $('filter').addEventListener('input', (event) => table.setFilter(event.target.value))
 
@@ -249,9 +254,9 @@ class RepositoryView {
     let pending = vms
     if (view) {
       pending = []
+      // The table's rows; a VM's restore points when it is opened (loadPoints).
       for (const vm of vms) {
-        const summaries = view.vms[vm] ?? []
-        table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: served[vm] ?? [] })
+        table.update(this.key(vm), { summaries: undefined, pointsError: undefined, info: describeRow(view.rows[vm]), unreadable: served[vm] ?? [] })
       }
     }
     let done = vms.length - pending.length
@@ -308,6 +313,34 @@ class RepositoryView {
     this.listed = { ...this.listed, folders }
     await mapLimit(vms, CONCURRENCY, (vm) => this.loadVm(vm, { ifChanged: !force && !fresh.has(vm) }))
   }
+}
+
+/**
+ * The restore points of a VM shown from the index's table, once it is
+ * opened: the core's vmRestoreView (its table, that VM's part and its
+ * segments), shown in the details when they come. A row the table
+ * updates meanwhile is asked again if it is still open.
+ */
+async function loadPoints(row) {
+  if (row.state !== 'ok' || row.summaries !== undefined || row.pointsError !== undefined || row.loadingPoints) return
+  const repository = repositories.find((r) => r.key(row.vm) === row.key)
+  if (!repository?.share) return
+  const asked = row.info
+  row.loadingPoints = true
+  let result
+  try {
+    result = { summaries: await readVm(repository.share, row.vm) }
+  } catch (error) {
+    result = { pointsError: error.message }
+  } finally {
+    row.loadingPoints = false
+  }
+  if (!table.has(row.key)) return
+  if (row.info !== asked) {
+    if (row.tr.getAttribute('aria-selected') === 'true') loadPoints(row)
+    return
+  }
+  table.update(row.key, result)
 }
 
 async function download(row, summary) {

@@ -66,7 +66,12 @@ export function showDetails(pane, row, { download } = {}) {
     pane.replaceChildren(title, uuid, element('p', row.error.message, 'error'))
     return
   }
-  if (row.state !== 'ok') {
+  if (row.pointsError !== undefined) {
+    pane.replaceChildren(title, uuid, element('p', row.pointsError, 'error'))
+    return
+  }
+  // (A row from the index's table: its restore points are on their way.)
+  if (row.state !== 'ok' || row.summaries === undefined) {
     pane.replaceChildren(title, uuid, element('p', 'loading…', 'hint'))
     return
   }

@@ -47,14 +47,16 @@ export function listVms(share, folders = share.list(BACKUP_DIR)) {
 }
 
 /**
- * The repository's restore view. `listed` is what the server listed (the
- * VM folders, and the index folder or null when it offers none), `vms` the
- * VM folders. With an index, `view` is the restoreView operation's answer
- * (`{ vms, unreadable, fromIndex }`, and `verifiedAt`: when the server last
- * verified the index, if it said) and `served` what the server said it
- * could not read in each cache the operation fetched (VMs the index does
- * not know). Without one the caches are fetched VM by VM (listVm), so that
- * rows arrive as they come: `view` is undefined.
+ * The repository's VM table. `listed` is what the server listed (the VM
+ * folders, and the index folder or null when it offers none), `vms` the VM
+ * folders. With an index, `view` is the vmTable operation's answer (`{ rows,
+ * unreadable, fromIndex }`, `rows` being `{ [vm]: { name, count, modes,
+ * lastBackup, size } }` from the index's table, and `verifiedAt`: when the
+ * server last verified the index, if it said) and `served` what the server
+ * said it could not read in each cache the operation fetched (VMs the index
+ * does not know). A VM's restore points come when the page asks for them
+ * (readVm). Without an index the caches are fetched VM by VM (listVm), so
+ * that rows arrive as they come: `view` is undefined.
  */
 export async function readView(share, http) {
   const folders = share.list(BACKUP_DIR)
@@ -65,10 +67,16 @@ export async function readView(share, http) {
   const listed = { folders: await folders, index: await index }
   if (listed.index === null) return { listed, vms }
   const handler = answering(share, { [BACKUP_DIR]: folders, [INDEX_DIR]: index })
-  const { vms: summaries, unreadable, fromIndex } = await drive(operations.start('restoreView', SETTINGS), handler, { concurrency: CONCURRENCY })
+  const { vms: rows, unreadable, fromIndex } = await drive(operations.start('vmTable', SETTINGS), handler, { concurrency: CONCURRENCY })
   const served = {}
   for (const vm of vms) if (http.etag(vmFile(vm, CACHE_FILE)) !== undefined) served[vm] = http.unreadable(vmFile(vm, CACHE_FILE))
-  return { listed, vms, view: { vms: summaries, unreadable, fromIndex, verifiedAt: http.verifiedAt() }, served }
+  return { listed, vms, view: { rows, unreadable, fromIndex, verifiedAt: http.verifiedAt() }, served }
+}
+
+/** A VM's restore points (summaries) by the core's vmRestoreView: through the index, its table, that VM's part and its segments. */
+export async function readVm(share, vm) {
+  const { vms } = await drive(operations.start('vmRestoreView', SETTINGS, { vm }), share, { concurrency: CONCURRENCY })
+  return vms[vm] ?? []
 }
 
 /** A VM's summaries by the core's listVm; `bytes`: its cache, already read by the page. */

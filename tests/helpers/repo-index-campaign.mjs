@@ -86,7 +86,8 @@ export function indexFiles(dir) {
   }
 }
 
-const SEGMENT = /^\d{15}-[0-9a-f]{16}\.json\.gz$/
+// With the VM the name says, or (an older release's) without.
+const SEGMENT = /^\d{15}-[0-9a-f]{16}(-[^/]+)?\.json\.gz$/
 const SNAPSHOT = /^snapshot-(\d{20})\.json\.gz$/
 
 /** The newest snapshot's generation in the index folder, 0 if none. */

@@ -85,7 +85,7 @@ pub use index::{
     LISTING_COMPACTS_AFTER, Loaded, Named, RawSummary, ReadPlan, Segment, Snapshot, VmEntry,
     compact, decode_segments, drift, entry_of, entry_of_bytes, named as named_segments,
     parse_caches, rebuild as rebuild_index, rebuild_from_bytes, segment_name, segment_of_bytes,
-    snapshot_name,
+    segment_vm, snapshot_name, vm_segment_name,
 };
 // The snapshot as a table (a row per VM) and parts (the VMs' entries).
 pub use index::{

@@ -120,8 +120,8 @@ fn race(change: Change, landing: Landing) {
     // first listing of the index folder to the second: either way it is
     // read from its cache and folder, as its writer may still be at work.
     // When a compaction deleted what the first listing showed, the read
-    // listed the folder again itself, after the VM folders: nothing moved
-    // between that listing and the second.
+    // listed the folder again itself, then the VM folders (the writer is
+    // done: no lock) and the index folder once more: nothing moved.
     let read_again = matches!(landing, Landing::BetweenThenCompacted);
     let locked = if read_again {
         vec![]
@@ -144,13 +144,77 @@ fn race(change: Change, landing: Landing) {
     let compacted = matches!(landing, Landing::BetweenThenCompacted);
     assert_eq!(snapshot_reads, 1 + usize::from(compacted), "{landing:?}");
     // (The compaction deleted segments the first listing showed: their
-    // reads fail, and the read lists the folder once more.)
+    // reads fail, the read lists the folder once more, then the VM folders
+    // and the index folder are listed again after it.)
     let index_listings = lister.performed.iter().filter(|r| is_index_listing(r));
     assert_eq!(
         index_listings.count(),
-        2 + usize::from(compacted),
+        2 + 2 * usize::from(compacted),
         "{landing:?}"
     );
+    let folders_listings = lister.performed.iter().filter(|r| is_folders_listing(r));
+    assert_eq!(
+        folders_listings.count(),
+        1 + usize::from(compacted),
+        "{landing:?}"
+    );
+}
+
+fn is_metadata_delete(request: &Request) -> bool {
+    matches!(request, Request::Delete { path } if path.starts_with("xo-vm-backups/")
+        && path.ends_with(".json") && !path.starts_with(brcache_core::INDEX_DIR))
+}
+
+/// The listing lists both folders, then a delete takes its lock (after the
+/// VM folders' listing: no lock shows) and its segment lands before its
+/// metadata is gone; a compaction folds it in and deletes the snapshot the
+/// listing's first listing showed. The read finds that snapshot gone and
+/// lists the index folder again itself: that listing holds the delete, the
+/// metadata file is still there, and no listing of the index folder the
+/// listing made moved the VM's entry from another. The file was there all
+/// along: the listing must list it. `fold`: the compaction folds the
+/// segment (else the segment lands after it, unfolded).
+fn delete_before_the_read_lists_again(fold: bool) {
+    let (mut sim, written) = repository();
+    let truth = sim.share.metadata_keys();
+    let mut lister = Driven::new(LISTER, ops::restore_view(settings(30), Filter::default()));
+    assert!(lister.perform(&mut sim.share, is_index_listing));
+    assert!(lister.perform(&mut sim.share, is_folders_listing));
+    let op = ops::delete_backups(settings(20), vec![written[0].clone()]);
+    let mut writer = Driven::new(WRITER, op.unwrap());
+    while writer.perform(&mut sim.share, |r| !is_segment(r) && !is_metadata_delete(r)) {}
+    assert!(writer.waits_on(is_segment), "the delete publishes");
+    assert!(writer.waits_on(is_metadata_delete), "its metadata waits");
+    if fold {
+        assert!(writer.perform(&mut sim.share, is_segment));
+    }
+    sim.run_one(ops::compact_index(settings(40), false))
+        .unwrap();
+    if !fold {
+        assert!(writer.perform(&mut sim.share, is_segment));
+    }
+    let Output::Listed(listed) = lister.finish(&mut sim.share).expect("a listing") else {
+        panic!("not a listing")
+    };
+    assert_eq!(
+        sim.share.metadata_keys(),
+        truth,
+        "the metadata is still there"
+    );
+    writer.finish(&mut sim.share).expect("the delete");
+    assert!(listed.from_index, "fold {fold}: from the index");
+    assert_eq!(keys(&listed), truth, "fold {fold}: the folder all along");
+    assert_eq!(
+        listed.not_from_index.locked,
+        [VM],
+        "fold {fold}: read like a locked VM"
+    );
+}
+
+#[test]
+fn a_delete_compacted_in_before_the_read_lists_again_is_not_listed_early() {
+    delete_before_the_read_lists_again(true);
+    delete_before_the_read_lists_again(false);
 }
 
 /// A listing with no writer beside it costs two round trips: the VM

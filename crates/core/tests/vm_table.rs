@@ -236,3 +236,124 @@ fn the_table_and_one_vm_cost_the_same_round_trips_at_any_vm_count() {
     // The restore view reads the parts listed beside the table.
     assert_eq!(counts[0], (3, 3, 2), "table, one VM, restore view");
 }
+
+/// The index files `op` read, run alone.
+fn index_reads(sim: &mut Sim, op: ops::Op) -> (Output, Vec<String>) {
+    let mut driven = sim::Driven::new(1_000, op);
+    let output = driven.finish(&mut sim.share).expect("answered");
+    let reads = driven
+        .performed
+        .iter()
+        .filter_map(|r| match r {
+            ops::Request::Read { path } => path.strip_prefix(INDEX).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    (output, reads)
+}
+
+fn is_segment_name(name: &str) -> bool {
+    !name.starts_with("snapshot-") && !name.starts_with("part-")
+}
+
+#[test]
+fn one_vms_points_read_its_own_segments_and_those_that_say_no_vm() {
+    let mut sim = repository(8, 1);
+    for v in 0..8 {
+        write(&mut sim, 20 + v as u64, &vm(v), 5);
+    }
+    let segments: Vec<String> = index_files(&sim, "")
+        .into_iter()
+        .filter(|n| is_segment_name(n))
+        .collect();
+    assert_eq!(segments.len(), 8, "{segments:?}");
+    for (v, name) in segments.iter().enumerate() {
+        assert_eq!(
+            brcache_core::segment_vm(name),
+            Some(vm(v).as_str()),
+            "{name}"
+        );
+        assert!(name.ends_with(&format!("-{}.json.gz", vm(v))), "{name}");
+    }
+    // A segment of an older release (its name says no VM): VM 6's
+    // published again, a fold of it twice changing nothing.
+    let unnamed = brcache_core::segment_name(1_700_000_000_001, 0xab);
+    let bytes = sim.share.files[&format!("{INDEX}{}", segments[6])]
+        .bytes
+        .clone();
+    sim.share.put(&format!("{INDEX}{unnamed}"), bytes);
+    let op = ops::vm_restore_view(settings(40), &vm(3), Filter::default()).unwrap();
+    let (output, reads) = index_reads(&mut sim, op);
+    let mut read: Vec<&String> = reads.iter().filter(|n| is_segment_name(n)).collect();
+    read.sort();
+    assert_eq!(read, [&unnamed, &segments[3]], "VM 3's and the unnamed");
+    let (view, from_index) = listed(output);
+    assert!(from_index);
+    assert_eq!(view, cache_view(&mut sim, &vm(3)));
+    let (view, _) = vm_view(&mut sim, 41, &vm(6));
+    assert_eq!(view, cache_view(&mut sim, &vm(6)));
+    // The VM table and the restore view read every segment.
+    let (output, reads) = index_reads(&mut sim, ops::vm_table(settings(42)));
+    assert_eq!(reads.iter().filter(|n| is_segment_name(n)).count(), 9);
+    assert_eq!(listed(output).0, rows_from_caches(&mut sim));
+}
+
+#[test]
+fn a_segment_named_for_another_vm_is_read_by_no_one() {
+    let mut sim = repository(3, 1);
+    write(&mut sim, 20, &vm(1), 5);
+    let segments: Vec<String> = index_files(&sim, "")
+        .into_iter()
+        .filter(|n| is_segment_name(n))
+        .collect();
+    let [segment] = &segments[..] else {
+        panic!("one segment: {segments:?}")
+    };
+    // VM 1's new restore point under a name that says VM 2: a one-VM
+    // read of VM 1 skips it by name, so no read may fold it.
+    let bytes = sim.share.files[&format!("{INDEX}{segment}")].bytes.clone();
+    sim.share.remove(&format!("{INDEX}{segment}"));
+    let lying = brcache_core::vm_segment_name(1_700_000_000_002, 7, &vm(2));
+    sim.share.put(&format!("{INDEX}{lying}"), bytes);
+    let (one, _) = vm_view(&mut sim, 30, &vm(1));
+    let (view, _) = listed(
+        sim.run_one(ops::restore_view(settings(31), Filter::default()))
+            .unwrap(),
+    );
+    assert_eq!(view[vm(1)], one[vm(1)], "both reads agree");
+    assert_eq!(
+        one[vm(1)].as_array().unwrap().len(),
+        1,
+        "the lie is skipped"
+    );
+    assert_eq!(view[vm(2)], cache_view(&mut sim, &vm(2))[vm(2)]);
+}
+
+#[test]
+fn beside_a_whole_snapshot_segments_say_no_vm() {
+    // An index an older release made: a whole snapshot, no parts. Its
+    // readers take a name that says a VM for no segment.
+    let mut sim = Sim::new(7);
+    let snapshot = brcache_core::Snapshot::empty().encode();
+    sim.share.put(
+        &format!("{INDEX}{}", brcache_core::snapshot_name(1)),
+        snapshot,
+    );
+    write(&mut sim, 10, &vm(0), 1);
+    let segments: Vec<String> = index_files(&sim, "")
+        .into_iter()
+        .filter(|n| is_segment_name(n))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(brcache_core::segment_vm(&segments[0]), None, "{segments:?}");
+    // Once a compaction made it a table, they say their VM.
+    sim.run_one(ops::compact_index(settings(11), false))
+        .unwrap();
+    write(&mut sim, 12, &vm(0), 2);
+    let segments: Vec<String> = index_files(&sim, "")
+        .into_iter()
+        .filter(|n| is_segment_name(n))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(brcache_core::segment_vm(&segments[0]), Some(vm(0).as_str()));
+}

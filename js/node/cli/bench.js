@@ -1,7 +1,7 @@
 // `brcache bench`: listing and update scenarios on the simulated share,
 // each figure a ratio to a baseline measured in the same run.
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
@@ -9,6 +9,7 @@ import { listWithoutCache, listXoStyle, restoreView } from '../../sample/baselin
 import { generateRepository } from '../../sample/generate.js'
 import { LocalHandler, SimulatedShare } from '../handlers/index.js'
 import { CACHE_FILE, metadataKey, vmFile } from '../../common/layout.js'
+import { INDEX_DIR } from '../../common/repo-index.js'
 import { indexApi } from '../core.js'
 import { openRepository } from '../repository.js'
 import { createRandom, makeVm, makeVmBackups } from '../../sample/metadata.js'
@@ -246,6 +247,19 @@ async function job({ runs, vms = 50, retention = 45 }) {
   })
 }
 
+/** Renames the segments in `folder` whose name says a VM to the name without it: `[[named, unnamed]]` paths. */
+function unnameSegments(folder) {
+  const renamed = []
+  for (const name of readdirSync(folder)) {
+    const stem = /^(\d{15}-[0-9a-f]{16})-.+\.json\.gz$/.exec(name)
+    if (!stem) continue
+    const paths = [join(folder, name), join(folder, `${stem[1]}.json.gz`)]
+    renameSync(...paths)
+    renamed.push(paths)
+  }
+  return renamed
+}
+
 async function large({ runs, vms = 1000, retention = 100 }) {
   return withTempDir(async (dir) => {
     const bar = progress('gen')
@@ -279,12 +293,16 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     // answered, so whatever ran after it would read a compacted index.
     const waiting = indexApi.compactAfter()
     const writers = (await repository.listAllVms()).slice(0, waiting + 1)
-    const withWaiting = async (fn) => {
+    // `unnamed`: the same segments named as before names said their VM,
+    // so that every one-VM read reads them all.
+    const withWaiting = async (fn, { unnamed = false } = {}) => {
       const samples = []
       for (let run = 0; run < runs; run++) {
         for (const vm of writers.slice(0, waiting)) await writeOne(vm)
         await indexed.settle()
+        const renamed = unnamed ? unnameSegments(join(dir, INDEX_DIR)) : []
         samples.push(await measure(share, fn, 1, () => indexed.settle()))
+        for (const [named, bare] of renamed) renameSync(bare, named)
         // The next run starts from a compacted index again: a restore view
         // that finds them compacts.
         await indexed.listSummaries()
@@ -294,6 +312,8 @@ async function large({ runs, vms = 1000, retention = 100 }) {
     }
     results[`brcache VM table (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.vmTable())
     results[`brcache one VM's points (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.vmRestoreView(writers[0]))
+    results[`brcache VM table (index, ${waiting} segments waiting, names without their VM)`] = await withWaiting(() => indexed.vmTable(), { unnamed: true })
+    results[`brcache one VM's points (index, ${waiting} segments waiting, names without their VM)`] = await withWaiting(() => indexed.vmRestoreView(writers[0]), { unnamed: true })
     results[`brcache listSummaries (index, ${waiting} segments waiting)`] = await withWaiting(() => indexed.listSummaries())
     for (const vm of writers.slice(0, waiting)) await writeOne(vm)
     await indexed.settle()

@@ -4,7 +4,7 @@
 
 use super::compaction::{Compaction, compact};
 use super::format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry, summary_order};
-use super::read_plan::segment_time;
+use super::read_plan::{segment_time, segment_vm};
 use super::table::{Part, Summary as TableSummary, Table};
 use super::{INDEX_DIR, SKEW_MS};
 use crate::Fingerprint;
@@ -584,7 +584,10 @@ pub fn named<T>(names: Vec<String>, contents: Vec<T>) -> Result<Named<T>> {
     Ok(names.into_iter().zip(contents).collect())
 }
 
-/// Decodes segments, setting aside (with the reason) those that do not.
+/// Decodes segments, setting aside (with the reason) those that do not,
+/// and those whose name says another VM than they hold: a reader of one
+/// VM's restore points goes by the name and never reads it, so no reader
+/// may fold it.
 pub fn decode_segments(
     segments: Named<Vec<u8>>,
     limits: &DecodeLimits,
@@ -593,7 +596,13 @@ pub fn decode_segments(
     let mut unreadable = Vec::new();
     for (name, bytes) in segments {
         match Segment::decode(&bytes, limits) {
-            Ok(segment) => decoded.push((name, segment)),
+            Ok(segment) => match segment_vm(&name).filter(|vm| *vm != segment.vm) {
+                Some(named) => {
+                    let reason = format!("named for VM {named}, but holds VM {:?}", segment.vm);
+                    unreadable.push((name, reason));
+                }
+                None => decoded.push((name, segment)),
+            },
             Err(error) => unreadable.push((name, error.to_string())),
         }
     }

@@ -7,7 +7,8 @@
 //! so a fresh server finds it. Two kinds of files, both written without any
 //! repository-wide lock:
 //!
-//! - **Segments** (`<ms>-<random>.json.gz`, unique names, gzip JSON): after
+//! - **Segments** (`<ms>-<random>-<vm>.json.gz`, or without `-<vm>` for an
+//!   older release's, unique names, gzip JSON): after
 //!   a writer updates a VM's cache, it publishes either what it changed (a
 //!   *delta*: the summaries it put, the ids it removed) or the VM's whole
 //!   restore view at that cache generation (a *view*: a first backup, a
@@ -65,10 +66,12 @@ pub use fold::{
 };
 pub use format::{Body, Delta, RawSummary, Segment, Snapshot, Stored, VmEntry};
 pub use read_plan::{
-    ReadPlan, segment_name, segment_time, snapshot_name, snapshot_time, unique_snapshot_name,
+    ReadPlan, segment_name, segment_time, segment_vm, snapshot_name, snapshot_time,
+    unique_snapshot_name, vm_segment_name,
 };
 pub use table::{
-    PART_BYTES, Part, Row, Summary as TableSummary, TABLE_VERSION, Table, part_name, part_time,
+    PART_BYTES, Part, Row, Summary as TableSummary, TABLE_VERSION, Table, is_part, part_name,
+    part_time,
 };
 
 /// The index folder, relative to the repository root.

@@ -41,8 +41,24 @@ pub fn snapshot_time(name: &str) -> u64 {
 
 /// A segment's name from the writer's clock and randomness (the core has
 /// neither): names sort by time, and two writers never pick the same one.
+/// It says no VM: every reader of one VM's restore points reads it.
 pub fn segment_name(time_ms: u64, random: u64) -> String {
     format!("{time_ms:015}-{random:016x}{SEGMENT_SUFFIX}")
+}
+
+/// The longest VM folder name a segment's name carries: the file name
+/// then stays well under the 255 bytes every share allows.
+const NAMED_VM_MAX: usize = 128;
+
+/// A segment's name that says its VM, `<ms>-<random>-<vm>.json.gz`, so
+/// that a reader of one VM's restore points reads that VM's segments and
+/// those that say none, not every VM's. A VM whose folder name would make
+/// the file name too long gets [`segment_name`].
+pub fn vm_segment_name(time_ms: u64, random: u64, vm: &str) -> String {
+    if vm.len() > NAMED_VM_MAX || crate::key::VmId::new(vm).is_err() {
+        return segment_name(time_ms, random);
+    }
+    format!("{time_ms:015}-{random:016x}-{vm}{SEGMENT_SUFFIX}")
 }
 
 /// When a segment was published: its name's ms (the writer's clock).
@@ -51,6 +67,14 @@ pub fn segment_time(name: &str) -> Option<u64> {
     (is_segment(name) && time.bytes().all(|b| b.is_ascii_digit()))
         .then(|| time.parse().ok())
         .flatten()
+}
+
+/// The VM a segment's name says, `None` for a name that says none (an
+/// older release's, a VM name too long, or not a segment). Decoding checks
+/// that the segment holds that VM ([`super::decode_segments`]), so that a
+/// reader that skips it by name and one that reads it agree.
+pub fn segment_vm(name: &str) -> Option<&str> {
+    parse_segment(name).flatten()
 }
 
 fn snapshot_generation(name: &str) -> Option<u64> {
@@ -77,18 +101,33 @@ fn snapshot_generation(name: &str) -> Option<u64> {
 }
 
 fn is_segment(name: &str) -> bool {
-    let stem = name
-        .strip_suffix(SEGMENT_SUFFIX)
-        .or_else(|| name.strip_suffix(PLAIN_SEGMENT_SUFFIX));
-    stem.is_some_and(|stem| {
-        let mut parts = stem.splitn(2, '-');
-        let time = parts.next().unwrap_or_default();
-        let random = parts.next().unwrap_or_default();
-        time.len() == 15
-            && time.bytes().all(|b| b.is_ascii_digit())
-            && random.len() == 16
-            && random.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+    parse_segment(name).is_some()
+}
+
+/// A segment's name taken apart: `None` when it is none, else the VM it
+/// says, if any. `<15 digits>-<16 hex>` then, gzip only (the plain JSON
+/// segments of the first release said no VM), optionally `-<vm>`.
+fn parse_segment(name: &str) -> Option<Option<&str>> {
+    let (stem, may_name_vm) = match name.strip_suffix(SEGMENT_SUFFIX) {
+        Some(stem) => (stem, true),
+        None => (name.strip_suffix(PLAIN_SEGMENT_SUFFIX)?, false),
+    };
+    let bytes = stem.as_bytes();
+    let well_formed = bytes.len() >= 32
+        && bytes[..15].iter().all(u8::is_ascii_digit)
+        && bytes[15] == b'-'
+        && bytes[16..32].iter().all(u8::is_ascii_hexdigit);
+    if !well_formed {
+        return None;
+    }
+    match &stem[32..] {
+        "" => Some(None),
+        rest => {
+            let vm = rest.strip_prefix('-').filter(|_| may_name_vm)?;
+            crate::key::VmId::new(vm).ok()?;
+            Some(Some(vm))
+        }
+    }
 }
 
 /// What a listing of the index folder says to read.

@@ -306,7 +306,8 @@ pub fn part_time(name: &str) -> Option<u64> {
     is_part(name).then(|| name[PART_PREFIX.len() + 21..][..15].parse().ok())?
 }
 
-pub(super) fn is_part(name: &str) -> bool {
+/// Whether `name` is a part's.
+pub fn is_part(name: &str) -> bool {
     let Some(stem) = name
         .strip_prefix(PART_PREFIX)
         .and_then(|n| n.strip_suffix(PART_SUFFIX))

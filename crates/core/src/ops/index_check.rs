@@ -235,7 +235,9 @@ async fn reconcile(
         async move {
             if *kind == Drift::Gone {
                 let segment = Segment::new(vm, current.gone_entry(vm)).encode();
-                return publish_plain(io, settings, segment).await;
+                // Named by its VM beside a table (see `index_ops::naming`).
+                let named = read.loaded.table.is_some().then_some(vm.as_str());
+                return publish_plain(io, settings, segment, named).await;
             }
             // The cache is rewritten past the generation the index knows
             // (it went back to 0 if XO rewrote it), then published as usual.
@@ -264,10 +266,15 @@ async fn reconcile(
     })
 }
 
-async fn publish_plain(io: &Io, settings: &Settings, segment: Vec<u8>) -> Result<(), Failure> {
+async fn publish_plain(
+    io: &Io,
+    settings: &Settings,
+    segment: Vec<u8>,
+    vm: Option<&str>,
+) -> Result<(), Failure> {
     // No compaction here: the check compacts once, after every catch-up.
     let now = share::now(io).await;
-    index_ops::publish(io, settings, segment, now, &None)
+    index_ops::publish(io, settings, segment, now, &None, vm)
         .await
         .map_err(Failure::from)
 }

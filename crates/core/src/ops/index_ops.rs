@@ -71,6 +71,10 @@ pub struct Read {
     /// its lock taken after the VM folders were listed, so a listing reads
     /// them from their caches and folders as it reads a locked VM's.
     pub moved: std::collections::BTreeSet<String>,
+    /// Whether the read listed the index folder itself, after the listing
+    /// it was given: a file that one showed was gone (a compaction's
+    /// cleanup), so what was read is the folder as it is later than that.
+    pub relisted: bool,
 }
 
 /// How much of a table's entries a reader needs (a whole snapshot is read
@@ -114,8 +118,9 @@ pub async fn read_scoped(
     scope: Scope<'_>,
 ) -> Result<Option<Read>, Failure> {
     const ATTEMPTS: usize = 5;
+    let given = listing.is_some();
     let mut listing = Some(listing);
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         let names = match listing.take().flatten() {
             Some(names) => Some(names),
             None => list(io).await?,
@@ -126,7 +131,8 @@ pub async fn read_scoped(
         // is read with them, as before.
         let snapshot_time = plan.snapshot.as_deref().map_or(0, index::snapshot_time);
         let floor = snapshot_time.saturating_sub(index::READ_MARGIN_MS);
-        let (recent, older) = with_the_snapshot(&plan.segments, snapshot_time, floor);
+        let segments = in_scope(&plan.segments, scope);
+        let (recent, older) = with_the_snapshot(&segments, snapshot_time, floor);
         // Every VM's entry: the parts listed go out beside the snapshot,
         // so that the restore view costs two round trips as with a whole
         // snapshot. They are the table's, but for the leftovers of a
@@ -193,6 +199,7 @@ pub async fn read_scoped(
             plan,
             loaded,
             moved: Default::default(),
+            relisted: given && attempt > 0,
         }));
     }
     Err(Failure::refused(
@@ -351,13 +358,11 @@ async fn caught_up(
     if plan.snapshot != read.plan.snapshot {
         return read_scoped(io, settings, Some(names), scope).await;
     }
-    let added: Vec<String> = plan
-        .segments
-        .iter()
+    let added: Vec<String> = in_scope(&plan.segments, scope)
+        .into_iter()
         .filter(|name| {
-            !read.plan.segments.contains(name) && !read.loaded.snapshot.folded.contains(*name)
+            !read.plan.segments.contains(name) && !read.loaded.snapshot.folded.contains(name)
         })
-        .cloned()
         .collect();
     if added.is_empty() {
         return Ok(Some(read));
@@ -391,7 +396,21 @@ async fn caught_up(
         plan,
         loaded,
         moved: Default::default(),
+        relisted: read.relisted,
     }))
+}
+
+/// The segments `scope` reads: for one VM's restore points, that VM's
+/// and those whose name says no VM; every one otherwise.
+fn in_scope(segments: &[String], scope: Scope<'_>) -> Vec<String> {
+    segments
+        .iter()
+        .filter(|name| match scope {
+            Scope::Vm(vm) => index::segment_vm(name).is_none_or(|named| named == vm),
+            Scope::All | Scope::Changed => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Which segments to read in the same round trip as the snapshot (the
@@ -448,19 +467,33 @@ async fn fetch(io: &Io, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, Failur
 /// Publishes one segment under a name no one else picks (`now`, the
 /// caller's clock, and a nonce), written atomically (a crash never leaves
 /// half a segment), then compacts when segments pile up. `listing` is the
-/// folder as listed before.
+/// folder as listed before; `vm`, the VM the name says (see [`naming`]).
 pub async fn publish(
     io: &Io,
     settings: &Settings,
     segment: Vec<u8>,
     now: f64,
     listing: &Option<Vec<String>>,
+    vm: Option<&str>,
 ) -> Result<(), StepFailure> {
-    write_segment(io, settings, segment, now).await?;
+    write_segment(io, settings, segment, now, vm).await?;
     if compaction_due(listing) {
         compact_elected(io, settings, Due::Writer).await?;
     }
     Ok(())
+}
+
+/// The VM a segment of `vm` says in its name ([`index::vm_segment_name`]),
+/// where the index folder as `listing` shows it holds a table (a part is
+/// listed): a release that knows no such names takes them for no segment
+/// and ignores them, but it finds a table unreadable too and lists from
+/// the caches. Beside a whole snapshot, which it reads, or with no
+/// listing, the name says no VM (every one-VM read reads it).
+pub fn naming<'a>(vm: &'a str, listing: &Option<Vec<String>>) -> Option<&'a str> {
+    listing
+        .as_ref()
+        .is_some_and(|names| names.iter().any(|name| index::is_part(name)))
+        .then_some(vm)
 }
 
 /// Writes one segment (see [`publish`]), without compacting.
@@ -469,8 +502,13 @@ pub async fn write_segment(
     settings: &Settings,
     segment: Vec<u8>,
     now: f64,
+    vm: Option<&str>,
 ) -> Result<(), StepFailure> {
-    let name = index::segment_name(now.max(0.0) as u64, settings.unique());
+    let (time, random) = (now.max(0.0) as u64, settings.unique());
+    let name = match vm {
+        Some(vm) => index::vm_segment_name(time, random, vm),
+        None => index::segment_name(time, random),
+    };
     let response = io
         .call(Request::Replace {
             path: path(&name),

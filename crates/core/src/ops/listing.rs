@@ -623,6 +623,33 @@ fn index_folders(index: &index_ops::Read) -> share::BackupFolders {
     }
 }
 
+/// The catch-up of a read that listed the index folder again itself (a
+/// compaction deleted a file the first listing showed): that listing came
+/// after the VM folders', so a writer that took its lock after the VM
+/// folders were listed, and published before it, showed in neither, and
+/// its VM's entry moved before the read began (a delete's segment lands
+/// before its metadata is gone). So the VM folders are listed again, once
+/// that read is done, and the index folder after them, as the first two
+/// listings are for the second: a VM locked now is read like a locked one
+/// (its writer may still be at work), and so is one whose entry moves
+/// between the read and the index folder's last listing. Two more round
+/// trips, only when a compaction raced the listing.
+async fn after_relisting(
+    io: &Io,
+    settings: &Settings,
+    read: index_ops::Read,
+    scope: Scope<'_>,
+) -> Result<Option<index_ops::Read>, Failure> {
+    let folders = share::list_backup_folders(io).await?;
+    let relisted = index_ops::list(io).await?;
+    let caught = index_ops::catch_up(io, settings, read, relisted, scope).await?;
+    Ok(caught.map(|mut read| {
+        read.moved
+            .extend(folders.locked.iter().map(|vm| vm.as_str().to_string()));
+        read
+    }))
+}
+
 /// The index listed as `listing`, if it has a snapshot and reads; else
 /// `None` (and why, logged). Without a snapshot, the segments alone may
 /// not hold every VM (the snapshot was lost, or the index never
@@ -649,6 +676,9 @@ async fn index_for_listing(
     )
     .await;
     let read = match (read, relisted?) {
+        (Ok(Some(read)), Some(_)) if read.relisted => {
+            after_relisting(io, settings, read, scope).await
+        }
         (Ok(Some(read)), Some(relisted)) => {
             index_ops::catch_up(io, settings, read, relisted, scope).await
         }

@@ -241,7 +241,8 @@ async fn publish_bytes(
             return Committed::default();
         }
     };
-    match index_ops::write_segment(io, settings, segment, time).await {
+    let named = index_ops::naming(vm.as_str(), index_listing);
+    match index_ops::write_segment(io, settings, segment, time, named).await {
         Ok(()) => Committed {
             compact: index_ops::compaction_due(index_listing),
         },
