@@ -173,8 +173,7 @@ impl EpochPlan {
                 epochs
                     .iter()
                     .copied()
-                    .filter(|e| *e < lowest)
-                    .next_back()
+                    .rfind(|e| *e < lowest)
                     .into_iter()
                     .collect()
             }
