@@ -612,3 +612,32 @@ fn a_segment_published_into_the_previous_epoch_after_a_compaction_stays_listed()
         assert_untouched(&sim.share);
     }
 }
+
+/// `--immutable` on a repository that brcache also writes as a writable
+/// one (its writers keep the writable index, not this one): listings read
+/// the folders, as with the index off, and make nothing.
+#[test]
+fn beside_a_writable_index_nothing_is_made_and_the_folders_are_read() {
+    let mut sim = Sim::new(8);
+    let writable = Settings::new(DecodeLimits::default(), false, IndexMode::Auto, 1);
+    let a = vm(1);
+    sim.run_one(ops::build_index(writable.clone())).unwrap();
+    sim.run_one(ops::write_backup(writable.clone(), &a, metadata(&a, 0)).unwrap())
+        .unwrap();
+    let before = index_files(&sim.share).len();
+    let settings = settings(6, true);
+    drive(
+        &mut sim.share,
+        ops::write_backup(settings.clone(), &a, metadata(&a, 1)).unwrap(),
+    )
+    .0
+    .unwrap();
+    let (listed, _) = list(&mut sim.share, &settings);
+    assert!(!listed.from_index);
+    assert_eq!(listed_keys(&listed), sim.share.metadata_keys());
+    assert_eq!(
+        index_files(&sim.share).len(),
+        before,
+        "nothing published or made"
+    );
+}

@@ -92,8 +92,10 @@ pub async fn check_index(
     settings: &Settings,
     repair: bool,
 ) -> Result<IndexReport, Failure> {
-    if settings.journal {
-        return super::journal::check(io, settings, repair).await;
+    if settings.journal
+        && let Some(report) = super::journal::check(io, settings, repair).await?
+    {
+        return Ok(report);
     }
     let repair = repair && !settings.immutable;
     let read = match index_ops::read(io, settings, None).await {

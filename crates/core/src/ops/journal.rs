@@ -32,6 +32,11 @@ pub struct Read {
     pub segments: Vec<(String, Segment)>,
     /// Segments that did not decode: skipped.
     pub unreadable: Vec<(String, String)>,
+    /// The index folder holds a writable index (its snapshots or
+    /// segments): brcache writers keep it, not this one, so the repository
+    /// is written as a writable one and this index would fall behind.
+    /// Nothing else of the read is filled in; listings read the folders.
+    pub writable: bool,
 }
 
 fn list_failure(path: &str, response: Response) -> Result<Vec<String>, Failure> {
@@ -43,15 +48,21 @@ fn list_failure(path: &str, response: Response) -> Result<Vec<String>, Failure> 
     }
 }
 
-/// The epochs of the index folder, ascending (none without an index).
-pub async fn list_epochs(io: &Io) -> Result<Vec<u64>, Failure> {
+/// The epochs of the index folder, ascending (none without an index), and
+/// whether a writable index is there too (see [`Read::writable`]).
+pub async fn list_epochs(io: &Io) -> Result<(Vec<u64>, bool), Failure> {
     let response = io
         .call(Request::List {
             path: INDEX_DIR.to_string(),
         })
         .await;
     let names = list_failure(INDEX_DIR, response)?;
-    Ok(epochs::epochs_of_root(names.iter().map(String::as_str)))
+    let plan = crate::index::ReadPlan::from_listing(names.iter().map(String::as_str));
+    let writable = plan.snapshot.is_some() || !plan.segments.is_empty();
+    Ok((
+        epochs::epochs_of_root(names.iter().map(String::as_str)),
+        writable,
+    ))
 }
 
 async fn list_some(io: &Io, which: &[u64]) -> Result<BTreeMap<u64, Vec<String>>, Failure> {
@@ -85,7 +96,18 @@ fn read_request(name: &str) -> Request {
 /// a snapshot folded stays listed until its epoch is no longer read, and
 /// reading any of them would make each listing cost more.
 pub async fn read(io: &Io, settings: &Settings) -> Result<Option<Read>, Failure> {
-    let epochs = list_epochs(io).await?;
+    let (epochs, writable) = list_epochs(io).await?;
+    if writable {
+        return Ok(Some(Read {
+            epochs,
+            plan: EpochPlan::default(),
+            snapshot: Snapshot::empty(),
+            current: Snapshot::empty(),
+            segments: Vec::new(),
+            unreadable: Vec::new(),
+            writable,
+        }));
+    }
     if epochs.is_empty() {
         return Ok(None);
     }
@@ -174,6 +196,7 @@ pub async fn read(io: &Io, settings: &Settings) -> Result<Option<Read>, Failure>
         current,
         segments,
         unreadable,
+        writable,
     }))
 }
 
@@ -250,7 +273,7 @@ pub async fn publish_change(
     let listing = io.call(share::list_vm_request(vm));
     let (epochs, (listing, now)) = join(list_epochs(io), join(listing, share::now(io))).await;
     let listed = epochs.and_then(|epochs| Ok((epochs, share::vm_listing(vm, listing)?)));
-    let (epochs, entries) = match listed {
+    let ((epochs, writable), entries) = match listed {
         Ok(listed) => listed,
         Err(failure) => {
             io.log(
@@ -261,6 +284,10 @@ pub async fn publish_change(
             return;
         }
     };
+    if writable {
+        // Written as a writable repository too: its writers keep that index.
+        return;
+    }
     let listing = Listing::from_entries(
         entries
             .iter()
@@ -304,7 +331,10 @@ pub async fn follow_up(
     compact: bool,
 ) -> Result<(), Failure> {
     if !compact {
-        let epochs = list_epochs(io).await?;
+        let (epochs, writable) = list_epochs(io).await?;
+        if writable {
+            return Ok(());
+        }
         join_all(
             views
                 .iter()
@@ -326,6 +356,7 @@ pub async fn compact_with(
 ) -> Result<(), Failure> {
     let now = share::now(io).await as u64;
     let (base, mut segments, generation, target) = match read(io, settings).await {
+        Ok(Some(read)) if read.writable => return Ok(()),
         Ok(Some(read)) => (
             read.snapshot,
             read.segments,
@@ -342,7 +373,7 @@ pub async fn compact_with(
                 "brcache: the repository index does not read; a new snapshot replaces it",
                 json!({ "reason": failure.to_string() }),
             );
-            let epochs = list_epochs(io).await?;
+            let (epochs, _) = list_epochs(io).await?;
             (
                 Snapshot::empty(),
                 Vec::new(),
@@ -377,26 +408,28 @@ pub async fn compact_with(
 /// reads them, and compared with its entry; with `repair`, the view of
 /// each that differs is published (create-only segments), so that the
 /// next listing answers it from the index. `exists` is false without a
-/// snapshot (the first listing makes one).
+/// snapshot (the first listing makes one). `None` when a writable index is
+/// there ([`Read::writable`]): the caller checks that one.
 pub async fn check(
     io: &Io,
     settings: &Settings,
     repair: bool,
-) -> Result<super::IndexReport, Failure> {
+) -> Result<Option<super::IndexReport>, Failure> {
     use crate::index::Drift;
     let time = share::now(io).await as u64;
     let (read, folders) = join(read(io, settings), share::list_vm_folders(io)).await;
     let folders = folders?;
     let read = match read {
+        Ok(Some(read)) if read.writable => return Ok(None),
         Ok(Some(read)) if read.plan.snapshot.is_some() => read,
-        Ok(_) => return Ok(super::IndexReport::default()),
+        Ok(_) => return Ok(Some(super::IndexReport::default())),
         Err(failure @ Failure::Io(_)) if failure.code() != "EAGAIN" => return Err(failure),
         Err(failure) => {
-            return Ok(super::IndexReport {
+            return Ok(Some(super::IndexReport {
                 exists: true,
                 unusable: Some(failure.to_string()),
                 ..Default::default()
-            });
+            }));
         }
     };
     let current = &read.current;
@@ -459,7 +492,7 @@ pub async fn check(
         )
         .await;
     }
-    Ok(super::IndexReport {
+    Ok(Some(super::IndexReport {
         exists: true,
         drift,
         repaired,
@@ -469,5 +502,5 @@ pub async fn check(
             .map(|(name, _)| format!("{INDEX_DIR}/{name}"))
             .collect(),
         ..Default::default()
-    })
+    }))
 }

@@ -648,6 +648,15 @@ async fn through_journal(io: &Io, settings: &Settings, wanted: Wanted) -> Result
     };
     let (read, folders) = join(super::journal::read(io, settings), folders).await;
     let folders = folders?;
+    if matches!(&read, Ok(Some(read)) if read.writable) {
+        // Written as a writable repository too (its writers keep the
+        // writable index, not this one): every folder read, as with the
+        // index off, and nothing made.
+        return match wanted {
+            Wanted::Vm(vm, filter) => list_vm(io, settings, &vm, Want::Summaries(filter)).await,
+            _ => list_all(io, settings, want).await,
+        };
+    }
     let read = match read {
         Ok(read) => read.filter(|read| read.plan.snapshot.is_some()),
         Err(failure @ Failure::Io(_)) if failure.code() != "EAGAIN" => return Err(failure),
