@@ -79,7 +79,8 @@ async function indexed(t, { vms = 6, retention = 3, seed = 'brcache/tests/index'
 
 /** The per-VM view, checked against every folder, without writing anything. */
 function perVm(dir) {
-  return openRepository(dir, { immutable: true }).listSummaries()
+  // Immutable and without an index: every folder read, nothing written.
+  return openRepository(dir, { immutable: true, index: false }).listSummaries()
 }
 
 /** Every file under `root` with a hash of its bytes (folders listed too). */
@@ -171,7 +172,9 @@ describe('the index by default', () => {
     const dir = tempDir(t)
     await generateRepository(dir, { vms: 5, retention: 3, seed: 'brcache/tests/index/default' })
     const truth = await openRepository(dir, { index: false }).listSummaries()
-    for (const options of [{ immutable: true }, { index: false }]) {
+    // (An immutable repository gets its own index, of create-only files:
+    // tests/immutable-index.test.mjs.)
+    for (const options of [{ immutable: true, index: false }, { index: false }]) {
       const repository = openRepository(dir, options)
       await repository.listSummaries()
       await repository.settle()
@@ -1051,11 +1054,11 @@ describe('a rebuild racing a compaction', () => {
 // --- immutable repositories ------------------------------------------------------------
 
 describe('immutable repositories', () => {
-  test('never get an index: writes, deletes, checks and repairs create none, whatever the index option', async (t) => {
-    const dir = tempDir(t)
-    await generateRepository(dir, { vms: 3, retention: 2, seed: 'brcache/tests/index/immutable' })
-    const [vm] = vmFolders(dir)
+  test('never get the writable index: writes, deletes, checks and repairs leave only epoch folders (nothing with index: false)', async (t) => {
     for (const index of [true, 'auto', false]) {
+      const dir = tempDir(t)
+      await generateRepository(dir, { vms: 3, retention: 2, seed: 'brcache/tests/index/immutable' })
+      const [vm] = vmFolders(dir)
       const repository = openRepository(dir, { immutable: true, index })
       const key = await repository.writeVmBackupMetadata(vm, nextBackup(dir, vm))
       await repository.deleteVmBackups([key])
@@ -1064,22 +1067,26 @@ describe('immutable repositories', () => {
       await repository.listSummaries()
       await repository.settle()
       await assert.rejects(repository.buildIndex(), /immutable/)
-      assert.ok(!fs.existsSync(indexPath(dir)), `index: ${index}`)
+      const names = indexFiles(dir)
+      if (index === false) assert.deepStrictEqual(names, [], 'index: false')
+      else assert.ok(names.length > 0 && names.every((name) => /^epoch-\d{20}$/.test(name)), `index: ${index}: ${names}`)
     }
   })
 
-  test('an index already there is never written, even corrupt and asked to repair', async (t) => {
+  test('a writable index already there is never written, even corrupt and asked to repair', async (t) => {
     const dir = await indexed(t, { vms: 3, retention: 2 })
     const [vm] = vmFolders(dir)
-    const before = hashes(indexPath(dir))
+    // The writable index's files (its own, create-only, go in epoch folders).
+    const writable = (root) => Object.fromEntries(Object.entries(hashes(root)).filter(([name]) => !name.startsWith('epoch-')))
+    const before = writable(indexPath(dir))
     const repository = openRepository(dir, { immutable: true })
     await repository.writeVmBackupMetadata(vm, nextBackup(dir, vm))
     fs.writeFileSync(indexPath(dir, snapshots(dir)[0]), 'garbage')
-    const corrupt = hashes(indexPath(dir))
+    const corrupt = writable(indexPath(dir))
     assert.deepStrictEqual(compareViews(await repository.listSummaries(), diskTruth(dir)).same, true)
     const check = await repository.checkIndex({ repair: true })
     assert.equal(check.repaired, false)
-    assert.deepStrictEqual(hashes(indexPath(dir)), corrupt)
+    assert.deepStrictEqual(writable(indexPath(dir)), corrupt)
     assert.notDeepStrictEqual(corrupt, before)
   })
 

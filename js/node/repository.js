@@ -120,7 +120,9 @@ export class Repository {
     // Without locks (S3), the core keeps the index with records no two
     // writers need to order (deltas) and compacts it without deleting what
     // a concurrent compaction may still need.
-    this.#settings = { limits, immutable, index: immutable ? false : index, locks: handler.supportsLocks !== false }
+    // On an immutable repository, `index` keeps its own index (create-only
+    // files in epoch folders) rather than the writable one.
+    this.#settings = { limits, immutable, index, locks: handler.supportsLocks !== false }
     this.#drive = { concurrency, logger: { ...silent, ...logger }, lockStaleMs }
     // Infinity: never in the background (a one-shot command, which asks
     // for a verified answer when it needs one). Counted from the object's
@@ -146,15 +148,28 @@ export class Repository {
    * goes at once (see the README, "No lock needed").
    */
   #probed() {
-    if (this.#settings.locks || typeof this.#share.conditionalWrites !== 'function') return undefined
-    this.#probe ??= this.#share.conditionalWrites().then(
-      (honoured) => {
-        this.#settings.createOnly = honoured === true
-        this.#drive.logger.debug('brcache: conditional writes probed', { createOnly: this.#settings.createOnly })
-      },
-      () => {},
-    )
+    if (this.#settings.locks) return undefined
+    this.#probe ??= this.#probeShare()
     return this.#probe
+  }
+
+  /**
+   * An S3 bucket with Object Lock is an immutable repository (as Xen
+   * Orchestra detects it), found out before anything is written; an
+   * immutable store is never probed for conditional writes (the probe
+   * object would stay, a billed version), which its index does not need.
+   */
+  async #probeShare() {
+    if (!this.#settings.immutable && typeof this.#share.objectLocked === 'function') {
+      if ((await this.#share.objectLocked().catch(() => false)) === true) {
+        this.#settings.immutable = true
+        this.#drive.logger.info('brcache: the bucket has Object Lock on: an immutable repository (no cache written, create-only index)')
+      }
+    }
+    if (this.#settings.immutable || typeof this.#share.conditionalWrites !== 'function') return
+    const honoured = await this.#share.conditionalWrites().catch(() => false)
+    this.#settings.createOnly = honoured === true
+    this.#drive.logger.debug('brcache: conditional writes probed', { createOnly: this.#settings.createOnly })
   }
 
   /**
@@ -204,7 +219,7 @@ export class Repository {
 
   /** Whether listings use the repository-wide index when there is one. */
   get usesIndex() {
-    return this.#settings.index !== false
+    return this.#settings.index !== false && !this.#settings.immutable
   }
 
   get immutable() {
@@ -307,7 +322,9 @@ export class Repository {
 
   async #verifyNow() {
     const started = Date.now()
-    const running = this.#run('checkIndex', { repair: !this.#settings.immutable })
+    // An immutable repository's index is caught up with create-only
+    // segments: its verification publishes (see the README).
+    const running = this.#run('checkIndex', { repair: !this.#settings.immutable || this.#settings.index !== false })
     this.#verifying = running
     try {
       const report = await running
@@ -451,7 +468,7 @@ export class Repository {
    * entries become a new snapshot that outranks whatever index was there.
    */
   async buildIndex() {
-    if (this.#settings.immutable) throw new Error('an immutable repository gets no index')
+    if (this.#settings.immutable) throw new Error('an immutable repository gets no index build: its first listing makes its index (create-only files)')
     return this.#run('buildIndex')
   }
 }

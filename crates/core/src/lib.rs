@@ -87,6 +87,8 @@ pub use index::{
     parse_caches, rebuild as rebuild_index, rebuild_from_bytes, segment_name, segment_of_bytes,
     segment_vm, snapshot_name, vm_segment_name,
 };
+// An immutable repository's index: create-only files in epoch folders.
+pub use index::epochs::EPOCH_MS as INDEX_EPOCH_MS;
 // The snapshot as a table (a row per VM) and parts (the VMs' entries).
 pub use index::{
     PART_BYTES as INDEX_PART_BYTES, Part as IndexPart, Row as TableRow, Stored as StoredSnapshot,

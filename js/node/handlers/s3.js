@@ -18,6 +18,7 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -73,6 +74,7 @@ export class S3Handler {
   #bucket
   #prefix
   #conditional
+  #objectLock
 
   /**
    * @param {{ endpoint: string, bucket: string, prefix?: string, accessKeyId: string,
@@ -180,6 +182,22 @@ export class S3Handler {
       if (translated.code === 'ENOENT') return false
       throw translated
     }
+  }
+
+  /**
+   * Whether the bucket has Object Lock on (GetObjectLockConfiguration, as
+   * Xen Orchestra finds it out): there an object cannot be overwritten or
+   * deleted while retained, and each write of a cache would leave a
+   * billed version for good, so the repository is immutable. Asked once
+   * per handler. A bucket without the configuration answers false, and so
+   * does a store or key that may not ask (`--immutable` says it then).
+   */
+  objectLocked() {
+    this.#objectLock ??= this.#client.send(new GetObjectLockConfigurationCommand({ Bucket: this.#bucket })).then(
+      (answer) => answer?.ObjectLockConfiguration?.ObjectLockEnabled === 'Enabled',
+      () => false,
+    )
+    return this.#objectLock
   }
 
   /**

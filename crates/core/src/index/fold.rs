@@ -50,7 +50,9 @@ impl Snapshot {
     pub fn fold_all(&mut self, segments: impl IntoIterator<Item = (String, Segment)>) {
         let mut deltas: BTreeMap<String, Vec<(u64, String, Delta)>> = BTreeMap::new();
         for (name, segment) in segments {
-            let time = segment_time(&name);
+            // An immutable repository's segments are named with their
+            // epoch folder (`epoch-<n>/<name>`, see `epochs`).
+            let time = segment_time(name.rsplit('/').next().unwrap_or_default());
             self.folded.insert(name.clone());
             match segment.body {
                 Body::View(entry) => self.put(&segment.vm, VmEntry { time, ..entry }),

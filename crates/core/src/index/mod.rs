@@ -45,10 +45,12 @@
 //! The code follows the files' life: [`format`] (the bytes), [`table`]
 //! (the snapshot as a table and parts), [`fold`] (segments into a
 //! snapshot, entries, loading), [`read_plan`] (the folder's names),
-//! [`compaction`] (and rebuilds) and [`drift`].
+//! [`compaction`] (and rebuilds) and [`drift`]; an immutable repository's
+//! index, create-only files in epoch folders, in [`epochs`].
 
 mod compaction;
 mod drift;
+pub mod epochs;
 mod fold;
 mod format;
 mod read_plan;

@@ -85,12 +85,18 @@ impl IndexReport {
 /// Compares the index with every VM folder's cache and, with `repair`,
 /// republishes every VM that changed behind the index's back, records
 /// vanished folders, compacts away what did not decode, and rebuilds an
-/// index that is unusable or has no snapshot.
+/// index that is unusable or has no snapshot. An immutable repository's
+/// index is checked against the folders instead ([`super::journal::check`]).
 pub async fn check_index(
     io: &Io,
     settings: &Settings,
     repair: bool,
 ) -> Result<IndexReport, Failure> {
+    if settings.journal
+        && let Some(report) = super::journal::check(io, settings, repair).await?
+    {
+        return Ok(report);
+    }
     let repair = repair && !settings.immutable;
     let read = match index_ops::read(io, settings, None).await {
         Ok(read) => read,
@@ -338,7 +344,7 @@ pub async fn build_index(io: &Io, settings: &Settings) -> Result<Built, Failure>
     if settings.immutable {
         return Err(Failure::refused(
             "EROFS",
-            "an immutable repository gets no index",
+            "an immutable repository gets no index build: its first listing makes its index (create-only files)",
         ));
     }
     // The build makes the index exist: every write below publishes.

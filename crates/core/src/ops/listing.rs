@@ -44,6 +44,10 @@ pub struct Listed {
     /// fold: its follow-up compacts, so that the next listings read the
     /// snapshot alone.
     pub compact_index: bool,
+    /// On an immutable repository (see [`super::journal`]): the listing's
+    /// clock before it listed the folders its `index_seed` views come
+    /// from (ms).
+    pub seed_time: u64,
 }
 
 /// The VMs a listing from the index read from their caches and folders
@@ -376,6 +380,9 @@ fn row_piece(piece: Option<Piece>) -> Option<Piece> {
 /// the VM folders' missed) and what it adds is read in a third round trip,
 /// only then ([`index_ops::catch_up`]).
 pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Result<Listed, Failure> {
+    if settings.journal {
+        return through_journal(io, settings, Wanted::View(filter)).await;
+    }
     if settings.index == IndexMode::Off {
         return list_all(io, settings, Want::Summaries(filter)).await;
     }
@@ -391,7 +398,9 @@ pub async fn restore_view(io: &Io, settings: &Settings, filter: Filter) -> Resul
 /// (sized by VMs) with those parts read.
 pub async fn vm_table(io: &Io, settings: &Settings) -> Result<Listed, Failure> {
     let quiet = settings.collecting();
-    let mut listed = if settings.index == IndexMode::Off {
+    let mut listed = if settings.journal {
+        through_journal(io, &quiet, Wanted::Table).await?
+    } else if settings.index == IndexMode::Off {
         list_all(io, &quiet, Want::Summaries(Filter::default())).await?
     } else {
         through_index(io, &quiet, Wanted::Table).await?
@@ -424,6 +433,9 @@ pub async fn vm_restore_view(
     vm: &VmId,
     filter: Filter,
 ) -> Result<Listed, Failure> {
+    if settings.journal {
+        return through_journal(io, settings, Wanted::Vm(vm.clone(), filter)).await;
+    }
     if settings.index == IndexMode::Off {
         return list_vm(io, settings, vm, Want::Summaries(filter)).await;
     }
@@ -608,6 +620,144 @@ async fn through_index(io: &Io, settings: &Settings, wanted: Wanted) -> Result<L
         ..Listed::default()
     }
     .finish(parts))
+}
+
+/// A listing of an immutable repository through its index (see
+/// [`super::journal`]): the index read (three round trips) beside the VM
+/// folders' listing where the share has locks (a local share; on S3 the
+/// VMs are the index's, as in [`restore_view`]). A VM the index does not
+/// know or whose entry does not add up ([`crate::index::epochs::judge`])
+/// is read from its folder, and its view is left for the follow-up to
+/// publish, so that the doubt lasts one listing. Without an index, every
+/// VM is read from its folder, and the follow-up makes the index from
+/// them (the whole unfiltered view only: nothing else holds every VM).
+async fn through_journal(io: &Io, settings: &Settings, wanted: Wanted) -> Result<Listed, Failure> {
+    let filter = wanted.filter();
+    let want = Want::Summaries(filter.clone());
+    let only = match &wanted {
+        Wanted::Vm(vm, _) => Some(vm.clone()),
+        _ => None,
+    };
+    let time = share::now(io).await as u64;
+    let folders = async {
+        if settings.locks {
+            share::list_backup_folders(io).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (read, folders) = join(super::journal::read(io, settings), folders).await;
+    let folders = folders?;
+    if matches!(&read, Ok(Some(read)) if read.writable) {
+        // Written as a writable repository too (its writers keep the
+        // writable index, not this one): every folder read, as with the
+        // index off, and nothing made.
+        return match wanted {
+            Wanted::Vm(vm, filter) => list_vm(io, settings, &vm, Want::Summaries(filter)).await,
+            _ => list_all(io, settings, want).await,
+        };
+    }
+    let read = match read {
+        Ok(read) => read.filter(|read| read.plan.snapshot.is_some()),
+        Err(failure @ Failure::Io(_)) if failure.code() != "EAGAIN" => return Err(failure),
+        Err(failure) => {
+            io.log(
+                Level::Warn,
+                "brcache: unusable repository index, listing every VM instead",
+                json!({ "reason": failure.to_string() }),
+            );
+            None
+        }
+    };
+    let current = read.as_ref().map(|read| &read.current);
+    let mut vms: Vec<VmId> = match (folders, current) {
+        (Some(folders), _) => folders.vms,
+        (None, Some(current)) => current
+            .vms
+            .keys()
+            .filter_map(|vm| VmId::new(vm).ok())
+            .collect(),
+        (None, None) => share::list_vm_folders(io).await?,
+    };
+    if let Some(vm) = &only {
+        vms.retain(|folder| folder == vm);
+    }
+    let whole = filter == Filter::default();
+    let unknown: Vec<VmId> = vms
+        .iter()
+        .filter(|vm| current.is_some_and(|c| !c.vms.contains_key(vm.as_str())))
+        .cloned()
+        .collect();
+    let doubted: Vec<VmId> = vms
+        .iter()
+        .filter(|vm| current.is_some_and(|c| c.is_unsure(vm.as_str())))
+        .cloned()
+        .collect();
+    let read_whole: Vec<&VmId> = vms
+        .iter()
+        .filter(|vm| current.is_none() || unknown.contains(vm) || doubted.contains(vm))
+        .collect();
+    let loads = join_all(
+        read_whole
+            .iter()
+            .map(|vm| load::load(io, vm, &want, &settings.limits)),
+    )
+    .await;
+    let mut listed = Listed::default();
+    let mut pieces: BTreeMap<String, Option<Piece>> = BTreeMap::new();
+    let mut views = Vec::new();
+    for (vm, load) in read_whole.iter().zip(loads) {
+        let mut loaded = load?;
+        if let (true, Answer::Summaries(summaries)) = (whole, &loaded.answer) {
+            let held = current.and_then(|c| c.vms.get(vm.as_str()));
+            views.push(super::journal::view_of(vm.as_str(), summaries, held, time));
+        }
+        let piece = piece_of(&mut loaded);
+        listed.absorb(loaded, settings);
+        pieces.insert(vm.as_str().to_string(), piece);
+    }
+    let view = current
+        .map(|c| c.filtered_view(&filter))
+        .unwrap_or_default();
+    let mut parts = Vec::with_capacity(vms.len());
+    for vm in &vms {
+        let piece = match pieces.remove(vm.as_str()) {
+            Some(piece) => piece,
+            None => view.get(vm.as_str()).map(|summaries| Piece {
+                body: serde_json::to_string(summaries).expect("raw summaries serialize"),
+                ..Piece::default()
+            }),
+        };
+        // Through the index the VM table gets rows; without, summaries,
+        // which `vm_table` makes rows.
+        let piece = match wanted {
+            Wanted::Table if current.is_some() => row_piece(piece),
+            _ => piece,
+        };
+        parts.push((
+            vm.as_str().to_string(),
+            deliver(io, settings, vm.as_str(), piece),
+        ));
+    }
+    let names = |vms: &[VmId]| vms.iter().map(|vm| vm.as_str().to_string()).collect();
+    listed.from_index = current.is_some();
+    if current.is_some() {
+        listed.not_from_index = NotFromIndex {
+            locked: Vec::new(),
+            in_doubt: names(&doubted),
+            unknown: names(&unknown),
+        };
+    }
+    let seeds = current.is_none() && whole && only.is_none();
+    listed.compact_index = seeds
+        || read
+            .as_ref()
+            .is_some_and(|read| read.segments.len() > crate::index::LISTING_COMPACTS_AFTER);
+    if current.is_some() || seeds {
+        listed.index_seed = views;
+        listed.seed_time = time;
+    }
+    Ok(listed.finish(parts))
 }
 
 /// The VM folders as the index knows them (see [`restore_view`]).

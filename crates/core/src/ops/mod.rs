@@ -19,7 +19,8 @@
 //! - [`mutate`]: the one door every cache write goes through.
 //! - [`write`]: recording a backup, deleting backups.
 //! - [`check`]: checking and repairing a VM's cache.
-//! - [`index_ops`], [`index_check`]: the repository index on the share.
+//! - [`index_ops`], [`index_check`]: the repository index on the share;
+//!   [`journal`]: an immutable repository's.
 //! - [`wire`]: operations as the napi and wasm bindings carry them.
 
 pub mod check;
@@ -27,6 +28,7 @@ pub mod exec;
 pub mod index_check;
 pub mod index_ops;
 pub mod io;
+pub mod journal;
 pub mod listing;
 pub mod load;
 pub mod mutate;
@@ -241,6 +243,27 @@ pub fn build_index(settings: Settings) -> Op {
 /// The background repairs a listing found (see [`Listed::repairs`]).
 pub fn repair(settings: Settings, loaded: Vec<Loaded>) -> Op {
     follow_up(settings, Vec::new(), loaded, false)
+}
+
+/// What a listing of an immutable repository leaves to do once it has
+/// answered (see [`journal::follow_up`]): a failure is logged, the next
+/// listing reads the same folders again.
+pub fn journal_follow_up(
+    settings: Settings,
+    views: Vec<crate::index::Segment>,
+    time: u64,
+    compact: bool,
+) -> Op {
+    Op::new(move |io| async move {
+        if let Err(failure) = journal::follow_up(&io, &settings, views, time, compact).await {
+            io.log(
+                Level::Warn,
+                "brcache: the repository index was not updated after a listing; the next listing reads the same folders",
+                serde_json::json!({ "reason": failure.to_string() }),
+            );
+        }
+        Ok(Output::Repaired(0))
+    })
 }
 
 /// What a listing leaves to do once it has answered: make the index from

@@ -22,6 +22,10 @@ pub struct Settings {
     /// Never write, create or delete a cache or index file.
     pub immutable: bool,
     pub index: IndexMode,
+    /// An immutable repository's index: create-only files in epoch
+    /// folders ([`crate::index::epochs`]), on unless the index is turned
+    /// off. `index` is then `Off`: nothing of the writable index's runs.
+    pub journal: bool,
     /// The share serves caches already checked against their folders
     /// (`brcache serve`'s API to its page): listings read them as they are
     /// and list no VM folder. Never for writing.
@@ -50,8 +54,10 @@ impl Settings {
         Settings {
             limits,
             immutable,
-            // An immutable repository gets no index either: it is a cache too.
+            // The writable index rewrites and deletes: an immutable
+            // repository gets the journal instead.
             index: if immutable { IndexMode::Off } else { index },
+            journal: immutable && index != IndexMode::Off,
             trusted: false,
             stream: false,
             locks: true,
@@ -69,6 +75,7 @@ impl Settings {
             } else {
                 index
             },
+            journal: self.immutable && !self.trusted && index != IndexMode::Off,
             ..self.clone()
         }
     }
@@ -79,6 +86,7 @@ impl Settings {
         Settings {
             trusted: true,
             immutable: true,
+            journal: false,
             ..self.clone()
         }
     }

@@ -40,6 +40,7 @@ pub struct WireOp {
     repairs: Vec<super::Loaded>,
     index_seed: Vec<crate::index::Segment>,
     compact_index: bool,
+    seed_time: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +234,7 @@ impl WireOp {
             repairs: Vec::new(),
             index_seed: Vec::new(),
             compact_index: false,
+            seed_time: 0,
         }
     }
 
@@ -378,6 +380,7 @@ impl WireOp {
                 self.repairs = listed.repairs;
                 self.index_seed = listed.index_seed;
                 self.compact_index = listed.compact_index;
+                self.seed_time = listed.seed_time;
                 return;
             }
             Output::Vms(vms) => json!(vms).to_string(),
@@ -412,10 +415,12 @@ impl WireOp {
         let seed = std::mem::take(&mut self.index_seed);
         let compact = std::mem::take(&mut self.compact_index);
         (!repairs.is_empty() || !seed.is_empty() || compact).then(|| {
-            WireOp::new(
-                super::follow_up(self.settings.clone(), seed, repairs, compact),
-                self.settings.clone(),
-            )
+            let op = if self.settings.journal {
+                super::journal_follow_up(self.settings.clone(), seed, self.seed_time, compact)
+            } else {
+                super::follow_up(self.settings.clone(), seed, repairs, compact)
+            };
+            WireOp::new(op, self.settings.clone())
         })
     }
 }

@@ -157,7 +157,12 @@ pub async fn write_backup(
         _ => Ok(()),
     };
     if !locked {
-        return created(create.await).map(|()| key);
+        created(create.await)?;
+        if settings.journal {
+            super::journal::publish_change(io, settings, vm, &[(name.clone(), metadata)], &[])
+                .await;
+        }
+        return Ok(key);
     }
     let edit = Edit {
         added: vec![(name.clone(), metadata)],
@@ -309,6 +314,9 @@ async fn delete_vm_backups(
             return Err(failure);
         }
     };
+    if !locked && settings.journal {
+        return delete_published(io, settings, vm, names, metadata, data_files).await;
+    }
     if !locked {
         share::delete_if_present(io, metadata).await?;
         return share::delete_if_present(io, data_files).await;
@@ -403,6 +411,44 @@ async fn delete_vm_backups(
     )
     .await;
     data
+}
+
+/// The deletes of an immutable repository, its retention lifted (see
+/// [`super::journal`]): the removal published, then the metadata files
+/// deleted, then their data files. A metadata file still under retention
+/// fails the call, and is published again as there.
+async fn delete_published(
+    io: &Io,
+    settings: &Settings,
+    vm: &VmId,
+    names: &[MetadataName],
+    metadata: Vec<String>,
+    data_files: Vec<String>,
+) -> Result<(), Failure> {
+    super::journal::publish_change(io, settings, vm, &[], names).await;
+    let requests = metadata
+        .iter()
+        .map(|path| Request::Delete { path: path.clone() })
+        .collect();
+    let mut kept = Vec::new();
+    let mut failure = None;
+    for ((path, name), response) in metadata.iter().zip(names).zip(io.all(requests).await) {
+        if let Response::Failed(error) = response
+            && error.code != "ENOENT"
+        {
+            failure.get_or_insert(Failure::io(format_args!("cannot delete {path}"), &error));
+            kept.push(name.clone());
+        }
+    }
+    let Some(failure) = failure else {
+        return share::delete_if_present(io, data_files).await;
+    };
+    let read = share::read_metadata(io, vm, &kept).await?;
+    let put: Vec<(MetadataName, Vec<u8>)> = read.files.into_iter().collect();
+    if !put.is_empty() {
+        super::journal::publish_change(io, settings, vm, &put, &[]).await;
+    }
+    Err(failure)
 }
 
 /// The data files the metadata files read name, from their responses.

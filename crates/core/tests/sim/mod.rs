@@ -73,6 +73,13 @@ pub struct Share {
     /// A share like Garage: a lock is granted to everyone and shows
     /// nowhere, and a create-only write overwrites.
     pub lockless: bool,
+    /// An immutable share (Object Lock, `chattr +i`): a file once written
+    /// is never replaced, and only metadata and data files go (their
+    /// retention lifted, as Xen Orchestra deletes them). Whatever else is
+    /// asked, a replace, a delete of an index or cache file, a lock, is
+    /// refused and recorded in `violations`.
+    pub immutable: bool,
+    pub violations: Vec<String>,
 }
 
 fn failed(code: &str, path: &str) -> Response {
@@ -173,10 +180,36 @@ impl Share {
         }
     }
 
+    /// What an immutable share refuses, if `request` is that.
+    fn refused(&self, request: &Request) -> Option<String> {
+        if !self.immutable {
+            return None;
+        }
+        match request {
+            Request::Replace { path, .. } => Some(format!("replace {path}")),
+            Request::Create { path, .. } if self.files.contains_key(path) && self.lockless => {
+                Some(format!("overwrite {path}"))
+            }
+            Request::Delete { path }
+                if path.contains("/.brcache-index/") || path.ends_with("cache.json.gz") =>
+            {
+                Some(format!("delete {path}"))
+            }
+            Request::RemoveFolder { path } => Some(format!("remove folder {path}")),
+            Request::Lock { path, .. } => Some(format!("lock {path}")),
+            Request::CleanTemps { dir, .. } => Some(format!("clean temps in {dir}")),
+            _ => None,
+        }
+    }
+
     pub fn perform(&mut self, owner: usize, request: &Request) -> Response {
         self.step += 1;
         self.clock += 7.0;
         *self.calls.entry(request.kind()).or_default() += 1;
+        if let Some(violation) = self.refused(request) {
+            self.violations.push(violation);
+            return failed("EPERM", request.path());
+        }
         match request {
             Request::List { path } | Request::ListFolders { path } => {
                 if !self.is_dir(path) {
