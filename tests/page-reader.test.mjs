@@ -13,7 +13,7 @@ import { openRepository } from '../js/node/repository.js'
 import { generateRepository } from '../js/sample/generate.js'
 import { CACHE_FILE, vmFile } from '../js/common/layout.js'
 import { httpShare } from '../js/web/http-share.js'
-import { listVm, readView } from '../js/web/reader.js'
+import { listVm, readView, readVm } from '../js/web/reader.js'
 import { listen } from './helpers/serve.mjs'
 
 const cleanups = []
@@ -46,14 +46,16 @@ function copy(name) {
 }
 
 describe('the page reads a repository by the core’s operations', () => {
-  test('with an index: one restoreView, the VM folders and the index listing as the server gave them', async () => {
+  test("with an index: one vmTable, the VM folders and the index listing as the server gave them; a VM's points by vmRestoreView", async () => {
     const indexed = copy('index')
     await openRepository(indexed).buildIndex()
     const truth = await openRepository(indexed, { index: false }).listSummaries()
+    const rows = (await openRepository(indexed, { index: false }).vmTable()).vms
     const { http, share } = await served(indexed)
     const read = await readView(share, http)
     assert.equal(read.view.fromIndex, true)
-    assert.deepStrictEqual(read.view.vms, truth)
+    assert.deepStrictEqual(read.view.rows, rows, "the caches' rows")
+    for (const vm of Object.keys(truth)) assert.deepStrictEqual(await readVm(share, vm), truth[vm], vm)
     assert.deepStrictEqual(read.vms.sort(), Object.keys(truth).sort())
     assert.deepStrictEqual(read.listed.folders.sort(), read.vms)
     assert.ok(read.listed.index.length > 0)
@@ -72,11 +74,13 @@ describe('the page reads a repository by the core’s operations', () => {
       const [added] = await openRepository(other).listAllVms()
       cpSync(join(other, 'xo-vm-backups', added), join(indexed, 'xo-vm-backups', added), { recursive: true })
       const truth = await openRepository(indexed, { index: false }).listSummaries()
+      const rows = (await openRepository(indexed, { index: false }).vmTable()).vms
       const { http, share } = await served(indexed)
       const read = await readView(share, http)
       assert.equal(read.view.fromIndex, true)
-      assert.deepStrictEqual(read.view.vms, truth)
+      assert.deepStrictEqual(read.view.rows, rows)
       assert.deepStrictEqual(Object.keys(read.served), [added])
+      assert.deepStrictEqual(await readVm(share, added), truth[added])
     },
   )
 

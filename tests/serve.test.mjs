@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib'
 import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
 import { EncryptedShare, encryptionApi, init } from '../js/browser.js'
 import { httpShare } from '../js/web/http-share.js'
-import { readView } from '../js/web/reader.js'
+import { readView, readVm } from '../js/web/reader.js'
 import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/common/repo-index.js'
 import { browserFiles } from '../js/node/browser-safe.js'
@@ -404,7 +404,18 @@ function writeAsXo(dir, vm, seed) {
 const hasIndex = (dir) => existsSync(join(dir, INDEX_DIR)) && readdirSync(join(dir, INDEX_DIR)).some((n) => n.startsWith('snapshot-'))
 
 describe('brcache serve keeps the repository index', () => {
-  // What the page reads: the core's restoreView over the server's HTTP API.
+  // What the page reads: the core's vmTable over the server's HTTP API,
+  // and each VM's points by vmRestoreView, as opening it reads them.
+  async function readPage(share, http) {
+    const read = await readView(share, http)
+    if (!read.view) return read
+    const vms = {}
+    for (const vm of read.vms) {
+      const points = await readVm(share, vm)
+      if (points.length > 0) vms[vm] = points
+    }
+    return { ...read, view: { ...read.view, vms } }
+  }
   const page = (served) => {
     const http = httpShare(new URL('api/r/0/', served.url))
     return { http, share: new EncryptedShare(http, encryptionApi) }
@@ -442,7 +453,7 @@ describe('brcache serve keeps the repository index', () => {
     listing = await get(served.port, '/api/index')
     assert.ok(Date.parse(listing.headers['x-brcache-verified-at']) <= Date.now())
     const { http, share } = page(served)
-    const read = await readView(share, http)
+    const read = await readPage(share, http)
     assert.equal(read.view.fromIndex, true)
     assert.deepStrictEqual(read.view.vms, truth)
     assert.deepStrictEqual(read.served, {}, 'no cache fetched')
@@ -472,7 +483,7 @@ describe('brcache serve keeps the repository index', () => {
     // and the listing says so: both are waited for.)
     let read
     for (let i = 0; i < 200; i++) {
-      read = await readView(share, http)
+      read = await readPage(share, http)
       if (ids(read).includes(id) && read.view.verifiedAt >= written) break
       await sleep(25)
     }
@@ -494,7 +505,7 @@ describe('brcache serve keeps the repository index', () => {
     const madeAt = plain.headers['x-brcache-verified-at']
     const id = writeAsXo(dir, vm, 'serve-verified')
     const { http, share } = page(served)
-    const stale = await readView(share, http)
+    const stale = await readPage(share, http)
     assert.ok(!ids(stale).includes(id), 'the index does not know it yet')
     assert.equal(new Date(stale.view.verifiedAt).toISOString(), madeAt, 'and says since when it was not verified')
 
@@ -504,7 +515,7 @@ describe('brcache serve keeps the repository index', () => {
     assert.ok(Date.parse(verified.headers['x-brcache-verified-at']) >= asked)
     const names = JSON.parse(verified.body)
     assert.ok(names.length > JSON.parse(plain.body).length, 'the catch-up published a segment')
-    assert.ok(ids(await readView(share, http)).includes(id))
+    assert.ok(ids(await readPage(share, http)).includes(id))
     // Verified again with nothing new: the same files, but a page polling
     // with the old ETag gets a 200 that says so, not a 304.
     const later = await get(served.port, '/api/index?verified=1', { headers: { 'If-None-Match': verified.headers.etag } })
@@ -572,12 +583,13 @@ describe('brcache serve keeps the repository index', () => {
     assert.equal(existsSync(lock), false, 'the cache was asked for')
     assert.equal(read.view.fromIndex, true)
     assert.deepStrictEqual(read.vms, await openRepository(dir).listAllVms(), 'the lock is no VM')
-    assert.ok(ids(read).includes(id), 'the locked VM, from its cache')
+    const rows = (await openRepository(dir, { index: false }).vmTable()).vms
+    assert.deepStrictEqual(read.view.rows[vm], rows[vm], 'the locked VM, from its cache')
     assert.deepStrictEqual(Object.keys(read.served), [vm], 'its cache, and no other, fetched')
-    assert.deepStrictEqual(read.view.vms, await openRepository(dir, { index: false }).listSummaries())
+    assert.deepStrictEqual(read.view.rows, rows)
     // Without the lock the page goes by the index again, still behind here
     // (nothing told it, as after a writer that published nothing).
-    assert.ok(!ids(await readView(share, http)).includes(id))
+    assert.ok(!ids(await readPage(share, http)).includes(id))
   })
 
   test('within the window, looks at the index read no VM cache: one verification per window at most', async () => {
