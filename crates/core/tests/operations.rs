@@ -1356,3 +1356,12 @@ fn a_listing_without_locks_costs_a_handful_of_calls_whatever_the_vms() {
         "and the replaced part, until its cleanup"
     );
 }
+
+/// A schedule proptest found on the table format (a delete whose segment
+/// a compaction folded while a listing read the index): it missed a
+/// restore point whose file was still there until a listing that had to
+/// list the index folder again listed the VM folders again too.
+#[test]
+fn a_compaction_inside_a_listings_window_misses_nothing() {
+    campaign(6378618225502702830, IndexMode::Auto, Faults::default());
+}
