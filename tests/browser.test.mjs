@@ -95,6 +95,20 @@ function modesOf(summaries) {
   return modes
 }
 
+/** The page's rows are the restore view's VMs, each as `brcache list --json` says. */
+function assertRowsAre(rows, view) {
+  assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
+  for (const row of rows) {
+    const summaries = view[row.vm]
+    assert.equal(row.state, 'ok', row.error)
+    assert.equal(row.count, summaries.length, row.vm)
+    assert.equal(row.name, summaries.at(-1).vm.name_label)
+    assert.deepStrictEqual(row.modes, modesOf(summaries))
+    assert.equal(row.last, formatDate(summaries.at(-1).timestamp, { seconds: false }))
+    assert.equal(row.size, formatBytes(describeVm(summaries).size))
+  }
+}
+
 describe('the restore view of a healthy repository', () => {
   let server
   let page
@@ -375,16 +389,7 @@ describe("the VM table from the index's table, a VM's restore points when it is 
     server.server.on('request', (request) => requests.push(request.url))
     const { page, errors } = await open(server.url)
     assert.equal(await page.getAttribute('body', 'data-source'), 'index')
-    const rows = await rowsOf(page)
-    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
-    for (const row of rows) {
-      assert.equal(row.state, 'ok', row.error)
-      assert.equal(row.count, view[row.vm].length, row.vm)
-      assert.equal(row.name, view[row.vm].at(-1).vm.name_label)
-      assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
-      assert.equal(row.last, formatDate(view[row.vm].at(-1).timestamp, { seconds: false }))
-      assert.equal(row.size, formatBytes(describeVm(view[row.vm]).size))
-    }
+    assertRowsAre(await rowsOf(page), view)
     // Every VM's summaries are in the parts: a page that read them to
     // show the table would ask for one here.
     const files = (from) => from.filter((url) => url.startsWith('/api/r/0/index/')).map((url) => decodeURIComponent(url.slice('/api/r/0/index/'.length)))
@@ -432,14 +437,7 @@ describe('a fresh writable repository: the server makes the index, and the page 
     await page.reload()
     await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 })
     assert.equal(await page.getAttribute('body', 'data-source'), 'index')
-    const rows = await rowsOf(page)
-    assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
-    for (const row of rows) {
-      assert.equal(row.state, 'ok', row.error)
-      assert.equal(row.count, view[row.vm].length, row.vm)
-      assert.deepStrictEqual(row.modes, modesOf(view[row.vm]))
-      assert.equal(row.last, formatDate(view[row.vm].at(-1).timestamp, { seconds: false }))
-    }
+    assertRowsAre(await rowsOf(page), view)
     const api = requests.filter((url) => url.startsWith('/api/'))
     assert.deepStrictEqual(
       api.filter((url) => !url.startsWith('/api/r/0/index/')).sort(),

@@ -10,7 +10,8 @@ import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { LocalHandler, openRepository, S3Handler } from 'brcache'
+import { LocalHandler, openRepository } from 'brcache'
+import { startFakes, stopFakes } from './helpers/fake-s3.mjs'
 
 /**
  * An S3 endpoint keeping objects in memory: PUT, GET, HEAD, DELETE of one
@@ -50,28 +51,9 @@ function fakeS3(ifNoneMatch) {
 }
 
 describe('the If-None-Match probe', () => {
-  const stores = {}
-  before(async () => {
-    for (const mode of ['honour', 'ignore', 'refuse']) {
-      const store = fakeS3(mode)
-      await new Promise((resolve) => store.server.listen(0, '127.0.0.1', resolve))
-      store.handler = new S3Handler({
-        endpoint: `http://127.0.0.1:${store.server.address().port}`,
-        bucket: 'b',
-        prefix: 'p',
-        accessKeyId: 'k',
-        secretAccessKey: 's',
-        maxAttempts: 1,
-      })
-      stores[mode] = store
-    }
-  })
-  after(() => {
-    for (const { server, handler } of Object.values(stores)) {
-      handler.destroy()
-      server.close()
-    }
-  })
+  let stores
+  before(async () => (stores = await startFakes(['honour', 'ignore', 'refuse'], fakeS3)))
+  after(() => stopFakes(stores))
 
   test('a store that honours it: true, asked once, the probe object deleted', async () => {
     const { handler, objects, requests } = stores.honour

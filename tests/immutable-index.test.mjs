@@ -11,10 +11,11 @@ import { createServer } from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { LocalHandler, S3Handler, SimulatedShare, openRepository } from 'brcache'
+import { LocalHandler, SimulatedShare, openRepository } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
 import { INDEX_DIR } from '../js/common/repo-index.js'
 import { diskTruth } from './helpers/repo-index-campaign.mjs'
+import { startFakes, stopFakes } from './helpers/fake-s3.mjs'
 
 function tempDir(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'brcache-immutable-'))
@@ -162,28 +163,9 @@ function fakeBucket(lock) {
 }
 
 describe('S3 Object Lock, found out once', () => {
-  const buckets = {}
-  before(async () => {
-    for (const lock of ['Enabled', 'none', 'denied']) {
-      const bucket = fakeBucket(lock)
-      await new Promise((resolve) => bucket.server.listen(0, '127.0.0.1', resolve))
-      bucket.handler = new S3Handler({
-        endpoint: `http://127.0.0.1:${bucket.server.address().port}`,
-        bucket: 'b',
-        prefix: 'p',
-        accessKeyId: 'k',
-        secretAccessKey: 's',
-        maxAttempts: 1,
-      })
-      buckets[lock] = bucket
-    }
-  })
-  after(() => {
-    for (const { server, handler } of Object.values(buckets)) {
-      handler.destroy()
-      server.close()
-    }
-  })
+  let buckets
+  before(async () => (buckets = await startFakes(['Enabled', 'none', 'denied'], fakeBucket)))
+  after(() => stopFakes(buckets))
 
   test('a bucket with Object Lock on: true, asked once, with GetObjectLockConfiguration on the bucket', async () => {
     const { handler, requests } = buckets.Enabled
