@@ -62,7 +62,8 @@ in doubt, not in it), read from their caches instead, are named on stderr.
   --verify        from the index, exact even for what Xen Orchestra wrote
                   behind its back: every cache is compared first, and the
                   index caught up
-  --immutable     never write a cache (an immutable repository)
+  --immutable     an immutable repository: never write a cache; its index is
+                  made of create-only files only (the first listing makes it)
 ${KEY_HELP}
 
 Exit status: 0 listed, 1 listed without metadata files that could not be
@@ -113,7 +114,8 @@ files, nothing else.
                   their folders first
   --immutable     never write a cache (an immutable repository); caches are
                   served as they are, and a VM without one shows an error
-                  (no index either, as for brcache list)
+                  (the page is not served the create-only index brcache list
+                  makes there)
   --no-index      ignore the repository index: every VM's cache is checked
                   against its folder (unless --no-repair) and fetched
   --verify-every S

@@ -57,8 +57,9 @@ const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; i
  *   verifyEveryMs?: number, auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
  *   repair) before serving it, so the bytes are true to the folder;
- *   `immutable`: never write a cache (implies no repair, and no index, as
- *   for listings); `index`: offer the repository index, when there is one,
+ *   `immutable`: never write a cache (implies no repair, and no index
+ *   served: the create-only index listings make on an immutable repository
+ *   is not read by the page yet); `index`: offer the repository index, when there is one,
  *   so the page loads every VM's restore view in a few requests (the VMs
  *   the index does not know still come from their caches), and, with
  *   repair on, keep it: made at the first listing of the index folder when
