@@ -51,12 +51,7 @@ fn list_failure(path: &str, response: Response) -> Result<Vec<String>, Failure> 
 /// The epochs of the index folder, ascending (none without an index), and
 /// whether a writable index is there too (see [`Read::writable`]).
 pub async fn list_epochs(io: &Io) -> Result<(Vec<u64>, bool), Failure> {
-    let response = io
-        .call(Request::List {
-            path: INDEX_DIR.to_string(),
-        })
-        .await;
-    let names = list_failure(INDEX_DIR, response)?;
+    let names = super::index_ops::list(io).await?.unwrap_or_default();
     let plan = crate::index::ReadPlan::from_listing(names.iter().map(String::as_str));
     let writable = plan.snapshot.is_some() || !plan.segments.is_empty();
     Ok((
