@@ -204,9 +204,17 @@ fn a_missing_or_corrupt_part_sends_listings_to_the_caches() {
         let (one, from_index) = vm_view(&mut sim, 12, &vm(1));
         assert!(!from_index, "{damage}");
         assert_eq!(one, cache_view(&mut sim, &vm(1)), "{damage}");
-        // A segment for a VM of that part: the table cannot be used either.
+        // A backup of a VM of that part: its row folds the delta alone.
         write(&mut sim, 13, &vm(2), 5);
         let (rows, from_index) = table(&mut sim, 14);
+        assert!(from_index, "{damage}");
+        assert_eq!(rows, rows_from_caches(&mut sim), "{damage}");
+        // Its newest deleted: what is newest then is in the part, so the
+        // table cannot be used either.
+        let newest = format!("/xo-vm-backups/{}/20231114T221325Z.json", vm(2));
+        let delete = ops::delete_backups(settings(15), vec![newest]).unwrap();
+        sim.run_one(delete).expect("deleted");
+        let (rows, from_index) = table(&mut sim, 16);
         assert!(!from_index, "{damage}");
         assert_eq!(rows, rows_from_caches(&mut sim), "{damage}");
     }
@@ -233,8 +241,9 @@ fn the_table_and_one_vm_cost_the_same_round_trips_at_any_vm_count() {
         counts.push((table, one, view));
     }
     assert_eq!(counts[0], counts[1], "5 VMs, then 60");
-    // The restore view reads the parts listed beside the table.
-    assert_eq!(counts[0], (3, 3, 2), "table, one VM, restore view");
+    // The restore view reads the parts listed beside the table; the table
+    // folds the segment into its VM's row, and reads no part.
+    assert_eq!(counts[0], (2, 3, 2), "table, one VM, restore view");
 }
 
 /// The index files `op` read, run alone.

@@ -5,7 +5,7 @@
 use super::compaction::{Compaction, compact};
 use super::format::{Body, Delta, RawSummary, Segment, Snapshot, VmEntry, summary_order};
 use super::read_plan::{segment_time, segment_vm};
-use super::table::{Part, Summary as TableSummary, Table};
+use super::table::{Part, Row, Summary as TableSummary, Table};
 use super::{INDEX_DIR, SKEW_MS};
 use crate::Fingerprint;
 use crate::codec::{self, DecodeLimits};
@@ -77,15 +77,10 @@ impl Snapshot {
     /// 3 of [`Snapshot::fold_all`]).
     fn apply(&mut self, vm: &str, deltas: impl Iterator<Item = (u64, Delta)>) {
         let base = self.vms.get(vm);
-        let seen = |time: u64, delta: &Delta| {
-            let ordered = |base: &VmEntry| delta.locked && delta.generation <= base.generation;
-            base.is_some_and(|base| match base.time {
-                Some(at) => time + SKEW_MS <= at || (time <= at && ordered(base)),
-                None => ordered(base),
-            })
-        };
         let applied: Vec<Delta> = deltas
-            .filter(|(time, delta)| !seen(*time, delta))
+            .filter(|(time, delta)| {
+                !base.is_some_and(|base| delta.is_seen_by(*time, base.time, base.generation))
+            })
             .map(|(_, delta)| delta)
             .collect();
         if applied.is_empty() {
@@ -117,13 +112,8 @@ impl Snapshot {
             .map(|(id, s)| (summary_order(&s).0, id, s))
             .collect();
         summaries.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let names = summaries.iter().map(|(_, id, _)| metadata_name(id));
-        let consistent = entry
-            .fingerprint
-            .as_ref()
-            .is_none_or(|fp| *fp == Fingerprint::of_names(names).to_hex());
         entry.summaries = summaries.into_iter().map(|(_, _, s)| s).collect();
-        if entry.partial || !consistent {
+        if entry.partial || !entry.names_its_fingerprint() {
             self.unsure.insert(vm.to_string());
         } else {
             self.unsure.remove(vm);
@@ -196,6 +186,33 @@ impl Snapshot {
     }
 }
 
+impl Delta {
+    /// Whether this delta, named at `time`, is already in an entry of
+    /// `generation` published at `at` (step 2 of [`Snapshot::fold_all`]).
+    pub(super) fn is_seen_by(&self, time: u64, at: Option<u64>, generation: u64) -> bool {
+        let ordered = self.locked && self.generation <= generation;
+        match at {
+            Some(at) => time + SKEW_MS <= at || (time <= at && ordered),
+            None => ordered,
+        }
+    }
+}
+
+impl VmEntry {
+    /// Whether its restore points are the set its fingerprint names (or
+    /// it has none to check them against).
+    pub(super) fn names_its_fingerprint(&self) -> bool {
+        let names: Vec<String> = self
+            .summaries
+            .iter()
+            .map(|s| metadata_name(&summary_order(s).1).to_string())
+            .collect();
+        self.fingerprint.as_ref().is_none_or(|fp| {
+            *fp == Fingerprint::of_names(names.iter().map(String::as_str)).to_hex()
+        })
+    }
+}
+
 /// The metadata file name an id ends with, as cache fingerprints name it
 /// (ids were checked to be `/xo-vm-backups/<vm>/<name>` when decoded).
 fn metadata_name(id: &str) -> &str {
@@ -246,11 +263,18 @@ pub fn segment_of_bytes(vm: &str, bytes: &[u8], limits: &DecodeLimits) -> Result
 /// summaries come from their metadata, so a backup costs the same to
 /// publish whatever its VM's retention (the whole cache was 1,000 entries
 /// to inflate and parse for one).
+///
+/// `before` is the fingerprint of the cache the edit was spliced into,
+/// when it was (see [`Delta::before`]); `gone` the removed metadata files
+/// the writer read: their summaries go with the delta only when every
+/// removed one is there and summarises (see [`Delta::gone`]).
 pub fn delta_of_bytes(
     vm: &VmId,
     bytes: &[u8],
     added: &[(&MetadataName, &[u8])],
     removed: &[MetadataName],
+    gone: &[(&MetadataName, &[u8])],
+    before: Option<&Fingerprint>,
     locked: bool,
 ) -> Result<Vec<u8>> {
     let header = codec::read_header(bytes)?;
@@ -259,12 +283,29 @@ pub fn delta_of_bytes(
         .map(|(name, metadata)| summary::summary_of_metadata(vm, name, metadata))
         .collect::<Result<Vec<_>>>()?;
     summary::sort(&mut put);
+    let every_one_read = removed
+        .iter()
+        .all(|name| gone.iter().any(|(read, _)| *read == name));
+    let gone: Vec<RawSummary> = every_one_read
+        .then(|| {
+            removed
+                .iter()
+                .filter_map(|name| gone.iter().find(|(read, _)| *read == name))
+                .map(|(name, metadata)| summary::summary_of_metadata(vm, name, metadata))
+                .collect::<Result<Vec<_>>>()
+                .ok()
+        })
+        .flatten()
+        .map(|summaries| summaries.iter().map(RawSummary::of).collect())
+        .unwrap_or_default();
     let delta = Delta {
         generation: header.map_or(0, |h| h.generation),
         fingerprint: header.and_then(|h| h.fingerprint).map(|f| f.to_hex()),
         put: put.iter().map(RawSummary::of).collect(),
         remove: removed.iter().map(|name| vm.key(name)).collect(),
         locked,
+        before: before.map(Fingerprint::to_hex),
+        gone,
     };
     Ok(Segment::delta(vm.as_str(), delta).encode())
 }
@@ -298,6 +339,13 @@ pub struct Loaded {
     unread: BTreeSet<String>,
     /// The parts read.
     parts_read: BTreeSet<String>,
+    /// Segments waiting for VMs whose part was not read, folded into
+    /// their rows alone ([`Loaded::rows_after`]): enough for the VM table.
+    /// A compaction of this read leaves them waiting (it folds entries).
+    by_row: Vec<String>,
+    /// The rows of the VMs `by_row` touches, after them (the table's
+    /// stand for the entries its parts hold, which a compaction reuses).
+    rows_after: BTreeMap<String, Row>,
 }
 
 impl Loaded {
@@ -343,14 +391,15 @@ impl Loaded {
             .cloned()
             .collect();
         // Only the VMs read are folded: a segment of another could not be
-        // folded over an entry left unread.
+        // folded over an entry left unread, but its row may fold it.
         let (segments, waiting_elsewhere): (Named<Segment>, Named<Segment>) = segments
             .into_iter()
             .partition(|(_, s)| !unread.contains(&s.vm));
-        if let Some((name, _)) = waiting_elsewhere
-            .iter()
-            .find(|(name, _)| !snapshot.folded.contains(name))
-        {
+        let (waiting, folded_before): (Named<Segment>, Named<Segment>) = waiting_elsewhere
+            .into_iter()
+            .partition(|(name, _)| !snapshot.folded.contains(name));
+        let (rows, unfoldable) = rows_after(&table, &waiting);
+        if let Some((name, _)) = waiting.iter().find(|(_, s)| unfoldable.contains(&s.vm)) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!("the index segment {name} waits for a VM whose part was not read"),
@@ -359,7 +408,9 @@ impl Loaded {
         let mut loaded = Loaded::assemble(snapshot, segments, Vec::new(), skipped);
         loaded
             .skipped
-            .extend(waiting_elsewhere.into_iter().map(|(n, _)| n));
+            .extend(folded_before.into_iter().map(|(n, _)| n));
+        loaded.by_row = waiting.into_iter().map(|(n, _)| n).collect();
+        loaded.rows_after = rows;
         loaded.table = Some(table);
         loaded.unread = unread;
         loaded.parts_read = parts_read;
@@ -406,6 +457,8 @@ impl Loaded {
             skipped,
             unread,
             parts_read,
+            by_row,
+            rows_after,
             ..
         } = self;
         segments.extend(more);
@@ -414,6 +467,8 @@ impl Loaded {
         loaded.table = table;
         loaded.unread = unread;
         loaded.parts_read = parts_read;
+        loaded.by_row = by_row;
+        loaded.rows_after = rows_after;
         Some(loaded)
     }
 
@@ -441,6 +496,8 @@ impl Loaded {
             skipped,
             unread: BTreeSet::new(),
             parts_read: BTreeSet::new(),
+            by_row: Vec::new(),
+            rows_after: BTreeMap::new(),
         }
     }
 
@@ -469,14 +526,20 @@ impl Loaded {
             .iter()
             .map(|(vm, entry)| (vm.clone(), TableSummary::of(&entry.summaries)))
             .collect();
-        if let Some(table) = &self.table {
-            for vm in &self.unread {
-                if let Some(row) = table.rows.get(vm) {
-                    rows.insert(vm.clone(), row.summary.clone());
-                }
+        for vm in &self.unread {
+            if let Some(row) = self.row_of(vm) {
+                rows.insert(vm.clone(), row.summary.clone());
             }
         }
         rows
+    }
+
+    /// The row of a VM whose entry was not read: the table's, after the
+    /// segments that wait for it, if any.
+    fn row_of(&self, vm: &str) -> Option<&Row> {
+        self.rows_after
+            .get(vm)
+            .or_else(|| self.table.as_ref()?.rows.get(vm))
     }
 
     /// Every VM the index holds, whether or not its entry was read.
@@ -508,7 +571,7 @@ impl Loaded {
                 !entry.summaries.is_empty(),
             ));
         }
-        let row = self.table.as_ref()?.rows.get(vm)?;
+        let row = self.row_of(vm)?;
         self.unread.contains(vm).then(|| {
             (
                 row.generation,
@@ -524,6 +587,12 @@ impl Loaded {
             .iter()
             .filter(|(name, _)| !self.snapshot.folded.contains(name))
             .count()
+            + self.by_row.len()
+    }
+
+    /// Segments folded into their VM's row alone (see [`Loaded::by_row`]).
+    pub fn by_row(&self) -> &[String] {
+        &self.by_row
     }
 
     /// The compaction of everything read, at the generation after both
@@ -573,6 +642,52 @@ impl Loaded {
 
 /// Segments by name.
 pub type Named<T> = Vec<(String, T)>;
+
+/// The rows of `table` after `waiting`, segments its snapshot has not
+/// folded, for the VMs whose row folds them without its entry
+/// ([`Row::after`]); and the VMs whose entry must be read instead (a view
+/// among them, or deltas that do not say enough). VMs without a row are
+/// in neither.
+pub fn rows_after(
+    table: &Table,
+    waiting: &Named<Segment>,
+) -> (BTreeMap<String, Row>, BTreeSet<String>) {
+    let mut deltas: BTreeMap<&str, Vec<(u64, &str, &Delta)>> = BTreeMap::new();
+    let mut unfoldable = BTreeSet::new();
+    for (name, segment) in waiting {
+        if !table.rows.contains_key(&segment.vm) {
+            continue;
+        }
+        match &segment.body {
+            Body::Delta(delta) => {
+                let time = segment_time(name.rsplit('/').next().unwrap_or_default());
+                deltas.entry(segment.vm.as_str()).or_default().push((
+                    time.unwrap_or(0),
+                    name.as_str(),
+                    delta,
+                ));
+            }
+            Body::View(_) => {
+                unfoldable.insert(segment.vm.clone());
+            }
+        }
+    }
+    let mut rows = BTreeMap::new();
+    for (vm, deltas) in deltas {
+        if unfoldable.contains(vm) {
+            continue;
+        }
+        match table.rows[vm].after(&deltas) {
+            Some(row) => {
+                rows.insert(vm.to_string(), row);
+            }
+            None => {
+                unfoldable.insert(vm.to_string());
+            }
+        }
+    }
+    (rows, unfoldable)
+}
 
 /// Pairs segment names with their bytes, as bindings receive them (two
 /// arrays).

@@ -187,14 +187,40 @@ pub struct Delta {
     /// both their restore points.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
+    /// The fingerprint of the cache the change was made to (hex), when the
+    /// writer changed exactly that cache (its edit spliced into it): the
+    /// restore points before the change are then the set it names, so that
+    /// a VM table row of that set folds this delta without reading the
+    /// VM's part (see `table::Row::after`). `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// The summaries of the restore points removed, one per id of
+    /// `remove`, when the writer read them all (a delete reads them for
+    /// their data files): what a row subtracts. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<RawSummary>,
 }
 
 impl Delta {
     /// The same checks as a view's: ids of metadata files of `vm`, each
-    /// once on either side.
+    /// once on either side; and the summaries gone, when given, are those
+    /// of the ids removed.
     fn check(&self, vm: &str) -> Result<()> {
         check_summaries(vm, &self.put)?;
         VmId::new(vm)?.check_keys(self.remove.iter().map(String::as_str))?;
+        if !self.gone.is_empty() {
+            check_summaries(vm, &self.gone)?;
+            let mut gone: Vec<String> = self.gone.iter().map(|s| summary_order(s).1).collect();
+            let mut removed = self.remove.clone();
+            gone.sort();
+            removed.sort();
+            if gone != removed {
+                return Err(Error::new(
+                    ErrorKind::InvalidJson,
+                    format!("a delta of VM {vm} says gone other restore points than it removes"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -238,6 +264,10 @@ struct SegmentFields {
     remove: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     locked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    before: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gone: Vec<RawSummary>,
 }
 
 impl TryFrom<SegmentFields> for Segment {
@@ -257,6 +287,8 @@ impl TryFrom<SegmentFields> for Segment {
                 put,
                 remove,
                 locked: f.locked,
+                before: f.before,
+                gone: f.gone,
             }),
             _ => return Err("neither a view (summaries) nor a delta (put, remove)".into()),
         };
@@ -270,26 +302,31 @@ impl TryFrom<SegmentFields> for Segment {
 
 impl From<Segment> for SegmentFields {
     fn from(s: Segment) -> SegmentFields {
-        let (kind, generation, fingerprint, summaries, put, remove, locked) = match s.body {
-            Body::View(e) => (
-                None,
-                e.generation,
-                e.fingerprint,
-                Some(e.summaries),
-                None,
-                None,
-                false,
-            ),
-            Body::Delta(d) => (
-                Some(DELTA_KIND.to_string()),
-                d.generation,
-                d.fingerprint,
-                None,
-                Some(d.put),
-                Some(d.remove),
-                d.locked,
-            ),
-        };
+        let (kind, generation, fingerprint, summaries, put, remove, locked, before, gone) =
+            match s.body {
+                Body::View(e) => (
+                    None,
+                    e.generation,
+                    e.fingerprint,
+                    Some(e.summaries),
+                    None,
+                    None,
+                    false,
+                    None,
+                    Vec::new(),
+                ),
+                Body::Delta(d) => (
+                    Some(DELTA_KIND.to_string()),
+                    d.generation,
+                    d.fingerprint,
+                    None,
+                    Some(d.put),
+                    Some(d.remove),
+                    d.locked,
+                    d.before,
+                    d.gone,
+                ),
+            };
         SegmentFields {
             version: s.version,
             vm: s.vm,
@@ -300,6 +337,8 @@ impl From<Segment> for SegmentFields {
             put,
             remove,
             locked,
+            before,
+            gone,
         }
     }
 }

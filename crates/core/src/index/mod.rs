@@ -54,6 +54,8 @@ pub mod epochs;
 mod fold;
 mod format;
 mod read_plan;
+#[cfg(test)]
+mod row_tests;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -63,7 +65,7 @@ mod tests;
 pub use compaction::{Compaction, compact, rebuild, rebuild_from_bytes};
 pub use drift::{CacheStates, Drift, drift, parse_caches};
 pub use fold::{
-    Loaded, Named, decode_segments, delta_of_bytes, entry_of, entry_of_bytes, named,
+    Loaded, Named, decode_segments, delta_of_bytes, entry_of, entry_of_bytes, named, rows_after,
     segment_of_bytes,
 };
 pub use format::{Body, Delta, RawSummary, Segment, Snapshot, Stored, VmEntry};

@@ -19,7 +19,7 @@
 //! read it, so that the parts a full restore view reads hold at most twice
 //! the live entries.
 
-use super::format::{RawSummary, VmEntry, check_version_of};
+use super::format::{Delta, RawSummary, VmEntry, check_version_of, summary_order};
 use crate::codec::{self, DecodeLimits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gzip;
@@ -66,42 +66,63 @@ fn whole_if_exact<S: serde::Serializer>(
     }
 }
 
+/// What the VM table reads of a summary.
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(default)]
+    timestamp: Value,
+    #[serde(default)]
+    mode: Value,
+    #[serde(default)]
+    size: Value,
+    #[serde(default)]
+    vm: VmName,
+}
+
+#[derive(Deserialize, Default)]
+struct VmName {
+    #[serde(default)]
+    name_label: Value,
+}
+
+impl Fields {
+    // Checked to be a summary when decoded.
+    fn of(summary: &RawSummary) -> Option<Fields> {
+        serde_json::from_str(summary.get()).ok()
+    }
+
+    fn mode(&self) -> String {
+        match &self.mode {
+            Value::String(mode) => mode.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    fn size(&self) -> f64 {
+        self.size.as_f64().unwrap_or(0.0)
+    }
+}
+
+/// The largest integer below which every sum of whole sizes is exact in
+/// an f64, whatever the order of its terms.
+const EXACT_BELOW: f64 = 9_007_199_254_740_992.0;
+
+fn whole(size: f64) -> bool {
+    size.fract() == 0.0 && size.abs() < EXACT_BELOW
+}
+
 impl Summary {
     /// The VM table's view of restore points (sorted by timestamp, as an
     /// entry holds them).
     pub fn of(summaries: &[RawSummary]) -> Summary {
-        #[derive(Deserialize)]
-        struct Fields {
-            #[serde(default)]
-            timestamp: Value,
-            #[serde(default)]
-            mode: Value,
-            #[serde(default)]
-            size: Value,
-            #[serde(default)]
-            vm: VmName,
-        }
-        #[derive(Deserialize, Default)]
-        struct VmName {
-            #[serde(default)]
-            name_label: Value,
-        }
         let mut out = Summary {
             last_backup: Value::Null,
             ..Summary::default()
         };
-        for summary in summaries {
-            // Checked to be a summary when decoded.
-            let Ok(fields) = serde_json::from_str::<Fields>(summary.get()) else {
-                continue;
-            };
+        for fields in summaries.iter().filter_map(Fields::of) {
             out.count += 1;
-            let mode = match &fields.mode {
-                Value::String(mode) => mode.clone(),
-                other => other.to_string(),
-            };
-            *out.modes.entry(mode).or_default() += 1;
-            out.size += fields.size.as_f64().unwrap_or(0.0);
+            *out.modes.entry(fields.mode()).or_default() += 1;
+            out.size += fields.size();
             out.last_backup = fields.timestamp;
             out.name = fields.vm.name_label;
         }
@@ -119,6 +140,9 @@ pub struct Row {
     /// The part that holds the VM's entry.
     pub part: String,
     pub summary: Summary,
+    /// The entry's restore points are the set its fingerprint names: a
+    /// delta made to that set folds into the row alone ([`Row::after`]).
+    pub exact: bool,
 }
 
 /// A row as written: its summary's fields beside the others (spelled out:
@@ -137,6 +161,8 @@ struct RowFields {
     last_backup: Value,
     #[serde(serialize_with = "whole_if_exact")]
     size: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    exact: bool,
 }
 
 impl From<RowFields> for Row {
@@ -153,6 +179,7 @@ impl From<RowFields> for Row {
                 last_backup: f.last_backup,
                 size: f.size,
             },
+            exact: f.exact,
         }
     }
 }
@@ -169,6 +196,7 @@ impl From<Row> for RowFields {
             modes: r.summary.modes,
             last_backup: r.summary.last_backup,
             size: r.summary.size,
+            exact: r.exact,
         }
     }
 }
@@ -181,7 +209,134 @@ impl Row {
             time: entry.time,
             part: part.to_string(),
             summary: Summary::of(&entry.summaries),
+            exact: entry.fingerprint.is_some()
+                && entry.names_its_fingerprint()
+                && entry
+                    .summaries
+                    .iter()
+                    .filter_map(Fields::of)
+                    .all(|f| whole(f.size()))
+                && whole(Summary::of(&entry.summaries).size),
         }
+    }
+
+    /// The row after `deltas`, the VM's deltas that its entry has not
+    /// folded (each with its name's time and its name), computed as a full
+    /// fold of that entry would compute it but without reading it; `None`
+    /// when the deltas do not say enough, and the entry must be read:
+    ///
+    /// - the deltas the entry has not seen (by the fold's rule) must chain
+    ///   from the row: the first made to the set the row's fingerprint
+    ///   names ([`Delta::before`]), each next one to the set the one
+    ///   before left, the last the highest by (generation, fingerprint).
+    ///   Every restore point put is then new and every one removed was
+    ///   there, and the fold is whole (the set the last fingerprint names);
+    /// - every removal says what it removed ([`Delta::gone`]), older than
+    ///   the row's newest restore point (the newest after the removal is
+    ///   then known), and no put ties with that newest;
+    /// - sizes are whole (their sums are then exact in any order).
+    pub fn after(&self, deltas: &[(u64, &str, &Delta)]) -> Option<Row> {
+        let mut applied: Vec<&(u64, &str, &Delta)> = deltas
+            .iter()
+            .filter(|(time, _, delta)| !delta.is_seen_by(*time, self.time, self.generation))
+            .collect();
+        if applied.is_empty() {
+            return Some(self.clone());
+        }
+        applied.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        if !self.exact {
+            return None;
+        }
+        let mut set = self.fingerprint.as_ref()?;
+        let mut top = (self.generation, &self.fingerprint);
+        for (_, _, delta) in &applied {
+            if delta.before.as_ref() != Some(set) {
+                return None;
+            }
+            set = delta.fingerprint.as_ref()?;
+            top = top.max((delta.generation, &delta.fingerprint));
+        }
+        let last = applied.last()?.2;
+        if top != (last.generation, &last.fingerprint) {
+            return None;
+        }
+        let put: Vec<&RawSummary> = applied.iter().flat_map(|(_, _, d)| &d.put).collect();
+        let gone: Vec<&RawSummary> = applied.iter().flat_map(|(_, _, d)| &d.gone).collect();
+        if applied
+            .iter()
+            .any(|(_, _, d)| d.gone.len() != d.remove.len())
+        {
+            return None;
+        }
+        let mut ids: Vec<String> = put
+            .iter()
+            .chain(&gone)
+            .map(|s| summary_order(s).1)
+            .collect();
+        let touched = ids.len();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != touched {
+            return None;
+        }
+        let mut summary = self.summary.clone();
+        summary.count = (summary.count + put.len() as u64).checked_sub(gone.len() as u64)?;
+        let newest = match self.summary.count {
+            0 => None,
+            _ => Some(self.summary.last_backup.as_f64()?),
+        };
+        for fields in gone.iter().map(|s| Fields::of(s)) {
+            let fields = fields?;
+            let count = summary.modes.get_mut(&fields.mode())?;
+            *count = count.checked_sub(1)?;
+            if *count == 0 {
+                summary.modes.remove(&fields.mode());
+            }
+            let (time, size) = (fields.timestamp.as_f64()?, fields.size());
+            if newest.is_none_or(|newest| time >= newest) || !whole(size) {
+                return None;
+            }
+            summary.size -= size;
+        }
+        let mut newest_put: Option<((f64, String), Fields)> = None;
+        for summary_put in &put {
+            let fields = Fields::of(summary_put)?;
+            let size = fields.size();
+            if !whole(size) {
+                return None;
+            }
+            *summary.modes.entry(fields.mode()).or_default() += 1;
+            summary.size += size;
+            let order = summary_order(summary_put);
+            if newest_put.as_ref().is_none_or(|(o, _)| *o < order) {
+                newest_put = Some((order, fields));
+            }
+        }
+        if !whole(summary.size) {
+            return None;
+        }
+        if let Some(((time, _), fields)) = newest_put {
+            match newest {
+                Some(newest) if time == newest => return None,
+                Some(newest) if time < newest => {}
+                _ => {
+                    summary.last_backup = fields.timestamp;
+                    summary.name = fields.vm.name_label;
+                }
+            }
+        }
+        if summary.count == 0 {
+            summary.last_backup = Value::Null;
+            summary.name = Value::Null;
+        }
+        Some(Row {
+            generation: last.generation,
+            fingerprint: last.fingerprint.clone(),
+            time: self.time,
+            part: self.part.clone(),
+            summary,
+            exact: true,
+        })
     }
 
     /// Whether `entry` is the one this row was made from.

@@ -206,6 +206,7 @@ fn delta(vm: &str, generation: u64, put: &[&str], remove: &[&str], after: &[&str
                 .map(|n| format!("/xo-vm-backups/{vm}/{n}.json"))
                 .collect(),
             locked: true,
+            ..Delta::default()
         },
     )
 }
@@ -499,7 +500,7 @@ fn a_deltas_summaries_are_the_caches() {
     let pairs: Vec<(&MetadataName, &[u8])> = added.iter().map(|(n, m)| (n, *m)).collect();
     let removed = [MetadataName::new("20251231T000000Z.json").unwrap()];
     let segment = Segment::decode(
-        &delta_of_bytes(&vm, &bytes, &pairs, &removed, true).unwrap(),
+        &delta_of_bytes(&vm, &bytes, &pairs, &removed, &[], None, true).unwrap(),
         &DecodeLimits::default(),
     )
     .unwrap();

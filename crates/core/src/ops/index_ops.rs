@@ -84,8 +84,11 @@ pub enum Scope<'a> {
     /// Every VM's entry: the restore view, checks, writers.
     All,
     /// The entries of the VMs the segments not folded yet touch: a
-    /// compaction, which keeps the others' rows, or the VM table.
+    /// compaction, which keeps the others' rows.
     Changed,
+    /// The rows of every VM: the entries of those whose row cannot fold
+    /// the segments that touch it ([`index::rows_after`]), the VM table.
+    Table,
     /// One VM's entry: its restore points.
     Vm(&'a str),
 }
@@ -246,9 +249,18 @@ async fn read_table(
             .map(|(_, s)| s.vm.clone())
             .collect()
     };
+    let unfoldable = |segments: &index::Named<Segment>| -> Vec<String> {
+        let waiting: index::Named<Segment> = segments
+            .iter()
+            .filter(|(name, _)| !table.folded.contains(name))
+            .cloned()
+            .collect();
+        index::rows_after(&table, &waiting).1.into_iter().collect()
+    };
     let mut wanted: Vec<String> = match scope {
         Scope::All => table.rows.keys().cloned().collect(),
         Scope::Changed => touched(&segments),
+        Scope::Table => unfoldable(&segments),
         Scope::Vm(vm) => vec![vm.to_string()],
     };
     // Only the parts the table names are decoded.
@@ -286,6 +298,9 @@ async fn read_table(
             _ => Vec::new(),
         };
         segments.extend(late_segments);
+        if scope == Scope::Table {
+            wanted = unfoldable(&segments);
+        }
         if table
             .parts_of(wanted.iter().map(String::as_str))
             .iter()
@@ -407,7 +422,7 @@ fn in_scope(segments: &[String], scope: Scope<'_>) -> Vec<String> {
         .iter()
         .filter(|name| match scope {
             Scope::Vm(vm) => index::segment_vm(name).is_none_or(|named| named == vm),
-            Scope::All | Scope::Changed => true,
+            Scope::All | Scope::Changed | Scope::Table => true,
         })
         .cloned()
         .collect()

@@ -300,7 +300,7 @@ pub async fn publish_change(
         fingerprint: Some(listing.fingerprint().to_hex()),
         put,
         remove: removed.iter().map(|name| vm.key(name)).collect(),
-        locked: false,
+        ..Delta::default()
     };
     publish(
         io,

@@ -335,7 +335,7 @@ impl Wanted {
     fn scope(&self) -> Scope<'_> {
         match self {
             Wanted::View(_) => Scope::All,
-            Wanted::Table => Scope::Changed,
+            Wanted::Table => Scope::Table,
             Wanted::Vm(vm, _) => Scope::Vm(vm.as_str()),
         }
     }

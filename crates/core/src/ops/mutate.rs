@@ -230,7 +230,20 @@ async fn publish_bytes(
                 .iter()
                 .map(|(name, metadata)| (name, metadata.as_slice()))
                 .collect();
-            index::delta_of_bytes(vm, bytes, &added, &edit.removed, settings.locks)
+            let gone: Vec<(&MetadataName, &[u8])> = edit
+                .gone
+                .iter()
+                .map(|(name, metadata)| (name, metadata.as_slice()))
+                .collect();
+            index::delta_of_bytes(
+                vm,
+                bytes,
+                &added,
+                &edit.removed,
+                &gone,
+                edit.spliced_into.as_ref(),
+                settings.locks,
+            )
         }
         None => index::segment_of_bytes(vm.as_str(), bytes, &settings.limits),
     };
@@ -260,6 +273,12 @@ pub struct Edit {
     pub added: Vec<(MetadataName, Vec<u8>)>,
     /// Metadata files deleted.
     pub removed: Vec<MetadataName>,
+    /// Those of the deleted files the writer read, with their bytes.
+    pub gone: Vec<(MetadataName, Vec<u8>)>,
+    /// The fingerprint of the cache the edit was spliced into, once
+    /// [`prepare`] did: that cache then covered exactly the folder before
+    /// the edit, and the delta says so (see `index::Delta::before`).
+    pub spliced_into: Option<crate::Fingerprint>,
 }
 
 /// The bytes of the cache after `edit`, from the cache as read and the
@@ -267,9 +286,10 @@ pub struct Edit {
 /// done: a delete computes its cache before deleting). When the header
 /// proves the cache was true before the edit, the change is spliced into
 /// its compressed bytes; otherwise the cache is made true as a listing
-/// makes it, then changed. Answers the bytes and whether they are the
-/// cache as read with `edit` spliced in: the one case where the edit is
-/// all that changed, so that a delta of it describes the new cache.
+/// makes it, then changed. Answers the bytes and, when they are the cache
+/// as read with `edit` spliced in, that cache's fingerprint: the one case
+/// where the edit is all that changed, so that a delta of it describes
+/// the new cache.
 pub async fn prepare(
     io: &Io,
     settings: &Settings,
@@ -278,7 +298,7 @@ pub async fn prepare(
     entries: Vec<String>,
     edit: &Edit,
     index_listing: &Option<Vec<String>>,
-) -> Result<(Vec<u8>, bool), Failure> {
+) -> Result<(Vec<u8>, Option<crate::Fingerprint>), Failure> {
     if let Some(bytes) = read.bytes() {
         let listing = Listing::from_entries(entries.iter().map(String::as_str));
         let added: Vec<(MetadataName, &[u8])> = edit
@@ -287,7 +307,12 @@ pub async fn prepare(
             .map(|(n, b)| (n.clone(), &b[..]))
             .collect();
         if let Some(next) = splice::splice_cache(vm, bytes, &listing, &added, &edit.removed)? {
-            return Ok((next, true));
+            // The splice checked it names the folder before the edit.
+            let before = crate::codec::read_header(bytes)
+                .ok()
+                .flatten()
+                .and_then(|h| h.fingerprint);
+            return Ok((next, before));
         }
     }
     // The created files are the writer's own: no need to read them back.
@@ -311,7 +336,7 @@ pub async fn prepare(
         index_listing,
     )
     .await;
-    Ok((bytes, false))
+    Ok((bytes, None))
 }
 
 /// Writes a cache made in memory, its generation after `previous` (the

@@ -164,9 +164,9 @@ pub async fn write_backup(
         }
         return Ok(key);
     }
-    let edit = Edit {
+    let mut edit = Edit {
         added: vec![(name.clone(), metadata)],
-        removed: Vec::new(),
+        ..Edit::default()
     };
     // The new cache is computed as soon as the reads are in, while the
     // create (a create-only write, the round's slowest call on most
@@ -195,8 +195,9 @@ pub async fn write_backup(
         Err(failure) => Err(failure),
         Ok(()) => {
             let update = async {
-                let (bytes, spliced, index_listing) = prepared?;
-                let delta = delta_of(settings, spliced, &edit);
+                let (bytes, spliced_into, index_listing) = prepared?;
+                edit.spliced_into = spliced_into;
+                let delta = delta_of(settings, &edit);
                 mutate::commit(io, settings, vm, bytes, &index_listing, delta).await
             };
             settle(io, vm, "write", update.await)
@@ -219,8 +220,8 @@ pub async fn write_backup(
 /// cache's whole view, which then is the truth); without, always the
 /// delta: a view made from a cache or folder read without a lock may miss
 /// what another writer did meanwhile, and would outrank it.
-fn delta_of<'a>(settings: &Settings, spliced: bool, edit: &'a Edit) -> Option<&'a Edit> {
-    (spliced || !settings.locks).then_some(edit)
+fn delta_of<'a>(settings: &Settings, edit: &'a Edit) -> Option<&'a Edit> {
+    (edit.spliced_into.is_some() || !settings.locks).then_some(edit)
 }
 
 /// Deletes restore points (metadata paths, any VMs): per VM under its lock,
@@ -305,15 +306,16 @@ async fn delete_vm_backups(
         requests.extend(mutate::locked_reads(settings, vm));
     }
     let mut responses = io.all(requests).await.into_iter();
-    let data_files = match data_files_of(io, vm, names, responses.by_ref().take(names.len())) {
-        Ok(files) => files,
-        Err(failure) => {
-            if locked {
-                mutate::unlock(io, vm).await;
+    let (data_files, gone) =
+        match data_files_of(io, vm, names, responses.by_ref().take(names.len())) {
+            Ok(read) => read,
+            Err(failure) => {
+                if locked {
+                    mutate::unlock(io, vm).await;
+                }
+                return Err(failure);
             }
-            return Err(failure);
-        }
-    };
+        };
     if !locked && settings.journal {
         return delete_published(io, settings, vm, names, metadata, data_files).await;
     }
@@ -334,9 +336,10 @@ async fn delete_vm_backups(
         .and_then(|reads| reads.index_listing.clone());
     // The cache of the folder as it will be: its listing less the files
     // about to be deleted.
-    let edit = Edit {
-        added: Vec::new(),
+    let mut edit = Edit {
         removed: names.to_vec(),
+        gone,
+        ..Edit::default()
     };
     let prepared = match reads {
         Ok(reads) => {
@@ -363,8 +366,9 @@ async fn delete_vm_backups(
         .map(|path| Request::Delete { path: path.clone() })
         .collect();
     let (update, deleted) = match prepared {
-        Ok((bytes, spliced)) => {
-            let delta = delta_of(settings, spliced, &edit);
+        Ok((bytes, spliced_into)) => {
+            edit.spliced_into = spliced_into;
+            let delta = delta_of(settings, &edit);
             mutate::commit_beside(io, settings, vm, bytes, &index_listing, delta, deletes).await
         }
         Err(failure) => (Err(failure), io.all(deletes).await),
@@ -451,17 +455,25 @@ async fn delete_published(
     Err(failure)
 }
 
-/// The data files the metadata files read name, from their responses.
+/// A metadata file's name and bytes.
+type MetadataFile = (MetadataName, Vec<u8>);
+
+/// The data files the metadata files read name, from their responses,
+/// and the metadata files read.
 fn data_files_of(
     io: &Io,
     vm: &VmId,
     names: &[MetadataName],
     responses: impl Iterator<Item = Response>,
-) -> Result<Vec<String>, Failure> {
+) -> Result<(Vec<String>, Vec<MetadataFile>), Failure> {
     let mut data_files = Vec::new();
+    let mut read = Vec::new();
     for (name, response) in names.iter().zip(responses) {
         match response {
-            Response::Bytes(bytes) => data_files.extend(full_backup_files(io, vm, name, &bytes)),
+            Response::Bytes(bytes) => {
+                data_files.extend(full_backup_files(io, vm, name, &bytes));
+                read.push((name.clone(), bytes));
+            }
             // Already gone, or unreadable: the metadata goes anyway, and
             // its data files are an orphan for the clean step to find.
             Response::Failed(error)
@@ -477,7 +489,7 @@ fn data_files_of(
             _ => {}
         }
     }
-    Ok(data_files)
+    Ok((data_files, read))
 }
 
 /// The data files of a full backup (`xva` and its checksum), relative to
