@@ -164,9 +164,10 @@ Scenarios (all on the simulated share, each a ratio measured in the same run):
   job        a backup job: one backup to each of 50 VMs at once, vs XO-style
   large      1,000 VMs x 100: cold rebuild, warm listing, summaries (slow)
   encrypted  22 VMs x 45, encrypted as XO does (chacha20-poly1305) vs plaintext
+  immutable  200 VMs x 45 with no cache: the create-only index vs every metadata file
   all        article, update, job and encrypted (default)
 
---vms and --retention change the size of the article, job and large scenarios.`,
+--vms and --retention change the size of the article, job, large and immutable scenarios.`,
 }
 
 class UsageError extends Error {}

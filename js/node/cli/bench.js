@@ -321,11 +321,49 @@ async function large({ runs, vms = 1000, retention = 100 }) {
   })
 }
 
-const SCENARIOS = { article, update, job, large, encrypted }
+/**
+ * An immutable repository (Object Lock, WORM): brcache writes no cache
+ * there, only the create-only index of epoch folders, and Xen Orchestra
+ * reads every metadata file on every listing (the baseline).
+ */
+async function immutable({ runs, vms = 200, retention = 45 }) {
+  return withTempDir(async (dir) => {
+    await generateRepository(dir, { vms, retention, seed: 'immutable', caches: false })
+    const share = new SimulatedShare(new LocalHandler(dir), SHARE)
+    const open = () => openRepository(share, { immutable: true, verifyEveryMs: Infinity })
+    const results = {}
+    results['no cache (every metadata file, as XO lists it)'] = await measure(share, () => listWithoutCache(share).then(restoreView), runs)
+    results['brcache index off (every folder read)'] = await measure(share, () => openRepository(share, { immutable: true, index: false }).listSummaries(), runs)
+    // The first listing reads every folder and its follow-up makes the
+    // index: measured once, with that follow-up.
+    const first = open()
+    results['brcache first listing (makes the index)'] = await measure(share, () => first.listSummaries().then(() => first.settle()), 1)
+    const indexed = open()
+    results['brcache restore view, index'] = await measure(share, () => indexed.listSummaries(), runs)
+    results['brcache VM table, index'] = await measure(share, () => indexed.vmTable(), runs)
+    const [someVm] = Object.keys(await indexed.listSummaries())
+    results["brcache one VM's points, index"] = await measure(share, () => indexed.vmRestoreView(someVm), runs)
+    // A backup: its metadata file and its segment, both create-only.
+    const rng = createRandom('immutable-writes')
+    let hour = 0
+    const writeOne = () => {
+      const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: someVm }, retention: 1, start: Date.UTC(2031, 0, 1, hour++) })
+      return indexed.writeVmBackupMetadata(someVm, metadata)
+    }
+    results['brcache add one backup (create-only metadata and segment)'] = await measure(share, writeOne, runs)
+    const writer = open()
+    for (let i = 0; i < 8; i++) await writeOne()
+    await indexed.settle()
+    results[`brcache restore view, index, ${8 + runs} segments waiting`] = await measure(share, () => writer.listSummaries(), 1)
+    return { title: `immutable: ${vms} VMs x ${retention} restore points, no cache, the create-only index`, baseline: 'no cache (every metadata file, as XO lists it)', results }
+  })
+}
+
+const SCENARIOS = { article, update, job, large, encrypted, immutable }
 
 export async function runBench({ scenario, json, runs, vms, retention }) {
   const names = scenario === 'all' ? ['article', 'update', 'job', 'encrypted'] : [scenario]
-  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, job, large, encrypted, all)`)
+  for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${JSON.stringify(name)} (article, update, job, large, encrypted, immutable, all)`)
   const reports = []
   for (const name of names) {
     const options = { runs }
