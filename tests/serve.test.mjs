@@ -886,4 +886,26 @@ describe("brcache serve: an immutable repository's index of create-only files, r
     await found.server.settle()
     assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
   })
+
+  test("the page's core lists through it as the library does: every VM, its restore points, no cache read, nothing written", async () => {
+    const truth = await openRepository(dir, { immutable: true, index: false }).listSummaries()
+    const library = await openRepository(dir, { immutable: true }).vmTable()
+    assert.equal(library.fromIndex, true)
+    const asked = []
+    served.server.on('request', (request) => asked.push(request.url))
+    const http = httpShare(new URL('api/r/0/', served.url))
+    const share = new EncryptedShare(http, encryptionApi)
+    const read = await readView(share, http, { immutable: true })
+    assert.equal(read.view.fromIndex, true)
+    assert.deepStrictEqual(read.view.rows, library.vms)
+    for (const vm of vms) assert.deepStrictEqual(await readVm(share, vm, { immutable: true }), truth[vm], vm)
+    // The VM folders, encryption.json (a 404: plaintext), and the index.
+    assert.deepStrictEqual(
+      [...new Set(asked.filter((url) => !url.startsWith('/api/r/0/index')))].sort(),
+      ['/api/r/0/encryption.json', '/api/r/0/vms?locks=1'],
+      'no VM cache or folder: the index knows every VM',
+    )
+    assert.ok(asked.some((url) => /^\/api\/r\/0\/index\/epoch-\d{20}\/snapshot-/.test(url)), String(asked))
+    assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
+  })
 })
