@@ -573,6 +573,37 @@ describe('an immutable repository: the page reads its index of create-only files
   })
 })
 
+describe('an immutable repository without its index yet: the page reads every VM folder, as the library does', () => {
+  test('every VM from its folder (its metadata files), none from a cache; nothing written; a folder read again only once it changed', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-bare-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+    // (The listings of the suite's before() made one in the original.)
+    rmSync(join(copy, 'xo-vm-backups', '.brcache-index'), { recursive: true, force: true })
+    const tree = treeOf(copy)
+    const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    assert.equal(await page.getAttribute('body', 'data-source'), 'folders')
+    assertRowsAre(await rowsOf(page), view)
+    const metadata = requests.filter((url) => /^\/api\/r\/0\/vms\/[^/]+\/backups\/[^/]+$/.test(url))
+    assert.equal(metadata.length, Object.values(view).flat().length, 'every metadata file, once')
+    assert.deepStrictEqual(treeOf(copy), tree, 'the server wrote nothing, and made no index')
+
+    // Refresh: each folder listed again, nothing read again.
+    requests.length = 0
+    await page.click('#refresh')
+    await page.waitForFunction(() => Number(document.body.dataset.refreshed) >= 1, undefined, { timeout: 15_000 })
+    assert.equal(requests.filter((url) => /\/backups$/.test(url)).length, Object.keys(view).length, String(requests))
+    assert.deepStrictEqual(requests.filter((url) => /\/backups\/[^/]+$/.test(url)), [], 'no metadata file read again')
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
 describe('a server with a token: the page signs in first', () => {
   test('the sign-in form, a wrong token refused, the right one shows the view, a reload keeps the session', async () => {
     const token = 'browser-test-token-for-the-restore-view'

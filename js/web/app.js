@@ -30,7 +30,7 @@ import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
 import { describeRow, describeVm, formatBytes, formatDate } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
-import { CONCURRENCY, listIndex, listVm, listVms, readView, readVm } from './reader.js'
+import { CONCURRENCY, listFolder, listIndex, listVm, listVms, readView, readVm } from './reader.js'
 import { createVmTable } from './table.js'
 
 const POLL_INDEX_MS = 5_000
@@ -253,6 +253,8 @@ class RepositoryView {
   async show({ listed, vms, view, served }, onProgress = () => {}) {
     const gone = this.vms.filter((vm) => !vms.includes(vm))
     for (const vm of gone) table.remove(this.key(vm))
+    // Rows no longer as their folders were read (loadFolder).
+    for (const vm of view ? vms : gone) this.folders.delete(vm)
     for (const vm of vms) if (!table.has(this.key(vm))) table.add(this.key(vm), { vm, repository: this.name })
     this.vms = vms
     this.listed = listed
@@ -276,7 +278,7 @@ class RepositoryView {
 
   /** A VM's row from its cache; `ifChanged`: not decoded again when the server says it is the same. */
   async loadVm(vm, { ifChanged = false } = {}) {
-    if (this.immutable) return this.loadFolder(vm, { ifChanged })
+    if (this.immutable) return this.loadFolder(vm)
     const file = vmFile(vm, CACHE_FILE)
     const before = this.http.etag(file)
     try {
@@ -294,18 +296,20 @@ class RepositoryView {
   /**
    * On an immutable repository, a VM's row from its folder, by the same
    * operation the library lists it with there (its metadata files read,
-   * and a cache Xen Orchestra left checked against them); `ifChanged`: not
-   * read again while the folder's listing is the same.
+   * and a cache Xen Orchestra left checked against them). Metadata files
+   * are create-only there: a folder listed as when its row was read holds
+   * the same restore points, so it is not read again, Refresh included.
    */
-  async loadFolder(vm, { ifChanged = false } = {}) {
-    const dir = vmDir(vm)
+  async loadFolder(vm) {
     try {
-      const listing = await this.share.list(dir)
+      const listing = await this.share.list(vmDir(vm))
       const before = this.folders.get(vm)
-      if (ifChanged && before !== undefined && same(listing, before)) return
-      const summaries = await listVm(this.share, vm, undefined, { immutable: true, made: { [dir]: Promise.resolve(listing) } })
-      this.folders.set(vm, listing)
-      table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable: [] })
+      if (before !== undefined && same(listing, before)) return
+      const { summaries, unreadable } = await listFolder(this.share, vm, listing)
+      // A file that did not read is tried again at the next look.
+      if (unreadable.length === 0) this.folders.set(vm, listing)
+      else this.folders.delete(vm)
+      table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable })
     } catch (error) {
       this.folders.delete(vm)
       table.update(this.key(vm), { error: { message: error.message, code: error.code } })
@@ -337,7 +341,10 @@ class RepositoryView {
       if (index !== null) return this.show(await this.read(this.share, this.encryptionKey))
     }
     const vms = await listVms(this.share, Promise.resolve(folders))
-    for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
+    for (const vm of this.vms.filter((v) => !vms.includes(v))) {
+      table.remove(this.key(vm))
+      this.folders.delete(vm)
+    }
     for (const vm of vms.filter((v) => !this.vms.includes(v))) table.add(this.key(vm), { vm, repository: this.name })
     const fresh = new Set(vms.filter((v) => !this.vms.includes(v)))
     this.vms = vms

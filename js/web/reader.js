@@ -9,7 +9,7 @@
 
 import { drive, operations } from '../browser.js'
 import { INDEX_DIR, isEpochName } from '../common/repo-index.js'
-import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
+import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 
 // Browsers open about six connections per host over HTTP/1.1: more in
 // flight would only queue.
@@ -31,7 +31,7 @@ const SETTINGS = { trusted: true, index: 'auto' }
 const IMMUTABLE = { immutable: true, index: 'auto' }
 
 /** The settings the page's operations run with on a repository the server says is immutable, or not. */
-export const settingsFor = (immutable) => (immutable ? IMMUTABLE : SETTINGS)
+const settingsFor = (immutable) => (immutable ? IMMUTABLE : SETTINGS)
 
 /**
  * `share`, with the first listing of a folder or read of a file answered
@@ -108,6 +108,8 @@ export async function readView(share, http, { immutable = false } = {}) {
   const { vms: rows, unreadable, fromIndex } = await drive(operations.start('vmTable', settingsFor(immutable)), handler, { concurrency: CONCURRENCY })
   const served = {}
   for (const vm of vms) if (http.etag(vmFile(vm, CACHE_FILE)) !== undefined) served[vm] = http.unreadable(vmFile(vm, CACHE_FILE))
+  // There the core read the VMs the index does not know from their folders: what did not read is its to say.
+  if (immutable) for (const { file, reason } of unreadable) (served[file.split('/')[1]] ??= []).push({ id: `/${file}`, reason })
   return { listed, vms, view: { rows, unreadable, fromIndex, verifiedAt: http.verifiedAt() }, served }
 }
 
@@ -117,14 +119,22 @@ export async function readVm(share, vm, { immutable = false } = {}) {
   return vms[vm] ?? []
 }
 
-/**
- * A VM's summaries by the core's listVm; `bytes`: its cache, already read
- * by the page. `immutable`: from its folder, as the library lists it there
- * (`made`: reads or listings already under way, see answering).
- */
-export async function listVm(share, vm, bytes, { immutable = false, made = {} } = {}) {
-  const early = bytes === undefined ? made : { ...made, [vmFile(vm, CACHE_FILE)]: Promise.resolve(bytes) }
-  const handler = Object.keys(early).length === 0 ? share : answering(share, early)
-  const { vms } = await drive(operations.start('listVm', settingsFor(immutable), { vm, want: 'summaries' }), handler, { concurrency: CONCURRENCY })
+/** A VM's summaries by the core's listVm; `bytes`: its cache, already read by the page. */
+export async function listVm(share, vm, bytes) {
+  const handler = bytes === undefined ? share : answering(share, { [vmFile(vm, CACHE_FILE)]: Promise.resolve(bytes) })
+  const { vms } = await drive(operations.start('listVm', SETTINGS, { vm, want: 'summaries' }), handler, { concurrency: CONCURRENCY })
   return vms[vm] ?? []
+}
+
+/**
+ * On an immutable repository, a VM's restore points from its folder
+ * (`listing`: the folder's, already read) by the core's listVm, as the
+ * library lists it there: `{ summaries, unreadable }`, `unreadable` the
+ * metadata files that did not read, `[{ id, reason }]` as the server says
+ * of a cache it checked.
+ */
+export async function listFolder(share, vm, listing) {
+  const handler = answering(share, { [vmDir(vm)]: Promise.resolve(listing) })
+  const { vms, unreadable } = await drive(operations.start('listVm', IMMUTABLE, { vm, want: 'summaries' }), handler, { concurrency: CONCURRENCY })
+  return { summaries: vms[vm] ?? [], unreadable: unreadable.map(({ file, reason }) => ({ id: `/${file}`, reason })) }
 }
