@@ -226,7 +226,10 @@ export interface VmRestoreView {
 export declare class Repository {
   /** The share as it lies: on an encrypted repository, its bytes are encrypted. */
   readonly handler: Handler
+  /** As far as known yet: an S3 bucket's Object Lock shows after the first call. */
   readonly immutable: boolean
+  /** Opened immutable, or an S3 bucket with Object Lock (asked once, nothing written). */
+  isImmutable(): Promise<boolean>
   listAllVms(): Promise<string[]>
   listVmBackups(vm: string, predicate?: (record: MetadataRecord) => boolean): Promise<MetadataRecord[]>
   listAllVmBackups(): Promise<Record<string, MetadataRecord[]>>

@@ -7,9 +7,9 @@
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, openRepository, summariesOf } from 'brcache'
@@ -474,6 +474,131 @@ describe('a fresh writable repository: the server makes the index, and the page 
     await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm, count: view[vm].length + 1 }, { timeout: 30_000 })
     // The catch-up's segment may be listed before the verification ends: its time comes with a later poll.
     await page.waitForFunction((before) => Date.parse(document.body.dataset.verifiedAt) > before, verifiedAt, { timeout: 15_000 })
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
+/** Every file and folder under `dir`, with each file's size and date: what a write would change. */
+function treeOf(dir) {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .map((entry) => {
+      const path = join(entry.parentPath, entry.name)
+      const info = statSync(path)
+      return `${relative(dir, path)} ${entry.isDirectory() ? 'folder' : `${info.size} ${info.mtimeMs}`}`
+    })
+    .sort()
+}
+
+describe('an immutable repository: the page reads its index of create-only files, and the server writes nothing', () => {
+  test('every VM as its folders say, from the index (no cache read), a VM opened shows its restore points; a backup written shows at Refresh', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    // As brcache leaves an immutable repository: no cache.
+    for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+    // The library's first listing there makes the index (its follow-up).
+    const library = openRepository(copy, { immutable: true })
+    await library.listSummaries()
+    await library.settle()
+    assert.ok(readdirSync(join(copy, 'xo-vm-backups', '.brcache-index')).every((name) => /^epoch-\d{20}$/.test(name)))
+    // A VM folder the index never heard of (as XO would write it, no cache): read from its folder.
+    const other = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-other-'))
+    cleanups.push(() => rmSync(other, { recursive: true, force: true }))
+    await generateRepository(other, { vms: 1, retention: 3, seed: 'browser-immutable-other' })
+    const [added] = await openRepository(other).listAllVms()
+    cpSync(join(other, 'xo-vm-backups', added), join(copy, 'xo-vm-backups', added), { recursive: true })
+    rmSync(join(copy, vmFile(added, CACHE_FILE)))
+    const truth = await openRepository(copy, { immutable: true, index: false }).listSummaries()
+    assert.equal(Object.keys(truth).length, 9)
+    const tree = treeOf(copy)
+
+    const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    assertRowsAre(await rowsOf(page), truth)
+    assert.match(await page.textContent('#status'), /^9 VMs, \d+ restore points, .* · from the repository index$/)
+    assert.equal(await page.textContent('#verified'), 'immutable: index not verified by the server')
+    const api = requests.filter((url) => url.startsWith('/api/'))
+    const index = api.filter((url) => url.startsWith('/api/r/0/index'))
+    assert.ok(index.includes('/api/r/0/index'), 'the index folder: its epochs')
+    assert.ok(index.some((url) => /^\/api\/r\/0\/index\/epoch-\d{20}$/.test(url)), `an epoch's listing: ${index}`)
+    assert.ok(index.some((url) => /^\/api\/r\/0\/index\/epoch-\d{20}\/snapshot-/.test(url)), `its snapshot: ${index}`)
+    // Besides the index: the VM folders, encryption.json (a 404: plaintext),
+    // and the one VM the index does not know, from its folder (its cache a
+    // 404) as the library reads it. No other VM's cache or folder.
+    const names = readdirSync(join(copy, 'xo-vm-backups', added)).filter((name) => name.endsWith('Z.json'))
+    assert.deepStrictEqual(
+      [...new Set(api.filter((url) => !url.startsWith('/api/r/0/index')))].sort(),
+      [
+        '/api/repositories',
+        '/api/r/0/encryption.json',
+        '/api/r/0/vms?locks=1',
+        `/api/r/0/vms/${added}/cache`,
+        `/api/r/0/vms/${added}/backups`,
+        ...names.map((name) => `/api/r/0/vms/${added}/backups/${name}`),
+      ].sort(),
+    )
+    assert.deepStrictEqual(page.workersSeen, ['/js/web/index-worker.js'])
+
+    // A VM opened: its restore points, through the index too.
+    requests.length = 0
+    const vm = Object.keys(view)[2]
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] table.points`)
+    const ids = await page.$$eval('#details tbody tr', (trs) => trs.map((tr) => tr.dataset.id))
+    assert.deepStrictEqual(ids, truth[vm].toReversed().map((s) => s.id))
+    assert.deepStrictEqual(requests.filter((url) => url.startsWith('/api/r/0/vms/')), [], 'no VM cache or folder')
+    assert.ok(requests.some((url) => /^\/api\/r\/0\/index\/epoch-\d{20}\/snapshot-/.test(url)), String(requests))
+    await page.screenshot({ path: join(screenshots, 'restore-view-immutable.png'), fullPage: true })
+    assert.deepStrictEqual(treeOf(copy), tree, 'the server wrote nothing')
+
+    // A backup written through the library there: a create-only metadata
+    // file and its segment, in an epoch the index folder's listing does not
+    // show change. Refresh (as the page's poll) shows it.
+    const [written] = Object.keys(view)
+    const rng = createRandom('browser-immutable-write')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: written }, retention: 1, start: Date.UTC(2030, 0, 1) })
+    const writer = openRepository(copy, { immutable: true })
+    await writer.writeVmBackupMetadata(written, metadata)
+    await writer.settle()
+    await page.click('#refresh')
+    await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm: written, count: truth[written].length + 1 }, { timeout: 15_000 })
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
+describe('an immutable repository without its index yet: the page reads every VM folder, as the library does', () => {
+  test('every VM from its folder (its metadata files), none from a cache; nothing written; a folder read again only once it changed', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-bare-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+    // (The listings of the suite's before() made one in the original.)
+    rmSync(join(copy, 'xo-vm-backups', '.brcache-index'), { recursive: true, force: true })
+    const tree = treeOf(copy)
+    const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    assert.equal(await page.getAttribute('body', 'data-source'), 'folders')
+    assertRowsAre(await rowsOf(page), view)
+    const metadata = requests.filter((url) => /^\/api\/r\/0\/vms\/[^/]+\/backups\/[^/]+$/.test(url))
+    assert.equal(metadata.length, Object.values(view).flat().length, 'every metadata file, once')
+    assert.deepStrictEqual(treeOf(copy), tree, 'the server wrote nothing, and made no index')
+
+    // Refresh: each folder listed again, nothing read again.
+    requests.length = 0
+    await page.click('#refresh')
+    await page.waitForFunction(() => Number(document.body.dataset.refreshed) >= 1, undefined, { timeout: 15_000 })
+    assert.equal(requests.filter((url) => /\/backups$/.test(url)).length, Object.keys(view).length, String(requests))
+    assert.deepStrictEqual(requests.filter((url) => /\/backups\/[^/]+$/.test(url)), [], 'no metadata file read again')
     assert.deepStrictEqual(errors, [])
     await page.close()
   })

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
@@ -619,9 +619,9 @@ describe('brcache serve: several repositories', () => {
     cleanups.push(served.close)
     const { port } = served
     assert.deepStrictEqual(JSON.parse((await get(port, '/api/repositories')).body), [
-      { id: 0, name: a },
-      { id: 1, name: b },
-      { id: 2, name: 's3://127.0.0.1:1/bucket/prefix' },
+      { id: 0, name: a, immutable: false },
+      { id: 1, name: b, immutable: false },
+      { id: 2, name: 's3://127.0.0.1:1/bucket/prefix', immutable: false },
     ])
     for (const [id, dir] of [
       [0, a],
@@ -742,5 +742,170 @@ describe('brcache serve under load', () => {
       )
       assert.deepStrictEqual([...statuses.keys()].sort(), [200, 304], JSON.stringify([...statuses]))
     }
+  })
+})
+
+/** Every file and folder under `dir`, with each file's size and date: what a write would change. */
+function treeOf(dir) {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .map((entry) => {
+      const path = join(entry.parentPath, entry.name)
+      const info = statSync(path)
+      return `${relative(dir, path)} ${entry.isDirectory() ? 'folder' : `${info.size} ${info.mtimeMs}`}`
+    })
+    .sort()
+}
+
+describe("brcache serve: an immutable repository's index of create-only files, read only", () => {
+  let dir
+  let served
+  let epochs
+  let tree
+  let vms
+  // A name no URL may reach in each place: the index folder, an epoch folder, a VM folder.
+  const stray = 'notes.txt'
+  before(async () => {
+    await init(readFileSync(join(root, 'js/generated/wasm-web/brcache_wasm_bg.wasm')))
+    dir = await repositoryDir('immutable-index')
+    vms = await openRepository(dir).listAllVms()
+    // As on an immutable repository: no cache.
+    for (const vm of vms) unlinkSync(join(dir, vmFile(vm, CACHE_FILE)))
+    // The library's first listing there reads every folder; its follow-up makes the index.
+    const repository = openRepository(dir, { immutable: true })
+    await repository.listSummaries()
+    await repository.settle()
+    epochs = readdirSync(join(dir, INDEX_DIR)).sort()
+    assert.ok(epochs.length > 0 && epochs.every((name) => /^epoch-\d{20}$/.test(name)), String(epochs))
+    writeFileSync(join(dir, INDEX_DIR, stray), 'SECRET')
+    writeFileSync(join(dir, INDEX_DIR, epochs.at(-1), stray), 'SECRET')
+    writeFileSync(join(dir, 'xo-vm-backups', vms[0], stray), 'SECRET')
+    tree = treeOf(dir)
+    served = await listenOn(dir, { immutable: true, verifyEveryMs: 0 })
+    cleanups.push(served.close)
+  })
+
+  const filesOf = (epoch) => readdirSync(join(dir, INDEX_DIR, epoch)).filter((name) => name !== stray).sort()
+
+  test('the epochs, each epoch\'s snapshots and segments, and their bytes as they lie; the repository says it is immutable', async () => {
+    const repositories = await get(served.port, '/api/repositories')
+    assert.deepStrictEqual(JSON.parse(repositories.body), [{ id: 0, name: dir, immutable: true }])
+    for (const base of ['/api/', '/api/r/0/']) {
+      const root = await get(served.port, `${base}index`)
+      assert.equal(root.status, 200)
+      assert.deepStrictEqual(JSON.parse(root.body), epochs, 'the epoch folders, nothing else of the index folder')
+      assert.equal(root.headers['x-brcache-verified-at'], undefined, 'never verified: that would write')
+      assert.equal((await get(served.port, `${base}index`, { headers: { 'If-None-Match': root.headers.etag } })).status, 304)
+      let read = 0
+      for (const epoch of epochs) {
+        const listing = await get(served.port, `${base}index/${epoch}`)
+        assert.equal(listing.status, 200)
+        assert.deepStrictEqual(JSON.parse(listing.body), filesOf(epoch))
+        for (const name of filesOf(epoch)) {
+          assert.match(name, /^(snapshot-\d+-\d+-[0-9a-f]+|\d{15}-[0-9a-f]{16}(-[^/]+)?)\.json\.gz$/)
+          const file = await get(served.port, `${base}index/${epoch}/${encodeURIComponent(name)}`)
+          assert.equal(file.status, 200, name)
+          assert.equal(file.headers['content-type'], 'application/octet-stream')
+          assert.deepStrictEqual(file.body, readFileSync(join(dir, INDEX_DIR, epoch, name)))
+          assert.equal((await get(served.port, `${base}index/${epoch}/${name}`, { headers: { 'If-None-Match': file.headers.etag } })).status, 304)
+          read++
+        }
+      }
+      assert.ok(read > 0, 'a snapshot at least')
+    }
+    // A VM folder's metadata files, for the VMs the index does not know or doubts.
+    for (const vm of vms) {
+      const listing = await get(served.port, `/api/vms/${vm}/backups`)
+      assert.equal(listing.status, 200)
+      const names = readdirSync(join(dir, 'xo-vm-backups', vm)).filter((name) => /^\d{8}T\d{6}Z\.json$/.test(name)).sort()
+      assert.deepStrictEqual(JSON.parse(listing.body), names)
+    }
+    assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
+  })
+
+  test('nothing outside the epoch folders, no `..`, no name that is not an epoch, a snapshot or a segment', async () => {
+    const [epoch] = epochs
+    const [file] = filesOf(epoch)
+    const paths = [
+      `/api/index/${stray}`,
+      `/api/index/${epoch}/${stray}`,
+      `/api/index/${epochs.at(-1)}/${stray}`,
+      '/api/index/epoch-1',
+      '/api/index/epoch-99999999999999999999',
+      `/api/index/epoch-1/${file}`,
+      `/api/index/${epoch.replace(/\d$/, (d) => String((Number(d) + 5) % 10))}/${file}`,
+      '/api/index/..',
+      '/api/index/../vms',
+      '/api/index/%2e%2e',
+      `/api/index/${epoch}/..`,
+      `/api/index/${epoch}/%2e%2e`,
+      `/api/index/${epoch}/..%2f..%2fsecret.txt`,
+      `/api/index/${epoch}/%2e%2e%2f%2e%2e%2f%2e%2e%2f..%2fsecret.txt`,
+      `/api/index/${epoch}/${file}/x`,
+      `/api/index/${epoch}/${file}.tmp`,
+      `/api/index/${epoch}/%E0%A4%A`,
+      `/api/index/..%2f${epoch}`,
+      `/api/index/${epoch}%2f${file}`,
+      `/api/r/0/index/${epoch}/../../../secret.txt`,
+      `/api/vms/${vms[0]}/backups/${stray}`,
+      `/api/vms/../backups`,
+      `/api/vms/${vms[0]}%2f..%2f${vms[1]}/backups`,
+    ]
+    for (const path of paths) {
+      const r = await get(served.port, path)
+      assert.ok(r.status === 404 || r.status === 400, `${path}: ${r.status}`)
+      assert.deepStrictEqual(Object.keys(JSON.parse(r.body)), ['error'], path)
+      assert.doesNotMatch(r.body.toString(), /SECRET|\n\s+at /, path)
+    }
+    assert.deepStrictEqual(JSON.parse((await get(served.port, `/api/index/${epochs.at(-1)}`)).body), filesOf(epochs.at(-1)), 'a stray file is not listed')
+    assert.ok(!JSON.parse((await get(served.port, `/api/vms/${vms[0]}/backups`)).body).includes(stray))
+    // Verified answers would need a write.
+    assert.equal((await get(served.port, '/api/index?verified=1')).status, 409)
+    assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
+  })
+
+  test('a share whose bucket has Object Lock, served without --immutable, is found immutable: the same index, nothing checked or written', async () => {
+    // An S3 handler's answers, over the folder: no locks, Object Lock on.
+    const handler = new LocalHandler(dir)
+    const locked = new Proxy(handler, {
+      get(target, name) {
+        if (name === 'supportsLocks') return false
+        if (name === 'objectLocked') return async () => true
+        const value = target[name]
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const found = await listenOn(locked, { verifyEveryMs: 0 })
+    cleanups.push(found.close)
+    assert.equal(JSON.parse((await get(found.port, '/api/repositories')).body)[0].immutable, true)
+    assert.deepStrictEqual(JSON.parse((await get(found.port, '/api/index')).body), epochs)
+    const [epoch] = epochs
+    assert.deepStrictEqual(JSON.parse((await get(found.port, `/api/index/${epoch}`)).body), filesOf(epoch))
+    // No check: it would write the caches it found missing.
+    for (const vm of vms) assert.equal((await get(found.port, cacheUrl(vm))).status, 404)
+    assert.equal(await found.server.repositories[0].prepareIndex(), undefined)
+    await found.server.settle()
+    assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
+  })
+
+  test("the page's core lists through it as the library does: every VM, its restore points, no cache read, nothing written", async () => {
+    const truth = await openRepository(dir, { immutable: true, index: false }).listSummaries()
+    const library = await openRepository(dir, { immutable: true }).vmTable()
+    assert.equal(library.fromIndex, true)
+    const asked = []
+    served.server.on('request', (request) => asked.push(request.url))
+    const http = httpShare(new URL('api/r/0/', served.url))
+    const share = new EncryptedShare(http, encryptionApi)
+    const read = await readView(share, http, { immutable: true })
+    assert.equal(read.view.fromIndex, true)
+    assert.deepStrictEqual(read.view.rows, library.vms)
+    for (const vm of vms) assert.deepStrictEqual(await readVm(share, vm, { immutable: true }), truth[vm], vm)
+    // The VM folders, encryption.json (a 404: plaintext), and the index.
+    assert.deepStrictEqual(
+      [...new Set(asked.filter((url) => !url.startsWith('/api/r/0/index')))].sort(),
+      ['/api/r/0/encryption.json', '/api/r/0/vms?locks=1'],
+      'no VM cache or folder: the index knows every VM',
+    )
+    assert.ok(asked.some((url) => /^\/api\/r\/0\/index\/epoch-\d{20}\/snapshot-/.test(url)), String(asked))
+    assert.deepStrictEqual(treeOf(dir), tree, 'nothing written')
   })
 })

@@ -10,6 +10,19 @@ import { drive, makeOperationsApi } from './operations.js'
 // loaded; tests/surface.test.mjs holds the two equal.
 export const INDEX_DIR = 'xo-vm-backups/.brcache-index'
 
+const U64_MAX = 2n ** 64n - 1n
+
+/**
+ * Whether a name of the index folder is an epoch folder of an immutable
+ * repository's index as the core takes it (crates/core/src/index/epochs.rs,
+ * `epoch_number`: `epoch-` and 20 digits that fit a u64), for code that
+ * must tell before any operation runs: what `brcache serve` offers, which
+ * epochs the page lists first.
+ */
+export function isEpochName(name) {
+  return /^epoch-\d{20}$/.test(name) && BigInt(name.slice('epoch-'.length)) <= U64_MAX
+}
+
 /** The index glue over a backend (napi addon or wasm module). */
 export function makeIndexApi(backend) {
   function wrap(handle, listedGeneration) {

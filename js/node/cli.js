@@ -98,7 +98,8 @@ index (see brcache index), or else each VM's cache.json.gz, as they lie on
 the share and decodes them with brcache's WebAssembly build. A VM folder the
 index does not know is read from its cache. Requests reach the page, its
 assets, the list of VMs, the caches of listed VMs and the listed index
-files, nothing else.
+files (on an immutable repository, its epoch folders' and the listed VM
+folders' metadata files), nothing else.
 
   --port P        port to listen on (default 8080; 0 picks a free one)
   --host H        address to listen on (default 127.0.0.1: this machine only);
@@ -112,10 +113,12 @@ files, nothing else.
                   serve HTTPS with this certificate and key (PEM)
   --no-repair     serve caches as they are, without checking them against
                   their folders first
-  --immutable     never write a cache (an immutable repository); caches are
-                  served as they are, and a VM without one shows an error
-                  (the page is not served the create-only index brcache list
-                  makes there)
+  --immutable     write nothing (an immutable repository; an S3 bucket with
+                  Object Lock is found out): no cache checked or repaired, no
+                  index made. The page reads its index of create-only files
+                  (which brcache list makes there), served read only, and the
+                  VM folders the index does not know or doubts; without one,
+                  every VM folder
   --no-index      ignore the repository index: every VM's cache is checked
                   against its folder (unless --no-repair) and fetched
   --verify-every S
@@ -501,7 +504,7 @@ async function serve(args) {
   const failed = started.filter(({ error }) => error)
   if (failed.length === started.length) throw failed[0].error
   const states = []
-  for (const { served, vms, encryption, error } of started) {
+  for (const { served, vms, encryption, immutable, error } of started) {
     if (error) {
       states.push(`${served.name}: ${error.message}`)
       continue
@@ -531,6 +534,11 @@ async function serve(args) {
       }
     }
     if (encryption.readable && encryption.algorithm) state += `, encrypted with ${encryption.algorithm}: checked with the server's key; the page asks for it too`
+    if (immutable) {
+      state += immutable.index
+        ? ', immutable: nothing written; the page reads its index of create-only files'
+        : ', immutable: nothing written and no index yet (a brcache list makes it); the page reads every VM folder'
+    }
     states.push(`${served.name} (${vms.length} VMs${state})`)
   }
   await new Promise((resolve, reject) => {

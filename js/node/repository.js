@@ -92,6 +92,7 @@ export class Repository {
   #drive
   #pending = new Set()
   #probe
+  #lockProbe
   #verifying
   #nextVerification
   #verifiedAt
@@ -155,17 +156,25 @@ export class Repository {
 
   /**
    * An S3 bucket with Object Lock is an immutable repository (as Xen
-   * Orchestra detects it), found out before anything is written; an
-   * immutable store is never probed for conditional writes (the probe
-   * object would stay, a billed version), which its index does not need.
+   * Orchestra detects it), found out before anything is written.
    */
-  async #probeShare() {
-    if (!this.#settings.immutable && typeof this.#share.objectLocked === 'function') {
+  #lockProbed() {
+    this.#lockProbe ??= (async () => {
+      if (this.#settings.immutable || typeof this.#share.objectLocked !== 'function') return
       if ((await this.#share.objectLocked().catch(() => false)) === true) {
         this.#settings.immutable = true
         this.#drive.logger.info('brcache: the bucket has Object Lock on: an immutable repository (no cache written, create-only index)')
       }
-    }
+    })()
+    return this.#lockProbe
+  }
+
+  /**
+   * An immutable store is never probed for conditional writes (the probe
+   * object would stay, a billed version), which its index does not need.
+   */
+  async #probeShare() {
+    await this.#lockProbed()
     if (this.#settings.immutable || typeof this.#share.conditionalWrites !== 'function') return
     const honoured = await this.#share.conditionalWrites().catch(() => false)
     this.#settings.createOnly = honoured === true
@@ -222,7 +231,19 @@ export class Repository {
     return this.#settings.index !== false && !this.#settings.immutable
   }
 
+  /** Whether it is immutable as far as known yet: an S3 bucket's Object Lock shows after the first call (see isImmutable). */
   get immutable() {
+    return this.#settings.immutable
+  }
+
+  /**
+   * Whether the repository is immutable: opened so, or an S3 bucket with
+   * Object Lock (asked once, and nothing else: no write probes). For a
+   * process that reads the share itself and must know before it writes or
+   * serves anything (`brcache serve`).
+   */
+  async isImmutable() {
+    await this.#lockProbed()
     return this.#settings.immutable
   }
 

@@ -15,6 +15,9 @@
 //
 // A repository that fails (unreachable, encrypted without its key, a
 // damaged index) answers its own errors; the others are not held back.
+//
+// An immutable repository gets nothing written by the server; the page reads
+// its index of create-only files (see js/node/served-repository.js).
 
 import { readFile, stat } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
@@ -57,9 +60,12 @@ const PAGE_POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; i
  *   verifyEveryMs?: number, auth?: string | Auth, tls?: { cert: string | Buffer, key: string | Buffer } }} [options]
  *   `repair`: check each VM's cache against its folder (and write the
  *   repair) before serving it, so the bytes are true to the folder;
- *   `immutable`: never write a cache (implies no repair, and no index
- *   served: the create-only index listings make on an immutable repository
- *   is not read by the page yet); `index`: offer the repository index, when there is one,
+ *   `immutable`: write nothing, as on an S3 bucket with Object Lock, which
+ *   is found out (no repair, no index made or verified); its index of
+ *   create-only files, which listings of the library make there, is served
+ *   read only (its epoch folders, their snapshots and segments), with the
+ *   VM folders' metadata files, so that the page lists through it as the
+ *   library does; `index`: offer the repository index, when there is one,
  *   so the page loads every VM's restore view in a few requests (the VMs
  *   the index does not know still come from their caches), and, with
  *   repair on, keep it: made at the first listing of the index folder when
@@ -128,7 +134,12 @@ export function createServer(sources, { repair = true, immutable = false, index 
       response.setHeader('WWW-Authenticate', 'Bearer realm="brcache"')
       throw new HttpError(401, 'sign in first: this restore view needs its token')
     }
-    if (path === '/api/repositories') return json(request, response, 200, repositories.map(({ name }, id) => ({ id, name })))
+    if (path === '/api/repositories') {
+      // Whether each is immutable: the page then lists it as the library
+      // does there (its index of create-only files, its folders).
+      const served = await Promise.all(repositories.map(async (repository, id) => ({ id, name: repository.name, immutable: await immutableOrNot(repository) })))
+      return json(request, response, 200, served)
+    }
     const one = /^\/api\/r\/(0|[1-9]\d{0,3})\/(.+)$/.exec(path)
     if (one) {
       const repository = repositories[Number(one[1])]
@@ -150,6 +161,23 @@ export function createServer(sources, { repair = true, immutable = false, index 
   const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handle) : createHttpServer(handle)
   const settle = () => Promise.all(repositories.map((served) => served.settle()))
   return Object.assign(server, { repositories, settle })
+}
+
+// An S3 bucket's Object Lock probe that hangs (a store out of reach) must
+// not hold the page of every other repository back: that one is then not
+// known to be immutable, and its own requests fail as they would anyway.
+const IMMUTABLE_WAIT_MS = 2_000
+
+async function immutableOrNot(repository) {
+  let timer
+  const waited = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(false), IMMUTABLE_WAIT_MS)
+  })
+  try {
+    return await Promise.race([repository.isImmutable(), waited])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 const MAX_BODY = 4096

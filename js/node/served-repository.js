@@ -14,10 +14,17 @@
 // the VM caches in the background (Xen Orchestra rewrites caches without
 // telling the index), bounded by verifyEveryMs, through the library's own
 // seed and verification.
+//
+// On an immutable repository (opened so, or an S3 bucket with Object Lock)
+// it writes nothing: no check (a repair is a write), no index made. It
+// serves what the library lists from there instead, read only: the index
+// of create-only files (the epoch folders, their snapshots and segments,
+// names as the core takes them) and the VM folders' metadata files, so
+// that the page's core lists through that index as the library does.
 
 import { DESCRIPTOR_FILE, KEY_CHECK_FILE } from '../common/encryption.js'
 import { HttpError, jsonRevalidated, notFound, send } from './http.js'
-import { INDEX_DIR } from '../common/repo-index.js'
+import { INDEX_DIR, isEpochName } from '../common/repo-index.js'
 import { CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { indexApi } from './core.js'
 import { listBackupFolders, listVmFolders, openRepository } from './repository.js'
@@ -50,7 +57,16 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
   // bounded by verifyEveryMs from its creation (see Repository).
   let repository = openRepository(source, { immutable, encryptionKey, verifyEveryMs })
   const share = repository.handler
-  const offerIndex = index && repository.usesIndex
+  // Asked before anything the server does with the repository: an S3
+  // bucket's Object Lock is found out by a probe (the library's, once),
+  // not by a flag.
+  let immutability
+  const isImmutable = () => {
+    immutability ??= repository.isImmutable()
+    return immutability
+  }
+  // Asked now, so that the first page finds it known.
+  isImmutable()
   // Checks need to read the caches: not on an encrypted repository whose
   // key the server was not given (it serves them as they lie). Decided
   // once; an I/O failure is asked again.
@@ -59,7 +75,7 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     let state = await repository.encryption()
     // A key given for the server's other repositories is not this one's.
     if (state.code === 'NOT_ENCRYPTED') {
-      repository = openRepository(source, { immutable, verifyEveryMs })
+      repository = openRepository(source, { immutable: await isImmutable(), verifyEveryMs })
       state = await repository.encryption()
     }
     return state
@@ -71,11 +87,13 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     })
     return readable
   }
-  const canCheck = async () => repair && !immutable && (await encryption()).readable
+  const canCheck = async () => repair && !(await isImmutable()) && (await encryption()).readable
   // Whether this server makes the index and verifies it: it offers one
-  // (not --no-index, not immutable, not S3) and may write what its checks
-  // find (repair on, the caches readable).
-  const keepsIndex = async () => offerIndex && (await canCheck())
+  // (not --no-index) and may write what its checks find (repair on, not
+  // immutable, the caches readable).
+  const keepsIndex = async () => index && (await canCheck())
+  // The writable index, offered where the repository is not immutable.
+  const offersIndex = async () => index && !(await isImmutable())
 
   /** The index folder's listing: its files, newest snapshot first, and the snapshot (null without one). */
   async function indexListing() {
@@ -95,7 +113,7 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
 
   /** The index files, newest snapshot first, from a fresh listing; 404 without an index. */
   async function indexFiles() {
-    if (!offerIndex) throw new HttpError(404, 'no repository index')
+    if (!(await offersIndex())) throw new HttpError(404, 'no repository index')
     const { files } = await indexListing()
     if (files.length === 0) throw new HttpError(404, 'no repository index')
     return files
@@ -170,9 +188,11 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
    * that began after the request has caught the index up, or fails.
    */
   async function indexRoute(request, response) {
-    if (!offerIndex) throw new HttpError(404, 'no repository index')
+    if (!index) throw new HttpError(404, 'no repository index')
     const query = new URL(request.url ?? '', 'http://localhost').searchParams
-    if (query.has('verified') && query.get('verified') !== '0') {
+    const verified = query.has('verified') && query.get('verified') !== '0'
+    if (await isImmutable()) return epochsRoute(verified, request, response)
+    if (verified) {
       if (!(await keepsIndex())) {
         throw new HttpError(409, 'this server does not verify the repository index (--no-repair, or an encrypted repository without its key)')
       }
@@ -196,6 +216,94 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
     const asOf = verifiedAsOf()
     const stamp = asOf === undefined ? '' : new Date(asOf).toISOString()
     return jsonRevalidated(request, response, files, { headers: stamp ? { [VERIFIED_HEADER]: stamp } : {}, version: stamp })
+  }
+
+  // --- an immutable repository's index, read only ---------------------------
+
+  /**
+   * The index folder's epochs, sorted, as the core reads them
+   * (crates/core/src/ops/journal.rs, `list_epochs`); none where the folder
+   * holds a writable index's files, which that repository's brcache writers
+   * keep instead: the library then lists every VM folder, and so does the
+   * page, given no index.
+   */
+  async function epochs() {
+    let names
+    try {
+      names = await share.list(INDEX_DIR)
+    } catch (error) {
+      if (error.code === 'ENOENT') return []
+      throw new HttpError(500, `cannot list ${INDEX_DIR}: ${error.message}`)
+    }
+    const plan = indexApi.readPlan(names)
+    if (plan.snapshot || plan.segments.length > 0) return []
+    return names.filter(isEpochName).sort()
+  }
+
+  async function epochsRoute(verified, request, response) {
+    if (verified) throw new HttpError(409, 'this server does not verify the index of an immutable repository: it writes nothing there')
+    const listed = await epochs()
+    if (listed.length === 0) throw new HttpError(404, 'no repository index')
+    return jsonRevalidated(request, response, listed)
+  }
+
+  /**
+   * An epoch folder's snapshots and segments (crates/core/src/index/epochs.rs
+   * reads those only; temp files and anything else are left out), or
+   * undefined when `epoch` is not an epoch's name or its folder is gone.
+   * Only a name the core takes for an epoch is ever put in a path.
+   */
+  async function epochFiles(epoch) {
+    if (!isEpochName(epoch)) return undefined
+    const folder = `${INDEX_DIR}/${epoch}`
+    let names
+    try {
+      names = await share.list(folder)
+    } catch (error) {
+      if (error.code === 'ENOENT') return undefined
+      throw new HttpError(500, `cannot list ${folder}: ${error.message}`)
+    }
+    const plan = indexApi.readPlan(names)
+    return [plan.snapshot, ...plan.oldSnapshots, ...plan.segments].filter(Boolean).sort()
+  }
+
+  async function epochRoute(epoch, request, response) {
+    const files = await epochFiles(epoch)
+    if (files === undefined) throw new HttpError(404, `${INDEX_DIR}/${epoch} is not an epoch of the index`)
+    return jsonRevalidated(request, response, files)
+  }
+
+  async function epochFile(epoch, encoded, request, response) {
+    let name
+    try {
+      name = decodeURIComponent(encoded)
+    } catch {
+      throw new HttpError(400, 'not a file name')
+    }
+    // Only a name the epoch's listing gives: compared, never resolved.
+    if (!(await epochFiles(epoch))?.includes(name)) throw new HttpError(404, `${INDEX_DIR}/${epoch}/${name} is not an index file`)
+    const file = `${INDEX_DIR}/${epoch}/${name}`
+    const { info, bytes } = await readShared(file, `${file} is gone`)
+    send(request, response, bytes, { type: 'application/octet-stream', mtimeMs: info.mtimeMs })
+  }
+
+  /**
+   * A VM folder's metadata files, on an immutable repository only: there
+   * the page reads a VM the index does not know, or doubts, from its
+   * folder, as the library does. Elsewhere the server checks caches and
+   * the page reads those.
+   */
+  async function vmFolder(vm, request, response) {
+    if (!(await isImmutable())) throw notFound()
+    await listedVm(vm)
+    let names
+    try {
+      names = await share.list(vmDir(vm))
+    } catch (error) {
+      if (error.code === 'ENOENT') throw new HttpError(404, `VM ${vm} has no folder`)
+      throw new HttpError(500, `cannot list the folder of VM ${vm}: ${error.message}`)
+    }
+    return jsonRevalidated(request, response, names.filter((name) => METADATA_NAME.test(name)).sort())
   }
 
   /** A file of the share with its date; `missing` is the 404's message. */
@@ -297,11 +405,19 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
 
   return {
     name: repositoryName(source),
-    /** Fails now on a missing or unmounted repository, or on a wrong key: `{ vms, encryption }`. */
+    /** Whether the repository is immutable (opened so, or an S3 bucket with Object Lock): the server writes nothing there. */
+    isImmutable,
+    /**
+     * Fails now on a missing or unmounted repository, or on a wrong key:
+     * `{ vms, encryption, immutable }`, `immutable` being false or `{ index }`:
+     * whether it has an index of create-only files the page reads.
+     */
     async start() {
       const state = await encryption()
       if (!state.readable && encryptionKey !== undefined && state.algorithm) throw new Error(state.reason)
-      return { vms: await listVmFolders(share), encryption: state, repository }
+      const vms = await listVmFolders(share)
+      const immutable = (await isImmutable()) && { index: index && (await epochs()).length > 0 }
+      return { vms, encryption: state, repository, immutable }
     },
     /**
      * Before the first page (`brcache serve` runs it before it listens):
@@ -339,9 +455,21 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
       }
       if (rest === 'index') return indexRoute(request, response)
       const indexMatch = /^index\/([^/]+)$/.exec(rest)
-      if (indexMatch) return indexFile(indexMatch[1], request, response)
+      if (indexMatch) {
+        if (!index) throw new HttpError(404, 'no repository index')
+        // On an immutable repository, an epoch folder's listing.
+        if (await isImmutable()) return epochRoute(indexMatch[1], request, response)
+        return indexFile(indexMatch[1], request, response)
+      }
+      const epochMatch = /^index\/([^/]+)\/([^/]+)$/.exec(rest)
+      if (epochMatch) {
+        if (!index || !(await isImmutable())) throw notFound()
+        return epochFile(epochMatch[1], epochMatch[2], request, response)
+      }
       const cacheMatch = /^vms\/([^/]+)\/cache$/.exec(rest)
       if (cacheMatch) return vmCache(cacheMatch[1], request, response)
+      const folderMatch = /^vms\/([^/]+)\/backups$/.exec(rest)
+      if (folderMatch) return vmFolder(folderMatch[1], request, response)
       const metadataMatch = /^vms\/([^/]+)\/backups\/([^/]+)$/.exec(rest)
       if (metadataMatch) return metadataFile(metadataMatch[1], metadataMatch[2], request, response)
       throw notFound()

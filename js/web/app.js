@@ -19,15 +19,18 @@
 // whether an index has appeared (`brcache serve` makes one), and the
 // Refresh button does the same at once. The server verifies the index
 // against the VM caches in the background; the page says when it last did.
+//
+// On an immutable repository (the server says which), the page lists as
+// the library does there: through its index of create-only files, or
+// without one from the VM folders; the server checks no cache there.
 
 import { EncryptedShare, encryptionApi, init } from '../browser.js'
 import { mapLimit } from '../common/concurrency.js'
-import { INDEX_DIR } from '../common/repo-index.js'
-import { BACKUP_DIR, CACHE_FILE, vmFile } from '../common/layout.js'
+import { BACKUP_DIR, CACHE_FILE, vmDir, vmFile } from '../common/layout.js'
 import { showDetails } from './details.js'
 import { describeRow, describeVm, formatBytes, formatDate } from '../common/format.js'
 import { httpError, httpShare } from './http-share.js'
-import { CONCURRENCY, listVm, listVms, readView, readVm } from './reader.js'
+import { CONCURRENCY, listFolder, listIndex, listVm, listVms, readView, readVm } from './reader.js'
 import { createVmTable } from './table.js'
 
 const POLL_INDEX_MS = 5_000
@@ -161,11 +164,11 @@ try {
   worker = undefined
 }
 
-async function readInWorker({ base, key }) {
+async function readInWorker({ base, key, immutable }) {
   const id = ++requests
   const answer = await new Promise((resolve) => {
     answers.set(id, resolve)
-    worker.postMessage({ id, base: String(base), key })
+    worker.postMessage({ id, base: String(base), key, immutable })
   })
   if (answer.error) throw Object.assign(new Error(answer.error.message), answer.error)
   return answer.result
@@ -173,13 +176,13 @@ async function readInWorker({ base, key }) {
 
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i])
 const sameNames = (a, b) => (a === null || b === null ? a === b : same([...a].sort(), [...b].sort()))
-const absent = (error) => (error.code === 'ENOENT' ? null : Promise.reject(error))
 
 /** One repository of the server, as this page reads and watches it. */
 class RepositoryView {
-  constructor({ id, name }) {
+  constructor({ id, name, immutable }) {
     this.id = id
     this.name = name
+    this.immutable = immutable === true
     this.base = new URL(`api/r/${id}/`, document.baseURI)
     this.http = httpShare(this.base)
     this.encryptionKey = undefined
@@ -191,6 +194,9 @@ class RepositoryView {
     // When the server last verified the index this page read (ms), if it said.
     this.verifiedAt = undefined
     this.error = undefined
+    // On an immutable repository without an index, each VM folder's
+    // listing as last read: a folder is read again only once it changed.
+    this.folders = new Map()
   }
 
   key(vm) {
@@ -200,7 +206,8 @@ class RepositoryView {
   /** The restore view (js/web/reader.js), in the worker or here. */
   async read(share, key) {
     try {
-      return worker ? await readInWorker({ base: this.base, key }) : await readView(share, this.http)
+      const { immutable } = this
+      return worker ? await readInWorker({ base: this.base, key, immutable }) : await readView(share, this.http, { immutable })
     } catch (error) {
       // Neither the repository's encryption nor a sign-in to come is a
       // reason to read VM by VM: say them.
@@ -246,10 +253,12 @@ class RepositoryView {
   async show({ listed, vms, view, served }, onProgress = () => {}) {
     const gone = this.vms.filter((vm) => !vms.includes(vm))
     for (const vm of gone) table.remove(this.key(vm))
+    // Rows no longer as their folders were read (loadFolder).
+    for (const vm of view ? vms : gone) this.folders.delete(vm)
     for (const vm of vms) if (!table.has(this.key(vm))) table.add(this.key(vm), { vm, repository: this.name })
     this.vms = vms
     this.listed = listed
-    this.source = view?.fromIndex ? 'index' : 'caches'
+    this.source = view?.fromIndex ? 'index' : this.immutable ? 'folders' : 'caches'
     this.verifiedAt = view?.verifiedAt
     let pending = vms
     if (view) {
@@ -269,6 +278,7 @@ class RepositoryView {
 
   /** A VM's row from its cache; `ifChanged`: not decoded again when the server says it is the same. */
   async loadVm(vm, { ifChanged = false } = {}) {
+    if (this.immutable) return this.loadFolder(vm)
     const file = vmFile(vm, CACHE_FILE)
     const before = this.http.etag(file)
     try {
@@ -284,6 +294,29 @@ class RepositoryView {
   }
 
   /**
+   * On an immutable repository, a VM's row from its folder, by the same
+   * operation the library lists it with there (its metadata files read,
+   * and a cache Xen Orchestra left checked against them). Metadata files
+   * are create-only there: a folder listed as when its row was read holds
+   * the same restore points, so it is not read again, Refresh included.
+   */
+  async loadFolder(vm) {
+    try {
+      const listing = await this.share.list(vmDir(vm))
+      const before = this.folders.get(vm)
+      if (before !== undefined && same(listing, before)) return
+      const { summaries, unreadable } = await listFolder(this.share, vm, listing)
+      // A file that did not read is tried again at the next look.
+      if (unreadable.length === 0) this.folders.set(vm, listing)
+      else this.folders.delete(vm)
+      table.update(this.key(vm), { summaries, info: describeVm(summaries), unreadable })
+    } catch (error) {
+      this.folders.delete(vm)
+      table.update(this.key(vm), { error: { message: error.message, code: error.code } })
+    }
+  }
+
+  /**
    * What changed since the last look: with an index, the server's listings
    * say whether anything did (the restore view is read again only then);
    * without one, every cache is asked for again (a 304 when unchanged).
@@ -293,20 +326,25 @@ class RepositoryView {
     // may ask for a key).
     if (!this.share) return force ? this.load() : undefined
     const folders = await this.http.list(BACKUP_DIR)
+    const { immutable } = this
     if (this.source === 'index') {
-      const index = await this.share.list(INDEX_DIR).catch(absent)
+      const { names: index } = await listIndex(this.share, { immutable })
       this.verifiedAt = this.http.verifiedAt()
       if (!force && same(folders, this.listed.folders) && sameNames(index, this.listed.index)) return
       return this.show(await this.read(this.share, this.encryptionKey))
     }
     if (this.listed.index === null) {
       // The server makes the index of a repository that has none at its
-      // first look: read it from then on, as the next load would.
-      const index = await this.share.list(INDEX_DIR).catch(absent)
+      // first look (on an immutable one, the library's next listing does):
+      // read it from then on, as the next load would.
+      const { names: index } = await listIndex(this.share, { immutable })
       if (index !== null) return this.show(await this.read(this.share, this.encryptionKey))
     }
     const vms = await listVms(this.share, Promise.resolve(folders))
-    for (const vm of this.vms.filter((v) => !vms.includes(v))) table.remove(this.key(vm))
+    for (const vm of this.vms.filter((v) => !vms.includes(v))) {
+      table.remove(this.key(vm))
+      this.folders.delete(vm)
+    }
     for (const vm of vms.filter((v) => !this.vms.includes(v))) table.add(this.key(vm), { vm, repository: this.name })
     const fresh = new Set(vms.filter((v) => !this.vms.includes(v)))
     this.vms = vms
@@ -329,7 +367,7 @@ async function loadPoints(row) {
   row.loadingPoints = true
   let result
   try {
-    result = { summaries: await readVm(repository.share, row.vm) }
+    result = { summaries: await readVm(repository.share, row.vm, { immutable: repository.immutable }) }
   } catch (error) {
     result = { pointsError: error.message }
   } finally {
@@ -393,13 +431,14 @@ function showTotals() {
         const mine = ok.filter((row) => row.repository === repository.name && row.key.startsWith(`${repository.id}/`))
         li.textContent =
           `${repository.name}: ${repository.vms.length} VMs, ${mine.reduce((n, row) => n + row.info.count, 0)} restore points` +
-          (repository.source === 'index' ? `, ${verifiedText(repository.verifiedAt)}` : '')
+          (repository.source === 'index' ? `, ${repository.immutable ? IMMUTABLE_TEXT : verifiedText(repository.verifiedAt)}` : '')
       }
       return li
     }),
   )
 }
 
+const IMMUTABLE_TEXT = 'immutable: index not verified by the server'
 const verifiedText = (at) => (at === undefined ? 'index not verified yet' : `index verified ${formatDate(at)} UTC`)
 
 /**
@@ -411,6 +450,14 @@ const verifiedText = (at) => (at === undefined ? 'index not verified yet' : `ind
 function showVerified(indexed) {
   verified.hidden = indexed.length === 0
   if (verified.hidden) return
+  if (indexed.some((r) => r.immutable)) {
+    // The server writes nothing there, so it never catches that index up.
+    verified.textContent = IMMUTABLE_TEXT
+    verified.title =
+      'The server writes nothing on an immutable repository, so it does not catch its index up with what Xen Orchestra wrote behind it: that shows once a verification of the library (brcache list --verify) has published it.'
+    delete document.body.dataset.verifiedAt
+    return
+  }
   const times = indexed.map((r) => r.verifiedAt)
   const oldest = times.includes(undefined) ? undefined : Math.min(...times)
   verified.textContent = verifiedText(oldest)

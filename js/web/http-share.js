@@ -26,7 +26,8 @@ export async function httpError(response) {
 /** The URL (relative to a repository's API) of a file the server offers, or undefined. */
 function apiPath(file) {
   if (file === DESCRIPTOR_FILE || file === KEY_CHECK_FILE) return file
-  if (file.startsWith(`${INDEX_DIR}/`)) return `index/${encodeURIComponent(file.slice(INDEX_DIR.length + 1))}`
+  // A writable index's file, or an immutable one's `epoch-<n>/<name>`.
+  if (file.startsWith(`${INDEX_DIR}/`)) return `index/${file.slice(INDEX_DIR.length + 1).split('/').map(encodeURIComponent).join('/')}`
   const inVm = /^xo-vm-backups\/([^/]+)\/([^/]+)$/.exec(file)
   if (!inVm) return undefined
   const vm = encodeURIComponent(inVm[1])
@@ -60,7 +61,13 @@ export function httpShare(base) {
       }
       // With the locks that show, which the core goes by.
       if (dir === BACKUP_DIR) return (await get('vms?locks=1')).json()
-      throw new Error(`only ${BACKUP_DIR} and ${INDEX_DIR} are listed, not ${dir}`)
+      // An immutable repository's epoch folder, and a VM folder's metadata
+      // files, which the server offers there only (it checks no cache).
+      const epoch = dir.startsWith(`${INDEX_DIR}/`) ? dir.slice(INDEX_DIR.length + 1) : undefined
+      if (epoch !== undefined && !epoch.includes('/')) return (await get(`index/${encodeURIComponent(epoch)}`)).json()
+      const vm = /^xo-vm-backups\/([^/.][^/]*)$/.exec(dir)
+      if (vm) return (await get(`vms/${encodeURIComponent(vm[1])}/backups`)).json()
+      throw new Error(`${dir} is not listed`)
     },
     async readFile(file) {
       const path = apiPath(file)
