@@ -248,9 +248,14 @@ export class S3Handler {
   }
 
   async unlink(path) {
-    // S3 deletes of absent keys succeed; the contract says ENOENT.
-    if (!(await this.#exists(path))) throw codedError('ENOENT', `no such object: ${path}`, path)
+    // S3 deletes of absent keys succeed; the contract says ENOENT. The
+    // delete goes out whatever the HEAD said, so that a HEAD answered by a
+    // node behind a PUT just made cannot keep the object (once on Garage,
+    // a delete left a data file written a moment before; a stale HEAD is
+    // the one way this code could do that).
+    const existed = await this.#exists(path)
     await this.#send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(path) }), path)
+    if (!existed) throw codedError('ENOENT', `no such object: ${path}`, path)
   }
 
   async rmdir(dir) {
