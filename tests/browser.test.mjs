@@ -7,9 +7,9 @@
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
 import { BrcacheError, openRepository, summariesOf } from 'brcache'
@@ -19,6 +19,7 @@ import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { describeVm, formatBytes, formatDate } from '../js/common/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
 import { listen } from './helpers/serve.mjs'
+import { treeOf } from './helpers/tree.mjs'
 import { KEY, OTHER_KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
 const root = join(import.meta.dirname, '..')
@@ -479,24 +480,27 @@ describe('a fresh writable repository: the server makes the index, and the page 
   })
 })
 
-/** Every file and folder under `dir`, with each file's size and date: what a write would change. */
-function treeOf(dir) {
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .map((entry) => {
-      const path = join(entry.parentPath, entry.name)
-      const info = statSync(path)
-      return `${relative(dir, path)} ${entry.isDirectory() ? 'folder' : `${info.size} ${info.mtimeMs}`}`
-    })
-    .sort()
+/** A copy of the suite's repository as brcache leaves an immutable one: no cache. */
+function immutableCopy(prefix) {
+  const copy = mkdtempSync(join(tmpdir(), prefix))
+  cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+  cpSync(dir, copy, { recursive: true })
+  for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+  return copy
+}
+
+/** `brcache serve --immutable` on `copy` and the page on it, with every URL the server was asked. */
+async function openImmutable(copy) {
+  const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
+  cleanups.push(server.close)
+  const requests = []
+  server.server.on('request', (request) => requests.push(request.url))
+  return { ...(await open(server.url)), requests }
 }
 
 describe('an immutable repository: the page reads its index of create-only files, and the server writes nothing', () => {
   test('every VM as its folders say, from the index (no cache read), a VM opened shows its restore points; a backup written shows at Refresh', async () => {
-    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-'))
-    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-    cpSync(dir, copy, { recursive: true })
-    // As brcache leaves an immutable repository: no cache.
-    for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+    const copy = immutableCopy('brcache-browser-immutable-')
     // The library's first listing there makes the index (its follow-up).
     const library = openRepository(copy, { immutable: true })
     await library.listSummaries()
@@ -513,11 +517,7 @@ describe('an immutable repository: the page reads its index of create-only files
     assert.equal(Object.keys(truth).length, 9)
     const tree = treeOf(copy)
 
-    const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
-    cleanups.push(server.close)
-    const requests = []
-    server.server.on('request', (request) => requests.push(request.url))
-    const { page, errors } = await open(server.url)
+    const { page, errors, requests } = await openImmutable(copy)
     assert.equal(await page.getAttribute('body', 'data-source'), 'index')
     assertRowsAre(await rowsOf(page), truth)
     assert.match(await page.textContent('#status'), /^9 VMs, \d+ restore points, .* · from the repository index$/)
@@ -575,18 +575,11 @@ describe('an immutable repository: the page reads its index of create-only files
 
 describe('an immutable repository without its index yet: the page reads every VM folder, as the library does', () => {
   test('every VM from its folder (its metadata files), none from a cache; nothing written; a folder read again only once it changed', async () => {
-    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-immutable-bare-'))
-    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-    cpSync(dir, copy, { recursive: true })
-    for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
+    const copy = immutableCopy('brcache-browser-immutable-bare-')
     // (The listings of the suite's before() made one in the original.)
     rmSync(join(copy, 'xo-vm-backups', '.brcache-index'), { recursive: true, force: true })
     const tree = treeOf(copy)
-    const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
-    cleanups.push(server.close)
-    const requests = []
-    server.server.on('request', (request) => requests.push(request.url))
-    const { page, errors } = await open(server.url)
+    const { page, errors, requests } = await openImmutable(copy)
     assert.equal(await page.getAttribute('body', 'data-source'), 'folders')
     assertRowsAre(await rowsOf(page), view)
     const metadata = requests.filter((url) => /^\/api\/r\/0\/vms\/[^/]+\/backups\/[^/]+$/.test(url))

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
@@ -20,6 +20,7 @@ import { browserFiles } from '../js/node/browser-safe.js'
 import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
 import { createRandom, makeMetadata, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { listen as listenOn } from './helpers/serve.mjs'
+import { treeOf } from './helpers/tree.mjs'
 import { KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
 const root = join(import.meta.dirname, '..')
@@ -744,17 +745,6 @@ describe('brcache serve under load', () => {
     }
   })
 })
-
-/** Every file and folder under `dir`, with each file's size and date: what a write would change. */
-function treeOf(dir) {
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .map((entry) => {
-      const path = join(entry.parentPath, entry.name)
-      const info = statSync(path)
-      return `${relative(dir, path)} ${entry.isDirectory() ? 'folder' : `${info.size} ${info.mtimeMs}`}`
-    })
-    .sort()
-}
 
 describe("brcache serve: an immutable repository's index of create-only files, read only", () => {
   let dir
