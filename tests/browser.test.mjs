@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
-import { BrcacheError, openRepository, summariesOf } from 'brcache'
+import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
 import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
@@ -475,6 +475,49 @@ describe('a fresh writable repository: the server makes the index, and the page 
     await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm, count: view[vm].length + 1 }, { timeout: 30_000 })
     // The catch-up's segment may be listed before the verification ends: its time comes with a later poll.
     await page.waitForFunction((before) => Date.parse(document.body.dataset.verifiedAt) > before, verifiedAt, { timeout: 15_000 })
+    assert.deepStrictEqual(errors, [])
+    await page.close()
+  })
+})
+
+describe('a share without locks (S3): the page lists through the index without the VM folders', () => {
+  test("the VM table and a VM's restore points from the index, no VM folder listing; a backup written shows at Refresh", async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-lockless-'))
+    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+    cpSync(dir, copy, { recursive: true })
+    await openRepository(copy).buildIndex()
+    // A local share that says it has no locks, as S3Handler does.
+    class Lockless extends LocalHandler {
+      get supportsLocks() {
+        return false
+      }
+    }
+    const server = await listen(new Lockless(copy), { verifyEveryMs: Infinity })
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const { page, errors } = await open(server.url)
+    assert.equal(await page.getAttribute('body', 'data-source'), 'index')
+    assertRowsAre(await rowsOf(page), view)
+    const vm = Object.keys(view)[1]
+    await page.click(`#vms tr[data-vm="${vm}"]`)
+    await page.waitForSelector(`#details[data-vm="${vm}"] table.points`)
+    const ids = await page.$$eval('#details tbody tr', (trs) => trs.map((tr) => tr.dataset.id))
+    assert.deepStrictEqual(ids, view[vm].toReversed().map((s) => s.id))
+    // A backup through the library on that share (a delta, no lock), then Refresh.
+    const rng = createRandom('browser-lockless')
+    const [{ metadata }] = makeVmBackups(rng, { vm: { ...makeVm(rng, 0), uuid: vm }, retention: 1, start: Date.UTC(2031, 0, 1) })
+    const writer = openRepository(new Lockless(copy))
+    await writer.writeVmBackupMetadata(vm, metadata)
+    await writer.settle()
+    await page.click('#refresh')
+    await page.waitForFunction((n) => Number(document.querySelector(`#vms tr[data-vm="${n.vm}"]`)?.dataset.count) === n.count, { vm, count: view[vm].length + 1 }, { timeout: 15_000 })
+    assert.deepStrictEqual(
+      requests.filter((url) => /^\/api\/r\/0\/vms(\?|$)/.test(url)),
+      [],
+      'no VM folder listing',
+    )
+    assert.deepStrictEqual(requests.filter((url) => url.includes('/cache')), [], 'no VM cache')
     assert.deepStrictEqual(errors, [])
     await page.close()
   })

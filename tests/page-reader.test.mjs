@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { EncryptedShare, encryptionApi, init } from '../js/browser.js'
 import { openRepository } from '../js/node/repository.js'
+import { LocalHandler } from '../js/node/handlers/index.js'
 import { generateRepository } from '../js/sample/generate.js'
 import { CACHE_FILE, vmFile } from '../js/common/layout.js'
 import { httpShare } from '../js/web/http-share.js'
@@ -46,6 +47,42 @@ function copy(name) {
 }
 
 describe('the page reads a repository by the core’s operations', () => {
+  test('on a share without locks (S3): through the index, as the library lists there, without the VM folders’ listing', async () => {
+    const indexed = copy('lockless')
+    await openRepository(indexed).buildIndex()
+    const truth = await openRepository(indexed, { index: false }).listSummaries()
+    const rows = (await openRepository(indexed, { index: false }).vmTable()).vms
+    // A local share that says it has no locks, as S3Handler does.
+    class Lockless extends LocalHandler {
+      get supportsLocks() {
+        return false
+      }
+    }
+    const server = await listen(new Lockless(indexed))
+    cleanups.push(server.close)
+    const requests = []
+    server.server.on('request', (request) => requests.push(request.url))
+    const served = await (await fetch(new URL('api/repositories', server.url))).json()
+    assert.deepStrictEqual(served.map(({ locks }) => locks), [false])
+    const http = httpShare(new URL('api/r/0/', server.url))
+    const share = new EncryptedShare(http, encryptionApi)
+    const read = await readView(share, http, { locks: false })
+    assert.equal(read.view.fromIndex, true)
+    assert.deepStrictEqual(read.view.rows, rows, "the caches' rows")
+    assert.deepStrictEqual(read.vms, Object.keys(truth).sort())
+    assert.equal(read.listed.folders, null)
+    for (const vm of Object.keys(truth)) assert.deepStrictEqual(await readVm(share, vm, { locks: false }), truth[vm], vm)
+    assert.deepStrictEqual(
+      requests.filter((url) => /\/vms(\?|$)/.test(url)),
+      [],
+      'no VM folder listing',
+    )
+    // A share with locks: the server says so, and the page lists the folders.
+    const local = await listen(indexed)
+    cleanups.push(local.close)
+    assert.deepStrictEqual((await (await fetch(new URL('api/repositories', local.url))).json()).map(({ locks }) => locks), [true])
+  })
+
   test("with an index: one vmTable, the VM folders and the index listing as the server gave them; a VM's points by vmRestoreView", async () => {
     const indexed = copy('index')
     await openRepository(indexed).buildIndex()

@@ -620,9 +620,10 @@ describe('brcache serve: several repositories', () => {
     cleanups.push(served.close)
     const { port } = served
     assert.deepStrictEqual(JSON.parse((await get(port, '/api/repositories')).body), [
-      { id: 0, name: a, immutable: false },
-      { id: 1, name: b, immutable: false },
-      { id: 2, name: 's3://127.0.0.1:1/bucket/prefix', immutable: false },
+      { id: 0, name: a, immutable: false, locks: true },
+      { id: 1, name: b, immutable: false, locks: true },
+      // S3 has no locks: the page lists it through the index without the VM folders.
+      { id: 2, name: 's3://127.0.0.1:1/bucket/prefix', immutable: false, locks: false },
     ])
     for (const [id, dir] of [
       [0, a],
@@ -778,7 +779,7 @@ describe("brcache serve: an immutable repository's index of create-only files, r
 
   test('the epochs, each epoch\'s snapshots and segments, and their bytes as they lie; the repository says it is immutable', async () => {
     const repositories = await get(served.port, '/api/repositories')
-    assert.deepStrictEqual(JSON.parse(repositories.body), [{ id: 0, name: dir, immutable: true }])
+    assert.deepStrictEqual(JSON.parse(repositories.body), [{ id: 0, name: dir, immutable: true, locks: true }])
     for (const base of ['/api/', '/api/r/0/']) {
       const root = await get(served.port, `${base}index`)
       assert.equal(root.status, 200)

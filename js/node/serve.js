@@ -137,7 +137,10 @@ export function createServer(sources, { repair = true, immutable = false, index 
     if (path === '/api/repositories') {
       // Whether each is immutable: the page then lists it as the library
       // does there (its index of create-only files, its folders).
-      const served = await Promise.all(repositories.map(async (repository, id) => ({ id, name: repository.name, immutable: await immutableOrNot(repository) })))
+      // And whether its share has locks: without (S3), no VM folder listing.
+      const served = await Promise.all(
+        repositories.map(async (repository, id) => ({ id, name: repository.name, immutable: await immutableOrNot(repository), locks: repository.locks })),
+      )
       return json(request, response, 200, served)
     }
     const one = /^\/api\/r\/(0|[1-9]\d{0,3})\/(.+)$/.exec(path)

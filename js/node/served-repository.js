@@ -405,6 +405,11 @@ export function servedRepository(source, { repair, immutable, index, encryptionK
 
   return {
     name: repositoryName(source),
+    /**
+     * Whether its share has locks: without (S3), the page lists through the
+     * index without the VM folders' listing, as the library does there.
+     */
+    locks: share.supportsLocks !== false,
     /** Whether the repository is immutable (opened so, or an S3 bucket with Object Lock): the server writes nothing there. */
     isImmutable,
     /**

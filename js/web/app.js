@@ -164,11 +164,11 @@ try {
   worker = undefined
 }
 
-async function readInWorker({ base, key, immutable }) {
+async function readInWorker({ base, key, immutable, locks }) {
   const id = ++requests
   const answer = await new Promise((resolve) => {
     answers.set(id, resolve)
-    worker.postMessage({ id, base: String(base), key, immutable })
+    worker.postMessage({ id, base: String(base), key, immutable, locks })
   })
   if (answer.error) throw Object.assign(new Error(answer.error.message), answer.error)
   return answer.result
@@ -179,10 +179,12 @@ const sameNames = (a, b) => (a === null || b === null ? a === b : same([...a].so
 
 /** One repository of the server, as this page reads and watches it. */
 class RepositoryView {
-  constructor({ id, name, immutable }) {
+  constructor({ id, name, immutable, locks }) {
     this.id = id
     this.name = name
     this.immutable = immutable === true
+    // Without locks (S3), no VM folder listing beside the index (reader.js).
+    this.locks = locks !== false
     this.base = new URL(`api/r/${id}/`, document.baseURI)
     this.http = httpShare(this.base)
     this.encryptionKey = undefined
@@ -206,8 +208,8 @@ class RepositoryView {
   /** The restore view (js/web/reader.js), in the worker or here. */
   async read(share, key) {
     try {
-      const { immutable } = this
-      return worker ? await readInWorker({ base: this.base, key, immutable }) : await readView(share, this.http, { immutable })
+      const { immutable, locks } = this
+      return worker ? await readInWorker({ base: this.base, key, immutable, locks }) : await readView(share, this.http, { immutable, locks })
     } catch (error) {
       // Neither the repository's encryption nor a sign-in to come is a
       // reason to read VM by VM: say them.
@@ -325,12 +327,13 @@ class RepositoryView {
     // A repository that failed to open is tried again at a click only (it
     // may ask for a key).
     if (!this.share) return force ? this.load() : undefined
-    const folders = await this.http.list(BACKUP_DIR)
     const { immutable } = this
+    // Through the index without locks, the VMs are the index's (reader.js).
+    const folders = this.source === 'index' && !this.locks ? null : await this.http.list(BACKUP_DIR)
     if (this.source === 'index') {
       const { names: index } = await listIndex(this.share, { immutable })
       this.verifiedAt = this.http.verifiedAt()
-      if (!force && same(folders, this.listed.folders) && sameNames(index, this.listed.index)) return
+      if (!force && sameNames(folders, this.listed.folders) && sameNames(index, this.listed.index)) return
       return this.show(await this.read(this.share, this.encryptionKey))
     }
     if (this.listed.index === null) {
@@ -367,7 +370,7 @@ async function loadPoints(row) {
   row.loadingPoints = true
   let result
   try {
-    result = { summaries: await readVm(repository.share, row.vm, { immutable: repository.immutable }) }
+    result = { summaries: await readVm(repository.share, row.vm, { immutable: repository.immutable, locks: repository.locks }) }
   } catch (error) {
     result = { pointsError: error.message }
   } finally {

@@ -10,11 +10,11 @@ import { EncryptedShare, encryptionApi, init } from '../browser.js'
 import { httpShare } from './http-share.js'
 import { readView } from './reader.js'
 
-self.addEventListener('message', async ({ data: { id, base, key, immutable } }) => {
+self.addEventListener('message', async ({ data: { id, base, key, immutable, locks } }) => {
   try {
     await init()
     const http = httpShare(base)
-    self.postMessage({ id, result: await readView(new EncryptedShare(http, encryptionApi, key), http, { immutable }) })
+    self.postMessage({ id, result: await readView(new EncryptedShare(http, encryptionApi, key), http, { immutable, locks }) })
   } catch (error) {
     self.postMessage({ id, error: { message: error.message, code: error.code, status: error.status } })
   }

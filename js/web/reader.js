@@ -31,7 +31,11 @@ const SETTINGS = { trusted: true, index: 'auto' }
 const IMMUTABLE = { immutable: true, index: 'auto' }
 
 /** The settings the page's operations run with on a repository the server says is immutable, or not. */
-const settingsFor = (immutable) => (immutable ? IMMUTABLE : SETTINGS)
+// On a share without locks (S3) no lock shows in the VM folders' listing,
+// its costliest call there (Garage walks every object under xo-vm-backups/):
+// through the index the library's listings skip it, the VMs being the
+// index's, and so do the page's.
+const settingsFor = (immutable, locks = true) => ({ ...(immutable ? IMMUTABLE : SETTINGS), ...(locks ? {} : { locks: false }) })
 
 /**
  * `share`, with the first listing of a folder or read of a file answered
@@ -95,17 +99,18 @@ export function listVms(share, folders = share.list(BACKUP_DIR)) {
  * folders) are read VM by VM (listVm), so that rows arrive as they come:
  * `view` is undefined.
  */
-export async function readView(share, http, { immutable = false } = {}) {
-  const folders = share.list(BACKUP_DIR)
+export async function readView(share, http, { immutable = false, locks = true } = {}) {
   const index = listIndex(share, { immutable })
+  // Without locks, the VM folders are listed only where there is no index.
+  const folders = locks ? share.list(BACKUP_DIR) : index.then(({ names }) => (names === null ? share.list(BACKUP_DIR) : null))
   folders.catch(() => {})
   index.catch(() => {})
-  const vms = await listVms(share, folders)
   const { names, made } = await index
   const listed = { folders: await folders, index: names }
-  if (listed.index === null) return { listed, vms }
-  const handler = answering(share, { [BACKUP_DIR]: folders, ...made })
-  const { vms: rows, unreadable, fromIndex } = await drive(operations.start('vmTable', settingsFor(immutable)), handler, { concurrency: CONCURRENCY })
+  if (listed.index === null) return { listed, vms: await listVms(share, folders) }
+  const handler = answering(share, { ...(listed.folders === null ? {} : { [BACKUP_DIR]: folders }), ...made })
+  const { vms: rows, unreadable, fromIndex } = await drive(operations.start('vmTable', settingsFor(immutable, locks)), handler, { concurrency: CONCURRENCY })
+  const vms = listed.folders === null ? Object.keys(rows).sort() : await listVms(share, folders)
   const served = {}
   for (const vm of vms) if (http.etag(vmFile(vm, CACHE_FILE)) !== undefined) served[vm] = http.unreadable(vmFile(vm, CACHE_FILE))
   // There the core read the VMs the index does not know from their folders: what did not read is its to say.
@@ -114,8 +119,8 @@ export async function readView(share, http, { immutable = false } = {}) {
 }
 
 /** A VM's restore points (summaries) by the core's vmRestoreView: through the index, its table, that VM's part and its segments. */
-export async function readVm(share, vm, { immutable = false } = {}) {
-  const { vms } = await drive(operations.start('vmRestoreView', settingsFor(immutable), { vm }), share, { concurrency: CONCURRENCY })
+export async function readVm(share, vm, { immutable = false, locks = true } = {}) {
+  const { vms } = await drive(operations.start('vmRestoreView', settingsFor(immutable, locks), { vm }), share, { concurrency: CONCURRENCY })
   return vms[vm] ?? []
 }
 
