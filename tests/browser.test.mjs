@@ -12,13 +12,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
-import { BrcacheError, LocalHandler, openRepository, summariesOf } from 'brcache'
+import { BrcacheError, openRepository, summariesOf } from 'brcache'
 import { generateRepository } from '../js/sample/generate.js'
 import { CACHE_FILE, formatFilenameDate, vmFile } from '../js/common/layout.js'
 import { createRandom, makeVm, makeVmBackups } from '../js/sample/metadata.js'
 import { describeVm, formatBytes, formatDate } from '../js/common/format.js'
 import { launchChromium } from './helpers/chromium.mjs'
 import { listen } from './helpers/serve.mjs'
+import { Lockless } from './helpers/lockless.mjs'
 import { treeOf } from './helpers/tree.mjs'
 import { KEY, OTHER_KEY, encryptAsXo } from './helpers/xo-encryption.mjs'
 
@@ -97,6 +98,23 @@ function modesOf(summaries) {
 }
 
 /** The page's rows are the restore view's VMs, each as `brcache list --json` says. */
+/** A copy of the suite's repository, removed after the suite. */
+function copyOfRepository(prefix) {
+  const copy = mkdtempSync(join(tmpdir(), prefix))
+  cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
+  cpSync(dir, copy, { recursive: true })
+  return copy
+}
+
+/** `brcache serve` on `source` and the page on it, with every URL the server was asked. */
+async function openWatched(source, options) {
+  const server = await listen(source, options)
+  cleanups.push(server.close)
+  const requests = []
+  server.server.on('request', (request) => requests.push(request.url))
+  return { ...(await open(server.url)), requests, server }
+}
+
 function assertRowsAre(rows, view) {
   assert.deepStrictEqual(rows.map((r) => r.vm).sort(), Object.keys(view).sort())
   for (const row of rows) {
@@ -386,15 +404,9 @@ describe('a repository with an index: the page reads it, and the caches of VMs i
 
 describe("the VM table from the index's table, a VM's restore points when it is opened", () => {
   test('the first load reads the table alone (no part, no cache); a VM opened reads its part', async () => {
-    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-table-'))
-    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-    cpSync(dir, copy, { recursive: true })
+    const copy = copyOfRepository('brcache-browser-table-')
     await openRepository(copy).buildIndex()
-    const server = await listen(copy)
-    cleanups.push(server.close)
-    const requests = []
-    server.server.on('request', (request) => requests.push(request.url))
-    const { page, errors } = await open(server.url)
+    const { page, errors, requests } = await openWatched(copy)
     assert.equal(await page.getAttribute('body', 'data-source'), 'index')
     assertRowsAre(await rowsOf(page), view)
     // Every VM's summaries are in the parts: a page that read them to
@@ -423,15 +435,9 @@ describe("the VM table from the index's table, a VM's restore points when it is 
 
 describe('a fresh writable repository: the server makes the index, and the page reads it', () => {
   test('the first load from the caches, then from the index the server made: a handful of requests; what XO writes shows without a command', async () => {
-    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-fresh-'))
-    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-    cpSync(dir, copy, { recursive: true })
+    const copy = copyOfRepository('brcache-browser-fresh-')
     // A short window, so that the page's own poll shows XO's write soon.
-    const server = await listen(copy, { verifyEveryMs: 200 })
-    cleanups.push(server.close)
-    const requests = []
-    server.server.on('request', (request) => requests.push(request.url))
-    const { page, errors } = await open(server.url)
+    const { page, errors, requests, server } = await openWatched(copy, { verifyEveryMs: 200 })
     // The first look at the index folder found none, and made it behind its answer.
     assert.equal(await page.getAttribute('body', 'data-source'), 'caches')
     assert.equal(await page.isVisible('#verified'), false)
@@ -482,21 +488,9 @@ describe('a fresh writable repository: the server makes the index, and the page 
 
 describe('a share without locks (S3): the page lists through the index without the VM folders', () => {
   test("the VM table and a VM's restore points from the index, no VM folder listing; a backup written shows at Refresh", async () => {
-    const copy = mkdtempSync(join(tmpdir(), 'brcache-browser-lockless-'))
-    cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-    cpSync(dir, copy, { recursive: true })
+    const copy = copyOfRepository('brcache-browser-lockless-')
     await openRepository(copy).buildIndex()
-    // A local share that says it has no locks, as S3Handler does.
-    class Lockless extends LocalHandler {
-      get supportsLocks() {
-        return false
-      }
-    }
-    const server = await listen(new Lockless(copy), { verifyEveryMs: Infinity })
-    cleanups.push(server.close)
-    const requests = []
-    server.server.on('request', (request) => requests.push(request.url))
-    const { page, errors } = await open(server.url)
+    const { page, errors, requests } = await openWatched(new Lockless(copy), { verifyEveryMs: Infinity })
     assert.equal(await page.getAttribute('body', 'data-source'), 'index')
     assertRowsAre(await rowsOf(page), view)
     const vm = Object.keys(view)[1]
@@ -525,21 +519,13 @@ describe('a share without locks (S3): the page lists through the index without t
 
 /** A copy of the suite's repository as brcache leaves an immutable one: no cache. */
 function immutableCopy(prefix) {
-  const copy = mkdtempSync(join(tmpdir(), prefix))
-  cleanups.push(() => rmSync(copy, { recursive: true, force: true }))
-  cpSync(dir, copy, { recursive: true })
+  const copy = copyOfRepository(prefix)
   for (const vm of Object.keys(view)) rmSync(join(copy, vmFile(vm, CACHE_FILE)))
   return copy
 }
 
 /** `brcache serve --immutable` on `copy` and the page on it, with every URL the server was asked. */
-async function openImmutable(copy) {
-  const server = await listen(copy, { immutable: true, verifyEveryMs: 0 })
-  cleanups.push(server.close)
-  const requests = []
-  server.server.on('request', (request) => requests.push(request.url))
-  return { ...(await open(server.url)), requests }
-}
+const openImmutable = (copy) => openWatched(copy, { immutable: true, verifyEveryMs: 0 })
 
 describe('an immutable repository: the page reads its index of create-only files, and the server writes nothing', () => {
   test('every VM as its folders say, from the index (no cache read), a VM opened shows its restore points; a backup written shows at Refresh', async () => {

@@ -10,12 +10,12 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { EncryptedShare, encryptionApi, init } from '../js/browser.js'
 import { openRepository } from '../js/node/repository.js'
-import { LocalHandler } from '../js/node/handlers/index.js'
 import { generateRepository } from '../js/sample/generate.js'
 import { CACHE_FILE, vmFile } from '../js/common/layout.js'
 import { httpShare } from '../js/web/http-share.js'
 import { listVm, readView, readVm } from '../js/web/reader.js'
 import { listen } from './helpers/serve.mjs'
+import { Lockless } from './helpers/lockless.mjs'
 
 const cleanups = []
 let dir
@@ -52,12 +52,6 @@ describe('the page reads a repository by the core’s operations', () => {
     await openRepository(indexed).buildIndex()
     const truth = await openRepository(indexed, { index: false }).listSummaries()
     const rows = (await openRepository(indexed, { index: false }).vmTable()).vms
-    // A local share that says it has no locks, as S3Handler does.
-    class Lockless extends LocalHandler {
-      get supportsLocks() {
-        return false
-      }
-    }
     const server = await listen(new Lockless(indexed))
     cleanups.push(server.close)
     const requests = []
