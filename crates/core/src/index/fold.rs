@@ -50,9 +50,7 @@ impl Snapshot {
     pub fn fold_all(&mut self, segments: impl IntoIterator<Item = (String, Segment)>) {
         let mut deltas: BTreeMap<String, Vec<(u64, String, Delta)>> = BTreeMap::new();
         for (name, segment) in segments {
-            // An immutable repository's segments are named with their
-            // epoch folder (`epoch-<n>/<name>`, see `epochs`).
-            let time = segment_time(name.rsplit('/').next().unwrap_or_default());
+            let time = time_of(&name);
             self.folded.insert(name.clone());
             match segment.body {
                 Body::View(entry) => self.put(&segment.vm, VmEntry { time, ..entry }),
@@ -213,6 +211,13 @@ impl VmEntry {
     }
 }
 
+/// When a segment (named as a reader lists it) was published. An immutable
+/// repository's segments are named with their epoch folder
+/// (`epoch-<n>/<name>`, see `epochs`).
+fn time_of(name: &str) -> Option<u64> {
+    segment_time(name.rsplit('/').next().unwrap_or_default())
+}
+
 /// The metadata file name an id ends with, as cache fingerprints name it
 /// (ids were checked to be `/xo-vm-backups/<vm>/<name>` when decoded).
 fn metadata_name(id: &str) -> &str {
@@ -283,19 +288,13 @@ pub fn delta_of_bytes(
         .map(|(name, metadata)| summary::summary_of_metadata(vm, name, metadata))
         .collect::<Result<Vec<_>>>()?;
     summary::sort(&mut put);
-    let every_one_read = removed
+    let gone: Vec<RawSummary> = removed
         .iter()
-        .all(|name| gone.iter().any(|(read, _)| *read == name));
-    let gone: Vec<RawSummary> = every_one_read
-        .then(|| {
-            removed
-                .iter()
-                .filter_map(|name| gone.iter().find(|(read, _)| *read == name))
-                .map(|(name, metadata)| summary::summary_of_metadata(vm, name, metadata))
-                .collect::<Result<Vec<_>>>()
-                .ok()
+        .map(|name| {
+            let (_, metadata) = gone.iter().find(|(read, _)| *read == name)?;
+            summary::summary_of_metadata(vm, name, metadata).ok()
         })
-        .flatten()
+        .collect::<Option<Vec<_>>>()
         .map(|summaries| summaries.iter().map(RawSummary::of).collect())
         .unwrap_or_default();
     let delta = Delta {
@@ -590,11 +589,6 @@ impl Loaded {
             + self.by_row.len()
     }
 
-    /// Segments folded into their VM's row alone (see [`Loaded::by_row`]).
-    pub fn by_row(&self) -> &[String] {
-        &self.by_row
-    }
-
     /// The compaction of everything read, at the generation after both
     /// the snapshot read and `listed`, the newest snapshot listed: should
     /// one newer than the snapshot read be there, its name is never reused.
@@ -648,9 +642,9 @@ pub type Named<T> = Vec<(String, T)>;
 /// ([`Row::after`]); and the VMs whose entry must be read instead (a view
 /// among them, or deltas that do not say enough). VMs without a row are
 /// in neither.
-pub fn rows_after(
+pub fn rows_after<'a>(
     table: &Table,
-    waiting: &Named<Segment>,
+    waiting: impl IntoIterator<Item = &'a (String, Segment)>,
 ) -> (BTreeMap<String, Row>, BTreeSet<String>) {
     let mut deltas: BTreeMap<&str, Vec<(u64, &str, &Delta)>> = BTreeMap::new();
     let mut unfoldable = BTreeSet::new();
@@ -660,9 +654,8 @@ pub fn rows_after(
         }
         match &segment.body {
             Body::Delta(delta) => {
-                let time = segment_time(name.rsplit('/').next().unwrap_or_default());
                 deltas.entry(segment.vm.as_str()).or_default().push((
-                    time.unwrap_or(0),
+                    time_of(name).unwrap_or(0),
                     name.as_str(),
                     delta,
                 ));

@@ -115,18 +115,27 @@ impl Summary {
     /// The VM table's view of restore points (sorted by timestamp, as an
     /// entry holds them).
     pub fn of(summaries: &[RawSummary]) -> Summary {
+        Summary::tally(summaries).0
+    }
+
+    /// [`Summary::of`], and whether every size and their total are whole
+    /// (so that a sum of them is exact in any order).
+    fn tally(summaries: &[RawSummary]) -> (Summary, bool) {
         let mut out = Summary {
             last_backup: Value::Null,
             ..Summary::default()
         };
+        let mut whole_sizes = true;
         for fields in summaries.iter().filter_map(Fields::of) {
             out.count += 1;
             *out.modes.entry(fields.mode()).or_default() += 1;
+            whole_sizes &= whole(fields.size());
             out.size += fields.size();
             out.last_backup = fields.timestamp;
             out.name = fields.vm.name_label;
         }
-        out
+        let whole_sizes = whole_sizes && whole(out.size);
+        (out, whole_sizes)
     }
 }
 
@@ -203,20 +212,14 @@ impl From<Row> for RowFields {
 
 impl Row {
     pub fn of(entry: &VmEntry, part: &str) -> Row {
+        let (summary, whole_sizes) = Summary::tally(&entry.summaries);
         Row {
             generation: entry.generation,
             fingerprint: entry.fingerprint.clone(),
             time: entry.time,
             part: part.to_string(),
-            summary: Summary::of(&entry.summaries),
-            exact: entry.fingerprint.is_some()
-                && entry.names_its_fingerprint()
-                && entry
-                    .summaries
-                    .iter()
-                    .filter_map(Fields::of)
-                    .all(|f| whole(f.size()))
-                && whole(Summary::of(&entry.summaries).size),
+            summary,
+            exact: whole_sizes && entry.fingerprint.is_some() && entry.names_its_fingerprint(),
         }
     }
 
@@ -285,8 +288,8 @@ impl Row {
             0 => None,
             _ => Some(self.summary.last_backup.as_f64()?),
         };
-        for fields in gone.iter().map(|s| Fields::of(s)) {
-            let fields = fields?;
+        for summary_gone in &gone {
+            let fields = Fields::of(summary_gone)?;
             let count = summary.modes.get_mut(&fields.mode())?;
             *count = count.checked_sub(1)?;
             if *count == 0 {

@@ -250,12 +250,10 @@ async fn read_table(
             .collect()
     };
     let unfoldable = |segments: &index::Named<Segment>| -> Vec<String> {
-        let waiting: index::Named<Segment> = segments
+        let waiting = segments
             .iter()
-            .filter(|(name, _)| !table.folded.contains(name))
-            .cloned()
-            .collect();
-        index::rows_after(&table, &waiting).1.into_iter().collect()
+            .filter(|(name, _)| !table.folded.contains(name));
+        index::rows_after(&table, waiting).1.into_iter().collect()
     };
     let mut wanted: Vec<String> = match scope {
         Scope::All => table.rows.keys().cloned().collect(),
