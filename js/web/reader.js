@@ -30,11 +30,14 @@ const SETTINGS = { trusted: true, index: 'auto' }
 // compactions, which write) undone: the page never asks for it.
 const IMMUTABLE = { immutable: true, index: 'auto' }
 
-/** The settings the page's operations run with on a repository the server says is immutable, or not. */
-// On a share without locks (S3) no lock shows in the VM folders' listing,
-// its costliest call there (Garage walks every object under xo-vm-backups/):
-// through the index the library's listings skip it, the VMs being the
-// index's, and so do the page's.
+/**
+ * The settings the page's operations run with on a repository the server
+ * says is immutable, or not, and has locks, or not. On a share without
+ * locks (S3) no lock shows in the VM folders' listing, its costliest call
+ * there (Garage walks every object under xo-vm-backups/): through the
+ * index the library's listings skip it, the VMs being the index's, and so
+ * do the page's.
+ */
 const settingsFor = (immutable, locks = true) => ({ ...(immutable ? IMMUTABLE : SETTINGS), ...(locks ? {} : { locks: false }) })
 
 /**
